@@ -1,0 +1,137 @@
+"""Predicted observations (means) and simulated observations (with residual error)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+
+from ..patient import Patient, PatientDataError
+from ..spec.expr import NUMPY, PYTENSOR
+from ..spec.model_spec import ModelSpec
+from .linear import Doses, state_amounts
+
+__all__ = ["Design", "design_for", "predict_observations", "simulate_observations", "residual_sd"]
+
+
+@dataclass(frozen=True)
+class Design:
+    """What a spec needs from a patient, in the spec's units.
+
+    Attributes
+    ----------
+    times : dict
+        Observation name -> observation times.
+    values : dict
+        Observation name -> observed values.
+    doses : dict
+        Route -> (dose times, amounts).
+    """
+
+    times: dict[str, np.ndarray]
+    values: dict[str, np.ndarray]
+    doses: Doses
+    excluded: tuple[tuple[str, float, float], ...] = ()
+
+    def with_values(self, values: Mapping[str, np.ndarray]) -> "Design":
+        return Design(self.times, {k: np.asarray(v, float) for k, v in values.items()}, self.doses, self.excluded)
+
+
+def design_for(spec: ModelSpec, patient: Patient) -> Design:
+    """Match a patient's data to a spec: observables, routes and units.
+
+    A linear spec starts from zero amounts, so its prediction at or before
+    the first dose is exactly zero whatever the parameters: such pre-dose
+    samples carry no information about the twin, and a zero value there makes
+    the likelihood unbounded as the additive error SD goes to zero.  They are
+    left out of the design and listed in ``Design.excluded`` (name, time, value),
+    which fitted twins report.
+
+    Raises
+    ------
+    PatientDataError
+        If the patient received doses by a route the spec does not model, or
+        has none of the spec's observables.
+    """
+    unknown = [r for r in patient.routes if r not in spec.routes]
+    if unknown:
+        raise PatientDataError(
+            f"patient {patient.id!r} ({patient.data.attrs.get('source')}) received doses by route(s) {unknown} "
+            f"that spec {spec.name!r} ({spec.source}) does not model; its routes: {list(spec.routes)}"
+        )
+    names = [o for o in spec.observations if o in patient.observation_names]
+    if not names:
+        raise PatientDataError(
+            f"patient {patient.id!r} has observations {patient.observation_names}, none of which spec "
+            f"{spec.name!r} models ({list(spec.observations)})"
+        )
+    doses = {r: patient.doses(r, spec.routes[r].unit, spec.time_unit) for r in patient.routes}
+    first_dose = min((float(t.min()) for t, _ in doses.values() if len(t)), default=np.inf)
+    times, values, excluded = {}, {}, []
+    for o in names:
+        t, y = patient.observations(o, spec.observations[o].unit, spec.time_unit)
+        keep = t > first_dose if spec.linear else np.ones(len(t), bool)
+        excluded += [(o, float(ti), float(yi)) for ti, yi in zip(t[~keep], y[~keep])]
+        if not keep.any():
+            raise PatientDataError(
+                f"patient {patient.id!r}: no {o!r} observation after the first dose; "
+                f"spec {spec.name!r} starts from zero and predicts 0 before any dose"
+            )
+        times[o], values[o] = t[keep], y[keep]
+    return Design(times, values, doses, tuple(excluded))
+
+
+def predict_observations(spec: ModelSpec, env: Mapping[str, Any], design: Design, backend=NUMPY) -> dict[str, Any]:
+    """Mean of each observable at the design's times.
+
+    ``env`` holds parameter values; derived quantities are added here.
+    """
+    env = spec.evaluate_derived(env, backend)
+    out = {}
+    for name, t in design.times.items():
+        obs = spec.observations[name]
+        needed = [s for s in spec.states if s in obs.expression.symbols]
+        amounts = state_amounts(spec, env, t, design.doses, needed, backend)
+        mu = obs.expression({**env, **amounts}, backend)
+        if backend is NUMPY:
+            mu = np.broadcast_to(np.asarray(mu, float), t.shape).copy()
+        out[name] = mu
+    return out
+
+
+def residual_sd(error, env: Mapping[str, Any], mu, backend=NUMPY):
+    """Standard deviation of the residual error at mean ``mu``.
+
+    additive: ``a``; proportional: ``b |mu|``; combined: ``sqrt(a^2 + (b mu)^2)``
+    (e.g. Beal & Sheiner, NONMEM Users Guide); lognormal: ``sigma`` on the log scale.
+    """
+    xp = np
+    if backend is PYTENSOR:
+        import pytensor.tensor as pt
+
+        xp = pt
+    match error.kind:
+        case "additive":
+            return env[error.additive] + 0.0 * mu
+        case "proportional":
+            return env[error.proportional] * xp.abs(mu)
+        case "combined":
+            return xp.sqrt(env[error.additive] ** 2 + (env[error.proportional] * mu) ** 2)
+        case "lognormal":
+            return env[error.sigma] + 0.0 * mu
+    raise AssertionError(error.kind)  # pragma: no cover
+
+
+def simulate_observations(
+    spec: ModelSpec, params: Mapping[str, float], design: Design, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
+    """Draw observations from the spec's full model (means plus residual error)."""
+    mu = predict_observations(spec, params, design)
+    out = {}
+    for name, m in mu.items():
+        err = spec.observations[name].error
+        sd = residual_sd(err, params, m)
+        z = rng.standard_normal(m.shape)
+        out[name] = m * np.exp(sd * z) if err.kind == "lognormal" else m + sd * z
+    return out

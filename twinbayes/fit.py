@@ -1,0 +1,216 @@
+"""Fitting a twin: the PyMC model, NUTS, and the convergence gate.
+
+:func:`build_model` turns a spec and a patient into a PyMC model whose mean
+trajectory is the exact solution of the spec's dynamics (closed form or
+matrix exponential, :mod:`twinbayes.dynamics.linear`), so NUTS differentiates
+through the dynamics.  :func:`fit` samples it (nutpie by default, PyMC's own
+NUTS as fallback), stores the pointwise log-likelihood and posterior
+predictive draws, and applies the convergence :class:`~twinbayes.diagnostics.Gate`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pymc as pm
+import pytensor.tensor as pt
+
+from .diagnostics import Diagnostics, Gate, check_convergence
+from .dynamics.predict import Design, design_for, predict_observations, residual_sd
+from .patient import Patient, PatientDataError
+from .spec.expr import PYTENSOR
+from .spec.model_spec import ModelSpec
+
+__all__ = ["Twin", "build_model", "fit", "default_sampler"]
+
+log = logging.getLogger("twinbayes")
+
+
+def default_sampler() -> str:
+    """``"nutpie"`` when installed (fastest here; see docs/benchmarks.md), else ``"pymc"``."""
+    return "nutpie" if importlib.util.find_spec("nutpie") else "pymc"
+
+
+def obs_dim(name: str) -> str:
+    """Name of the observation dimension of observable ``name``."""
+    return f"{name}_obs"
+
+
+def build_model(spec: ModelSpec, design: Design) -> pm.Model:
+    """The PyMC model of ``spec`` for the data in ``design``.
+
+    Parameters get the spec's priors, derived quantities become
+    ``Deterministic`` variables, and each observable gets a likelihood with
+    the spec's residual error model.
+    """
+    coords = {obs_dim(n): np.arange(len(t)) for n, t in design.times.items()}
+    for name, y in design.values.items():
+        if spec.observations[name].error.kind == "lognormal" and np.any(y <= 0):
+            raise PatientDataError(
+                f"observable {name!r} has values <= 0, which a lognormal error model (spec {spec.name}) cannot "
+                "explain; use the combined error model or remove values below the quantification limit"
+            )
+    with pm.Model(coords=coords) as model:
+        env: dict[str, Any] = {name: p.prior.to_pymc(name) for name, p in spec.parameters.items()}
+        for d in spec.derived.values():
+            env[d.name] = pm.Deterministic(d.name, d.expression(env, PYTENSOR))
+        mu = predict_observations(spec, env, design, PYTENSOR)
+        for name, m in mu.items():
+            err = spec.observations[name].error
+            sd = residual_sd(err, env, m, PYTENSOR)
+            y = design.values[name]
+            if err.kind == "lognormal":
+                pm.LogNormal(name, mu=pt.log(m), sigma=sd, observed=y, dims=obs_dim(name))
+            else:
+                pm.Normal(name, mu=m, sigma=sd, observed=y, dims=obs_dim(name))
+    return model
+
+
+@dataclass
+class Twin:
+    """A fitted twin: one spec's posterior for one patient.
+
+    Attributes
+    ----------
+    spec : ModelSpec
+    patient : Patient
+    idata : xarray.DataTree
+        ArviZ 1.x groups: ``posterior`` (parameters and derived quantities),
+        ``sample_stats``, ``log_likelihood`` (pointwise, for LOO),
+        ``posterior_predictive``, ``observed_data``.
+    diagnostics : Diagnostics
+        Convergence diagnostics and the gate's verdict.
+    settings : dict
+        Sampler, draws, warm-up, chains and seed.
+    timings : dict
+        Seconds spent building/compiling, sampling and post-processing.
+    excluded : tuple
+        Observations left out of the likelihood as (name, time, value), with
+        the reason given in :func:`~twinbayes.dynamics.predict.design_for`.
+    """
+
+    spec: ModelSpec
+    patient: Patient
+    idata: Any
+    diagnostics: Diagnostics
+    settings: dict
+    timings: dict = field(default_factory=dict)
+    excluded: tuple = ()
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def converged(self) -> bool:
+        """Whether the fit passed its convergence gate."""
+        return self.diagnostics.passed
+
+    @property
+    def reasons(self) -> list[str]:
+        """Why the gate failed (empty when it passed)."""
+        return self.diagnostics.reasons
+
+    def posterior_median(self, name: str) -> float:
+        return float(self.idata["posterior"][name].median())
+
+    def summary(self):
+        """ArviZ summary table of the parameters and derived quantities."""
+        import arviz as az
+
+        return az.summary(self.idata, var_names=list(self.spec.parameters) + list(self.spec.derived))
+
+    def __repr__(self) -> str:
+        return f"Twin({self.spec.name!r}, patient {self.patient.id!r}: {self.diagnostics})"
+
+
+def fit(
+    spec: ModelSpec,
+    patient: Patient,
+    *,
+    draws: int = 1000,
+    tune: int = 1000,
+    chains: int = 4,
+    seed: int = 0,
+    sampler: str | None = None,
+    gate: Gate = Gate(),
+    target_accept: float = 0.9,
+    progress: bool = False,
+    posterior_predictive: bool = True,
+) -> Twin:
+    """Fit a twin by NUTS and check convergence.
+
+    Parameters
+    ----------
+    spec : ModelSpec
+    patient : Patient
+    draws, tune, chains : int
+        Draws kept per chain, warm-up iterations per chain, number of chains.
+    seed : int
+        Seeds sampling and posterior predictive draws; same seed, same numbers.
+    sampler : {"nutpie", "pymc"}, optional
+        NUTS implementation; default :func:`default_sampler`.
+    gate : Gate
+        Convergence thresholds; the result's ``converged`` says if they were met.
+    target_accept : float
+        Target acceptance rate of step-size adaptation.
+    progress : bool
+        Show a progress bar while sampling.
+    posterior_predictive : bool
+        Also draw from the posterior predictive distribution.
+
+    Returns
+    -------
+    Twin
+        Never silently altered: a fit that fails the gate is returned with
+        ``converged = False`` and the reasons, for the caller to report.
+    """
+    sampler = sampler or default_sampler()
+    if sampler not in ("nutpie", "pymc"):
+        raise ValueError(f"unknown sampler {sampler!r}; use 'nutpie' or 'pymc'")
+    timings = {}
+    t0 = time.perf_counter()
+    design = design_for(spec, patient)
+    model = build_model(spec, design)
+    log.info("fitting %s to patient %s with %s (%d chains x %d+%d)", spec.name, patient.id, sampler, chains, tune, draws)
+    kwargs = dict(draws=draws, tune=tune, chains=chains, random_seed=seed, progressbar=progress, compute_convergence_checks=False)
+    kwargs.update(nuts={"target_accept": target_accept})
+    if sampler == "pymc":
+        kwargs.update(cores=1)
+    with model:
+        t1 = time.perf_counter()
+        idata = pm.sample(nuts_sampler=sampler, **kwargs)
+        t2 = time.perf_counter()
+        pm.compute_log_likelihood(idata, progressbar=False)
+        if posterior_predictive:
+            pm.sample_posterior_predictive(idata, random_seed=seed + 1, extend_inferencedata=True, progressbar=False)
+    idata = _attach_times(idata, design)
+    t3 = time.perf_counter()
+    var_names = list(spec.parameters)
+    diagnostics = check_convergence(idata, var_names, gate)
+    timings.update(build=t1 - t0, sample=t2 - t1, postprocess=t3 - t2 + (time.perf_counter() - t3))
+    settings = dict(sampler=sampler, draws=draws, tune=tune, chains=chains, seed=seed, target_accept=target_accept)
+    idata.attrs.update(spec=spec.name, spec_sha256=spec.sha256, patient=patient.id, patient_sha256=patient.sha256, seed=seed)
+    twin = Twin(spec, patient, idata, diagnostics, settings, timings, design.excluded)
+    if design.excluded:
+        log.info("%s: left out %d pre-dose observation(s) (predicted 0 by construction): %s", spec.name, len(design.excluded), design.excluded)
+    (log.info if twin.converged else log.warning)("%s: %s", spec.name, diagnostics)
+    return twin
+
+
+def _attach_times(idata, design: Design):
+    """Add observation times as a coordinate to the observation groups."""
+    for group in ("observed_data", "log_likelihood", "posterior_predictive"):
+        if group not in idata.children:
+            continue
+        ds = idata[group].to_dataset()
+        for name, t in design.times.items():
+            if name in ds:
+                ds = ds.assign_coords({f"{name}_time": (obs_dim(name), t)})
+        idata[group] = ds
+    return idata

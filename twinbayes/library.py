@@ -1,0 +1,38 @@
+"""The bundled spec library (``model_specs/``) and example data (``twinbayes/data/``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["specs_dir", "spec_path", "list_specs", "data_path"]
+
+_PKG = Path(__file__).resolve().parent
+
+
+def specs_dir() -> Path:
+    """Folder of the bundled specs: inside the installed package, else the source checkout."""
+    for candidate in (_PKG / "model_specs", _PKG.parent / "model_specs"):
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError("bundled model_specs/ folder not found; reinstall twinbayes")
+
+
+def list_specs() -> list[str]:
+    """Names of the bundled specs."""
+    return sorted(p.stem for p in specs_dir().glob("*.toml"))
+
+
+def spec_path(name: str) -> Path:
+    """Path of a bundled spec by name, e.g. ``"pk_1cmt_oral"``."""
+    path = specs_dir() / f"{name}.toml"
+    if not path.exists():
+        raise FileNotFoundError(f"no bundled spec named {name!r}; bundled: {', '.join(list_specs())}")
+    return path
+
+
+def data_path(name: str) -> Path:
+    """Path of a bundled data file, e.g. ``"theophylline.csv"``."""
+    path = _PKG / "data" / name
+    if not path.exists():
+        raise FileNotFoundError(f"no bundled data file {name!r}")
+    return path

@@ -1,0 +1,280 @@
+"""One patient's data: observations, doses and covariates, with units.
+
+The tidy CSV format has one row per event::
+
+    subject,time,time_unit,event,name,value,unit
+    1,0,h,dose,oral,320.4,mg
+    1,0.25,h,observation,concentration,2.84,mg/L
+    1,0,h,covariate,weight,79.6,kg
+
+``subject`` is optional (needed when a file holds several patients);
+``event`` is ``observation``, ``dose`` (``name`` is the route, e.g. ``oral`` or
+``iv``) or ``covariate``.  Rows of one subject must be in time order.  All
+validation errors name the file, the line and the column, and say how to fix
+the data.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from .units import UnitError, conversion_factor, parse_unit
+
+__all__ = ["PatientDataError", "Patient", "COLUMNS"]
+
+COLUMNS = ("time", "time_unit", "event", "name", "value", "unit")
+EVENTS = ("observation", "dose", "covariate")
+
+
+class PatientDataError(ValueError):
+    """Patient data are malformed; the message says where and how to fix them."""
+
+
+@dataclass(frozen=True)
+class Patient:
+    """Observations, doses and covariates of one patient.
+
+    Attributes
+    ----------
+    data : xarray.Dataset
+        Dimensions ``obs`` (variables ``obs_time``, ``obs_name``,
+        ``obs_value``, ``obs_unit``) and ``dose`` (``dose_time``,
+        ``dose_route``, ``dose_amount``, ``dose_unit``); covariates as
+        0-d variables ``covariate_<name>`` with a ``unit`` attribute.  Times
+        are in ``data.attrs["time_unit"]``.
+    """
+
+    data: xr.Dataset
+
+    # ------------------------------------------------------------------ access
+    @property
+    def id(self) -> str:
+        return str(self.data.attrs.get("subject", ""))
+
+    @property
+    def time_unit(self) -> str:
+        return self.data.attrs["time_unit"]
+
+    @property
+    def observation_names(self) -> list[str]:
+        return list(dict.fromkeys(self.data["obs_name"].values.tolist()))
+
+    @property
+    def routes(self) -> list[str]:
+        return list(dict.fromkeys(self.data["dose_route"].values.tolist()))
+
+    def observations(self, name: str, unit: str, time_unit: str) -> tuple[np.ndarray, np.ndarray]:
+        """Times and values of observable ``name``, converted to the given units."""
+        sel = self.data["obs_name"].values == name
+        if not sel.any():
+            raise PatientDataError(
+                f"patient {self.id!r} has no observations named {name!r}; it has {self.observation_names}"
+            )
+        t = self.data["obs_time"].values[sel] * conversion_factor(self.time_unit, time_unit)
+        units = set(self.data["obs_unit"].values[sel].tolist())
+        y = self.data["obs_value"].values[sel].astype(float).copy()
+        for u in units:
+            try:
+                y[self.data["obs_unit"].values[sel] == u] *= conversion_factor(u, unit)
+            except UnitError as exc:
+                raise PatientDataError(f"observation {name!r} of patient {self.id!r}: {exc}") from None
+        return t, y
+
+    def doses(self, route: str, unit: str, time_unit: str) -> tuple[np.ndarray, np.ndarray]:
+        """Times and amounts of doses given by ``route``, converted to the given units."""
+        sel = self.data["dose_route"].values == route
+        t = self.data["dose_time"].values[sel] * conversion_factor(self.time_unit, time_unit)
+        amt = self.data["dose_amount"].values[sel].astype(float).copy()
+        for i, u in enumerate(self.data["dose_unit"].values[sel]):
+            try:
+                amt[i] *= conversion_factor(u, unit)
+            except UnitError as exc:
+                raise PatientDataError(f"{route!r} dose of patient {self.id!r}: {exc}") from None
+        return t, amt
+
+    def covariate(self, name: str, unit: str) -> float:
+        var = self.data.get(f"covariate_{name}")
+        if var is None:
+            raise PatientDataError(f"patient {self.id!r} has no covariate {name!r}")
+        return float(var.values) * conversion_factor(var.attrs["unit"], unit)
+
+    @property
+    def sha256(self) -> str:
+        return self.data.attrs.get("sha256", "")
+
+    def __repr__(self) -> str:  # pragma: no cover - cosmetic
+        return (
+            f"Patient(id={self.id!r}, {self.data.sizes.get('obs', 0)} observations of "
+            f"{self.observation_names}, {self.data.sizes.get('dose', 0)} doses via {self.routes})"
+        )
+
+    # ---------------------------------------------------------------- building
+    @classmethod
+    def from_records(
+        cls,
+        observations: list[tuple[float, str, float, str]],
+        doses: list[tuple[float, str, float, str]] = (),
+        covariates: dict[str, tuple[float, str]] | None = None,
+        *,
+        time_unit: str = "h",
+        subject: str = "",
+        source: str = "<records>",
+    ) -> "Patient":
+        """Build a patient from Python records and validate it.
+
+        Parameters
+        ----------
+        observations : list of (time, name, value, unit)
+        doses : list of (time, route, amount, unit)
+        covariates : dict name -> (value, unit)
+        """
+        rows = [(float(t), time_unit, "observation", n, float(v), u) for t, n, v, u in observations]
+        rows += [(float(t), time_unit, "dose", r, float(a), u) for t, r, a, u in doses]
+        rows += [(0.0, time_unit, "covariate", n, float(v), u) for n, (v, u) in (covariates or {}).items()]
+        rows.sort(key=lambda r: r[0])
+        return _build(rows, list(range(1, len(rows) + 1)), subject, source, sha="")
+
+    @classmethod
+    def from_csv(cls, path: str | Path, subject: str | int | None = None) -> "Patient":
+        """Read a tidy CSV file (see the module docstring for the columns).
+
+        Parameters
+        ----------
+        path : str or Path
+        subject : str or int, optional
+            Which subject to read when the file holds several.
+
+        Raises
+        ------
+        PatientDataError
+            Naming the file, line and column, and how to fix the data.
+        """
+        path = Path(path)
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            raise PatientDataError(f"{path}: file not found") from None
+        text = raw.decode("utf-8-sig")
+        if not text.strip():
+            raise PatientDataError(f"{path}: the file is empty; expected a header with columns {', '.join(COLUMNS)}")
+        reader = csv.DictReader(text.splitlines())
+        header = [h.strip() for h in (reader.fieldnames or [])]
+        missing = [c for c in COLUMNS if c not in header]
+        if missing:
+            raise PatientDataError(
+                f"{path}: missing column(s) {', '.join(missing)}; the header must hold {', '.join(COLUMNS)}"
+                " (and 'subject' when the file holds several patients)"
+            )
+        records = []
+        for row in reader:
+            row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
+            records.append((reader.line_num, row))
+        if not records:
+            raise PatientDataError(f"{path}: the file has a header but no data rows")
+        if "subject" in header:
+            subjects = list(dict.fromkeys(r["subject"] for _, r in records))
+            if subject is None:
+                if len(subjects) > 1:
+                    raise PatientDataError(
+                        f"{path}: the file holds {len(subjects)} subjects ({', '.join(subjects[:10])}"
+                        f"{', ...' if len(subjects) > 10 else ''}); pass subject=... to choose one"
+                    )
+                subject = subjects[0]
+            subject = str(subject)
+            records = [(ln, r) for ln, r in records if r["subject"] == subject]
+            if not records:
+                raise PatientDataError(f"{path}: no rows for subject {subject!r}; subjects: {', '.join(subjects)}")
+        elif subject is not None:
+            raise PatientDataError(f"{path}: subject={subject!r} given but the file has no 'subject' column")
+
+        rows, lines = [], []
+        for ln, r in records:
+            where = f"{path}, line {ln}"
+            t = _number(r["time"], f"{where}, column 'time'")
+            v = _number(r["value"], f"{where}, column 'value'")
+            event = r["event"]
+            if event not in EVENTS:
+                raise PatientDataError(f"{where}, column 'event': {event!r} is not one of {', '.join(EVENTS)}")
+            if not r["name"]:
+                raise PatientDataError(f"{where}, column 'name': empty; name the observable, route or covariate")
+            rows.append((t, r["time_unit"], event, r["name"], v, r["unit"]))
+            lines.append(ln)
+        return _build(rows, lines, subject or "", str(path), sha=hashlib.sha256(raw).hexdigest())
+
+
+def _number(text: str, where: str) -> float:
+    try:
+        x = float(text)
+    except ValueError:
+        raise PatientDataError(f"{where}: {text!r} is not a number") from None
+    if math.isnan(x) or math.isinf(x):
+        raise PatientDataError(f"{where}: value is {text!r}; remove the row or give a finite number (missing data are left out, not NaN)")
+    return x
+
+
+def _build(rows, lines, subject, source, sha) -> Patient:
+    """Validate rows ``(time, time_unit, event, name, value, unit)`` and build the Dataset."""
+    if not rows:
+        raise PatientDataError(f"{source}: no data rows")
+    time_unit = rows[0][1]
+    obs, doses, covs = [], [], {}
+    last_t = -math.inf
+    for (t, tu, event, name, v, unit), ln in zip(rows, lines):
+        where = f"{source}, line {ln}"
+        try:
+            if parse_unit(tu).dims != (("time", 1),):
+                raise UnitError(f"{tu!r} is not a time unit (use h, min or d)")
+            t = t * conversion_factor(tu, time_unit)
+        except UnitError as exc:
+            raise PatientDataError(f"{where}, column 'time_unit': {exc}") from None
+        try:
+            parse_unit(unit)
+        except UnitError as exc:
+            raise PatientDataError(f"{where}, column 'unit': {exc}") from None
+        if t < 0:
+            raise PatientDataError(f"{where}, column 'time': negative time {t}; times count from 0 (the first dose or admission)")
+        if event == "covariate":
+            covs[name] = (v, unit)
+            continue
+        if t < last_t:
+            raise PatientDataError(
+                f"{where}, column 'time': time {t} comes after {last_t} in the file; sort the rows of each subject by time"
+            )
+        last_t = t
+        if event == "observation":
+            obs.append((t, name, v, unit))
+        else:
+            if v <= 0:
+                raise PatientDataError(f"{where}, column 'value': dose amount must be > 0, got {v}")
+            doses.append((t, name, v, unit))
+    if not obs:
+        raise PatientDataError(f"{source}: no observations for subject {subject!r}; a twin needs data to be fitted to")
+    if doses and min(d[0] for d in doses) > max(o[0] for o in obs):
+        raise PatientDataError(
+            f"{source}: every dose (first at t={min(d[0] for d in doses)}) comes after the last observation "
+            f"(t={max(o[0] for o in obs)}); the data say nothing about the response to the doses. "
+            "Check the time column (units? clock time instead of time since first dose?)"
+        )
+    ds = xr.Dataset(
+        {
+            "obs_time": ("obs", np.array([o[0] for o in obs], float)),
+            "obs_name": ("obs", np.array([o[1] for o in obs], dtype=str)),
+            "obs_value": ("obs", np.array([o[2] for o in obs], float)),
+            "obs_unit": ("obs", np.array([o[3] for o in obs], dtype=str)),
+            "dose_time": ("dose", np.array([d[0] for d in doses], float)),
+            "dose_route": ("dose", np.array([d[1] for d in doses], dtype=str)),
+            "dose_amount": ("dose", np.array([d[2] for d in doses], float)),
+            "dose_unit": ("dose", np.array([d[3] for d in doses], dtype=str)),
+        },
+        attrs={"subject": str(subject), "time_unit": time_unit, "source": source, "sha256": sha},
+    )
+    for name, (v, unit) in covs.items():
+        ds[f"covariate_{name}"] = xr.DataArray(v, attrs={"unit": unit})
+    return Patient(ds)

@@ -1,0 +1,237 @@
+"""The safe expression compiler.
+
+Spec files come from other teams and are *data*: an expression such as
+``"ka * depot - ke * central"`` is parsed with :func:`ast.parse` (which never
+executes anything) and then checked node by node against a whitelist:
+numbers, named symbols, ``+ - * / **``, unary minus and calls of a fixed set
+of math functions.  Anything else -- attribute access, subscripts, lambdas,
+comprehensions, keyword arguments, strings, unknown names or functions -- is
+rejected with an :class:`ExpressionError` that names the offending token.
+
+The checked tree is turned into a small closure tree that can be evaluated
+with any array backend (NumPy for simulation, PyTensor for inference).
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+__all__ = ["ExpressionError", "Expression", "compile_expression", "FUNCTIONS", "NUMPY", "PYTENSOR"]
+
+MAX_LENGTH = 4000
+"""Longest expression accepted (characters); guards the parser against abuse."""
+
+FUNCTIONS = {
+    # name: number of arguments
+    "exp": 1,
+    "log": 1,
+    "log1p": 1,
+    "expm1": 1,
+    "sqrt": 1,
+    "abs": 1,
+    "sin": 1,
+    "cos": 1,
+    "tanh": 1,
+    "sigmoid": 1,
+    "min": 2,
+    "max": 2,
+    "step": 1,  # Heaviside: 1 for x > 0 else 0
+}
+
+
+class ExpressionError(ValueError):
+    """An expression is not allowed or cannot be parsed."""
+
+
+class _Backend:
+    """Maps the whitelisted function names onto an array library."""
+
+    def __init__(self, name: str, funcs: Mapping[str, Callable[..., Any]]):
+        self.name = name
+        self.funcs = dict(funcs)
+        missing = set(FUNCTIONS) - set(self.funcs)
+        if missing:  # pragma: no cover - programming error
+            raise RuntimeError(f"backend {name} lacks {missing}")
+
+
+def _numpy_backend() -> _Backend:
+    import numpy as np
+
+    return _Backend(
+        "numpy",
+        {
+            "exp": np.exp,
+            "log": np.log,
+            "log1p": np.log1p,
+            "expm1": np.expm1,
+            "sqrt": np.sqrt,
+            "abs": np.abs,
+            "sin": np.sin,
+            "cos": np.cos,
+            "tanh": np.tanh,
+            "sigmoid": lambda x: 1.0 / (1.0 + np.exp(-x)),
+            "min": np.minimum,
+            "max": np.maximum,
+            "step": lambda x: np.where(np.asarray(x) > 0, 1.0, 0.0),
+        },
+    )
+
+
+def _pytensor_backend() -> _Backend:
+    import pytensor.tensor as pt
+
+    return _Backend(
+        "pytensor",
+        {
+            "exp": pt.exp,
+            "log": pt.log,
+            "log1p": pt.log1p,
+            "expm1": pt.expm1,
+            "sqrt": pt.sqrt,
+            "abs": pt.abs,
+            "sin": pt.sin,
+            "cos": pt.cos,
+            "tanh": pt.tanh,
+            "sigmoid": pt.sigmoid,
+            "min": pt.minimum,
+            "max": pt.maximum,
+            "step": lambda x: pt.switch(pt.gt(x, 0), 1.0, 0.0),
+        },
+    )
+
+
+class _LazyBackend:
+    def __init__(self, factory):
+        self._factory = factory
+        self._backend = None
+
+    def get(self) -> _Backend:
+        if self._backend is None:
+            self._backend = self._factory()
+        return self._backend
+
+
+NUMPY = _LazyBackend(_numpy_backend)
+PYTENSOR = _LazyBackend(_pytensor_backend)
+
+_BINOPS = {
+    ast.Add: lambda a, b: a + b,
+    ast.Sub: lambda a, b: a - b,
+    ast.Mult: lambda a, b: a * b,
+    ast.Div: lambda a, b: a / b,
+    ast.Pow: lambda a, b: a**b,
+}
+_UNARY = {ast.USub: lambda a: -a, ast.UAdd: lambda a: a}
+
+_Node = Callable[[Mapping[str, Any], _Backend], Any]
+
+
+@dataclass(frozen=True)
+class Expression:
+    """A checked, compiled expression.
+
+    Attributes
+    ----------
+    source : str
+        The expression text as written in the spec.
+    symbols : frozenset of str
+        The names the expression reads.
+    """
+
+    source: str
+    symbols: frozenset[str]
+    _fn: _Node = field(repr=False, compare=False)
+
+    def __call__(self, env: Mapping[str, Any], backend: _LazyBackend = NUMPY) -> Any:
+        """Evaluate with values for every symbol in ``env``."""
+        missing = self.symbols - set(env)
+        if missing:
+            raise ExpressionError(f"expression {self.source!r} needs values for {sorted(missing)}")
+        return self._fn(env, backend.get())
+
+
+def _describe(node: ast.AST, source: str) -> str:
+    seg = ast.get_source_segment(source, node)
+    return seg if seg is not None else type(node).__name__
+
+
+def compile_expression(source: str, allowed_symbols: set[str] | frozenset[str], where: str = "expression") -> Expression:
+    """Check ``source`` against the whitelist and compile it.
+
+    Parameters
+    ----------
+    source : str
+        The expression text.
+    allowed_symbols : set of str
+        Names the expression may read (parameters, states, ...).
+    where : str
+        Location used in error messages, e.g. ``"pk.toml: dynamics.rhs.central"``.
+
+    Raises
+    ------
+    ExpressionError
+        With ``where`` and the offending token.
+    """
+    if not isinstance(source, (str, int, float)) or isinstance(source, bool):
+        raise ExpressionError(f"{where}: expected an expression string, got {type(source).__name__}")
+    source = str(source)
+    if len(source) > MAX_LENGTH:
+        raise ExpressionError(f"{where}: expression longer than {MAX_LENGTH} characters")
+    try:
+        tree = ast.parse(source.strip(), mode="eval")
+    except SyntaxError as exc:
+        raise ExpressionError(f"{where}: cannot parse {source!r}: {exc.msg}") from None
+    text = source.strip()
+    symbols: set[str] = set()
+
+    def bad(node: ast.AST, why: str) -> ExpressionError:
+        return ExpressionError(f"{where}: {why}: {_describe(node, text)!r} in {text!r}")
+
+    def build(node: ast.AST) -> _Node:
+        if isinstance(node, ast.Constant):
+            if isinstance(node.value, bool) or not isinstance(node.value, (int, float)):
+                raise bad(node, "only numbers are allowed as constants")
+            if not math.isfinite(node.value):
+                raise bad(node, "non-finite constant")
+            value = float(node.value)
+            return lambda env, be: value
+        if isinstance(node, ast.Name):
+            name = node.id
+            if name not in allowed_symbols:
+                raise bad(node, f"unknown symbol (known here: {', '.join(sorted(allowed_symbols))})")
+            symbols.add(name)
+            return lambda env, be: env[name]
+        if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
+            op = _BINOPS[type(node.op)]
+            left, right = build(node.left), build(node.right)
+            return lambda env, be: op(left(env, be), right(env, be))
+        if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
+            op = _UNARY[type(node.op)]
+            operand = build(node.operand)
+            return lambda env, be: op(operand(env, be))
+        if isinstance(node, ast.Call):
+            if not isinstance(node.func, ast.Name):
+                raise bad(node.func, "only plain function names may be called")
+            fname = node.func.id
+            if fname not in FUNCTIONS:
+                raise bad(node.func, f"unknown function (allowed: {', '.join(sorted(FUNCTIONS))})")
+            if node.keywords:
+                raise bad(node, "keyword arguments are not allowed")
+            if any(isinstance(a, ast.Starred) for a in node.args):
+                raise bad(node, "starred arguments are not allowed")
+            if len(node.args) != FUNCTIONS[fname]:
+                raise bad(node, f"{fname} takes {FUNCTIONS[fname]} argument(s)")
+            args = [build(a) for a in node.args]
+            return lambda env, be: be.funcs[fname](*(a(env, be) for a in args))
+        kinds = {
+            ast.Attribute: "attribute access is not allowed",
+            ast.Subscript: "subscripts are not allowed",
+            ast.Lambda: "lambda is not allowed",
+        }
+        raise bad(node, kinds.get(type(node), f"{type(node).__name__} is not allowed"))
+
+    fn = build(tree.body)
+    return Expression(text, frozenset(symbols), fn)

@@ -1,0 +1,438 @@
+"""The spec file format: TOML in, a validated :class:`ModelSpec` out.
+
+A spec describes one twin: its parameters (with priors, units and
+descriptions), derived quantities, states and their ODE right-hand sides,
+dose routes (with optional closed-form unit-dose solutions), observation
+models and the hypothesis it stands for.  ``docs/spec-format.md`` documents
+every field; ``model_specs/`` holds the bundled library.
+
+Nothing in a spec is executed: expressions go through the whitelist compiler
+in :mod:`twinbayes.spec.expr`, and every error names the file and the field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..units import UnitError, parse_unit
+from .expr import FUNCTIONS, Expression, ExpressionError, compile_expression
+from .priors import Prior
+
+__all__ = [
+    "SpecError",
+    "Parameter",
+    "Derived",
+    "State",
+    "Route",
+    "ErrorModel",
+    "Observation",
+    "ModelSpec",
+    "load_spec",
+]
+
+FORMAT_VERSION = 1
+RESERVED = {"t", "tad"} | set(FUNCTIONS)
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+ERROR_MODELS = {
+    "additive": ("additive",),
+    "proportional": ("proportional",),
+    "combined": ("additive", "proportional"),
+    "lognormal": ("sigma",),
+}
+
+
+class SpecError(ValueError):
+    """A spec file is malformed.  The message names the file, the field and a fix."""
+
+    def __init__(self, field: str, message: str, file: str | None = None):
+        self.field = field
+        self.file = file
+        self.reason = message
+        super().__init__(self._text())
+
+    def _text(self) -> str:
+        prefix = f"{self.file}: " if self.file else ""
+        return f"{prefix}{self.field}: {self.reason}"
+
+    def in_file(self, file: str) -> "SpecError":
+        return SpecError(self.field, self.reason, file)
+
+
+@dataclass(frozen=True)
+class Parameter:
+    name: str
+    prior: Prior
+    unit: str
+    description: str
+
+
+@dataclass(frozen=True)
+class Derived:
+    name: str
+    expression: Expression
+    unit: str
+    description: str
+
+
+@dataclass(frozen=True)
+class State:
+    name: str
+    unit: str
+    description: str
+
+
+@dataclass(frozen=True)
+class Route:
+    """A way doses enter: which state receives them, lag, bioavailability.
+
+    ``solution`` maps state names to closed-form amounts at time-after-dose
+    ``tad`` following a unit dose (the impulse response of the linear system);
+    doses superpose (linearity).  Without it, the matrix exponential is used.
+    """
+
+    name: str
+    state: str
+    unit: str
+    lag: Expression | None
+    bioavailability: Expression | None
+    solution: dict[str, Expression]
+
+
+@dataclass(frozen=True)
+class ErrorModel:
+    """Residual error: ``additive``, ``proportional``, ``combined`` or ``lognormal``.
+
+    The fields name the parameters that hold the standard deviations.
+    """
+
+    kind: str
+    additive: str | None = None
+    proportional: str | None = None
+    sigma: str | None = None
+
+    @property
+    def parameters(self) -> tuple[str, ...]:
+        return tuple(p for p in (self.additive, self.proportional, self.sigma) if p)
+
+
+@dataclass(frozen=True)
+class Observation:
+    name: str
+    expression: Expression
+    unit: str
+    error: ErrorModel
+    description: str
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A validated twin specification.  Build with :func:`load_spec`."""
+
+    name: str
+    title: str
+    hypothesis: str
+    references: tuple[str, ...]
+    time_unit: str
+    parameters: dict[str, Parameter]
+    derived: dict[str, Derived]
+    states: dict[str, State]
+    rhs: dict[str, Expression]
+    linear: bool
+    routes: dict[str, Route]
+    observations: dict[str, Observation]
+    source: str = "<string>"
+    text: str = field(default="", repr=False)
+
+    @property
+    def sha256(self) -> str:
+        """Hash of the spec text (provenance)."""
+        return hashlib.sha256(self.text.encode()).hexdigest()
+
+    @property
+    def structural_parameters(self) -> list[str]:
+        """Parameters that are not residual-error standard deviations."""
+        err = {p for o in self.observations.values() for p in o.error.parameters}
+        return [p for p in self.parameters if p not in err]
+
+    def evaluate_derived(self, values: dict[str, Any], backend=None) -> dict[str, Any]:
+        """Parameters plus derived quantities, evaluated in order."""
+        from .expr import NUMPY
+
+        env = dict(values)
+        for d in self.derived.values():
+            env[d.name] = d.expression(env, backend or NUMPY)
+        return env
+
+    def rate_matrix(self, env: dict[str, Any], backend=None):
+        """For a linear system, the matrix ``A`` with ``dx/dt = A x``.
+
+        Column ``j`` is the right-hand side evaluated at the unit vector ``e_j``.
+        Returns a nested list (rows) of backend scalars.
+        """
+        from .expr import NUMPY
+
+        names = list(self.states)
+        cols = []
+        for j in names:
+            e = {**env, **{s: (1.0 if s == j else 0.0) for s in names}}
+            cols.append([self.rhs[i](e, backend or NUMPY) for i in names])
+        return [[cols[j][i] for j in range(len(names))] for i in range(len(names))]
+
+    def typical_values(self) -> dict[str, float]:
+        """Prior medians of all parameters."""
+        return {p.name: p.prior.median() for p in self.parameters.values()}
+
+
+# ---------------------------------------------------------------------------
+# parsing helpers
+
+
+def _table(raw: Any, where: str) -> dict:
+    if not isinstance(raw, dict):
+        raise SpecError(where, f"must be a table, got {type(raw).__name__}")
+    return raw
+
+
+def _check_keys(raw: dict, where: str, required: set[str], optional: set[str]) -> None:
+    missing = required - set(raw)
+    if missing:
+        raise SpecError(where, f"missing required field(s): {', '.join(sorted(missing))}")
+    extra = set(raw) - required - optional
+    if extra:
+        raise SpecError(
+            where,
+            f"unknown field(s): {', '.join(sorted(extra))}; allowed: {', '.join(sorted(required | optional))}",
+        )
+
+
+def _string(raw: dict, key: str, where: str, default: str | None = None) -> str:
+    v = raw.get(key, default)
+    if not isinstance(v, str):
+        raise SpecError(f"{where}.{key}", f"must be a string, got {v!r}")
+    return v
+
+
+def _name(name: str, where: str, taken: set[str]) -> str:
+    if not _NAME.match(name):
+        raise SpecError(where, f"{name!r} is not a valid name (letters, digits, underscores; starts with a letter)")
+    if name in RESERVED:
+        raise SpecError(where, f"{name!r} is reserved; choose another name")
+    if name in taken:
+        raise SpecError(where, f"name {name!r} is already used")
+    return name
+
+
+def _unit(raw: dict, where: str) -> str:
+    u = _string(raw, "unit", where)
+    try:
+        parse_unit(u)
+    except UnitError as exc:
+        raise SpecError(f"{where}.unit", str(exc)) from None
+    return u
+
+
+def _expr(src: Any, allowed: set[str], where: str) -> Expression:
+    try:
+        return compile_expression(src, frozenset(allowed), where)
+    except ExpressionError as exc:
+        msg = str(exc)
+        prefix = f"{where}: "
+        raise SpecError(where, msg[len(prefix):] if msg.startswith(prefix) else msg) from None
+
+
+def _parse(doc: dict) -> dict[str, Any]:
+    _check_keys(
+        doc,
+        "<top level>",
+        {"format", "model", "parameters", "states", "dynamics", "routes", "observations"},
+        {"derived"},
+    )
+    if doc["format"] != FORMAT_VERSION:
+        raise SpecError("format", f"unsupported format {doc['format']!r}; this twinbayes reads format = {FORMAT_VERSION}")
+
+    m = _table(doc["model"], "model")
+    _check_keys(m, "model", {"name", "title", "hypothesis", "references", "time_unit"}, set())
+    refs = m["references"]
+    if not isinstance(refs, list) or not refs or not all(isinstance(r, str) for r in refs):
+        raise SpecError("model.references", "must be a non-empty list of citation strings")
+    time_unit = _unit({"unit": m["time_unit"]}, "model.time_unit")
+    if parse_unit(time_unit).dims != (("time", 1),):
+        raise SpecError("model.time_unit", f"{time_unit!r} is not a time unit (use h, min or d)")
+
+    taken: set[str] = set()
+    params = {}
+    for pname, raw in _table(doc["parameters"], "parameters").items():
+        where = f"parameters.{pname}"
+        _name(pname, where, taken)
+        raw = _table(raw, where)
+        _check_keys(raw, where, {"prior", "unit", "description"}, set())
+        params[pname] = Parameter(pname, Prior.from_dict(raw["prior"], f"{where}.prior"), _unit(raw, where), _string(raw, "description", where))
+        taken.add(pname)
+    if not params:
+        raise SpecError("parameters", "a spec needs at least one parameter")
+
+    derived = {}
+    for dname, raw in _table(doc.get("derived", {}), "derived").items():
+        where = f"derived.{dname}"
+        _name(dname, where, taken)
+        raw = _table(raw, where)
+        _check_keys(raw, where, {"expression", "unit", "description"}, set())
+        expr = _expr(raw["expression"], taken.copy(), f"{where}.expression")
+        derived[dname] = Derived(dname, expr, _unit(raw, where), _string(raw, "description", where))
+        taken.add(dname)
+    quantities = set(taken)
+
+    states = {}
+    for sname, raw in _table(doc["states"], "states").items():
+        where = f"states.{sname}"
+        _name(sname, where, taken)
+        raw = _table(raw, where)
+        _check_keys(raw, where, {"unit", "description"}, set())
+        states[sname] = State(sname, _unit(raw, where), _string(raw, "description", where))
+        taken.add(sname)
+    if not states:
+        raise SpecError("states", "a spec needs at least one state")
+
+    dyn = _table(doc["dynamics"], "dynamics")
+    _check_keys(dyn, "dynamics", {"rhs"}, {"linear"})
+    linear = dyn.get("linear", False)
+    if not isinstance(linear, bool):
+        raise SpecError("dynamics.linear", "must be true or false")
+    rhs_raw = _table(dyn["rhs"], "dynamics.rhs")
+    if set(rhs_raw) != set(states):
+        raise SpecError(
+            "dynamics.rhs",
+            f"needs exactly one right-hand side per state; states: {sorted(states)}, rhs given for: {sorted(rhs_raw)}",
+        )
+    rhs = {s: _expr(rhs_raw[s], quantities | set(states) | {"t"}, f"dynamics.rhs.{s}") for s in states}
+
+    routes = {}
+    for rname, raw in _table(doc["routes"], "routes").items():
+        where = f"routes.{rname}"
+        if not _NAME.match(rname):
+            raise SpecError(where, f"{rname!r} is not a valid route name")
+        raw = _table(raw, where)
+        _check_keys(raw, where, {"state", "unit"}, {"lag", "bioavailability", "solution"})
+        state = _string(raw, "state", where)
+        if state not in states:
+            raise SpecError(f"{where}.state", f"unknown state {state!r}; states: {', '.join(states)}")
+        lag = _expr(raw["lag"], quantities, f"{where}.lag") if "lag" in raw else None
+        fbio = _expr(raw["bioavailability"], quantities, f"{where}.bioavailability") if "bioavailability" in raw else None
+        sol = {}
+        for sname, src in _table(raw.get("solution", {}), f"{where}.solution").items():
+            if sname not in states:
+                raise SpecError(f"{where}.solution.{sname}", f"unknown state {sname!r}; states: {', '.join(states)}")
+            sol[sname] = _expr(src, quantities | {"tad"}, f"{where}.solution.{sname}")
+        if sol and not linear:
+            raise SpecError(f"{where}.solution", "closed-form unit-dose solutions need dynamics.linear = true (superposition)")
+        routes[rname] = Route(rname, state, _unit(raw, where), lag, fbio, sol)
+    if not routes:
+        raise SpecError("routes", "a spec needs at least one dose route")
+
+    observations = {}
+    for oname, raw in _table(doc["observations"], "observations").items():
+        where = f"observations.{oname}"
+        if not _NAME.match(oname):
+            raise SpecError(where, f"{oname!r} is not a valid observation name")
+        raw = _table(raw, where)
+        _check_keys(raw, where, {"expression", "unit", "error", "description"}, set())
+        expr = _expr(raw["expression"], quantities | set(states), f"{where}.expression")
+        err_raw = _table(raw["error"], f"{where}.error")
+        kind = err_raw.get("model")
+        if kind not in ERROR_MODELS:
+            raise SpecError(f"{where}.error.model", f"unknown error model {kind!r}; choose one of {', '.join(ERROR_MODELS)}")
+        _check_keys(err_raw, f"{where}.error", {"model", *ERROR_MODELS[kind]}, set())
+        for k in ERROR_MODELS[kind]:
+            if err_raw[k] not in params:
+                raise SpecError(f"{where}.error.{k}", f"{err_raw[k]!r} is not a parameter; declare it under [parameters]")
+        error = ErrorModel(kind, **{k: err_raw[k] for k in ERROR_MODELS[kind]})
+        observations[oname] = Observation(oname, expr, _unit(raw, where), error, _string(raw, "description", where))
+        for rname, route in routes.items():
+            if route.solution and not expr.symbols & set(states) <= set(route.solution):
+                missing = sorted(expr.symbols & set(states) - set(route.solution))
+                raise SpecError(
+                    f"routes.{rname}.solution",
+                    f"observation {oname!r} reads state(s) {missing} that have no closed-form solution here",
+                )
+    if not observations:
+        raise SpecError("observations", "a spec needs at least one observation model")
+
+    return dict(
+        name=_string(m, "name", "model"),
+        title=_string(m, "title", "model"),
+        hypothesis=_string(m, "hypothesis", "model"),
+        references=tuple(refs),
+        time_unit=time_unit,
+        parameters=params,
+        derived=derived,
+        states=states,
+        rhs=rhs,
+        linear=linear,
+        routes=routes,
+        observations=observations,
+    )
+
+
+def _check_linear(spec: ModelSpec) -> None:
+    """Verify numerically that a spec declared linear has ``rhs(x) = A x``."""
+    rng = np.random.default_rng(0)
+    env = spec.evaluate_derived(spec.typical_values())
+    A = np.array(spec.rate_matrix(env), dtype=float)
+    names = list(spec.states)
+    for _ in range(3):
+        x = rng.uniform(0.5, 2.0, len(names))
+        e = {**env, **dict(zip(names, x)), "t": 1.0}
+        f = np.array([float(spec.rhs[s](e)) for s in names])
+        if not np.allclose(f, A @ x, rtol=1e-9, atol=1e-12 * (1 + np.abs(f).max())):
+            raise SpecError(
+                "dynamics.linear",
+                "the right-hand sides are not linear in the states (and free of time); set linear = false or fix dynamics.rhs",
+            )
+
+
+def load_spec(source: str | Path, *, text: str | None = None) -> ModelSpec:
+    """Read and validate a spec.
+
+    Parameters
+    ----------
+    source : str or Path
+        A path to a ``.toml`` file, or the name of a bundled spec
+        (see :func:`twinbayes.library.list_specs`).
+    text : str, optional
+        TOML text to parse instead of reading ``source`` (``source`` is then
+        only used in error messages).
+
+    Raises
+    ------
+    SpecError
+        Naming the file, field and a fix.
+    """
+    if text is None:
+        path = Path(source)
+        if not path.exists() and path.suffix != ".toml":
+            from ..library import spec_path
+
+            path = spec_path(str(source))
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise SpecError("<file>", "file not found", str(source)) from None
+        source = str(path)
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError("<toml>", f"not valid TOML: {exc}", str(source)) from None
+    try:
+        spec = ModelSpec(**_parse(doc), source=str(source), text=text)
+        if spec.linear:
+            _check_linear(spec)
+    except SpecError as exc:
+        raise exc.in_file(str(source)) from None
+    return spec
