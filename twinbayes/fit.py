@@ -139,7 +139,7 @@ def fit(
     seed: int = 0,
     sampler: str | None = None,
     gate: Gate = Gate(),
-    target_accept: float = 0.9,
+    target_accept: float = 0.95,
     progress: bool = False,
     posterior_predictive: bool = True,
 ) -> Twin:

@@ -214,6 +214,7 @@ def compile_expression(source: str, allowed_symbols: set[str] | frozenset[str], 
             return lambda env, be: op(operand(env, be))
         if isinstance(node, ast.Call):
             if not isinstance(node.func, ast.Name):
+                build(node.func)  # raises the specific reason (attribute, lambda, ...)
                 raise bad(node.func, "only plain function names may be called")
             fname = node.func.id
             if fname not in FUNCTIONS:

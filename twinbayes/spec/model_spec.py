@@ -12,6 +12,7 @@ in :mod:`twinbayes.spec.expr`, and every error names the file and the field.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import re
 import tomllib
@@ -201,15 +202,19 @@ def _table(raw: Any, where: str) -> dict:
 
 
 def _check_keys(raw: dict, where: str, required: set[str], optional: set[str]) -> None:
-    missing = required - set(raw)
+    missing = sorted(required - set(raw))
+    extra = sorted(set(raw) - required - optional)
+    problems = []
     if missing:
-        raise SpecError(where, f"missing required field(s): {', '.join(sorted(missing))}")
-    extra = set(raw) - required - optional
+        problems.append(f"missing required field(s): {', '.join(missing)}")
     if extra:
-        raise SpecError(
-            where,
-            f"unknown field(s): {', '.join(sorted(extra))}; allowed: {', '.join(sorted(required | optional))}",
+        hints = [f"{e!r} -> {m[0]!r}?" for e in extra if (m := difflib.get_close_matches(e, required | optional, 1))]
+        problems.append(
+            f"unknown field(s): {', '.join(extra)}; allowed: {', '.join(sorted(required | optional))}"
+            + (f" (did you mean {', '.join(hints)})" if hints else "")
         )
+    if problems:
+        raise SpecError(where, "; ".join(problems))
 
 
 def _string(raw: dict, key: str, where: str, default: str | None = None) -> str:

@@ -1,0 +1,95 @@
+"""Spec files: bundled library, validation errors, and exactness of the dynamics."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from twinbayes.dynamics import solve_reference, state_amounts
+from twinbayes.library import list_specs
+from twinbayes.spec import SpecError, load_spec
+
+BUNDLED = ["pk_1cmt_iv", "pk_1cmt_oral", "pk_1cmt_oral_lag", "pk_2cmt_iv", "pk_2cmt_oral"]
+
+
+def test_bundled_library_is_complete_and_documented():
+    assert set(BUNDLED) <= set(list_specs())
+    for name in BUNDLED:
+        spec = load_spec(name)
+        assert spec.name == name and spec.linear and spec.references and spec.hypothesis
+        for p in spec.parameters.values():
+            assert p.unit and p.description
+
+
+def _draws(spec, n, seed):
+    """Parameter sets from the prior (kept within 1.5 prior SD of typical values)."""
+    rng = np.random.default_rng(seed)
+    typical = spec.typical_values()
+    for _ in range(n):
+        yield {k: v * float(np.exp(rng.uniform(-1.0, 1.0))) for k, v in typical.items()}
+
+
+@pytest.mark.parametrize("name", BUNDLED)
+def test_exact_solution_matches_reference_ode_solve(name):
+    """Closed forms and matrix exponentials vs scipy's Radau on the spec's own ODEs: 1e-6 relative."""
+    spec = load_spec(name)
+    route = next(iter(spec.routes))
+    doses = {route: (np.array([0.0, 6.0, 12.0, 30.0]), np.array([320.0, 100.0, 100.0, 250.0]))}
+    times = np.array([0.0, 0.05, 0.25, 0.5, 1.0, 2.0, 3.5, 6.0, 6.01, 9.0, 12.0, 18.0, 24.0, 30.5, 48.0])
+    expm_spec = dataclasses.replace(spec, routes={k: dataclasses.replace(r, solution={}) for k, r in spec.routes.items()})
+    for params in _draws(spec, 5, seed=1):
+        env = spec.evaluate_derived(params)
+        ref = solve_reference(spec, env, times, doses)
+        for variant in (spec, expm_spec):
+            got = state_amounts(variant, env, times, doses)
+            for s in spec.states:
+                scale = np.abs(ref[s]).max()
+                np.testing.assert_allclose(got[s], ref[s], rtol=1e-6, atol=1e-6 * scale, err_msg=f"{name}:{s}")
+
+
+def _raises(text, field, *fragments, file="bad.toml"):
+    with pytest.raises(SpecError) as err:
+        load_spec(file, text=text)
+    msg = str(err.value)
+    assert msg.startswith(f"{file}: {field}:"), msg
+    for f in fragments:
+        assert f in msg, msg
+    return msg
+
+
+@pytest.mark.parametrize(
+    "old, new, field, token",
+    [
+        ('rhs.central = "ka * depot - ke * central"', 'rhs.central = "__import__(\'os\').getcwd()"', "dynamics.rhs.central", "__import__"),
+        ('rhs.central = "ka * depot - ke * central"', 'rhs.central = "ka.real * depot"', "dynamics.rhs.central", "'ka.real'"),
+        ('expression = "CL / V"', 'expression = "(lambda q: q)(CL)"', "derived.ke.expression", "'lambda q: q'"),
+        ('expression = "central / V"', 'expression = "central[0] / V"', "observations.concentration.expression", "'central[0]'"),
+        ('solution.depot = "exp(-ka * tad)"', 'solution.depot = "gamma(-ka * tad)"', "routes.oral.solution.depot", "'gamma'"),
+    ],
+)
+def test_spec_with_code_is_rejected_naming_file_field_token(spec_text, old, new, field, token):
+    _raises(spec_text(**{old: new}), field, token)
+
+
+def test_malformed_specs_give_clear_errors(spec_text, write):
+    _raises("format = 1\n[model\n", "<toml>", "not valid TOML")
+    _raises(spec_text(**{'prior = { distribution = "lognormal", mu = 0.0, sigma = 1.0 }': 'prior = { distribution = "cauchyish", mu = 0.0 }'}), "parameters.ka.prior.distribution", "choose one of")
+    _raises(spec_text(**{'sigma = 1.0 }\n\n[parameters.CL]': 'sigma = -1.0 }\n\n[parameters.CL]'}), "parameters.ka.prior.sigma", "> 0")
+    _raises(spec_text(**{'unit = "1/h"\nprior': 'unit = "1/fortnight"\nprior'}), "parameters.ka.unit", "unknown unit symbol 'fortnight'")
+    _raises(spec_text(**{'rhs.depot = "-ka * depot"\n': ""}), "dynamics.rhs", "one right-hand side per state")
+    _raises(spec_text(**{'rhs.central = "ka * depot - ke * central"': 'rhs.central = "ka * depot - ke * central**2"'}), "dynamics.linear", "not linear")
+    _raises(spec_text(**{'description = "first-order absorption rate constant"': 'descripton = "typo"'}), "parameters.ka", "unknown field(s): descripton", "missing required field(s): description")
+    _raises(spec_text(**{'additive = "sigma_add"': 'additive = "sigma_addd"'}), "observations.concentration.error.additive", "not a parameter")
+    _raises(spec_text(**{'time_unit = "h"': 'time_unit = "mg"'}), "model.time_unit", "not a time unit")
+    _raises(spec_text(**{"format = 1": "format = 7"}), "format", "format = 1")
+    missing = write("nope.toml", "")
+    missing.unlink()
+    with pytest.raises(SpecError, match="file not found"):
+        load_spec(missing)
+
+
+def test_error_from_file_names_the_file(spec_text, write):
+    path = write("team_b.toml", spec_text(**{'expression = "central / V"': 'expression = "central / W"'}))
+    with pytest.raises(SpecError) as err:
+        load_spec(path)
+    assert str(err.value).startswith(f"{path}: observations.concentration.expression:") and "'W'" in str(err.value)
