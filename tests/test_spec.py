@@ -1,11 +1,9 @@
 """Spec files: bundled library, validation errors, and exactness of the dynamics."""
 
-import dataclasses
-
 import numpy as np
 import pytest
 
-from twinbayes.dynamics import solve_reference, state_amounts
+from twinbayes.checks import check_exact_solution
 from twinbayes.library import list_specs
 from twinbayes.spec import SpecError, load_spec
 
@@ -21,30 +19,15 @@ def test_bundled_library_is_complete_and_documented():
             assert p.unit and p.description
 
 
-def _draws(spec, n, seed):
-    """Parameter sets from the prior (kept within 1.5 prior SD of typical values)."""
-    rng = np.random.default_rng(seed)
-    typical = spec.typical_values()
-    for _ in range(n):
-        yield {k: v * float(np.exp(rng.uniform(-1.0, 1.0))) for k, v in typical.items()}
-
-
 @pytest.mark.parametrize("name", BUNDLED)
 def test_exact_solution_matches_reference_ode_solve(name):
     """Closed forms and matrix exponentials vs scipy's Radau on the spec's own ODEs: 1e-6 relative."""
-    spec = load_spec(name)
-    route = next(iter(spec.routes))
-    doses = {route: (np.array([0.0, 6.0, 12.0, 30.0]), np.array([320.0, 100.0, 100.0, 250.0]))}
-    times = np.array([0.0, 0.05, 0.25, 0.5, 1.0, 2.0, 3.5, 6.0, 6.01, 9.0, 12.0, 18.0, 24.0, 30.5, 48.0])
-    expm_spec = dataclasses.replace(spec, routes={k: dataclasses.replace(r, solution={}) for k, r in spec.routes.items()})
-    for params in _draws(spec, 5, seed=1):
-        env = spec.evaluate_derived(params)
-        ref = solve_reference(spec, env, times, doses)
-        for variant in (spec, expm_spec):
-            got = state_amounts(variant, env, times, doses)
-            for s in spec.states:
-                scale = np.abs(ref[s]).max()
-                np.testing.assert_allclose(got[s], ref[s], rtol=1e-6, atol=1e-6 * scale, err_msg=f"{name}:{s}")
+    assert check_exact_solution(load_spec(name)) < 1e-6
+
+
+def test_check_catches_a_wrong_closed_form(spec_text):
+    wrong = spec_text(**{'solution.central = "ka / (ka - ke)': 'solution.central = "1.01 * ka / (ka - ke)'})
+    assert check_exact_solution(load_spec("wrong.toml", text=wrong)) > 1e-3
 
 
 def _raises(text, field, *fragments, file="bad.toml"):

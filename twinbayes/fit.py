@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pymc as pm
 import pytensor.tensor as pt
+import xarray as xr
 
 from .diagnostics import Diagnostics, Gate, check_convergence
 from .dynamics.predict import Design, design_for, predict_observations, residual_sd
@@ -177,23 +178,18 @@ def fit(
     t0 = time.perf_counter()
     design = design_for(spec, patient)
     model = build_model(spec, design)
+    t_build = time.perf_counter() - t0
     log.info("fitting %s to patient %s with %s (%d chains x %d+%d)", spec.name, patient.id, sampler, chains, tune, draws)
-    kwargs = dict(draws=draws, tune=tune, chains=chains, random_seed=seed, progressbar=progress, compute_convergence_checks=False)
-    kwargs.update(nuts={"target_accept": target_accept})
-    if sampler == "pymc":
-        kwargs.update(cores=1)
+    idata, t_compile, t_sample = _sample(model, sampler, draws, tune, chains, seed, target_accept, progress)
+    t2 = time.perf_counter()
     with model:
-        t1 = time.perf_counter()
-        idata = pm.sample(nuts_sampler=sampler, **kwargs)
-        t2 = time.perf_counter()
         pm.compute_log_likelihood(idata, progressbar=False)
         if posterior_predictive:
             pm.sample_posterior_predictive(idata, random_seed=seed + 1, extend_inferencedata=True, progressbar=False)
     idata = _attach_times(idata, design)
-    t3 = time.perf_counter()
     var_names = list(spec.parameters)
     diagnostics = check_convergence(idata, var_names, gate)
-    timings.update(build=t1 - t0, sample=t2 - t1, postprocess=t3 - t2 + (time.perf_counter() - t3))
+    timings.update(build=t_build, compile=t_compile, sample=t_sample, postprocess=time.perf_counter() - t2)
     settings = dict(sampler=sampler, draws=draws, tune=tune, chains=chains, seed=seed, target_accept=target_accept)
     idata.attrs.update(spec=spec.name, spec_sha256=spec.sha256, patient=patient.id, patient_sha256=patient.sha256, seed=seed)
     twin = Twin(spec, patient, idata, diagnostics, settings, timings, design.excluded)
@@ -201,6 +197,32 @@ def fit(
         log.info("%s: left out %d pre-dose observation(s) (predicted 0 by construction): %s", spec.name, len(design.excluded), design.excluded)
     (log.info if twin.converged else log.warning)("%s: %s", spec.name, diagnostics)
     return twin
+
+
+def _sample(model, sampler, draws, tune, chains, seed, target_accept, progress):
+    """Run NUTS; returns the DataTree and the seconds spent compiling and sampling."""
+    t0 = time.perf_counter()
+    if sampler == "nutpie":
+        import nutpie
+
+        compiled = nutpie.compile_pymc_model(model)
+        t1 = time.perf_counter()
+        idata = nutpie.sample(
+            compiled, draws=draws, tune=tune, chains=chains, seed=seed, target_accept=target_accept, progress_bar=progress, save_warmup=False
+        )
+        t2 = time.perf_counter()
+        observed = {rv.name: ((obs_dim_of(model, rv.name)), model.rvs_to_values[rv].data) for rv in model.observed_RVs}
+        idata["observed_data"] = xr.Dataset(observed, coords={d: np.asarray(model.coords[d]) for d in model.coords})
+        return idata, t1 - t0, t2 - t1
+    with model:
+        step = pm.NUTS(target_accept=target_accept)  # compiles the logp and gradient
+        t1 = time.perf_counter()
+        idata = pm.sample(draws=draws, tune=tune, chains=chains, cores=1, step=step, random_seed=seed, progressbar=progress, compute_convergence_checks=False)
+    return idata, t1 - t0, time.perf_counter() - t1
+
+
+def obs_dim_of(model: pm.Model, name: str) -> str:
+    return model.named_vars_to_dims[name][0]
 
 
 def _attach_times(idata, design: Design):

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Creates (or reuses) .venv with a Python >= 3.12 and installs twinbayes into it.
+# Usage: bash scripts/setup-venv.sh [extras]   e.g. "test" or "test,bench"
+# PyMC 6 and ArviZ 1 need Python >= 3.12; an older interpreter would silently get PyMC 5.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+extras="${1:-}"
+
+is_ok() { "$1" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 12) else 1)' >/dev/null 2>&1; }
+
+find_python() {
+  local c
+  if [ -n "${PYTHON:-}" ]; then
+    is_ok "$PYTHON" && { echo "$PYTHON"; return 0; }
+    echo "twinbayes setup: \$PYTHON=$PYTHON is not Python >= 3.12" >&2; return 1
+  fi
+  for c in python3.14 python3.13 python3.12 python3 python; do
+    if command -v "$c" >/dev/null 2>&1 && is_ok "$(command -v "$c")"; then command -v "$c"; return 0; fi
+  done
+  local roots=()
+  command -v pyenv >/dev/null 2>&1 && roots+=("$(pyenv root)/versions")
+  roots+=("$HOME/.pyenv/versions" "/root/.pyenv/versions" "/usr/local/bin" "/opt/python")
+  for r in "${roots[@]}"; do
+    for c in $(ls -d "$r"/3.1[2-9]*/bin/python3 "$r"/python3.1[2-9] 2>/dev/null | sort -rV); do
+      is_ok "$c" && { echo "$c"; return 0; }
+    done
+  done
+  return 1
+}
+
+if [ -x .venv/bin/python ] && is_ok .venv/bin/python; then
+  py=.venv/bin/python
+else
+  base=$(find_python) || {
+    echo "twinbayes setup: no Python >= 3.12 found (PyMC 6 and ArviZ 1 need it)." >&2
+    echo "  Install one (e.g. 'pyenv install 3.12', or your system's python3.12 package)," >&2
+    echo "  or point PYTHON at it: PYTHON=/path/to/python3.12 bash $0" >&2
+    exit 1
+  }
+  echo "twinbayes setup: creating .venv with $base ($("$base" --version 2>&1))"
+  rm -rf .venv
+  "$base" -m venv .venv
+  py=.venv/bin/python
+  "$py" -m pip install -q --upgrade pip
+fi
+spec="."
+[ -n "$extras" ] && spec=".[$extras]"
+"$py" -m pip install -q -e "$spec"

@@ -1,0 +1,51 @@
+"""Command line: example run, results folder, spec and patient checks."""
+
+import json
+
+import pytest
+import xarray as xr
+
+from twinbayes.cli import main
+from twinbayes.library import data_path
+
+
+def test_run_writes_a_complete_results_folder_and_refuses_to_overwrite(tmp_path, capsys):
+    out = tmp_path / "res"
+    args = ["run", "--spec", "pk_1cmt_oral", "--out", str(out), "--draws", "300", "--tune", "300", "--chains", "2", "--quiet"]
+    assert main(args) == 0
+    tree = xr.open_datatree(out / "twins" / "pk_1cmt_oral.nc", engine="h5netcdf")
+    assert tree["posterior"]["ka"].shape == (2, 300)
+    assert tree["log_likelihood"]["concentration"].shape == (2, 300, 10)
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["twins"]["pk_1cmt_oral"]["settings"]["seed"] > 0 and len(prov["twins"]["pk_1cmt_oral"]["spec_sha256"]) == 64
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["pk_1cmt_oral"]) >= {"converged", "reasons", "diagnostics"}
+    printed = capsys.readouterr().out
+    assert "pk_1cmt_oral" in printed and "results written" in printed
+
+    before = (out / "provenance.json").read_text()
+    assert main(args) == 2
+    assert "pass --force" in capsys.readouterr().err
+    assert (out / "provenance.json").read_text() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["res"]  # no partial folders left behind
+
+
+def test_failed_run_leaves_no_partial_results(tmp_path, capsys):
+    bad = tmp_path / "p.csv"
+    bad.write_text("subject,time,time_unit,event,name,value,unit\n1,0,h,dose,sc,5,mg\n1,1,h,observation,concentration,1,mg/L\n")
+    with pytest.raises(Exception, match="route"):
+        main(["run", "--spec", "pk_1cmt_oral", "--data", str(bad), "--out", str(tmp_path / "r"), "--quiet"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.csv"]
+
+
+def test_specs_and_patient_commands(tmp_path, capsys):
+    assert main(["specs", "list"]) == 0
+    assert "pk_2cmt_oral" in capsys.readouterr().out
+    assert main(["specs", "check", "pk_1cmt_oral_lag"]) == 0
+    assert "max relative error" in capsys.readouterr().out
+    assert main(["patient", "check", str(data_path("indometacin.csv")), "--subject", "2"]) == 0
+    assert "11 from t=0.25" in capsys.readouterr().out
+    bad = tmp_path / "bad.toml"
+    bad.write_text("format = 1\n[model]\nname = 'x'\n")
+    assert main(["specs", "check", str(bad)]) == 2
+    assert str(bad) in capsys.readouterr().err

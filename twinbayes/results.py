@@ -1,0 +1,122 @@
+"""Results folders: every fit as NetCDF, a summary and provenance, written atomically.
+
+A run writes into a hidden temporary folder beside the target and renames it
+into place only when everything is written, so an interrupted run never
+leaves a folder that looks complete; an existing folder is replaced only when
+asked (``force=True``), and then only after the new one is complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+__all__ = ["ResultsFolder", "load_twin_data"]
+
+PACKAGES = ("twinbayes", "pymc", "pytensor", "nutpie", "arviz", "arviz-base", "arviz-stats", "numpy", "scipy", "xarray")
+
+
+@dataclass
+class ResultsFolder:
+    path: Path
+    staging: Path
+    force: bool
+
+    @classmethod
+    def create(cls, path: Path, force: bool = False) -> "ResultsFolder":
+        """Start a results folder at ``path`` (written on :meth:`finish`).
+
+        Raises
+        ------
+        FileExistsError
+            If ``path`` exists and ``force`` is false.
+        """
+        path = Path(path)
+        if path.exists() and not force:
+            raise FileExistsError(f"results folder {path} exists; choose another --out or pass --force to replace it")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
+        (staging / "twins").mkdir()
+        return cls(path, staging, force)
+
+    def abort(self) -> None:
+        """Remove the partial folder after a failure."""
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+    def write_twin(self, twin) -> Path:
+        """Write a twin's DataTree (posterior, log-likelihood, predictive, ...) as NetCDF."""
+        target = self.staging / "twins" / f"{twin.name}.nc"
+        tree = twin.idata.copy()
+        stats = tree["sample_stats"].to_dataset()
+        drop = [v for v in stats.data_vars if stats[v].dtype == object]  # free-text messages do not fit NetCDF
+        tree["sample_stats"] = stats.drop_vars(drop)
+        tree.to_netcdf(target, engine="h5netcdf")
+        return target
+
+    def finish(self, twins, command: list[str]) -> Path:
+        """Write summary and provenance, then move the folder into place."""
+        summary = {
+            t.name: {
+                "converged": t.converged,
+                "reasons": t.reasons,
+                "excluded_observations": [list(e) for e in t.excluded],
+                "diagnostics": {
+                    p: {k: float(t.diagnostics.table[k].sel(parameter=p)) for k in ("rhat", "ess_bulk", "ess_tail")}
+                    for p in t.diagnostics.table.parameter.values.tolist()
+                },
+                "divergent": t.diagnostics.divergent,
+            }
+            for t in twins
+        }
+        provenance = {
+            "created": datetime.now(timezone.utc).isoformat(),
+            "command": list(command),
+            "python": sys.version,
+            "platform": platform.platform(),
+            "packages": {p: _version(p) for p in PACKAGES},
+            "patient": {"id": twins[0].patient.id, "source": twins[0].patient.data.attrs.get("source"), "sha256": twins[0].patient.sha256} if twins else None,
+            "twins": {
+                t.name: {"spec": t.spec.source, "spec_sha256": t.spec.sha256, "settings": t.settings, "timings_s": t.timings}
+                for t in twins
+            },
+        }
+        _write_json(self.staging / "summary.json", summary)
+        _write_json(self.staging / "provenance.json", provenance)
+        if self.path.exists():
+            if not self.force:  # appeared while we ran
+                raise FileExistsError(f"results folder {self.path} appeared during the run; new results kept in {self.staging}")
+            old = self.path.with_name(f".{self.path.name}.old-{os.getpid()}")
+            os.replace(self.path, old)
+            os.replace(self.staging, self.path)
+            shutil.rmtree(old)
+        else:
+            os.replace(self.staging, self.path)
+        return self.path
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def load_twin_data(path: str | Path):
+    """Open a twin's NetCDF file from a results folder as an ``xarray.DataTree``."""
+    import xarray as xr
+
+    return xr.open_datatree(path, engine="h5netcdf")
