@@ -19,7 +19,7 @@ find_python() {
   done
   local roots=()
   command -v pyenv >/dev/null 2>&1 && roots+=("$(pyenv root)/versions")
-  roots+=("$HOME/.pyenv/versions" "/root/.pyenv/versions" "/usr/local/bin" "/opt/python")
+  roots+=("$HOME/.pyenv/versions" "/usr/local/bin" "/opt/python")
   for r in "${roots[@]}"; do
     for c in $(ls -d "$r"/3.1[2-9]*/bin/python3 "$r"/python3.1[2-9] 2>/dev/null | sort -rV); do
       is_ok "$c" && { echo "$c"; return 0; }
