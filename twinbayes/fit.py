@@ -27,7 +27,7 @@ from .patient import Patient, PatientDataError
 from .spec.expr import PYTENSOR
 from .spec.model_spec import ModelSpec
 
-__all__ = ["Twin", "build_model", "fit", "default_sampler"]
+__all__ = ["Twin", "build_model", "fit", "fit_design", "default_sampler", "posterior_draws"]
 
 log = logging.getLogger("twinbayes")
 
@@ -93,6 +93,8 @@ class Twin:
     excluded : tuple
         Observations left out of the likelihood as (name, time, value), with
         the reason given in :func:`~twinbayes.dynamics.predict.design_for`.
+    design : Design
+        The data the twin was fitted to, in the spec's units.
     """
 
     spec: ModelSpec
@@ -102,6 +104,7 @@ class Twin:
     settings: dict
     timings: dict = field(default_factory=dict)
     excluded: tuple = ()
+    design: Design | None = None
 
     @property
     def name(self) -> str:
@@ -171,12 +174,34 @@ def fit(
         Never silently altered: a fit that fails the gate is returned with
         ``converged = False`` and the reasons, for the caller to report.
     """
+    return fit_design(
+        spec, patient, design_for(spec, patient), draws=draws, tune=tune, chains=chains, seed=seed, sampler=sampler,
+        gate=gate, target_accept=target_accept, progress=progress, posterior_predictive=posterior_predictive,
+    )
+
+
+def fit_design(
+    spec: ModelSpec,
+    patient: Patient,
+    design: Design,
+    *,
+    draws: int = 1000,
+    tune: int = 1000,
+    chains: int = 4,
+    seed: int = 0,
+    sampler: str | None = None,
+    gate: Gate = Gate(),
+    target_accept: float = 0.95,
+    progress: bool = False,
+    posterior_predictive: bool = True,
+) -> Twin:
+    """Like :func:`fit`, for a given :class:`~twinbayes.dynamics.predict.Design`
+    (e.g. a patient's data with observations held out for cross-validation)."""
     sampler = sampler or default_sampler()
     if sampler not in ("nutpie", "pymc"):
         raise ValueError(f"unknown sampler {sampler!r}; use 'nutpie' or 'pymc'")
     timings = {}
     t0 = time.perf_counter()
-    design = design_for(spec, patient)
     model = build_model(spec, design)
     t_build = time.perf_counter() - t0
     log.info("fitting %s to patient %s with %s (%d chains x %d+%d)", spec.name, patient.id, sampler, chains, tune, draws)
@@ -192,7 +217,7 @@ def fit(
     timings.update(build=t_build, compile=t_compile, sample=t_sample, postprocess=time.perf_counter() - t2)
     settings = dict(sampler=sampler, draws=draws, tune=tune, chains=chains, seed=seed, target_accept=target_accept)
     idata.attrs.update(spec=spec.name, spec_sha256=spec.sha256, patient=patient.id, patient_sha256=patient.sha256, seed=seed)
-    twin = Twin(spec, patient, idata, diagnostics, settings, timings, design.excluded)
+    twin = Twin(spec, patient, idata, diagnostics, settings, timings, design.excluded, design)
     if design.excluded:
         log.info("%s: left out %d pre-dose observation(s) (predicted 0 by construction): %s", spec.name, len(design.excluded), design.excluded)
     (log.info if twin.converged else log.warning)("%s: %s", spec.name, diagnostics)
@@ -236,3 +261,17 @@ def _attach_times(idata, design: Design):
                 ds = ds.assign_coords({f"{name}_time": (obs_dim(name), t)})
         idata[group] = ds
     return idata
+
+
+def posterior_draws(twin: Twin, max_draws: int | None = None, seed: int = 0) -> dict[str, np.ndarray]:
+    """Posterior draws of the spec's parameters as flat arrays (chains stacked).
+
+    With ``max_draws``, a seeded random subset of that many draws.
+    """
+    post = twin.idata["posterior"]
+    flat = {p: np.asarray(post[p].values, float).reshape(-1) for p in twin.spec.parameters}
+    n = len(next(iter(flat.values())))
+    if max_draws is not None and max_draws < n:
+        idx = np.sort(np.random.default_rng(seed).choice(n, max_draws, replace=False))
+        flat = {k: v[idx] for k, v in flat.items()}
+    return flat

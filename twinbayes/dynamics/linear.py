@@ -56,6 +56,8 @@ def _impulse_response(spec: ModelSpec, route: Route, env: Mapping[str, Any], tad
         from scipy.linalg import expm
 
         A = np.array(A, dtype=float)
+        if A.ndim == 3:  # a batch of draws on the last axis -> (draw, n, n)
+            A = np.moveaxis(A, -1, 0)
         G = expm(A * np.asarray(tad, float)[..., None, None])
     c = names.index(route.state)
     return {s: G[..., names.index(s), c] for s in states}
@@ -84,6 +86,8 @@ def state_amounts(
     states : list of str, optional
         Which states to return (default: all).
     backend : NUMPY or PYTENSOR
+        With NumPy, ``env`` may hold 1-d arrays of S posterior draws: the
+        result then has shape ``times.shape + (S,)``.
 
     Returns
     -------
@@ -94,6 +98,7 @@ def state_amounts(
     if not spec.linear:
         raise ValueError(f"{spec.name}: state_amounts needs a linear spec")
     xp = _xp(backend)
+    batched = backend is NUMPY and any(np.ndim(v) > 0 for v in env.values())
     states = list(spec.states) if states is None else states
     times = np.asarray(times, float)
     total = {s: 0.0 for s in states}
@@ -103,6 +108,8 @@ def state_amounts(
         route = spec.routes[route_name]
         tad = times[:, None] - np.asarray(t_dose, float)[None, :]
         scale = np.asarray(amount, float)[None, :]
+        if batched:  # trailing axis for the draws
+            tad, scale = tad[..., None], scale[..., None]
         if route.lag is not None:
             tad = tad - route.lag(env, backend)
             on = tad > 0

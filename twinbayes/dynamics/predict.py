@@ -12,7 +12,7 @@ from ..spec.expr import NUMPY, PYTENSOR
 from ..spec.model_spec import ModelSpec
 from .linear import Doses, state_amounts
 
-__all__ = ["Design", "design_for", "predict_observations", "simulate_observations", "residual_sd"]
+__all__ = ["Design", "design_for", "predict_observations", "simulate_observations", "residual_sd", "log_likelihood"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,24 @@ class Design:
 
     def with_values(self, values: Mapping[str, np.ndarray]) -> "Design":
         return Design(self.times, {k: np.asarray(v, float) for k, v in values.items()}, self.doses, self.excluded)
+
+    @property
+    def n_obs(self) -> int:
+        return sum(len(t) for t in self.times.values())
+
+    def index(self) -> list[tuple[str, int]]:
+        """(observable, position) of every observation, in the order used by pointwise results."""
+        return [(name, i) for name, t in self.times.items() for i in range(len(t))]
+
+    def subset(self, keep: Mapping[str, np.ndarray]) -> "Design":
+        """The design restricted to the observations selected by boolean masks ``keep[name]``."""
+        names = [n for n in self.times if np.any(keep[n])]
+        return Design(
+            {n: self.times[n][keep[n]] for n in names},
+            {n: self.values[n][keep[n]] for n in names if n in self.values},
+            self.doses,
+            self.excluded,
+        )
 
 
 def design_for(spec: ModelSpec, patient: Patient) -> Design:
@@ -85,9 +103,14 @@ def design_for(spec: ModelSpec, patient: Patient) -> Design:
 def predict_observations(spec: ModelSpec, env: Mapping[str, Any], design: Design, backend=NUMPY) -> dict[str, Any]:
     """Mean of each observable at the design's times.
 
-    ``env`` holds parameter values; derived quantities are added here.
+    ``env`` holds parameter values; derived quantities are added here.  With
+    NumPy, values may be 1-d arrays of S posterior draws; each mean then has
+    shape ``(S, n_times)``.
     """
     env = spec.evaluate_derived(env, backend)
+    batch = {np.shape(v)[0] for v in env.values() if np.ndim(v) > 0} if backend is NUMPY else set()
+    if len(batch) > 1:
+        raise ValueError(f"parameter draws of different lengths: {sorted(batch)}")
     out = {}
     for name, t in design.times.items():
         obs = spec.observations[name]
@@ -95,7 +118,8 @@ def predict_observations(spec: ModelSpec, env: Mapping[str, Any], design: Design
         amounts = state_amounts(spec, env, t, design.doses, needed, backend)
         mu = obs.expression({**env, **amounts}, backend)
         if backend is NUMPY:
-            mu = np.broadcast_to(np.asarray(mu, float), t.shape).copy()
+            shape = t.shape + tuple(batch)
+            mu = np.broadcast_to(np.asarray(mu, float), shape).T.copy() if batch else np.broadcast_to(np.asarray(mu, float), shape).copy()
         out[name] = mu
     return out
 
@@ -126,12 +150,45 @@ def residual_sd(error, env: Mapping[str, Any], mu, backend=NUMPY):
 def simulate_observations(
     spec: ModelSpec, params: Mapping[str, float], design: Design, rng: np.random.Generator
 ) -> dict[str, np.ndarray]:
-    """Draw observations from the spec's full model (means plus residual error)."""
+    """Draw observations from the spec's full model (means plus residual error).
+
+    ``params`` may hold 1-d arrays of S posterior draws (one simulated data
+    set per draw, shape ``(S, n_times)``): posterior predictive simulation.
+    """
     mu = predict_observations(spec, params, design)
+    col = _as_columns(params)
     out = {}
     for name, m in mu.items():
         err = spec.observations[name].error
-        sd = residual_sd(err, params, m)
+        sd = residual_sd(err, col, m)
         z = rng.standard_normal(m.shape)
         out[name] = m * np.exp(sd * z) if err.kind == "lognormal" else m + sd * z
     return out
+
+
+def log_likelihood(spec: ModelSpec, params: Mapping[str, Any], design: Design) -> dict[str, np.ndarray]:
+    """Pointwise log density of the design's observed values (NumPy).
+
+    ``params`` may hold 1-d arrays of S posterior draws; each result then has
+    shape ``(S, n_times)``.  Matches the likelihood of the PyMC model built by
+    :func:`twinbayes.fit.build_model`.
+    """
+    mu = predict_observations(spec, params, design)
+    col = _as_columns(params)
+    out = {}
+    for name, m in mu.items():
+        err = spec.observations[name].error
+        sd = residual_sd(err, col, m)
+        y = design.values[name]
+        if err.kind == "lognormal":
+            z = (np.log(y) - np.log(m)) / sd
+            out[name] = -0.5 * z**2 - np.log(sd) - np.log(y) - 0.5 * np.log(2 * np.pi)
+        else:
+            z = (y - m) / sd
+            out[name] = -0.5 * z**2 - np.log(sd) - 0.5 * np.log(2 * np.pi)
+    return out
+
+
+def _as_columns(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Draw arrays as columns, to broadcast against ``(S, n_times)`` means."""
+    return {k: (np.asarray(v)[:, None] if np.ndim(v) > 0 else v) for k, v in params.items()}
