@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import xarray as xr
 
 from twinbayes.cli import main
@@ -10,7 +11,7 @@ from twinbayes.library import data_path
 
 def test_run_writes_a_complete_results_folder_and_refuses_to_overwrite(tmp_path, capsys):
     out = tmp_path / "res"
-    args = ["run", "--spec", "pk_1cmt_oral", "--out", str(out), "--draws", "300", "--tune", "300", "--chains", "2", "--quiet"]
+    args = ["run", "--spec", "pk_1cmt_oral", "--spec", "pk_1cmt_oral_lag", "--out", str(out), "--draws", "300", "--tune", "300", "--chains", "2", "--quiet", "--include-unconverged"]
     assert main(args) == 0
     tree = xr.open_datatree(out / "twins" / "pk_1cmt_oral.nc", engine="h5netcdf")
     assert tree["posterior"]["ka"].shape == (2, 300)
@@ -20,7 +21,11 @@ def test_run_writes_a_complete_results_folder_and_refuses_to_overwrite(tmp_path,
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["pk_1cmt_oral"]) >= {"converged", "reasons", "diagnostics"}
     printed = capsys.readouterr().out
-    assert "pk_1cmt_oral" in printed and "results written" in printed
+    assert "pk_1cmt_oral" in printed and "results written" in printed and "stacking" in printed
+    comparison = xr.open_datatree(out / "comparison.nc", engine="h5netcdf")
+    assert set(comparison["table"].twin.values) == {"pk_1cmt_oral", "pk_1cmt_oral_lag"}
+    assert float(comparison["table"]["stacking"].sum()) == pytest.approx(1.0)
+    assert {p.name for p in (out / "figures").iterdir()} == {"pk_1cmt_oral_checks.png", "pk_1cmt_oral_lag_checks.png", "average.png"}
 
     before = (out / "provenance.json").read_text()
     assert main(args) == 2

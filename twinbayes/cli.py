@@ -33,13 +33,15 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--data", help="tidy patient CSV (default: bundled theophylline.csv)")
     run.add_argument("--subject", default=None, help="subject to fit when the file holds several (default for the example: 1)")
     run.add_argument("--seed", type=int, default=20261125)
-    run.add_argument("--draws", type=int, default=1000)
+    run.add_argument("--draws", type=int, default=2000)
     run.add_argument("--tune", type=int, default=1000)
     run.add_argument("--chains", type=int, default=4)
     run.add_argument("--sampler", choices=["nutpie", "pymc"], default=None)
     run.add_argument("--out", default="results/example", help="results folder (default: results/example)")
     run.add_argument("--force", action="store_true", help="replace an existing results folder")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
+    run.add_argument("--include-unconverged", action="store_true", help="give weight to twins that failed the convergence gate")
 
     specs = sub.add_parser("specs", help="list, show or check spec files")
     specs_sub = specs.add_subparsers(dest="specs_command", required=True)
@@ -98,6 +100,13 @@ def _run(args) -> int:
             out.write_twin(twin)
         print()
         print(_summary_table(twins))
+        if not args.no_figures:
+            from .plots import plot_twin_checks
+
+            for twin in twins:
+                plot_twin_checks(twin, out.figure_path(f"{twin.name}_checks"))
+        if len(twins) > 1:
+            _compare(twins, out, args)
         out.finish(twins, command=sys.argv)
     except BaseException:
         out.abort()
@@ -107,6 +116,24 @@ def _run(args) -> int:
     if failed:
         print(f"warning: {len(failed)} twin(s) failed the convergence gate: {', '.join(failed)} (see diagnostics above)")
     return 0
+
+
+def _compare(twins, out, args) -> None:
+    from .compare import compare
+
+    print("\ncomparing the twins out of sample (PSIS-LOO; exact refits where Pareto k is high) ...", flush=True)
+    try:
+        comparison = compare(twins, seed=args.seed, include_unconverged=args.include_unconverged)
+    except ValueError as exc:  # e.g. no twin passed its gate
+        print(f"comparison skipped: {exc}")
+        return
+    print(comparison)
+    out.write_comparison(comparison)
+    if not args.no_figures:
+        from .plots import plot_average
+
+        included = [t for t, inc in zip(twins, [bool(comparison.table.included.sel(twin=t.name)) if t.name in comparison.table.twin else False for t in twins]) if inc]
+        plot_average(included or twins, comparison.weights, out.figure_path("average"))
 
 
 def _summary_table(twins) -> str:

@@ -22,6 +22,7 @@ gate get no weight unless the caller opts in, and the table says why.
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -52,6 +53,12 @@ log = logging.getLogger("twinbayes")
 def k_threshold(n_draws: int) -> float:
     """Pareto-k above which PSIS is unreliable: ``min(1 - 1/log10(S), 0.7)`` (Vehtari et al. 2024)."""
     return float(min(1.0 - 1.0 / np.log10(n_draws), 0.7))
+
+
+def _se(values: np.ndarray, axis=0) -> np.ndarray:
+    """Standard error of a sum of pointwise values: ``sqrt(n var)`` with the n-1 variance (as in loo and ArviZ)."""
+    n = np.shape(values)[axis]
+    return np.sqrt(n * np.var(values, axis=axis, ddof=1))
 
 
 def _pointwise_loglik(twin: Twin) -> xr.DataArray:
@@ -127,7 +134,7 @@ def kfold(twin: Twin, k: int = 10, groups: Sequence | None = None, seed: int = 0
         elpd_i[hold], refit = _heldout_elpd(twin, hold, seed + 1 + f, refit_kwargs)
         refits.append(refit.converged)
     ds = xr.Dataset({"elpd_i": ("obs", elpd_i), "fold": ("obs", fold)})
-    ds.attrs.update(elpd=float(elpd_i.sum()), se=float(np.sqrt(n * np.var(elpd_i))), k=k, refits_converged=int(sum(refits)))
+    ds.attrs.update(elpd=float(elpd_i.sum()), se=float(_se(elpd_i)), k=k, refits_converged=int(sum(refits)))
     return ds
 
 
@@ -172,7 +179,9 @@ def loo(
 
     ll = _pointwise_loglik(twin)
     tree = xr.DataTree.from_dict({"posterior": twin.idata["posterior"].to_dataset(), "log_likelihood": xr.Dataset({"y": ll})})
-    res = azs.loo(tree, pointwise=True, var_name="y")
+    with warnings.catch_warnings():  # high Pareto k is handled below, not just warned about
+        warnings.filterwarnings("ignore", message="Estimated shape parameter of Pareto", category=UserWarning)
+        res = azs.loo(tree, pointwise=True, var_name="y")
     s = ll.sizes["chain"] * ll.sizes["draw"]
     thr = k_threshold(s) if threshold is None else float(threshold)
     flat = ll.values.reshape(s, -1)
@@ -215,7 +224,7 @@ def loo(
     ds.attrs.update(
         twin=twin.name,
         elpd=float(elpd_i.sum()),
-        se=float(np.sqrt(n * np.var(elpd_i))),
+        se=float(_se(elpd_i)),
         p_loo=float((lppd_i - elpd_i).sum()),
         threshold=thr,
         n_high_k=int(high.sum()),
@@ -371,9 +380,8 @@ class Comparison:
 
 def _pairwise(elpd_i: np.ndarray, names: list[str]) -> xr.Dataset:
     d = elpd_i[:, :, None] - elpd_i[:, None, :]
-    n = elpd_i.shape[0]
     return xr.Dataset(
-        {"elpd_diff": (("twin", "other"), d.sum(axis=0)), "se_diff": (("twin", "other"), np.sqrt(n * d.var(axis=0)))},
+        {"elpd_diff": (("twin", "other"), d.sum(axis=0)), "se_diff": (("twin", "other"), _se(d))},
         coords={"twin": names, "other": names},
     )
 
@@ -453,8 +461,7 @@ def compare(
     if len(twins) < 2:
         raise ValueError("compare needs at least two twins")
     names = [t.name for t in twins]
-    if len(set(names)) != len(names):
-        names = [f"{t.name}#{i}" for i, t in enumerate(twins)]
+    names = [f"{n}#{i}" if names.count(n) > 1 else n for i, n in enumerate(names)]  # same spec twice: tell them apart
     ref = twins[0].design
     for t in twins[1:]:
         if t.patient.id != twins[0].patient.id or t.design.n_obs != ref.n_obs or any(

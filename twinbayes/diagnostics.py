@@ -108,7 +108,7 @@ def check_convergence(idata, var_names: list[str], gate: Gate = Gate()) -> Diagn
         row = table.sel(parameter=name)
         r, eb, et = float(row.rhat), float(row.ess_bulk), float(row.ess_tail)
         if not np.isfinite(r) or r > gate.rhat_max:
-            reasons.append(f"R-hat of {name} is {r:.3f} > {gate.rhat_max}")
+            reasons.append(f"R-hat of {name} is {r:.4f} > {gate.rhat_max}")
         if not np.isfinite(eb) or eb < gate.ess_bulk_min:
             reasons.append(f"bulk ESS of {name} is {eb:.0f} < {gate.ess_bulk_min:.0f}")
         if not np.isfinite(et) or et < gate.ess_tail_min:

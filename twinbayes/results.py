@@ -61,6 +61,23 @@ class ResultsFolder:
         tree.to_netcdf(target, engine="h5netcdf")
         return target
 
+    def write_comparison(self, comparison) -> Path:
+        """Write the comparison table, pointwise and pairwise results as one NetCDF file."""
+        import xarray as xr
+
+        target = self.staging / "comparison.nc"
+        tree = xr.DataTree.from_dict({"table": comparison.table, "pointwise": comparison.pointwise, "pairwise": comparison.pairwise})
+        tree.attrs["notes"] = json.dumps(comparison.notes)
+        tree.to_netcdf(target, engine="h5netcdf")
+        (self.staging / "comparison.txt").write_text(str(comparison) + "\n")
+        return target
+
+    def figure_path(self, name: str) -> Path:
+        """Where to save a figure (``figures/NAME.png``)."""
+        folder = self.staging / "figures"
+        folder.mkdir(exist_ok=True)
+        return folder / f"{name}.png"
+
     def finish(self, twins, command: list[str]) -> Path:
         """Write summary and provenance, then move the folder into place."""
         summary = {

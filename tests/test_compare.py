@@ -1,0 +1,128 @@
+"""Comparison and weights: against ArviZ, exact LOO, analytic marginal likelihood, flags."""
+
+import arviz as az
+import numpy as np
+import pymc as pm
+import pytest
+from scipy.stats import multivariate_normal, norm
+
+from twinbayes import load_spec
+from twinbayes.compare import compare, k_threshold, kfold, log_marginal_likelihood, loo, pseudo_bma_plus_weights, stacking_weights
+from twinbayes.dynamics.predict import Design
+from twinbayes.ensemble import average_predictive
+from twinbayes.fit import fit, fit_design
+from twinbayes.simulate import simulate_patient
+
+QUICK = dict(draws=500, tune=500, chains=2)
+
+
+@pytest.fixture(scope="module")
+def theoph_twins(theoph4):
+    return [fit(load_spec(n), theoph4, seed=i, **QUICK) for i, n in enumerate(["pk_1cmt_oral", "pk_2cmt_oral", "pk_1cmt_oral_lag"])]
+
+
+def test_psis_loo_equals_arviz(theoph_twins):
+    for twin in theoph_twins:
+        ours = loo(twin, refit=False)
+        ref = az.loo(twin.idata, pointwise=True)
+        assert abs(ours.attrs["elpd"] - ref.elpd) < 1e-8
+        assert abs(ours.attrs["se"] - ref.se) < 1e-8
+        assert abs(ours.attrs["p_loo"] - ref.p) < 1e-8
+        np.testing.assert_allclose(ours["pareto_k"].values, ref.pareto_k.values, rtol=0, atol=1e-8)
+        np.testing.assert_allclose(ours["elpd_i"].values, ref.elpd_i.values, rtol=0, atol=1e-8)
+        assert ours.attrs["threshold"] == pytest.approx(ref.good_k)
+
+
+def test_weights_agree_with_arviz_compare(theoph_twins):
+    res = {t.name: az.loo(t.idata, pointwise=True) for t in theoph_twins}
+    elpd_i = np.stack([res[t.name].elpd_i.values for t in theoph_twins], axis=1)
+    for method, ours in [("stacking", stacking_weights(elpd_i)), ("bb-pseudo-bma", pseudo_bma_plus_weights(elpd_i, seed=124)[0])]:
+        table = az.compare(res, method=method, round_to="none")
+        theirs = np.array([table.loc[t.name, "weight"] for t in theoph_twins])
+        np.testing.assert_allclose(ours, theirs, atol=1e-10 if method != "stacking" else 2e-3)
+        assert ours.sum() == pytest.approx(1.0)
+    comp = compare(theoph_twins, include_unconverged=True, refit=False, seed=124)
+    assert comp.table.stacking.sum() == pytest.approx(1.0)
+    np.testing.assert_allclose([comp.weights[t.name] for t in theoph_twins], stacking_weights(elpd_i), atol=1e-12)
+
+
+def test_stacking_picks_the_only_predictive_twin():
+    rng = np.random.default_rng(0)
+    good = norm.logpdf(rng.normal(size=50))
+    bad = good - 5.0
+    w = stacking_weights(np.stack([bad, good, bad], axis=1))
+    np.testing.assert_allclose(w, [0, 1, 0], atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def iv_twin():
+    spec = load_spec("pk_1cmt_iv")
+    times = np.array([0.25, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0])
+    patient = simulate_patient(spec, {"CL": 5.0, "V": 10.0, "sigma_add": 0.2, "sigma_prop": 0.1}, times, {"iv": ([0.0], [100.0])}, seed=7)
+    return fit(spec, patient, seed=3, **QUICK)
+
+
+def test_exact_loo_by_refits_agrees_with_psis(iv_twin):
+    psis = loo(iv_twin, refit=False)
+    exact = kfold(iv_twin, k=iv_twin.design.n_obs, seed=1, **QUICK)  # one observation per fold: exact LOO
+    assert exact.attrs["k"] == 8
+    assert abs(psis.attrs["elpd"] - exact.attrs["elpd"]) < 2 * psis.attrs["se"]
+
+
+def test_high_k_observation_is_refitted_exactly(iv_twin):
+    # an outlier that the posterior depends on strongly: its Pareto k is high
+    values = iv_twin.design.values["concentration"].copy()
+    values[0] *= 2.5
+    design = iv_twin.design.with_values({"concentration": values})
+    twin = fit_design(iv_twin.spec, iv_twin.patient, design, seed=3, **QUICK)
+    res = loo(twin, seed=5, **QUICK)
+    assert res["pareto_k"].values[0] > k_threshold(1000)
+    assert res["method"].values[0] == "refit" and res.attrs["refits"] >= 1
+    # the exact value, recomputed here: refit without observation 0, average its likelihood
+    keep = np.ones(8, bool)
+    keep[0] = False
+    refit = fit_design(twin.spec, twin.patient, design.subset({"concentration": keep}), seed=5 + 1 + 0, posterior_predictive=False, **QUICK)
+    post = refit.idata["posterior"]
+    cl, v = post["CL"].values.ravel(), post["V"].values.ravel()
+    mu = 100.0 / v * np.exp(-cl / v * 0.25)
+    sd = np.sqrt(post["sigma_add"].values.ravel() ** 2 + (post["sigma_prop"].values.ravel() * mu) ** 2)
+    expected = np.log(np.mean(norm.pdf(values[0], mu, sd)))
+    assert res["elpd_i"].values[0] == pytest.approx(expected, rel=1e-9)
+
+
+def test_smc_marginal_likelihood_matches_conjugate_normal():
+    rng = np.random.default_rng(0)
+    y = rng.normal(1.0, 2.0, 20)
+    with pm.Model() as model:
+        mu = pm.Normal("mu", 0.0, 3.0)
+        pm.Normal("y", mu, 2.0, observed=y)
+    est, se = log_marginal_likelihood(model, draws=2000, chains=4, seed=1)
+    cov = 4.0 * np.eye(20) + 9.0 * np.ones((20, 20))
+    exact = multivariate_normal(np.zeros(20), cov).logpdf(y)
+    assert 0 < se < 0.1
+    assert abs(est - exact) < 3 * se
+
+
+def test_duplicates_flagged_and_unconverged_excluded(theoph4):
+    twin_a, twin_b = (fit(load_spec("pk_1cmt_oral"), theoph4, seed=s) for s in (98, 99))
+    broken = fit(load_spec("pk_2cmt_oral"), theoph4, seed=1, draws=40, tune=20, chains=2)
+    assert not broken.converged
+    good = [t for t in (twin_a, twin_b) if t.converged]
+    assert len(good) == 2, [t.reasons for t in (twin_a, twin_b)]
+    comp = compare([twin_a, twin_b, broken], refit=False)
+    assert any("same spec" in n for n in comp.notes)
+    row = comp.table.sel(twin="pk_2cmt_oral")
+    assert not bool(row.included) and float(row.stacking) == 0 and float(row.pseudo_bma) == 0
+    assert "failed convergence gate" in str(row.note.values) and "ESS" in str(row.note.values)
+    assert comp.table.stacking.sum() == pytest.approx(1.0)
+
+
+def test_average_predictive_is_the_weighted_mixture(theoph_twins):
+    a, b = theoph_twins[:2]
+    times = np.array([1.0, 12.0, 48.0])  # 48 h lies beyond the data
+    mix = average_predictive([a, b], {a.name: 0.3, b.name: 0.7}, times, n_draws=4000, seed=1)
+    share = np.mean(mix["source"].values == a.name)
+    assert abs(share - 0.3) < 3 * np.sqrt(0.3 * 0.7 / 4000)
+    assert mix["ensemble"].shape == (4000, 3)
+    with pytest.raises(ValueError, match="sum to 1"):
+        average_predictive([a, b], {a.name: 0.3, b.name: 0.3}, times)
