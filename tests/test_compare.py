@@ -103,14 +103,18 @@ def test_smc_marginal_likelihood_matches_conjugate_normal():
     assert abs(est - exact) < 3 * se
 
 
-def test_duplicates_flagged_and_unconverged_excluded(theoph4):
+def test_duplicates_flagged_and_unconverged_excluded(theoph4, spec_text):
     twin_a, twin_b = (fit(load_spec("pk_1cmt_oral"), theoph4, seed=s) for s in (98, 99))
+    renamed = load_spec("team_b.toml", text=spec_text(**{'name = "pk_1cmt_oral"': 'name = "team_b_1cmt"'}))
+    twin_c = fit(renamed, theoph4, seed=100)
     broken = fit(load_spec("pk_2cmt_oral"), theoph4, seed=1, draws=40, tune=20, chains=2)
     assert not broken.converged
     good = [t for t in (twin_a, twin_b) if t.converged]
     assert len(good) == 2, [t.reasons for t in (twin_a, twin_b)]
-    comp = compare([twin_a, twin_b, broken], refit=False)
+    comp = compare([twin_a, twin_b, broken, twin_c], refit=False)
     assert any("same spec" in n for n in comp.notes)
+    assert any("team_b_1cmt" in n and "near-duplicates" in n for n in comp.notes), comp.notes
+    assert not any("pk_2cmt_oral" in n and "duplicate" in n for n in comp.notes)
     row = comp.table.sel(twin="pk_2cmt_oral")
     assert not bool(row.included) and float(row.stacking) == 0 and float(row.pseudo_bma) == 0
     assert "failed convergence gate" in str(row.note.values) and "ESS" in str(row.note.values)
@@ -126,3 +130,37 @@ def test_average_predictive_is_the_weighted_mixture(theoph_twins):
     assert mix["ensemble"].shape == (4000, 3)
     with pytest.raises(ValueError, match="sum to 1"):
         average_predictive([a, b], {a.name: 0.3, b.name: 0.3}, times)
+
+
+def test_selection_bias_check_agrees_with_arviz():
+    import warnings
+    from types import SimpleNamespace
+
+    from arviz_stats.loo.compare import _order_stat_check
+
+    from twinbayes.compare import _selection_bias_note
+
+    triggered = 0
+    for seed in range(40):
+        rng = np.random.default_rng(seed)
+        k = int(rng.integers(12, 20))
+        elpd_i = rng.normal(-1, 0.3, (25, k))
+        elpd_i[:, 0] += rng.uniform(0, 1.0) if seed % 3 == 0 else 0.0
+        names = [f"m{i}" for i in range(k)]
+        order = [names[i] for i in np.argsort(-elpd_i.sum(axis=0))]
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            _order_stat_check({n: SimpleNamespace(elpd_i=elpd_i[:, i]) for i, n in enumerate(names)}, order, False)
+        arviz_warns = any("due to chance" in str(w.message) for w in caught)
+        assert (_selection_bias_note(elpd_i, names) is not None) == arviz_warns, seed
+        triggered += arviz_warns
+    assert 5 < triggered < 35  # both outcomes occur
+    assert _selection_bias_note(np.zeros((10, 3)), ["a", "b", "c"]) is None  # few twins: no check
+
+
+def test_grouped_kfold_keeps_groups_together(iv_twin):
+    groups = ["early"] * 4 + ["late"] * 4
+    res = kfold(iv_twin, k=2, groups=groups, seed=0, **QUICK)
+    folds = res["fold"].values
+    assert len(set(folds[:4])) == 1 and len(set(folds[4:])) == 1 and folds[0] != folds[4]
+    assert np.all(np.isfinite(res["elpd_i"].values)) and res.attrs["k"] == 2
