@@ -14,7 +14,7 @@ from .calibration import loo_pit, pit_uniformity_test  # noqa: E402
 from .ensemble import average_predictive, predictive_draws  # noqa: E402
 from .fit import Twin  # noqa: E402
 
-__all__ = ["plot_ppc", "plot_loo_pit", "plot_twin_checks", "plot_average"]
+__all__ = ["plot_ppc", "plot_loo_pit", "plot_twin_checks", "plot_average", "plot_scenario_fans", "plot_disagreement_over_time", "plot_decision_table"]
 
 
 def _grid(twin: Twin, observable: str, until: float | None = None) -> np.ndarray:
@@ -89,6 +89,87 @@ def plot_average(twins: list[Twin], weights: dict[str, float], path: str | Path 
     unit = twins[0].spec.observations[observable].unit
     ax.set(xlabel=f"time ({twins[0].spec.time_unit})", ylabel=f"{observable} ({unit})", title=f"patient {twins[0].patient.id}: twins and their average")
     ax.legend(fontsize=7)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+    return fig
+
+
+def plot_scenario_fans(result, path: str | Path | None = None, band: tuple[float, float] | None = None):
+    """Forecast fans (5-95 %) of every twin and the ensemble, one panel per scenario.
+
+    ``result`` is a :class:`~twinbayes.disagreement.Disagreement`; ``band``
+    draws a target range (e.g. a therapeutic window) as a grey strip.
+    """
+    d = result.data
+    n = d.sizes["scenario"]
+    fig, axes = plt.subplots(1, n, figsize=(6 * n, 4.2), sharey=True, squeeze=False)
+    t = d.time.values
+    for ax, sc in zip(axes[0], d.scenario.values):
+        if band:
+            ax.axhspan(*band, color="0.9", zorder=0, label="target range")
+        for i, src in enumerate(d.source.values):
+            is_ens = src == "ensemble"
+            color = "k" if is_ens else f"C{i}"
+            sel = dict(source=src, scenario=sc)
+            if is_ens:
+                ax.fill_between(t, d.traj_q05.sel(sel), d.traj_q95.sel(sel), color="tab:purple", alpha=0.2, lw=0, label="ensemble 5-95 %")
+            else:
+                ax.plot(t, d.traj_q05.sel(sel), color=color, lw=0.6, ls="--")
+                ax.plot(t, d.traj_q95.sel(sel), color=color, lw=0.6, ls="--")
+            w = float(d.weight.sel(source=src))
+            ax.plot(t, d.traj_q50.sel(sel), color=color, lw=2 if is_ens else 1.2, label=f"{src}" + ("" if is_ens else f" (w = {w:.2f})"))
+        ax.set(title=str(sc), xlabel=f"time ({d.attrs['time_unit']})")
+    axes[0][0].set_ylabel(f"{d.attrs['observable']} (median, 5-95 %)")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+    return fig
+
+
+def plot_disagreement_over_time(result, path: str | Path | None = None):
+    """Between-twin share of the predictive variance over time (+- 2 MCSE), and pairwise W1 distances."""
+    d = result.data
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    t = d.time.values
+    for i, sc in enumerate(d.scenario.values):
+        share = d.traj_between_share.sel(scenario=sc)
+        err = d.traj_between_share_mcse.sel(scenario=sc)
+        axes[0].fill_between(t, share - 2 * err, share + 2 * err, color=f"C{i}", alpha=0.25, lw=0)
+        axes[0].plot(t, share, color=f"C{i}", label=str(sc))
+        for j, pair in enumerate(d.pair.values):
+            axes[1].plot(t, d.traj_w1.sel(scenario=sc, pair=pair), color=f"C{i}", ls=["-", "--", ":", "-."][j % 4], label=f"{sc}: {pair}")
+    axes[0].set(xlabel=f"time ({d.attrs['time_unit']})", ylabel="between-twin share of variance", ylim=(0, 1), title="which twin is right: share of predictive variance")
+    axes[1].set(xlabel=f"time ({d.attrs['time_unit']})", ylabel=f"Wasserstein-1 ({d.attrs['observable']})", title="distance between twins' predictions")
+    axes[0].legend(fontsize=7)
+    axes[1].legend(fontsize=6)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+    return fig
+
+
+def plot_decision_table(result, target: str | None = None, path: str | Path | None = None):
+    """Scenario x source heat map of P(meets target) with its Monte Carlo SE; best scenario boxed."""
+    d = result.data
+    target = target or str(d.target.values[0])
+    p = d.p_meets.sel(target=target).transpose("scenario", "source")
+    e = d.p_meets_mcse.sel(target=target).transpose("scenario", "source")
+    fig, ax = plt.subplots(figsize=(1.8 + 2.2 * d.sizes["source"], 1.2 + 0.7 * d.sizes["scenario"]))
+    ax.imshow(p.values, cmap="viridis", vmin=0, vmax=1, aspect="auto")
+    for i, sc in enumerate(p.scenario.values):
+        for j, src in enumerate(p.source.values):
+            best = str(d.best_scenario.sel(source=src, target=target).values) == str(sc)
+            ax.text(j, i, f"{float(p[i, j]):.3f}\n± {float(e[i, j]):.3f}", ha="center", va="center", color="w" if p[i, j] < 0.6 else "k", fontweight="bold" if best else "normal", fontsize=8)
+            if best:
+                ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, ec="red", lw=2))
+    ax.set_xticks(range(p.sizes["source"]), [str(s) for s in p.source.values], rotation=20, fontsize=8)
+    ax.set_yticks(range(p.sizes["scenario"]), [str(s) for s in p.scenario.values], fontsize=8)
+    ax.set_title(f"P({target}) ± MC SE; red: best scenario per source", fontsize=9)
     fig.tight_layout()
     if path is not None:
         fig.savefig(path, dpi=110)

@@ -26,8 +26,8 @@ from ..spec.model_spec import ModelSpec, Route
 
 __all__ = ["state_amounts", "Doses"]
 
-Doses = Mapping[str, tuple[np.ndarray, np.ndarray]]
-"""Route name -> (dose times, dose amounts), in the spec's units."""
+Doses = Mapping[str, tuple]
+"""Route name -> (dose times, amounts[, infusion durations]), in the spec's units."""
 
 
 def _xp(backend):
@@ -38,14 +38,24 @@ def _xp(backend):
     return np
 
 
-def _impulse_response(spec: ModelSpec, route: Route, env: Mapping[str, Any], tad, states: list[str], backend):
-    """Amounts in ``states`` at times ``tad`` (any shape) after a unit dose via ``route``."""
-    if route.solution:
+def _response(spec: ModelSpec, route: Route, env: Mapping[str, Any], tad, states: list[str], backend, step: bool):
+    """Amounts in ``states`` at times ``tad`` (any shape) after a unit dose via ``route``.
+
+    ``step=False``: a unit bolus (impulse response ``e^{A tad} e_c``, or the
+    spec's closed form).  ``step=True``: a unit-rate input switched on at 0,
+    ``int_0^tad e^{A u} du e_c``, from the exponential of the augmented matrix
+    ``[[A, e_c], [0, 0]]`` (Van Loan 1978, IEEE Trans Autom Control 23:395).
+    """
+    if route.solution and not step:
         e = {**env, "tad": tad}
         return {s: route.solution[s](e, backend) for s in states}
-    xp = _xp(backend)
     names = list(spec.states)
+    n = len(names)
+    c = names.index(route.state)
     A = spec.rate_matrix(env, backend)
+    if step:  # augment: an extra state that feeds state c at unit rate
+        A = [row + [1.0 if i == c else 0.0] for i, row in enumerate(A)] + [[0.0] * (n + 1)]
+        c = n
     if backend is PYTENSOR:
         import pytensor.tensor as pt
         from pytensor.tensor.linalg import expm
@@ -55,12 +65,50 @@ def _impulse_response(spec: ModelSpec, route: Route, env: Mapping[str, Any], tad
     else:
         from scipy.linalg import expm
 
-        A = np.array(A, dtype=float)
-        if A.ndim == 3:  # a batch of draws on the last axis -> (draw, n, n)
-            A = np.moveaxis(A, -1, 0)
+        A = _stack_matrix(A)
         G = expm(A * np.asarray(tad, float)[..., None, None])
-    c = names.index(route.state)
     return {s: G[..., names.index(s), c] for s in states}
+
+
+def _stack_matrix(rows: list[list[Any]]) -> np.ndarray:
+    """Nested entries (scalars or equal-length draw arrays) -> ``(n, n)`` or ``(draws, n, n)``."""
+    sizes = {np.size(a) for row in rows for a in row if np.ndim(a) > 0}
+    if not sizes:
+        return np.array(rows, dtype=float)
+    out = np.empty((sizes.pop(), len(rows), len(rows[0])))
+    for i, row in enumerate(rows):
+        for j, a in enumerate(row):
+            out[:, i, j] = a
+    return out
+
+
+def _superpose(spec, route, env, times, t_dose, scale, states, backend, batched, step):
+    """Sum over doses of ``scale_k * response(times - t_k - lag)``, zero before each dose."""
+    xp = _xp(backend)
+    tad = times[:, None] - np.asarray(t_dose, float)[None, :]
+    scale = np.asarray(scale, float)[None, :]
+    if batched:  # trailing axis for the draws
+        tad, scale = tad[..., None], scale[..., None]
+    if route.lag is not None:
+        tad = tad - route.lag(env, backend)
+        on = tad > 0
+        tad = xp.where(on, tad, 0.0)
+        scale = xp.where(on, scale, 0.0)
+    else:  # the mask is data: fold it into constants
+        on = tad > 0
+        tad = np.where(on, tad, 0.0)
+        scale = np.where(on, scale, 0.0)
+    if route.bioavailability is not None:
+        scale = scale * route.bioavailability(env, backend)
+    response = _response(spec, route, env, tad, states, backend, step)
+    return {s: (response[s] * scale).sum(axis=1) for s in states}
+
+
+def _unpack(entry) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    t = np.asarray(entry[0], float)
+    amount = np.asarray(entry[1], float)
+    duration = np.asarray(entry[2], float) if len(entry) > 2 else np.zeros_like(t)
+    return t, amount, duration
 
 
 def state_amounts(
@@ -71,7 +119,7 @@ def state_amounts(
     states: list[str] | None = None,
     backend=NUMPY,
 ) -> dict[str, Any]:
-    """Amounts of ``states`` at ``times`` given bolus ``doses`` (superposition).
+    """Amounts of ``states`` at ``times`` given ``doses`` (superposition).
 
     Parameters
     ----------
@@ -82,7 +130,9 @@ def state_amounts(
     times : ndarray
         Times, in the spec's time unit.
     doses : mapping
-        Route name -> (times, amounts), in the spec's units.
+        Route name -> (times, amounts) or (times, amounts, durations), in the
+        spec's units.  A duration > 0 is a zero-order infusion of the amount
+        over that time (rate = amount / duration); 0 is a bolus.
     states : list of str, optional
         Which states to return (default: all).
     backend : NUMPY or PYTENSOR
@@ -97,31 +147,27 @@ def state_amounts(
     """
     if not spec.linear:
         raise ValueError(f"{spec.name}: state_amounts needs a linear spec")
-    xp = _xp(backend)
     batched = backend is NUMPY and any(np.ndim(v) > 0 for v in env.values())
     states = list(spec.states) if states is None else states
     times = np.asarray(times, float)
     total = {s: 0.0 for s in states}
-    for route_name, (t_dose, amount) in doses.items():
+
+    def add(parts, sign=1.0):
+        for s in states:
+            total[s] = total[s] + sign * parts[s]
+
+    for route_name, entry in doses.items():
+        t_dose, amount, duration = _unpack(entry)
         if len(t_dose) == 0:
             continue
+        if np.any(duration < 0):
+            raise ValueError(f"negative infusion duration for route {route_name!r}")
         route = spec.routes[route_name]
-        tad = times[:, None] - np.asarray(t_dose, float)[None, :]
-        scale = np.asarray(amount, float)[None, :]
-        if batched:  # trailing axis for the draws
-            tad, scale = tad[..., None], scale[..., None]
-        if route.lag is not None:
-            tad = tad - route.lag(env, backend)
-            on = tad > 0
-            tad = xp.where(on, tad, 0.0)
-            scale = xp.where(on, scale, 0.0)
-        else:  # the mask is data: fold it into constants
-            on = tad > 0
-            tad = np.where(on, tad, 0.0)
-            scale = np.where(on, scale, 0.0)
-        if route.bioavailability is not None:
-            scale = scale * route.bioavailability(env, backend)
-        response = _impulse_response(spec, route, env, tad, states, backend)
-        for s in states:
-            total[s] = total[s] + (response[s] * scale).sum(axis=1)
+        bolus = duration == 0
+        if bolus.any():
+            add(_superpose(spec, route, env, times, t_dose[bolus], amount[bolus], states, backend, batched, step=False))
+        if (~bolus).any():
+            rate = amount[~bolus] / duration[~bolus]
+            add(_superpose(spec, route, env, times, t_dose[~bolus], rate, states, backend, batched, step=True))
+            add(_superpose(spec, route, env, times, t_dose[~bolus] + duration[~bolus], rate, states, backend, batched, step=True), -1.0)
     return total

@@ -15,7 +15,7 @@ import numpy as np
 from scipy.integrate import solve_ivp
 
 from ..spec.model_spec import ModelSpec
-from .linear import Doses
+from .linear import Doses, _unpack
 
 __all__ = ["solve_reference"]
 
@@ -30,36 +30,45 @@ def solve_reference(
 ) -> dict[str, np.ndarray]:
     """Integrate the spec's ODEs numerically; state amounts at ``times``.
 
-    Like :func:`~twinbayes.dynamics.linear.state_amounts`, a dose at the
-    same time as an observation is not yet counted in it.
+    Boluses are added to their state at ``t_dose + lag``; infusions add a
+    constant input ``F amount / duration`` to their state between
+    ``t_dose + lag`` and ``t_dose + lag + duration``.  Like
+    :func:`~twinbayes.dynamics.linear.state_amounts`, a bolus at the same
+    time as an observation is not yet counted in it.
     """
     names = list(spec.states)
-    events = []  # (time, state index, amount)
-    for route_name, (t_dose, amount) in doses.items():
+    events = []  # (time, state index, bolus amount, change of input rate)
+    for route_name, entry in doses.items():
+        t_dose, amount, duration = _unpack(entry)
         route = spec.routes[route_name]
         lag = float(route.lag(env)) if route.lag is not None else 0.0
         f = float(route.bioavailability(env)) if route.bioavailability is not None else 1.0
-        for td, a in zip(t_dose, amount):
-            events.append((float(td) + lag, names.index(route.state), f * float(a)))
+        idx = names.index(route.state)
+        for td, a, d in zip(t_dose, amount, duration):
+            if d > 0:
+                events.append((td + lag, idx, 0.0, f * a / d))
+                events.append((td + lag + d, idx, 0.0, -f * a / d))
+            else:
+                events.append((td + lag, idx, f * a, 0.0))
     events.sort()
+    inputs = np.zeros(len(names))
 
     def rhs(t, x):
         e = {**env, **dict(zip(names, x)), "t": t}
-        return [float(spec.rhs[s](e)) for s in names]
+        return np.array([float(spec.rhs[s](e)) for s in names]) + inputs
 
     times = np.asarray(times, float)
     out = np.zeros((len(times), len(names)))
     x = np.zeros(len(names))
     t0 = 0.0 if not events else min(0.0, events[0][0])
     pending = list(events)
-    order = np.argsort(times, kind="stable")
-    for i in order:
+    for i in np.argsort(times, kind="stable"):
         t = times[i]
-        # integrate through every event strictly before t
-        while pending and pending[0][0] < t:
-            te, idx, amt = pending.pop(0)
+        while pending and pending[0][0] < t:  # every event strictly before t
+            te, idx, bolus, rate = pending.pop(0)
             x = _advance(rhs, x, t0, te, rtol, atol)
-            x[idx] += amt
+            x[idx] += bolus
+            inputs[idx] += rate
             t0 = te
         x = _advance(rhs, x, t0, t, rtol, atol)
         t0 = t

@@ -144,6 +144,11 @@ class Expression:
     source: str
     symbols: frozenset[str]
     _fn: _Node = field(repr=False, compare=False)
+    _allowed: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
+
+    def __reduce__(self):
+        # closures do not pickle; recompile from the text (for multiprocessing and Dask)
+        return (compile_expression, (self.source, self._allowed))
 
     def __call__(self, env: Mapping[str, Any], backend: _LazyBackend = NUMPY) -> Any:
         """Evaluate with values for every symbol in ``env``."""
@@ -235,4 +240,4 @@ def compile_expression(source: str, allowed_symbols: set[str] | frozenset[str], 
         raise bad(node, kinds.get(type(node), f"{type(node).__name__} is not allowed"))
 
     fn = build(tree.body)
-    return Expression(text, frozenset(symbols), fn)
+    return Expression(text, frozenset(symbols), fn, frozenset(allowed_symbols))
