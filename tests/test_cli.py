@@ -53,3 +53,16 @@ def test_specs_and_patient_commands(tmp_path, capsys):
     bad.write_text("format = 1\n[model]\nname = 'x'\n")
     assert main(["specs", "check", str(bad)]) == 2
     assert str(bad) in capsys.readouterr().err
+
+
+def test_bundled_example_runs_end_to_end(tmp_path, capsys):
+    """The README's main job (short chains): fits, comparison, regimen study and figures."""
+    out = tmp_path / "example"
+    assert main(["run", "--out", str(out), "--draws", "300", "--tune", "300", "--chains", "2", "--quiet", "--include-unconverged"]) == 0
+    printed = capsys.readouterr().out
+    assert "P(stays in 10-20 mg/L on day 3)" in printed and "between-twin share" in printed
+    result = xr.open_dataset(out / "disagreement.nc", engine="h5netcdf")
+    assert set(result.scenario.values) == {"320 mg q12h", "160 mg q6h"}
+    p = result.p_meets.sel(source="ensemble")
+    assert float(p.min()) >= 0 and float(p.max()) <= 1 and float(result.p_meets_mcse.max()) > 0
+    assert {"scenario_fans.png", "disagreement_over_time.png", "decision_table.png"} <= {p.name for p in (out / "figures").iterdir()}

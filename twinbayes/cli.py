@@ -81,6 +81,7 @@ def _run(args) -> int:
     from .fit import fit
     from .results import ResultsFolder
 
+    example = not args.data and not args.spec
     data = Path(args.data) if args.data else data_path("theophylline.csv")
     subject = args.subject if args.subject is not None or args.data else "1"
     patient = Patient.from_csv(data, subject=subject)
@@ -105,8 +106,9 @@ def _run(args) -> int:
 
             for twin in twins:
                 plot_twin_checks(twin, out.figure_path(f"{twin.name}_checks"))
-        if len(twins) > 1:
-            _compare(twins, out, args)
+        comparison = _compare(twins, out, args) if len(twins) > 1 else None
+        if comparison is not None and example:
+            _example_scenarios(twins, comparison, out, args)
         out.finish(twins, command=sys.argv)
     except BaseException:
         out.abort()
@@ -132,8 +134,33 @@ def _compare(twins, out, args) -> None:
     if not args.no_figures:
         from .plots import plot_average
 
-        included = [t for t, inc in zip(twins, [bool(comparison.table.included.sel(twin=t.name)) if t.name in comparison.table.twin else False for t in twins]) if inc]
-        plot_average(included or twins, comparison.weights, out.figure_path("average"))
+        plot_average(twins, comparison.weights, out.figure_path("average"))
+    return comparison
+
+
+def _example_scenarios(twins, comparison, out, args) -> None:
+    """The example's dosing question: which regimen keeps day 3 within 10-20 mg/L?"""
+    from .disagreement import disagreement
+    from .qoi import AUC, Cmax, StaysInRange, Target, TimeInRange, ValueAt
+    from .scenarios import Scenario
+
+    day3 = (48.0, 72.0)
+    scenarios = [
+        Scenario.regimen("320 mg q12h", 320, "oral", interval=12, n_doses=6),
+        Scenario.regimen("160 mg q6h", 160, "oral", interval=6, n_doses=12),
+    ]
+    stays = StaysInRange(10.0, 20.0, day3, name="stays in 10-20 mg/L on day 3")
+    qois = [Cmax(day3, name="Cmax day 3"), ValueAt(72.0, name="trough at 72 h"), AUC(day3, name="AUC day 3"), TimeInRange(10.0, 20.0, day3, name="hours in 10-20 mg/L on day 3")]
+    print("\nsimulating two regimens under every twin and the ensemble ...", flush=True)
+    result = disagreement(twins, comparison.weights, scenarios, np.linspace(0.0, 72.0, 289), qois=qois, targets=[Target(stays, lower=1.0, name=stays.name)], seed=args.seed)
+    print(result)
+    out.write_disagreement(result)
+    if not args.no_figures:
+        from .plots import plot_decision_table, plot_disagreement_over_time, plot_scenario_fans
+
+        plot_scenario_fans(result, out.figure_path("scenario_fans"), band=(10.0, 20.0))
+        plot_disagreement_over_time(result, out.figure_path("disagreement_over_time"))
+        plot_decision_table(result, path=out.figure_path("decision_table"))
 
 
 def _summary_table(twins) -> str:

@@ -72,6 +72,13 @@ class ResultsFolder:
         (self.staging / "comparison.txt").write_text(str(comparison) + "\n")
         return target
 
+    def write_disagreement(self, result) -> Path:
+        """Write the disagreement between twins (NetCDF) and its tables (text)."""
+        target = self.staging / "disagreement.nc"
+        result.data.to_netcdf(target, engine="h5netcdf")
+        (self.staging / "disagreement.txt").write_text(str(result) + "\n")
+        return target
+
     def figure_path(self, name: str) -> Path:
         """Where to save a figure (``figures/NAME.png``)."""
         folder = self.staging / "figures"
