@@ -10,7 +10,7 @@ from twinbayes import load_spec
 from twinbayes.compare import compare, k_threshold, kfold, log_marginal_likelihood, loo, pseudo_bma_plus_weights, stacking_weights
 from twinbayes.dynamics.predict import Design
 from twinbayes.ensemble import average_predictive
-from twinbayes.fit import fit, fit_design
+from twinbayes.fit import fit
 from twinbayes.simulate import simulate_patient
 
 QUICK = dict(draws=500, tune=500, chains=2)
@@ -74,14 +74,14 @@ def test_high_k_observation_is_refitted_exactly(iv_twin):
     values = iv_twin.design.values["concentration"].copy()
     values[0] *= 2.5
     design = iv_twin.design.with_values({"concentration": values})
-    twin = fit_design(iv_twin.spec, iv_twin.patient, design, seed=3, **QUICK)
+    twin = fit(iv_twin.spec, iv_twin.patient, design=design, seed=3, **QUICK)
     res = loo(twin, seed=5, **QUICK)
     assert res["pareto_k"].values[0] > k_threshold(1000)
     assert res["method"].values[0] == "refit" and res.attrs["refits"] >= 1
     # the exact value, recomputed here: refit without observation 0, average its likelihood
     keep = np.ones(8, bool)
     keep[0] = False
-    refit = fit_design(twin.spec, twin.patient, design.subset({"concentration": keep}), seed=5 + 1 + 0, posterior_predictive=False, **QUICK)
+    refit = fit(twin.spec, twin.patient, design=design.subset({"concentration": keep}), seed=5 + 1 + 0, posterior_predictive=False, **QUICK)
     post = refit.idata["posterior"]
     cl, v = post["CL"].values.ravel(), post["V"].values.ravel()
     mu = 100.0 / v * np.exp(-cl / v * 0.25)

@@ -33,7 +33,7 @@ from scipy.special import logsumexp
 from scipy.stats import dirichlet, norm
 
 from .dynamics.predict import log_likelihood
-from .fit import Twin, fit_design, posterior_draws
+from .fit import Twin, fit, posterior_draws
 
 __all__ = [
     "Comparison",
@@ -86,7 +86,7 @@ def _heldout_elpd(twin: Twin, holdout: np.ndarray, seed: int, refit_kwargs: dict
     test = design.subset({n: ~k for n, k in keep.items()})
     settings = {k: v for k, v in twin.settings.items() if k in ("draws", "tune", "chains", "sampler", "target_accept")}
     settings.update(refit_kwargs)
-    refit = fit_design(twin.spec, twin.patient, train, seed=seed, posterior_predictive=False, **settings)
+    refit = fit(twin.spec, twin.patient, design=train, seed=seed, posterior_predictive=False, **settings)
     ll = log_likelihood(twin.spec, posterior_draws(refit), test)
     # back to the original observation order
     elpd = {}

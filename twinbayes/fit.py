@@ -27,7 +27,7 @@ from .patient import Patient, PatientDataError
 from .spec.expr import PYTENSOR
 from .spec.model_spec import ModelSpec
 
-__all__ = ["Twin", "build_model", "fit", "fit_design", "default_sampler", "posterior_draws"]
+__all__ = ["Twin", "build_model", "fit", "default_sampler", "posterior_draws"]
 
 log = logging.getLogger("twinbayes")
 
@@ -146,6 +146,7 @@ def fit(
     target_accept: float = 0.95,
     progress: bool = False,
     posterior_predictive: bool = True,
+    design: Design | None = None,
 ) -> Twin:
     """Fit a twin by NUTS and check convergence.
 
@@ -169,6 +170,9 @@ def fit(
         Show a progress bar while sampling.
     posterior_predictive : bool
         Also draw from the posterior predictive distribution.
+    design : Design, optional
+        The data to fit, already matched to the spec (default:
+        ``design_for(spec, patient)``); cross-validation passes subsets.
 
     Returns
     -------
@@ -176,29 +180,7 @@ def fit(
         Never silently altered: a fit that fails the gate is returned with
         ``converged = False`` and the reasons, for the caller to report.
     """
-    return fit_design(
-        spec, patient, design_for(spec, patient), draws=draws, tune=tune, chains=chains, seed=seed, sampler=sampler,
-        gate=gate, target_accept=target_accept, progress=progress, posterior_predictive=posterior_predictive,
-    )
-
-
-def fit_design(
-    spec: ModelSpec,
-    patient: Patient,
-    design: Design,
-    *,
-    draws: int = 2000,
-    tune: int = 1000,
-    chains: int = 4,
-    seed: int = 0,
-    sampler: str | None = None,
-    gate: Gate = Gate(),
-    target_accept: float = 0.95,
-    progress: bool = False,
-    posterior_predictive: bool = True,
-) -> Twin:
-    """Like :func:`fit`, for a given :class:`~twinbayes.dynamics.predict.Design`
-    (e.g. a patient's data with observations held out for cross-validation)."""
+    design = design_for(spec, patient) if design is None else design
     sampler = sampler or default_sampler()
     if sampler not in ("nutpie", "pymc"):
         raise ValueError(f"unknown sampler {sampler!r}; use 'nutpie' or 'pymc'")

@@ -56,13 +56,17 @@ class ValueAt:
         return y[:, i]
 
 
-@dataclass(frozen=True)
-class _WindowQoI:
-    window: tuple[float, float]
-    name: str = ""
+class _Windowed:
+    """QoIs evaluated over ``self.window`` need its bounds on the grid."""
 
     def required_times(self):
         return list(self.window)
+
+
+@dataclass(frozen=True)
+class _WindowQoI(_Windowed):
+    window: tuple[float, float]
+    name: str = ""
 
 
 @dataclass(frozen=True)
@@ -92,7 +96,7 @@ class AUC(_WindowQoI):
 
 
 @dataclass(frozen=True)
-class TimeInRange:
+class TimeInRange(_Windowed):
     """Time within ``[lower, upper]`` during the window."""
 
     lower: float
@@ -100,24 +104,18 @@ class TimeInRange:
     window: tuple[float, float]
     name: str = ""
 
-    def required_times(self):
-        return list(self.window)
-
     def __call__(self, t, y):
         sel = _window(t, self.window)
         return _trapezoid_fraction(t[sel], (y[:, sel] >= self.lower) & (y[:, sel] <= self.upper))
 
 
 @dataclass(frozen=True)
-class TimeAbove:
+class TimeAbove(_Windowed):
     """Time above ``threshold`` during the window."""
 
     threshold: float
     window: tuple[float, float]
     name: str = ""
-
-    def required_times(self):
-        return list(self.window)
 
     def __call__(self, t, y):
         sel = _window(t, self.window)
@@ -125,15 +123,12 @@ class TimeAbove:
 
 
 @dataclass(frozen=True)
-class TimeBelow:
+class TimeBelow(_Windowed):
     """Time below ``threshold`` during the window."""
 
     threshold: float
     window: tuple[float, float]
     name: str = ""
-
-    def required_times(self):
-        return list(self.window)
 
     def __call__(self, t, y):
         sel = _window(t, self.window)
@@ -141,7 +136,7 @@ class TimeBelow:
 
 
 @dataclass(frozen=True)
-class StaysInRange:
+class StaysInRange(_Windowed):
     """1 if the trajectory stays within ``[lower, upper]`` throughout the window, else 0."""
 
     lower: float
@@ -149,24 +144,18 @@ class StaysInRange:
     window: tuple[float, float]
     name: str = ""
 
-    def required_times(self):
-        return list(self.window)
-
     def __call__(self, t, y):
         sel = _window(t, self.window)
         return np.all((y[:, sel] >= self.lower) & (y[:, sel] <= self.upper), axis=1).astype(float)
 
 
 @dataclass(frozen=True)
-class Exceeds:
+class Exceeds(_Windowed):
     """1 if the trajectory exceeds ``threshold`` at some time in the window, else 0."""
 
     threshold: float
     window: tuple[float, float]
     name: str = ""
-
-    def required_times(self):
-        return list(self.window)
 
     def __call__(self, t, y):
         return (y[:, _window(t, self.window)].max(axis=1) > self.threshold).astype(float)
