@@ -4,4 +4,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup-venv.sh
-exec .venv/bin/twinbayes run --force "$@"
+exec .venv/bin/twinbayes run --force --out results/example "$@"

@@ -32,7 +32,7 @@ class ResultsFolder:
 
     @classmethod
     def create(cls, path: Path, force: bool = False) -> "ResultsFolder":
-        """Start a results folder at ``path`` (written on :meth:`finish`).
+        """Start a results folder at ``path`` (moved into place by :meth:`commit`).
 
         Raises
         ------
@@ -79,14 +79,22 @@ class ResultsFolder:
         (self.staging / "disagreement.txt").write_text(str(result) + "\n")
         return target
 
+    def write_study(self, study) -> None:
+        """Copy the study file and every spec it used, for reproducibility."""
+        (self.staging / "study.toml").write_text(study.text)
+        specs = self.staging / "specs"
+        specs.mkdir(exist_ok=True)
+        for p in study.specs:
+            (specs / Path(p).name).write_text(Path(p).read_text())
+
     def figure_path(self, name: str) -> Path:
         """Where to save a figure (``figures/NAME.png``)."""
         folder = self.staging / "figures"
         folder.mkdir(exist_ok=True)
         return folder / f"{name}.png"
 
-    def finish(self, twins, command: list[str]) -> Path:
-        """Write summary and provenance, then move the folder into place."""
+    def write_metadata(self, twins, command: list[str]) -> None:
+        """Write ``summary.json`` (gate verdicts, diagnostics) and ``provenance.json``."""
         summary = {
             t.name: {
                 "converged": t.converged,
@@ -114,6 +122,9 @@ class ResultsFolder:
         }
         _write_json(self.staging / "summary.json", summary)
         _write_json(self.staging / "provenance.json", provenance)
+
+    def commit(self) -> Path:
+        """Move the complete folder into place (replacing an old one only with ``force``)."""
         if self.path.exists():
             if not self.force:  # appeared while we ran
                 raise FileExistsError(f"results folder {self.path} appeared during the run; new results kept in {self.staging}")

@@ -1,0 +1,233 @@
+"""Study files (``study.toml``): everything a reproducible twin comparison needs.
+
+A study names the patient data, the twins (specs), sampler settings and the
+seed, the comparison, and optionally dosing scenarios, quantities of interest
+and targets.  ``twinbayes run STUDY`` runs it; the bundled example is
+``twinbayes/studies/example.toml``.  Paths are relative to the study file;
+``bundled:NAME`` names a data file shipped with twinbayes.  Errors name the
+file and the field, as for spec files.  See ``docs/study-format.md``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import qoi as Q
+from .diagnostics import Gate
+from .library import data_path, spec_path
+from .scenarios import Scenario
+from .spec.model_spec import SpecError, _check_keys
+
+__all__ = ["Study", "load_study", "example_study_path"]
+
+_QOI_KINDS = {
+    "value_at": (Q.ValueAt, {"at"}, set()),
+    "cmax": (Q.Cmax, {"window"}, set()),
+    "tmax": (Q.Tmax, {"window"}, set()),
+    "auc": (Q.AUC, {"window"}, set()),
+    "time_in_range": (Q.TimeInRange, {"lower", "upper", "window"}, set()),
+    "time_above": (Q.TimeAbove, {"threshold", "window"}, set()),
+    "time_below": (Q.TimeBelow, {"threshold", "window"}, set()),
+    "stays_in_range": (Q.StaysInRange, {"lower", "upper", "window"}, set()),
+    "exceeds": (Q.Exceeds, {"threshold", "window"}, set()),
+}
+
+
+def example_study_path() -> Path:
+    """The bundled example study."""
+    return Path(__file__).resolve().parent / "studies" / "example.toml"
+
+
+@dataclass(frozen=True)
+class Study:
+    """A parsed, validated study file."""
+
+    name: str
+    description: str
+    seed: int
+    data: Path
+    subject: str | None
+    specs: list[Path]
+    sampler: dict[str, Any]
+    gate: Gate
+    comparison: dict[str, Any]
+    scenarios: list[Scenario] = field(default_factory=list)
+    times: np.ndarray | None = None
+    qois: list = field(default_factory=list)
+    targets: list = field(default_factory=list)
+    source: str = ""
+    text: str = field(default="", repr=False)
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.text.encode()).hexdigest()
+
+
+def _num(raw: dict, key: str, where: str, positive: bool = False) -> float:
+    v = raw.get(key)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v) or (positive and v <= 0):
+        raise SpecError(f"{where}.{key}", f"must be a {'positive ' if positive else ''}number, got {v!r}")
+    return float(v)
+
+
+def _window(raw: dict, where: str) -> tuple[float, float]:
+    w = raw.get("window")
+    if not (isinstance(w, list) and len(w) == 2 and all(isinstance(x, (int, float)) for x in w) and w[0] < w[1]):
+        raise SpecError(f"{where}.window", f"must be [start, end] with start < end, got {w!r}")
+    return float(w[0]), float(w[1])
+
+
+def _parse_qois(items: list, where: str) -> list:
+    made: dict[str, Any] = {}
+    for i, raw in enumerate(items):
+        w = f"{where}[{i}]"
+        if not isinstance(raw, dict) or "kind" not in raw or "name" not in raw:
+            raise SpecError(w, "each [[qois]] needs a kind and a name")
+        kind, name = raw["kind"], raw["name"]
+        if name in made:
+            raise SpecError(f"{w}.name", f"QoI name {name!r} is used twice")
+        if kind == "custom":
+            _check_keys(raw, w, {"kind", "name", "expression", "inputs"}, set())
+            inputs = raw["inputs"]
+            if not isinstance(inputs, dict) or not inputs:
+                raise SpecError(f"{w}.inputs", "must map expression symbols to QoI names, e.g. { cmax = \"Cmax day 3\" }")
+            missing = [n for n in inputs.values() if n not in made]
+            if missing:
+                raise SpecError(f"{w}.inputs", f"unknown QoI(s) {missing}; define them above this one")
+            try:
+                made[name] = Q.Custom(name, raw["expression"], {sym: made[n] for sym, n in inputs.items()})
+            except ValueError as exc:
+                raise SpecError(f"{w}.expression", str(exc)) from None
+            continue
+        if kind not in _QOI_KINDS:
+            raise SpecError(f"{w}.kind", f"unknown QoI kind {kind!r}; choose one of {', '.join([*_QOI_KINDS, 'custom'])}")
+        cls, required, _ = _QOI_KINDS[kind]
+        _check_keys(raw, w, {"kind", "name", *required}, set())
+        args = {k: (_window(raw, w) if k == "window" else _num(raw, k, w)) for k in required}
+        made[name] = cls(name=name, **args)
+    return list(made.values())
+
+
+def load_study(path: str | Path) -> Study:
+    """Read and validate a study file.
+
+    Raises
+    ------
+    SpecError
+        Naming the file, the field and a fix.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError("<file>", "study file not found", str(path)) from None
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError("<toml>", f"not valid TOML: {exc}", str(path)) from None
+    try:
+        return _parse(doc, path, text)
+    except SpecError as exc:
+        raise exc.in_file(str(path)) from None
+
+
+def _resolve(ref: str, base: Path, where: str, bundled) -> Path:
+    if not isinstance(ref, str) or not ref:
+        raise SpecError(where, f"must be a path, got {ref!r}")
+    if ref.startswith("bundled:"):
+        try:
+            return bundled(ref.removeprefix("bundled:"))
+        except FileNotFoundError as exc:
+            raise SpecError(where, str(exc)) from None
+    p = (base / ref).resolve()
+    if not p.exists():
+        raise SpecError(where, f"{p} does not exist (paths are relative to the study file; bundled files as 'bundled:NAME')")
+    return p
+
+
+def _parse(doc: dict, path: Path, text: str) -> Study:
+    _check_keys(doc, "<top level>", {"study", "patient", "twins"}, {"sampler", "gate", "comparison", "scenarios", "predictions", "qois", "targets"})
+    base = path.parent
+    st = doc["study"]
+    _check_keys(st, "study", {"name", "seed"}, {"description"})
+    if isinstance(st["seed"], bool) or not isinstance(st["seed"], int) or st["seed"] < 0:
+        raise SpecError("study.seed", f"must be a non-negative integer, got {st['seed']!r}")
+    pt = doc["patient"]
+    _check_keys(pt, "patient", {"data"}, {"subject"})
+    data = _resolve(pt["data"], base, "patient.data", data_path)
+    tw = doc["twins"]
+    _check_keys(tw, "twins", {"specs"}, set())
+    if not isinstance(tw["specs"], list) or not tw["specs"]:
+        raise SpecError("twins.specs", "must be a non-empty list of spec files or 'bundled:NAME'")
+    specs = [_resolve(s if str(s).endswith(".toml") or str(s).startswith("bundled:") else f"bundled:{s}", base, f"twins.specs[{i}]", spec_path) for i, s in enumerate(tw["specs"])]
+
+    sampler = {"draws": 2000, "tune": 1000, "chains": 4, "target_accept": 0.95, "sampler": None}
+    raw = doc.get("sampler", {})
+    _check_keys(raw, "sampler", set(), set(sampler))
+    sampler.update(raw)
+    for k in ("draws", "tune", "chains"):
+        if not isinstance(sampler[k], int) or sampler[k] < 1:
+            raise SpecError(f"sampler.{k}", f"must be a positive integer, got {sampler[k]!r}")
+    gate_raw = doc.get("gate", {})
+    _check_keys(gate_raw, "gate", set(), set(Gate.__dataclass_fields__))
+    gate = Gate(**gate_raw)
+    comparison = {"include_unconverged": False, "max_refits": 10, "kfold_k": 10, "bma": False, "weights": "stacking"}
+    raw = doc.get("comparison", {})
+    _check_keys(raw, "comparison", set(), set(comparison))
+    comparison.update(raw)
+    if comparison["weights"] not in ("stacking", "pseudo_bma", "bma"):
+        raise SpecError("comparison.weights", "choose stacking, pseudo_bma or bma")
+    if comparison["weights"] == "bma":
+        comparison["bma"] = True
+
+    scenarios = []
+    for i, sc in enumerate(doc.get("scenarios", [])):
+        w = f"scenarios[{i}]"
+        _check_keys(sc, w, {"name", "route", "amount"}, {"unit", "interval", "doses", "start", "duration"})
+        try:
+            scenarios.append(
+                Scenario.regimen(
+                    sc["name"], _num(sc, "amount", w, positive=True), sc["route"], interval=sc.get("interval"),
+                    n_doses=int(sc.get("doses", 1)), start=float(sc.get("start", 0.0)), duration=float(sc.get("duration", 0.0)),
+                    unit=sc.get("unit", "mg"),
+                )
+            )
+        except ValueError as exc:
+            raise SpecError(w, str(exc)) from None
+    times = None
+    if "predictions" in doc:
+        pr = doc["predictions"]
+        _check_keys(pr, "predictions", {"times"}, set())
+        t = pr["times"]
+        if isinstance(t, dict):
+            _check_keys(t, "predictions.times", {"start", "stop", "step"}, set())
+            times = np.arange(float(t["start"]), float(t["stop"]) + 1e-9 * float(t["step"]), _num(t, "step", "predictions.times", positive=True))
+        elif isinstance(t, list) and t:
+            times = np.array(t, float)
+        else:
+            raise SpecError("predictions.times", "give {start, stop, step} or a list of times")
+    qois = _parse_qois(doc.get("qois", []), "qois")
+    by_name = {q.name: q for q in qois}
+    targets = []
+    for i, tg in enumerate(doc.get("targets", [])):
+        w = f"targets[{i}]"
+        _check_keys(tg, w, {"qoi"}, {"lower", "upper", "name"})
+        if tg["qoi"] not in by_name:
+            raise SpecError(f"{w}.qoi", f"unknown QoI {tg['qoi']!r}; defined: {', '.join(by_name)}")
+        try:
+            targets.append(Q.Target(by_name[tg["qoi"]], tg.get("lower"), tg.get("upper"), tg.get("name", "")))
+        except ValueError as exc:
+            raise SpecError(w, str(exc)) from None
+    if scenarios and times is None:
+        raise SpecError("predictions", "scenarios need [predictions] times")
+    return Study(
+        name=str(st["name"]), description=str(st.get("description", "")), seed=int(st["seed"]), data=data,
+        subject=None if pt.get("subject") is None else str(pt["subject"]), specs=specs, sampler=sampler, gate=gate,
+        comparison=comparison, scenarios=scenarios, times=times, qois=qois, targets=targets, source=str(path), text=text,
+    )
