@@ -1,45 +1,94 @@
-"""Command line: example run, results folder, spec and patient checks."""
+"""Command line and study runs: results folders, reproducibility, interrupted runs, reports."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
+import numpy as np
 import pytest
 import xarray as xr
 
 from twinbayes.cli import main
 from twinbayes.library import data_path
+from twinbayes.spec import SpecError
+from twinbayes.study import example_study_path, load_study
+
+SHORT = ["--draws", "300", "--tune", "300", "--chains", "2", "--quiet", "--include-unconverged"]
+
+STUDY = """
+[study]
+name = "two-twins"
+seed = 7
+
+[patient]
+data = "{data}"
+subject = "{subject}"
+
+[twins]
+specs = ["pk_1cmt_oral", "pk_1cmt_oral_lag"]
+"""
 
 
-def test_run_writes_a_complete_results_folder_and_refuses_to_overwrite(tmp_path, capsys):
+@pytest.fixture
+def study_file(tmp_path):
+    def _make(data=str(data_path("theophylline.csv")), subject="4", extra=""):
+        p = tmp_path / "study.toml"
+        p.write_text(STUDY.format(data=data, subject=subject) + extra)
+        return p
+
+    return _make
+
+
+def test_run_writes_a_complete_results_folder_and_refuses_to_overwrite(tmp_path, study_file, capsys):
     out = tmp_path / "res"
-    args = ["run", "--spec", "pk_1cmt_oral", "--spec", "pk_1cmt_oral_lag", "--out", str(out), "--draws", "300", "--tune", "300", "--chains", "2", "--quiet", "--include-unconverged"]
+    args = ["run", str(study_file()), "--out", str(out), *SHORT]
     assert main(args) == 0
     tree = xr.open_datatree(out / "twins" / "pk_1cmt_oral.nc", engine="h5netcdf")
     assert tree["posterior"]["ka"].shape == (2, 300)
     assert tree["log_likelihood"]["concentration"].shape == (2, 300, 10)
     prov = json.loads((out / "provenance.json").read_text())
-    assert prov["twins"]["pk_1cmt_oral"]["settings"]["seed"] > 0 and len(prov["twins"]["pk_1cmt_oral"]["spec_sha256"]) == 64
+    assert prov["twins"]["pk_1cmt_oral"]["settings"]["seed"] == 8 and len(prov["twins"]["pk_1cmt_oral"]["spec_sha256"]) == 64
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["pk_1cmt_oral"]) >= {"converged", "reasons", "diagnostics"}
-    printed = capsys.readouterr().out
-    assert "pk_1cmt_oral" in printed and "results written" in printed and "stacking" in printed
     comparison = xr.open_datatree(out / "comparison.nc", engine="h5netcdf")
     assert set(comparison["table"].twin.values) == {"pk_1cmt_oral", "pk_1cmt_oral_lag"}
     assert float(comparison["table"]["stacking"].sum()) == pytest.approx(1.0)
     assert {p.name for p in (out / "figures").iterdir()} == {"pk_1cmt_oral_checks.png", "pk_1cmt_oral_lag_checks.png", "average.png"}
+    assert (out / "study.toml").exists() and (out / "specs" / "pk_1cmt_oral.toml").exists() and (out / "report.html").exists()
 
     before = (out / "provenance.json").read_text()
     assert main(args) == 2
     assert "pass --force" in capsys.readouterr().err
     assert (out / "provenance.json").read_text() == before
-    assert [p.name for p in tmp_path.iterdir()] == ["res"]  # no partial folders left behind
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["res", "study.toml"]  # no partial folders left behind
 
 
-def test_failed_run_leaves_no_partial_results(tmp_path, capsys):
+def test_failed_run_leaves_no_partial_results(tmp_path, study_file, capsys):
     bad = tmp_path / "p.csv"
     bad.write_text("subject,time,time_unit,event,name,value,unit\n1,0,h,dose,sc,5,mg\n1,1,h,observation,concentration,1,mg/L\n")
-    assert main(["run", "--spec", "pk_1cmt_oral", "--data", str(bad), "--out", str(tmp_path / "r"), "--quiet"]) == 2
+    assert main(["run", str(study_file(data=str(bad), subject="1")), "--out", str(tmp_path / "r"), *SHORT]) == 2
     assert "route(s) ['sc']" in capsys.readouterr().err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.csv"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.csv", "study.toml"]
+
+
+def test_bad_study_files_name_file_and_field(study_file):
+    cases = [
+        ("\n[sampler]\ndraws = -3\n", "sampler.draws"),
+        ("\n[[scenarios]]\nname = 'x'\nroute = 'oral'\namount = 100\ninterval = 12\ndoses = 3\n", "predictions"),
+        ("\n[[qois]]\nname = 'q'\nkind = 'median'\n", "qois[0].kind"),
+        ("\n[[qois]]\nname = 'q'\nkind = 'custom'\nexpression = \"__import__('os')\"\ninputs = {}\n", "qois[0].inputs"),
+        ("\n[[targets]]\nqoi = 'nothing'\nlower = 1\n", "targets[0].qoi"),
+    ]
+    for extra, field in cases:
+        path = study_file(extra=extra)
+        with pytest.raises(SpecError) as err:
+            load_study(path)
+        assert str(err.value).startswith(f"{path}: {field}:"), str(err.value)
+    with pytest.raises(SpecError, match="patient.data"):
+        load_study(study_file(data="no/such.csv"))
 
 
 def test_specs_and_patient_commands(tmp_path, capsys):
@@ -55,14 +104,44 @@ def test_specs_and_patient_commands(tmp_path, capsys):
     assert str(bad) in capsys.readouterr().err
 
 
-def test_bundled_example_runs_end_to_end(tmp_path, capsys):
-    """The README's main job (short chains): fits, comparison, regimen study and figures."""
-    out = tmp_path / "example"
-    assert main(["run", "--out", str(out), "--draws", "300", "--tune", "300", "--chains", "2", "--quiet", "--include-unconverged"]) == 0
+def _strip_provenance(html: str) -> str:
+    return html.split("<section id='provenance'>")[0]
+
+
+def test_bundled_example_is_reproducible_end_to_end(tmp_path, capsys):
+    """The README's main job (short chains), twice with the same seed: identical numbers."""
+    outs = [tmp_path / "a", tmp_path / "b"]
+    for out in outs:
+        assert main(["run", "--out", str(out), *SHORT]) == 0
     printed = capsys.readouterr().out
     assert "P(stays in 10-20 mg/L on day 3)" in printed and "between-twin share" in printed
-    result = xr.open_dataset(out / "disagreement.nc", engine="h5netcdf")
-    assert set(result.scenario.values) == {"320 mg q12h", "160 mg q6h"}
-    p = result.p_meets.sel(source="ensemble")
-    assert float(p.min()) >= 0 and float(p.max()) <= 1 and float(result.p_meets_mcse.max()) > 0
-    assert {"scenario_fans.png", "disagreement_over_time.png", "decision_table.png"} <= {p.name for p in (out / "figures").iterdir()}
+    for name in ("pk_1cmt_oral", "pk_1cmt_oral_lag", "pk_2cmt_oral"):
+        a, b = (xr.open_datatree(o / "twins" / f"{name}.nc", engine="h5netcdf") for o in outs)
+        for group in ("posterior", "log_likelihood", "posterior_predictive"):
+            for var in a[group].data_vars:
+                np.testing.assert_array_equal(a[group][var].values, b[group][var].values)
+    da, db = (xr.open_dataset(o / "disagreement.nc", engine="h5netcdf") for o in outs)
+    xr.testing.assert_identical(da, db)
+    assert set(da.scenario.values) == {"320 mg q12h", "160 mg q6h"}
+    assert float(da.p_meets_mcse.max()) > 0
+    ha, hb = ((o / "report.html").read_text() for o in outs)
+    assert _strip_provenance(ha) == _strip_provenance(hb)
+    assert ha.count("data:image/png;base64,") == 3 + 1 + 3  # checks per twin, average, scenario figures
+    assert {"scenario_fans.png", "disagreement_over_time.png", "decision_table.png"} <= {p.name for p in (outs[0] / "figures").iterdir()}
+
+
+def test_killed_run_leaves_nothing_that_looks_complete_and_rerun_finishes(tmp_path, study_file):
+    out = tmp_path / "res"
+    cmd = [sys.executable, "-m", "twinbayes.cli", "run", str(study_file()), "--out", str(out), "--draws", "300", "--tune", "300", "--chains", "2", "--quiet", "--no-figures"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(tmp_path.glob(".res.partial-*/twins/*.nc")):
+        time.sleep(0.2)
+    assert list(tmp_path.glob(".res.partial-*/twins/*.nc")), "the run never got to its first fit"
+    os.killpg(proc.pid, signal.SIGKILL)  # midway: one twin written, the rest not
+    proc.wait()
+    assert not out.exists()
+    partial = next(tmp_path.glob(".res.partial-*"))
+    assert not (partial / "summary.json").exists() and not (partial / "report.html").exists()
+    assert subprocess.run(cmd, capture_output=True).returncode == 0
+    assert (out / "report.html").exists() and (out / "summary.json").exists()
