@@ -4,15 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
 
-matplotlib.use("Agg", force=False)
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from .calibration import loo_pit, pit_uniformity_test  # noqa: E402
-from .ensemble import average_predictive, predictive_draws  # noqa: E402
-from .fit import Twin  # noqa: E402
+from .calibration import loo_pit, pit_uniformity_test
+from .ensemble import average_predictive, predictive_draws
+from .fit import Twin
 
 __all__ = ["plot_ppc", "plot_loo_pit", "plot_twin_checks", "plot_average", "plot_scenario_fans", "plot_disagreement_over_time", "plot_decision_table"]
 

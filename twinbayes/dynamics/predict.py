@@ -12,6 +12,23 @@ from ..spec.expr import NUMPY, PYTENSOR
 from ..spec.model_spec import ModelSpec
 from .linear import Doses, state_amounts
 
+
+def state_trajectories(spec: ModelSpec, env, times: np.ndarray, doses: Doses, states: list[str], backend=NUMPY) -> dict[str, Any]:
+    """State values at ``times``: the spec's closed-form trajectory in ``t``, or the exact linear solution.
+
+    With NumPy draw arrays in ``env`` the result has shape ``times.shape + (S,)``.
+    """
+    if spec.solution:
+        batched = backend is NUMPY and any(np.ndim(v) > 0 for v in env.values())
+        t = np.asarray(times, float)[:, None] if batched else np.asarray(times, float)
+        return {s: spec.solution[s]({**env, "t": t}, backend) for s in states}
+    if spec.linear:
+        return state_amounts(spec, env, times, doses, states, backend)
+    raise NotImplementedError(
+        f"spec {spec.name} ({spec.source}) is nonlinear without a closed-form trajectory; "
+        "the ODE engine for such specs is not available yet (see docs/roadmap.md)"
+    )
+
 __all__ = ["Design", "design_for", "predict_observations", "simulate_observations", "residual_sd", "log_likelihood"]
 
 
@@ -115,7 +132,7 @@ def predict_observations(spec: ModelSpec, env: Mapping[str, Any], design: Design
     for name, t in design.times.items():
         obs = spec.observations[name]
         needed = [s for s in spec.states if s in obs.expression.symbols]
-        amounts = state_amounts(spec, env, t, design.doses, needed, backend)
+        amounts = state_trajectories(spec, env, t, design.doses, needed, backend)
         mu = obs.expression({**env, **amounts}, backend)
         if backend is NUMPY:
             shape = t.shape + tuple(batch)

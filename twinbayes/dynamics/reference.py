@@ -27,6 +27,7 @@ def solve_reference(
     doses: Doses,
     rtol: float = 1e-11,
     atol: float = 1e-13,
+    x0: Mapping[str, float] | None = None,
 ) -> dict[str, np.ndarray]:
     """Integrate the spec's ODEs numerically; state amounts at ``times``.
 
@@ -34,7 +35,8 @@ def solve_reference(
     constant input ``F amount / duration`` to their state between
     ``t_dose + lag`` and ``t_dose + lag + duration``.  Like
     :func:`~twinbayes.dynamics.linear.state_amounts`, a bolus at the same
-    time as an observation is not yet counted in it.
+    time as an observation is not yet counted in it.  The state starts at
+    ``x0`` (default zero) at time 0.
     """
     names = list(spec.states)
     events = []  # (time, state index, bolus amount, change of input rate)
@@ -59,7 +61,7 @@ def solve_reference(
 
     times = np.asarray(times, float)
     out = np.zeros((len(times), len(names)))
-    x = np.zeros(len(names))
+    x = np.array([float(x0[s]) for s in names]) if x0 else np.zeros(len(names))
     t0 = 0.0 if not events else min(0.0, events[0][0])
     pending = list(events)
     for i in np.argsort(times, kind="stable"):

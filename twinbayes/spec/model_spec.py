@@ -146,6 +146,7 @@ class ModelSpec:
     states: dict[str, State]
     rhs: dict[str, Expression]
     linear: bool
+    solution: dict[str, Expression]
     routes: dict[str, Route]
     observations: dict[str, Observation]
     source: str = "<string>"
@@ -256,8 +257,8 @@ def _parse(doc: dict) -> dict[str, Any]:
     _check_keys(
         doc,
         "<top level>",
-        {"format", "model", "parameters", "states", "dynamics", "routes", "observations"},
-        {"derived"},
+        {"format", "model", "parameters", "states", "dynamics", "observations"},
+        {"derived", "routes"},
     )
     if doc["format"] != FORMAT_VERSION:
         raise SpecError("format", f"unsupported format {doc['format']!r}; this twinbayes reads format = {FORMAT_VERSION}")
@@ -306,7 +307,7 @@ def _parse(doc: dict) -> dict[str, Any]:
         raise SpecError("states", "a spec needs at least one state")
 
     dyn = _table(doc["dynamics"], "dynamics")
-    _check_keys(dyn, "dynamics", {"rhs"}, {"linear"})
+    _check_keys(dyn, "dynamics", {"rhs"}, {"linear", "solution"})
     linear = dyn.get("linear", False)
     if not isinstance(linear, bool):
         raise SpecError("dynamics.linear", "must be true or false")
@@ -317,9 +318,13 @@ def _parse(doc: dict) -> dict[str, Any]:
             f"needs exactly one right-hand side per state; states: {sorted(states)}, rhs given for: {sorted(rhs_raw)}",
         )
     rhs = {s: _expr(rhs_raw[s], quantities | set(states) | {"t"}, f"dynamics.rhs.{s}") for s in states}
+    sol_raw = _table(dyn.get("solution", {}), "dynamics.solution")
+    if sol_raw and set(sol_raw) != set(states):
+        raise SpecError("dynamics.solution", f"give a solution for every state ({sorted(states)}), got {sorted(sol_raw)}")
+    solution = {s: _expr(sol_raw[s], quantities | {"t"}, f"dynamics.solution.{s}") for s in sol_raw}
 
     routes = {}
-    for rname, raw in _table(doc["routes"], "routes").items():
+    for rname, raw in _table(doc.get("routes", {}), "routes").items():
         where = f"routes.{rname}"
         if not _NAME.match(rname):
             raise SpecError(where, f"{rname!r} is not a valid route name")
@@ -338,8 +343,10 @@ def _parse(doc: dict) -> dict[str, Any]:
         if sol and not linear:
             raise SpecError(f"{where}.solution", "closed-form unit-dose solutions need dynamics.linear = true (superposition)")
         routes[rname] = Route(rname, state, _unit(raw, where), lag, fbio, sol)
-    if not routes:
-        raise SpecError("routes", "a spec needs at least one dose route")
+    if solution and routes:
+        raise SpecError("dynamics.solution", "a closed-form trajectory in t cannot take doses; remove [routes] or the solution")
+    if not routes and not solution:
+        raise SpecError("dynamics", "without dose routes the spec needs a closed-form trajectory: dynamics.solution.<state> = \"...t...\"")
 
     observations = {}
     for oname, raw in _table(doc["observations"], "observations").items():
@@ -380,6 +387,7 @@ def _parse(doc: dict) -> dict[str, Any]:
         states=states,
         rhs=rhs,
         linear=linear,
+        solution=solution,
         routes=routes,
         observations=observations,
     )
