@@ -59,6 +59,12 @@ def test_run_writes_a_complete_results_folder_and_refuses_to_overwrite(tmp_path,
     assert {p.name for p in (out / "figures").iterdir()} == {"pk_1cmt_oral_checks.png", "pk_1cmt_oral_lag_checks.png", "average.png"}
     assert (out / "study.toml").exists() and (out / "specs" / "pk_1cmt_oral.toml").exists() and (out / "report.html").exists()
 
+    report = (out / "report.html").read_text()
+    assert 'src="http' not in report and "<link" not in report  # self-contained
+    (out / "report.html").unlink()
+    assert main(["report", str(out)]) == 0
+    assert (out / "report.html").read_text() == report
+
     before = (out / "provenance.json").read_text()
     assert main(args) == 2
     assert "pass --force" in capsys.readouterr().err
