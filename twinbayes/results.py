@@ -29,6 +29,7 @@ class ResultsFolder:
     path: Path
     staging: Path
     force: bool
+    study_info: dict | None = None
 
     @classmethod
     def create(cls, path: Path, force: bool = False) -> "ResultsFolder":
@@ -82,6 +83,7 @@ class ResultsFolder:
     def write_study(self, study) -> None:
         """Copy the study file and every spec it used, for reproducibility."""
         (self.staging / "study.toml").write_text(study.text)
+        self.study_info = {"name": study.name, "source": study.source, "sha256": study.sha256, "seed": study.seed}
         specs = self.staging / "specs"
         specs.mkdir(exist_ok=True)
         for p in study.specs:
@@ -110,6 +112,7 @@ class ResultsFolder:
         }
         provenance = {
             "created": datetime.now(timezone.utc).isoformat(),
+            "study": self.study_info,
             "command": list(command),
             "python": sys.version,
             "platform": platform.platform(),
