@@ -129,3 +129,20 @@ def test_recovery_in_9_of_10_seeds(spec_name):
     results = [recovery(spec_name, seed) for seed in range(10)]
     all_in = [all(r.values()) for r in results]
     assert sum(all_in) >= 9, results
+
+
+@pytest.mark.parametrize("spec_name, data, subject", [("pk_2cmt_oral", "theophylline.csv", 1), ("pk_1cmt_oral_lag", "theophylline.csv", 2), ("tumor_gompertz", "benzekry_llc_tumor_volume.csv", 3)])
+def test_pointwise_loglik_equals_pymc(spec_name, data, subject):
+    """twinbayes computes log_likelihood with NumPy; PyMC's own evaluation is the reference."""
+    import pymc as pm
+
+    from twinbayes import Patient
+    from twinbayes.fit import build_model
+    from twinbayes.library import data_path
+
+    twin = fit(load_spec(spec_name), Patient.from_csv(data_path(data), subject=subject), seed=1, draws=100, tune=100, chains=1)
+    ref = twin.idata.copy()
+    with build_model(twin.spec, twin.design):
+        pm.compute_log_likelihood(ref, progressbar=False)
+    name = next(iter(twin.design.times))
+    np.testing.assert_allclose(twin.idata["log_likelihood"][name].values, ref["log_likelihood"][name].values, rtol=1e-9, atol=1e-9)

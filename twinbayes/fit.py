@@ -22,7 +22,7 @@ import pytensor.tensor as pt
 import xarray as xr
 
 from .diagnostics import Diagnostics, Gate, check_convergence
-from .dynamics.predict import Design, design_for, predict_observations, residual_sd
+from .dynamics.predict import Design, design_for, log_likelihood, predict_observations, residual_sd, simulate_observations
 from .patient import Patient, PatientDataError
 from .spec.expr import PYTENSOR
 from .spec.model_spec import ModelSpec
@@ -191,10 +191,7 @@ def fit(
     log.info("fitting %s to patient %s with %s (%d chains x %d+%d)", spec.name, patient.id, sampler, chains, tune, draws)
     idata, t_compile, t_sample = _sample(model, sampler, draws, tune, chains, seed, target_accept, progress)
     t2 = time.perf_counter()
-    with model:
-        pm.compute_log_likelihood(idata, progressbar=False)
-        if posterior_predictive:
-            pm.sample_posterior_predictive(idata, random_seed=seed + 1, extend_inferencedata=True, progressbar=False)
+    _add_pointwise_groups(idata, spec, design, posterior_predictive, seed + 1)
     idata = _attach_times(idata, design)
     var_names = list(spec.parameters)
     diagnostics = check_convergence(idata, var_names, gate)
@@ -228,6 +225,27 @@ def _sample(model, sampler, draws, tune, chains, seed, target_accept, progress):
         t1 = time.perf_counter()
         idata = pm.sample(draws=draws, tune=tune, chains=chains, cores=1, step=step, random_seed=seed, progressbar=progress, compute_convergence_checks=False)
     return idata, t1 - t0, time.perf_counter() - t1
+
+
+def _add_pointwise_groups(idata, spec: ModelSpec, design: Design, predictive: bool, seed: int) -> None:
+    """Pointwise log-likelihood and posterior predictive draws, computed with NumPy.
+
+    Same densities as the PyMC model (tested to ~1e-12) without compiling
+    PyTensor functions for them: this step used to cost more than sampling.
+    """
+    post = idata["posterior"]
+    chains, draws = post.sizes["chain"], post.sizes["draw"]
+    params = {p: np.asarray(post[p].values, float).reshape(-1) for p in spec.parameters}
+
+    def group(values: dict[str, np.ndarray]) -> xr.Dataset:
+        return xr.Dataset(
+            {n: (("chain", "draw", obs_dim(n)), v.reshape(chains, draws, -1)) for n, v in values.items()},
+            coords={"chain": post["chain"].values, "draw": post["draw"].values, **{obs_dim(n): np.arange(len(t)) for n, t in design.times.items()}},
+        )
+
+    idata["log_likelihood"] = group(log_likelihood(spec, params, design))
+    if predictive:
+        idata["posterior_predictive"] = group(simulate_observations(spec, params, design, np.random.default_rng(seed)))
 
 
 def obs_dim_of(model: pm.Model, name: str) -> str:

@@ -10,7 +10,9 @@ For ``dx/dt = A x`` with bolus doses ``D_k`` given at times ``t_k`` into state
 
 the impulse response ``G`` being either the spec's closed-form ``solution``
 (e.g. the Bateman function) or the matrix exponential (Gibaldi & Perrier
-1982, ch. 1-2; Moler & Van Loan 2003 for ``expm``).  The same code builds
+1982, ch. 1-2; Moler & Van Loan 2003 for ``expm``).  A zero-order infusion
+is the difference of two unit-rate step inputs, whose response is read off
+the exponential of an augmented matrix (Van Loan 1978).  The same code builds
 NumPy values (simulation) and PyTensor graphs (NUTS gradients), selected by
 the ``backend``.
 """
