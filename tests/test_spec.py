@@ -19,7 +19,7 @@ def test_bundled_library_is_complete_and_documented():
             assert p.unit and p.description
 
 
-@pytest.mark.parametrize("name", BUNDLED)
+@pytest.mark.parametrize("name", list_specs())
 def test_exact_solution_matches_reference_ode_solve(name):
     """Closed forms and matrix exponentials vs scipy's Radau on the spec's own ODEs: 1e-6 relative."""
     assert check_exact_solution(load_spec(name)) < 1e-6
