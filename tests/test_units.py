@@ -22,3 +22,4 @@ def test_dimension_mismatch_and_unknown_symbols():
         parse_unit("")
     assert parse_unit("mg/g").dimensionless and parse_unit("1").dimensionless
     assert not parse_unit("mg/kg/h").dimensionless
+
