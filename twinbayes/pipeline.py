@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 import time
 from dataclasses import dataclass
@@ -17,9 +16,6 @@ from .spec.model_spec import load_spec
 from .study import Study
 
 __all__ = ["StudyResult", "run_study"]
-
-log = logging.getLogger("twinbayes")
-
 
 @dataclass
 class StudyResult:
@@ -89,6 +85,8 @@ def run_study(
             _say(f"simulating {len(study.scenarios)} scenario(s) under every twin and the ensemble ...", quiet)
             result = disagreement(twins, weights, study.scenarios, study.times, qois=study.qois, targets=study.targets, seed=study.seed)
             _say(str(result), quiet)
+        elif study.scenarios:
+            _say("scenarios skipped: no twin has ensemble weight (none passed its convergence gate)", quiet)
         if folder:
             if comparison is not None:
                 folder.write_comparison(comparison)
