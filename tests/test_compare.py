@@ -10,7 +10,7 @@ from twinbayes import load_spec
 from twinbayes.compare import compare, k_threshold, kfold, log_marginal_likelihood, loo, pseudo_bma_plus_weights, stacking_weights
 from twinbayes.dynamics.predict import Design
 from twinbayes.ensemble import average_predictive
-from twinbayes.fit import fit
+from twinbayes.fit import Refitter, fit
 from twinbayes.simulate import simulate_patient
 
 QUICK = dict(draws=500, tune=500, chains=2)
@@ -78,16 +78,31 @@ def test_high_k_observation_is_refitted_exactly(iv_twin):
     res = loo(twin, seed=5, **QUICK)
     assert res["pareto_k"].values[0] > k_threshold(1000)
     assert res["method"].values[0] == "refit" and res.attrs["refits"] >= 1
-    # the exact value, recomputed here: refit without observation 0, average its likelihood
-    keep = np.ones(8, bool)
-    keep[0] = False
-    refit = fit(twin.spec, twin.patient, design=design.subset({"concentration": keep}), seed=5 + 1 + 0, posterior_predictive=False, **QUICK)
-    post = refit.idata["posterior"]
-    cl, v = post["CL"].values.ravel(), post["V"].values.ravel()
-    mu = 100.0 / v * np.exp(-cl / v * 0.25)
-    sd = np.sqrt(post["sigma_add"].values.ravel() ** 2 + (post["sigma_prop"].values.ravel() * mu) ** 2)
+    # the exact value, recomputed here with scipy from the refit's posterior (observation 0 left out)
+    hold = np.zeros(8, bool)
+    hold[0] = True
+    post, _ = Refitter(twin, **QUICK).posterior(hold, seed=5 + 1 + 0)
+    mu = 100.0 / post["V"] * np.exp(-post["CL"] / post["V"] * 0.25)
+    sd = np.sqrt(post["sigma_add"] ** 2 + (post["sigma_prop"] * mu) ** 2)
     expected = np.log(np.mean(norm.pdf(values[0], mu, sd)))
     assert res["elpd_i"].values[0] == pytest.approx(expected, rel=1e-9)
+    assert abs(res["elpd_i"].values[0] - loo(twin, refit=False)["elpd_i"].values[0]) > 0.1  # PSIS was off
+
+
+def test_weighted_model_leaves_observations_out_exactly(iv_twin):
+    """Refits use one compiled model with 0/1 observation weights: its log density equals the reduced model's."""
+    from twinbayes.fit import build_model, build_weighted_model
+
+    keep = np.ones(8, bool)
+    keep[[0, 5]] = False
+    reduced = build_model(iv_twin.spec, iv_twin.design.subset({"concentration": keep}))
+    weighted = build_weighted_model(iv_twin.spec, iv_twin.design)
+    weighted.set_data("obs_weight", keep.astype(float))
+    f_red, f_w = reduced.compile_logp(), weighted.compile_logp()
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        point = {k: v + rng.normal(0, 0.3, np.shape(v)) for k, v in reduced.initial_point().items()}
+        assert f_w(point) == pytest.approx(f_red(point), rel=1e-12)
 
 
 def test_smc_marginal_likelihood_matches_conjugate_normal():

@@ -33,7 +33,7 @@ from scipy.special import logsumexp
 from scipy.stats import dirichlet, norm
 
 from .dynamics.predict import log_likelihood
-from .fit import Twin, fit, posterior_draws
+from .fit import Refitter, Twin
 
 __all__ = [
     "Comparison",
@@ -74,27 +74,22 @@ def _pointwise_loglik(twin: Twin) -> xr.DataArray:
     return out.assign_coords(obs=np.arange(out.sizes["obs"]), time=("obs", times))
 
 
-def _heldout_elpd(twin: Twin, holdout: np.ndarray, seed: int, refit_kwargs: dict) -> tuple[np.ndarray, Twin]:
-    """Refit without the observations flagged in ``holdout`` (bool over obs); their exact elpd."""
+def _heldout_elpd(refitter: Refitter, holdout: np.ndarray, seed: int) -> tuple[np.ndarray, bool]:
+    """Refit without the observations flagged in ``holdout`` (bool over obs); their exact elpd.
+
+    Returns the elpd of each held-out observation (in observation order) and
+    whether the refit passed its convergence gate.
+    """
+    twin = refitter.twin
+    params, diagnostics = refitter.posterior(holdout, seed)
     design = twin.design
-    index = design.index()
-    keep = {n: np.ones(len(t), bool) for n, t in design.times.items()}
-    for flag, (name, i) in zip(holdout, index):
-        if flag:
-            keep[name][i] = False
-    train = design.subset(keep)
-    test = design.subset({n: ~k for n, k in keep.items()})
-    settings = {k: v for k, v in twin.settings.items() if k in ("draws", "tune", "chains", "sampler", "target_accept")}
-    settings.update(refit_kwargs)
-    refit = fit(twin.spec, twin.patient, design=train, seed=seed, posterior_predictive=False, **settings)
-    ll = log_likelihood(twin.spec, posterior_draws(refit), test)
-    # back to the original observation order
-    elpd = {}
-    for name, arr in ll.items():
-        lpd = logsumexp(arr, axis=0) - np.log(arr.shape[0])
-        for i, v in zip(np.flatnonzero(~keep[name]), lpd):
-            elpd[(name, i)] = v
-    return np.array([elpd[key] for flag, key in zip(holdout, index) if flag]), refit
+    keep, start = {}, 0
+    for name, t in design.times.items():
+        keep[name] = ~holdout[start : start + len(t)]
+        start += len(t)
+    ll = log_likelihood(twin.spec, params, design.subset({n: ~k for n, k in keep.items()}))
+    lpd = np.concatenate([logsumexp(arr, axis=0) - np.log(arr.shape[0]) for arr in ll.values()])
+    return lpd, diagnostics.passed
 
 
 def kfold(twin: Twin, k: int = 10, groups: Sequence | None = None, seed: int = 0, **refit_kwargs) -> xr.Dataset:
@@ -129,10 +124,11 @@ def kfold(twin: Twin, k: int = 10, groups: Sequence | None = None, seed: int = 0
     fold = np.array([fold_of_group[g] for g in labels])
     elpd_i = np.empty(n)
     refits = []
+    refitter = Refitter(twin, **refit_kwargs)
     for f in range(k):
         hold = fold == f
-        elpd_i[hold], refit = _heldout_elpd(twin, hold, seed + 1 + f, refit_kwargs)
-        refits.append(refit.converged)
+        elpd_i[hold], converged = _heldout_elpd(refitter, hold, seed + 1 + f)
+        refits.append(converged)
     ds = xr.Dataset({"elpd_i": ("obs", elpd_i), "fold": ("obs", fold)})
     ds.attrs.update(elpd=float(elpd_i.sum()), se=float(_se(elpd_i)), k=k, refits_converged=int(sum(refits)))
     return ds
@@ -193,14 +189,15 @@ def loo(
     cv_method, refits, unconverged = "psis-loo", 0, 0
     if refit and high.any():
         if high.sum() <= max_refits:
+            refitter = Refitter(twin, **refit_kwargs)
             for j in np.flatnonzero(high):
                 hold = np.zeros(len(elpd_i), bool)
                 hold[j] = True
-                value, refitted = _heldout_elpd(twin, hold, seed + 1 + j, refit_kwargs)
+                value, converged = _heldout_elpd(refitter, hold, seed + 1 + j)
                 elpd_i[j] = value[0]
                 method[j] = "refit"
                 refits += 1
-                unconverged += not refitted.converged
+                unconverged += not converged
             cv_method = "psis-loo + exact refits"
         else:
             kf = kfold(twin, k=kfold_k, seed=seed, **refit_kwargs)

@@ -27,7 +27,7 @@ from .patient import Patient, PatientDataError
 from .spec.expr import PYTENSOR
 from .spec.model_spec import ModelSpec
 
-__all__ = ["Twin", "build_model", "fit", "default_sampler", "posterior_draws"]
+__all__ = ["Twin", "build_model", "build_weighted_model", "Refitter", "fit", "default_sampler", "posterior_draws"]
 
 log = logging.getLogger("twinbayes")
 
@@ -70,6 +70,68 @@ def build_model(spec: ModelSpec, design: Design) -> pm.Model:
             else:
                 pm.Normal(name, mu=m, sigma=sd, observed=y, dims=obs_dim(name))
     return model
+
+
+def build_weighted_model(spec: ModelSpec, design: Design) -> pm.Model:
+    """The model of :func:`build_model` with a 0/1 weight per observation (``pm.Data("obs_weight")``).
+
+    The log posterior is ``log prior + sum_i w_i log p(y_i | theta)``: with
+    ``w_i = 0`` observation i is left out exactly, so cross-validation
+    refits change data, not the graph, and the model compiles once.
+    """
+    n = design.n_obs
+    with pm.Model() as model:
+        weight = pm.Data("obs_weight", np.ones(n))
+        env: dict[str, Any] = {name: p.prior.to_pymc(name) for name, p in spec.parameters.items()}
+        for d in spec.derived.values():
+            env[d.name] = pm.Deterministic(d.name, d.expression(env, PYTENSOR))
+        mu = predict_observations(spec, env, design, PYTENSOR)
+        terms, start = [], 0
+        for name, m in mu.items():
+            err = spec.observations[name].error
+            sd = residual_sd(err, env, m, PYTENSOR)
+            y = design.values[name]
+            dist = pm.LogNormal.dist(mu=pt.log(m), sigma=sd) if err.kind == "lognormal" else pm.Normal.dist(mu=m, sigma=sd)
+            terms.append((weight[start : start + len(y)] * pm.logp(dist, y)).sum())
+            start += len(y)
+        pm.Potential("weighted_loglik", pt.add(*terms) if len(terms) > 1 else terms[0])
+    return model
+
+
+class Refitter:
+    """Refits of one twin with observations left out, compiling the model once.
+
+    Used by cross-validation (:mod:`twinbayes.compare`): each refit only
+    changes the observation weights of :func:`build_weighted_model`.  With
+    ``sampler="pymc"`` it falls back to fitting the reduced data set.
+    """
+
+    def __init__(self, twin: "Twin", **settings):
+        self.twin = twin
+        self.settings = {k: v for k, v in twin.settings.items() if k in ("draws", "tune", "chains", "sampler", "target_accept")}
+        self.settings.update(settings)
+        self._compiled = None
+
+    def posterior(self, holdout: np.ndarray, seed: int) -> tuple[dict[str, np.ndarray], Diagnostics]:
+        """Posterior draws (flat arrays) of the spec's parameters without the held-out observations."""
+        holdout = np.asarray(holdout, bool)
+        s = self.settings
+        if (s.get("sampler") or default_sampler()) != "nutpie":
+            keep, start = {}, 0
+            for name, t in self.twin.design.times.items():
+                keep[name] = ~holdout[start : start + len(t)]
+                start += len(t)
+            refit = fit(self.twin.spec, self.twin.patient, design=self.twin.design.subset(keep), seed=seed, posterior_predictive=False, **s)
+            return posterior_draws(refit), refit.diagnostics
+        import nutpie
+
+        if self._compiled is None:
+            self._compiled = nutpie.compile_pymc_model(build_weighted_model(self.twin.spec, self.twin.design))
+        model = self._compiled.with_data(obs_weight=(~holdout).astype(float))
+        idata = nutpie.sample(model, draws=s["draws"], tune=s["tune"], chains=s["chains"], seed=seed, target_accept=s["target_accept"], progress_bar=False, save_warmup=False)
+        params = list(self.twin.spec.parameters)
+        post = idata["posterior"]
+        return {p: np.asarray(post[p].values, float).reshape(-1) for p in params}, check_convergence(idata, params, self.twin.diagnostics.gate)
 
 
 @dataclass
