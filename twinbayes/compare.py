@@ -82,12 +82,7 @@ def _heldout_elpd(refitter: Refitter, holdout: np.ndarray, seed: int) -> tuple[n
     """
     twin = refitter.twin
     params, diagnostics = refitter.posterior(holdout, seed)
-    design = twin.design
-    keep, start = {}, 0
-    for name, t in design.times.items():
-        keep[name] = ~holdout[start : start + len(t)]
-        start += len(t)
-    ll = log_likelihood(twin.spec, params, design.subset({n: ~k for n, k in keep.items()}))
+    ll = log_likelihood(twin.spec, params, twin.design.split(holdout)[1])
     lpd = np.concatenate([logsumexp(arr, axis=0) - np.log(arr.shape[0]) for arr in ll.values()])
     return lpd, diagnostics.passed
 

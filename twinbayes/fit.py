@@ -117,11 +117,8 @@ class Refitter:
         holdout = np.asarray(holdout, bool)
         s = self.settings
         if (s.get("sampler") or default_sampler()) != "nutpie":
-            keep, start = {}, 0
-            for name, t in self.twin.design.times.items():
-                keep[name] = ~holdout[start : start + len(t)]
-                start += len(t)
-            refit = fit(self.twin.spec, self.twin.patient, design=self.twin.design.subset(keep), seed=seed, posterior_predictive=False, **s)
+            train, _ = self.twin.design.split(holdout)
+            refit = fit(self.twin.spec, self.twin.patient, design=train, seed=seed, posterior_predictive=False, **s)
             return posterior_draws(refit), refit.diagnostics
         import nutpie
 

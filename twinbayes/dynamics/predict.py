@@ -62,6 +62,15 @@ class Design:
         """(observable, position) of every observation, in the order used by pointwise results."""
         return [(name, i) for name, t in self.times.items() for i in range(len(t))]
 
+    def split(self, holdout: np.ndarray) -> tuple["Design", "Design"]:
+        """(training, held-out) designs for a boolean ``holdout`` over :meth:`index`."""
+        holdout = np.asarray(holdout, bool)
+        keep, start = {}, 0
+        for name, t in self.times.items():
+            keep[name] = ~holdout[start : start + len(t)]
+            start += len(t)
+        return self.subset(keep), self.subset({n: ~k for n, k in keep.items()})
+
     def subset(self, keep: Mapping[str, np.ndarray]) -> "Design":
         """The design restricted to the observations selected by boolean masks ``keep[name]``."""
         names = [n for n in self.times if np.any(keep[n])]
@@ -172,15 +181,19 @@ def simulate_observations(
     ``params`` may hold 1-d arrays of S posterior draws (one simulated data
     set per draw, shape ``(S, n_times)``): posterior predictive simulation.
     """
-    mu = predict_observations(spec, params, design)
-    col = _as_columns(params)
     out = {}
-    for name, m in mu.items():
-        err = spec.observations[name].error
-        sd = residual_sd(err, col, m)
+    for name, err, m, sd in _means_and_sds(spec, params, design):
         z = rng.standard_normal(m.shape)
         out[name] = m * np.exp(sd * z) if err.kind == "lognormal" else m + sd * z
     return out
+
+
+def _means_and_sds(spec: ModelSpec, params: Mapping[str, Any], design: Design):
+    """(name, error model, mean, residual SD) of each observable, for NumPy parameter values or draws."""
+    col = _as_columns(params)
+    for name, m in predict_observations(spec, params, design).items():
+        err = spec.observations[name].error
+        yield name, err, m, residual_sd(err, col, m)
 
 
 def log_likelihood(spec: ModelSpec, params: Mapping[str, Any], design: Design) -> dict[str, np.ndarray]:
@@ -190,12 +203,8 @@ def log_likelihood(spec: ModelSpec, params: Mapping[str, Any], design: Design) -
     shape ``(S, n_times)``.  Matches the likelihood of the PyMC model built by
     :func:`twinbayes.fit.build_model`.
     """
-    mu = predict_observations(spec, params, design)
-    col = _as_columns(params)
     out = {}
-    for name, m in mu.items():
-        err = spec.observations[name].error
-        sd = residual_sd(err, col, m)
+    for name, err, m, sd in _means_and_sds(spec, params, design):
         y = design.values[name]
         if err.kind == "lognormal":
             z = (np.log(y) - np.log(m)) / sd
