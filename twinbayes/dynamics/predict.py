@@ -14,7 +14,7 @@ from .linear import Doses, state_amounts
 
 
 def state_trajectories(spec: ModelSpec, env, times: np.ndarray, doses: Doses, states: list[str], backend=NUMPY) -> dict[str, Any]:
-    """State values at ``times``: the spec's closed-form trajectory in ``t``, or the exact linear solution.
+    """State values at ``times``: a closed-form trajectory in ``t``, the exact linear solution, or RK4.
 
     With NumPy draw arrays in ``env`` the result has shape ``times.shape + (S,)``.
     """
@@ -24,10 +24,9 @@ def state_trajectories(spec: ModelSpec, env, times: np.ndarray, doses: Doses, st
         return {s: spec.solution[s]({**env, "t": t}, backend) for s in states}
     if spec.linear:
         return state_amounts(spec, env, times, doses, states, backend)
-    raise NotImplementedError(
-        f"spec {spec.name} ({spec.source}) is nonlinear without a closed-form trajectory; "
-        "the ODE engine for such specs is not available yet (see docs/roadmap.md)"
-    )
+    from .ode import ode_trajectories
+
+    return ode_trajectories(spec, env, times, states, backend)
 
 __all__ = ["Design", "design_for", "predict_observations", "simulate_observations", "residual_sd", "log_likelihood"]
 

@@ -147,6 +147,8 @@ class ModelSpec:
     rhs: dict[str, Expression]
     linear: bool
     solution: dict[str, Expression]
+    initial: dict[str, Expression]
+    max_step: float | None
     routes: dict[str, Route]
     observations: dict[str, Observation]
     source: str = "<string>"
@@ -307,7 +309,7 @@ def _parse(doc: dict) -> dict[str, Any]:
         raise SpecError("states", "a spec needs at least one state")
 
     dyn = _table(doc["dynamics"], "dynamics")
-    _check_keys(dyn, "dynamics", {"rhs"}, {"linear", "solution"})
+    _check_keys(dyn, "dynamics", {"rhs"}, {"linear", "solution", "initial", "max_step"})
     linear = dyn.get("linear", False)
     if not isinstance(linear, bool):
         raise SpecError("dynamics.linear", "must be true or false")
@@ -322,6 +324,14 @@ def _parse(doc: dict) -> dict[str, Any]:
     if sol_raw and set(sol_raw) != set(states):
         raise SpecError("dynamics.solution", f"give a solution for every state ({sorted(states)}), got {sorted(sol_raw)}")
     solution = {s: _expr(sol_raw[s], quantities | {"t"}, f"dynamics.solution.{s}") for s in sol_raw}
+    init_raw = _table(dyn.get("initial", {}), "dynamics.initial")
+    unknown = set(init_raw) - set(states)
+    if unknown:
+        raise SpecError("dynamics.initial", f"unknown state(s) {sorted(unknown)}; states: {sorted(states)}")
+    initial = {s: _expr(init_raw[s], quantities, f"dynamics.initial.{s}") for s in init_raw}
+    max_step = dyn.get("max_step")
+    if max_step is not None and (isinstance(max_step, bool) or not isinstance(max_step, (int, float)) or not max_step > 0):
+        raise SpecError("dynamics.max_step", f"must be a positive number of time units, got {max_step!r}")
 
     routes = {}
     for rname, raw in _table(doc.get("routes", {}), "routes").items():
@@ -345,7 +355,16 @@ def _parse(doc: dict) -> dict[str, Any]:
         routes[rname] = Route(rname, state, _unit(raw, where), lag, fbio, sol)
     if solution and routes:
         raise SpecError("dynamics.solution", "a closed-form trajectory in t cannot take doses; remove [routes] or the solution")
-    if not routes and not solution:
+    if not linear and not solution:
+        if routes:
+            raise SpecError("routes", "doses into nonlinear ODEs are not supported yet; give a closed form or linear dynamics")
+        if set(initial) != set(states):
+            raise SpecError(
+                "dynamics.initial",
+                f"a nonlinear ODE without closed form needs an initial value for every state ({sorted(states)}), "
+                'e.g. initial.V = "V0"; or give dynamics.solution',
+            )
+    elif not routes and not solution:
         raise SpecError("dynamics", "without dose routes the spec needs a closed-form trajectory: dynamics.solution.<state> = \"...t...\"")
 
     observations = {}
@@ -388,6 +407,8 @@ def _parse(doc: dict) -> dict[str, Any]:
         rhs=rhs,
         linear=linear,
         solution=solution,
+        initial=initial,
+        max_step=None if max_step is None else float(max_step),
         routes=routes,
         observations=observations,
     )
