@@ -42,6 +42,14 @@ def obs_dim(name: str) -> str:
     return f"{name}_obs"
 
 
+def _priors_and_means(spec: ModelSpec, design: Design):
+    """Inside a model context: the spec's priors, derived quantities (``Deterministic``) and the means."""
+    env: dict[str, Any] = {name: p.prior.to_pymc(name) for name, p in spec.parameters.items()}
+    for d in spec.derived.values():
+        env[d.name] = pm.Deterministic(d.name, d.expression(env, PYTENSOR))
+    return env, predict_observations(spec, env, design, PYTENSOR)
+
+
 def build_model(spec: ModelSpec, design: Design) -> pm.Model:
     """The PyMC model of ``spec`` for the data in ``design``.
 
@@ -57,10 +65,7 @@ def build_model(spec: ModelSpec, design: Design) -> pm.Model:
                 "explain; use the combined error model or remove values below the quantification limit"
             )
     with pm.Model(coords=coords) as model:
-        env: dict[str, Any] = {name: p.prior.to_pymc(name) for name, p in spec.parameters.items()}
-        for d in spec.derived.values():
-            env[d.name] = pm.Deterministic(d.name, d.expression(env, PYTENSOR))
-        mu = predict_observations(spec, env, design, PYTENSOR)
+        env, mu = _priors_and_means(spec, design)
         for name, m in mu.items():
             err = spec.observations[name].error
             sd = residual_sd(err, env, m, PYTENSOR)
@@ -82,10 +87,7 @@ def build_weighted_model(spec: ModelSpec, design: Design) -> pm.Model:
     n = design.n_obs
     with pm.Model() as model:
         weight = pm.Data("obs_weight", np.ones(n))
-        env: dict[str, Any] = {name: p.prior.to_pymc(name) for name, p in spec.parameters.items()}
-        for d in spec.derived.values():
-            env[d.name] = pm.Deterministic(d.name, d.expression(env, PYTENSOR))
-        mu = predict_observations(spec, env, design, PYTENSOR)
+        env, mu = _priors_and_means(spec, design)
         terms, start = [], 0
         for name, m in mu.items():
             err = spec.observations[name].error
@@ -276,7 +278,7 @@ def _sample(model, sampler, draws, tune, chains, seed, target_accept, progress):
             compiled, draws=draws, tune=tune, chains=chains, seed=seed, target_accept=target_accept, progress_bar=progress, save_warmup=False
         )
         t2 = time.perf_counter()
-        observed = {rv.name: ((obs_dim_of(model, rv.name)), model.rvs_to_values[rv].data) for rv in model.observed_RVs}
+        observed = {rv.name: (obs_dim(rv.name), model.rvs_to_values[rv].data) for rv in model.observed_RVs}
         idata["observed_data"] = xr.Dataset(observed, coords={d: np.asarray(model.coords[d]) for d in model.coords})
         return idata, t1 - t0, t2 - t1
     with model:
@@ -305,10 +307,6 @@ def _add_pointwise_groups(idata, spec: ModelSpec, design: Design, predictive: bo
     idata["log_likelihood"] = group(log_likelihood(spec, params, design))
     if predictive:
         idata["posterior_predictive"] = group(simulate_observations(spec, params, design, np.random.default_rng(seed)))
-
-
-def obs_dim_of(model: pm.Model, name: str) -> str:
-    return model.named_vars_to_dims[name][0]
 
 
 def _attach_times(idata, design: Design):

@@ -111,7 +111,7 @@ def run_study(
 def _weights(twins, comparison, study) -> dict[str, float] | None:
     if comparison is None:
         return {twins[0].name: 1.0} if len(twins) == 1 and (twins[0].converged or study.comparison["include_unconverged"]) else None
-    column = {"stacking": "stacking", "pseudo_bma": "pseudo_bma", "bma": "bma"}[study.comparison["weights"]]
+    column = study.comparison["weights"]  # a column of Comparison.table: stacking, pseudo_bma or bma
     return {str(t): float(w) for t, w in zip(comparison.table.twin.values, comparison.table[column].values)}
 
 

@@ -27,15 +27,15 @@ from .spec.model_spec import SpecError, _check_keys
 __all__ = ["Study", "load_study", "example_study_path"]
 
 _QOI_KINDS = {
-    "value_at": (Q.ValueAt, {"at"}, set()),
-    "cmax": (Q.Cmax, {"window"}, set()),
-    "tmax": (Q.Tmax, {"window"}, set()),
-    "auc": (Q.AUC, {"window"}, set()),
-    "time_in_range": (Q.TimeInRange, {"lower", "upper", "window"}, set()),
-    "time_above": (Q.TimeAbove, {"threshold", "window"}, set()),
-    "time_below": (Q.TimeBelow, {"threshold", "window"}, set()),
-    "stays_in_range": (Q.StaysInRange, {"lower", "upper", "window"}, set()),
-    "exceeds": (Q.Exceeds, {"threshold", "window"}, set()),
+    "value_at": (Q.ValueAt, {"at"}),
+    "cmax": (Q.Cmax, {"window"}),
+    "tmax": (Q.Tmax, {"window"}),
+    "auc": (Q.AUC, {"window"}),
+    "time_in_range": (Q.TimeInRange, {"lower", "upper", "window"}),
+    "time_above": (Q.TimeAbove, {"threshold", "window"}),
+    "time_below": (Q.TimeBelow, {"threshold", "window"}),
+    "stays_in_range": (Q.StaysInRange, {"lower", "upper", "window"}),
+    "exceeds": (Q.Exceeds, {"threshold", "window"}),
 }
 
 
@@ -107,7 +107,7 @@ def _parse_qois(items: list, where: str) -> list:
             continue
         if kind not in _QOI_KINDS:
             raise SpecError(f"{w}.kind", f"unknown QoI kind {kind!r}; choose one of {', '.join([*_QOI_KINDS, 'custom'])}")
-        cls, required, _ = _QOI_KINDS[kind]
+        cls, required = _QOI_KINDS[kind]
         _check_keys(raw, w, {"kind", "name", *required}, set())
         args = {k: (_window(raw, w) if k == "window" else _num(raw, k, w)) for k in required}
         made[name] = cls(name=name, **args)

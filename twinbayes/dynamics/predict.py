@@ -10,7 +10,7 @@ import numpy as np
 from ..patient import Patient, PatientDataError
 from ..spec.expr import NUMPY, PYTENSOR
 from ..spec.model_spec import ModelSpec
-from .linear import Doses, state_amounts
+from .linear import Doses, _xp, state_amounts
 
 
 def state_trajectories(spec: ModelSpec, env, times: np.ndarray, doses: Doses, states: list[str], backend=NUMPY) -> dict[str, Any]:
@@ -155,11 +155,7 @@ def residual_sd(error, env: Mapping[str, Any], mu, backend=NUMPY):
     additive: ``a``; proportional: ``b |mu|``; combined: ``sqrt(a^2 + (b mu)^2)``
     (e.g. Beal & Sheiner, NONMEM Users Guide); lognormal: ``sigma`` on the log scale.
     """
-    xp = np
-    if backend is PYTENSOR:
-        import pytensor.tensor as pt
-
-        xp = pt
+    xp = _xp(backend)
     match error.kind:
         case "additive":
             return env[error.additive] + 0.0 * mu
