@@ -5,7 +5,7 @@ import pytest
 
 from twinbayes import Patient, load_spec
 from twinbayes.checks import check_ode_accuracy
-from twinbayes.dynamics.ode import time_grid
+
 from twinbayes.dynamics.predict import Design, design_for, predict_observations
 from twinbayes.fit import build_model
 from twinbayes.library import data_path

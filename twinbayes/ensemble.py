@@ -13,6 +13,8 @@ import numpy as np
 import xarray as xr
 
 from .dynamics.linear import Doses
+from dataclasses import replace
+
 from .dynamics.predict import Design, predict_observations, simulate_observations
 from .fit import Twin, posterior_draws
 
@@ -25,7 +27,7 @@ def _design(twin: Twin, observable: str | None, times, doses: Doses | None) -> t
     if observable not in twin.spec.observations:
         raise ValueError(f"{twin.name} does not model {observable!r}; it models {list(twin.spec.observations)}")
     t = twin.design.times.get(observable) if times is None else np.asarray(times, float)
-    return observable, Design({observable: t}, {}, twin.design.doses if doses is None else doses)
+    return observable, replace(twin.design, times={observable: t}, values={}, doses=twin.design.doses if doses is None else doses, excluded=())
 
 
 def predictive_draws(

@@ -9,7 +9,9 @@ The tidy CSV format has one row per event::
 
 ``subject`` is optional (needed when a file holds several patients);
 ``event`` is ``observation``, ``dose`` (``name`` is the route, e.g. ``oral`` or
-``iv``) or ``covariate``.  Rows of one subject must be in time order.  All
+``iv``), ``input`` (a series that drives a model without being modelled, e.g. an
+assumed inflow waveform; see forcing inputs in ``docs/spec-format.md``) or
+``covariate``.  Rows of one subject must be in time order.  All
 validation errors name the file, the line and the column, and say how to fix
 the data.
 """
@@ -30,7 +32,7 @@ from .units import UnitError, conversion_factor, parse_unit
 __all__ = ["PatientDataError", "Patient", "COLUMNS"]
 
 COLUMNS = ("time", "time_unit", "event", "name", "value", "unit")
-EVENTS = ("observation", "dose", "covariate")
+EVENTS = ("observation", "dose", "input", "covariate")
 
 
 class PatientDataError(ValueError):
@@ -87,6 +89,34 @@ class Patient:
                 raise PatientDataError(f"observation {name!r} of patient {self.id!r}: {exc}") from None
         return t, y
 
+    @property
+    def input_names(self) -> list[str]:
+        return list(dict.fromkeys(self.data["input_name"].values.tolist())) if "input_name" in self.data else []
+
+    def series(self, name: str, unit: str, time_unit: str) -> tuple[np.ndarray, np.ndarray]:
+        """Times and values of the series ``name`` (``input`` rows, else observations), converted.
+
+        Used for forcing inputs: a spec may be driven by a measured series
+        (insulin in an IVGTT) or by an assumed one given as ``input`` rows.
+        """
+        if name not in self.input_names:
+            if name not in self.observation_names:
+                raise PatientDataError(
+                    f"patient {self.id!r} ({self.data.attrs.get('source')}) has no series {name!r} to drive the model; "
+                    f"add 'input' or 'observation' rows named {name!r} (it has observations {self.observation_names}, "
+                    f"inputs {self.input_names})"
+                )
+            return self.observations(name, unit, time_unit)
+        sel = self.data["input_name"].values == name
+        t = self.data["input_time"].values[sel] * conversion_factor(self.time_unit, time_unit)
+        v = self.data["input_value"].values[sel].astype(float).copy()
+        for u in set(self.data["input_unit"].values[sel].tolist()):
+            try:
+                v[self.data["input_unit"].values[sel] == u] *= conversion_factor(u, unit)
+            except UnitError as exc:
+                raise PatientDataError(f"input {name!r} of patient {self.id!r}: {exc}") from None
+        return t, v
+
     def doses(self, route: str, unit: str, time_unit: str) -> tuple[np.ndarray, np.ndarray]:
         """Times and amounts of doses given by ``route``, converted to the given units."""
         sel = self.data["dose_route"].values == route
@@ -122,6 +152,7 @@ class Patient:
         observations: list[tuple[float, str, float, str]],
         doses: list[tuple[float, str, float, str]] = (),
         covariates: dict[str, tuple[float, str]] | None = None,
+        inputs: list[tuple[float, str, float, str]] = (),
         *,
         time_unit: str = "h",
         subject: str = "",
@@ -134,9 +165,12 @@ class Patient:
         observations : list of (time, name, value, unit)
         doses : list of (time, route, amount, unit)
         covariates : dict name -> (value, unit)
+        inputs : list of (time, name, value, unit)
+            Forcing series (``input`` rows).
         """
         rows = [(float(t), time_unit, "observation", n, float(v), u) for t, n, v, u in observations]
         rows += [(float(t), time_unit, "dose", r, float(a), u) for t, r, a, u in doses]
+        rows += [(float(t), time_unit, "input", n, float(v), u) for t, n, v, u in inputs]
         rows += [(0.0, time_unit, "covariate", n, float(v), u) for n, (v, u) in (covariates or {}).items()]
         rows.sort(key=lambda r: r[0])
         return _build(rows, list(range(1, len(rows) + 1)), subject, source, sha="")
@@ -224,7 +258,7 @@ def _build(rows, lines, subject, source, sha) -> Patient:
     if not rows:
         raise PatientDataError(f"{source}: no data rows")
     time_unit = rows[0][1]
-    obs, doses, covs = [], [], {}
+    obs, doses, inputs, covs = [], [], [], {}
     last_t = -math.inf
     for (t, tu, event, name, v, unit), ln in zip(rows, lines):
         where = f"{source}, line {ln}"
@@ -250,6 +284,8 @@ def _build(rows, lines, subject, source, sha) -> Patient:
         last_t = t
         if event == "observation":
             obs.append((t, name, v, unit))
+        elif event == "input":
+            inputs.append((t, name, v, unit))
         else:
             if v <= 0:
                 raise PatientDataError(f"{where}, column 'value': dose amount must be > 0, got {v}")
@@ -272,6 +308,10 @@ def _build(rows, lines, subject, source, sha) -> Patient:
             "dose_route": ("dose", np.array([d[1] for d in doses], dtype=str)),
             "dose_amount": ("dose", np.array([d[2] for d in doses], float)),
             "dose_unit": ("dose", np.array([d[3] for d in doses], dtype=str)),
+            "input_time": ("input", np.array([d[0] for d in inputs], float)),
+            "input_name": ("input", np.array([d[1] for d in inputs], dtype=str)),
+            "input_value": ("input", np.array([d[2] for d in inputs], float)),
+            "input_unit": ("input", np.array([d[3] for d in inputs], dtype=str)),
         },
         attrs={"subject": str(subject), "time_unit": time_unit, "source": source, "sha256": sha},
     )

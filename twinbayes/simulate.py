@@ -26,6 +26,7 @@ def simulate_patient(
     doses: Doses,
     seed: int,
     subject: str = "simulated",
+    inputs: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> Patient:
     """A patient whose observations are drawn from ``spec`` with ``params``.
 
@@ -40,13 +41,25 @@ def simulate_patient(
         Route -> (times, amounts), in the spec's units.
     seed : int
         Seeds the residual errors.
+    subject : str
+    inputs : mapping, optional
+        Forcing input -> (times, values) in the spec's units, for specs with
+        ``[inputs]``; written to the patient as ``input`` rows.
     """
     missing = set(spec.parameters) - set(params)
     if missing:
         raise ValueError(f"simulate_patient: no value for parameter(s) {sorted(missing)} of spec {spec.name}")
     times = np.asarray(times, float)
-    design = Design({o: times for o in spec.observations}, {}, doses)
+    inputs = {k: (np.asarray(t, float), np.asarray(v, float)) for k, (t, v) in (inputs or {}).items()}
+    missing = set(spec.inputs) - set(inputs)
+    if missing:
+        raise ValueError(f"simulate_patient: spec {spec.name} is driven by input(s) {sorted(missing)}; pass inputs={{name: (times, values)}}")
+    baselines = {i.baseline: float(np.interp(0.0, *inputs[n])) for n, i in spec.inputs.items() if i.baseline}
+    design = Design({o: times for o in spec.observations}, {}, doses, inputs=inputs, baselines=baselines)
     y = simulate_observations(spec, params, design, np.random.default_rng(seed))
     obs = [(t, o, v, spec.observations[o].unit) for o in y for t, v in zip(times, y[o])]
     dose_rows = [(t, r, a, spec.routes[r].unit) for r, (ts, amts) in doses.items() for t, a in zip(ts, amts)]
-    return Patient.from_records(obs, dose_rows, time_unit=spec.time_unit, subject=subject, source=f"simulated from {spec.name}")
+    input_rows = [(t, spec.inputs[n].series, v, spec.inputs[n].unit) for n, (ts, vs) in inputs.items() for t, v in zip(ts, vs)]
+    return Patient.from_records(
+        obs, dose_rows, inputs=input_rows, time_unit=spec.time_unit, subject=subject, source=f"simulated from {spec.name}"
+    )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 import numpy as np
@@ -13,8 +13,10 @@ from ..spec.model_spec import ModelSpec
 from .linear import Doses, _xp, state_amounts
 
 
-def state_trajectories(spec: ModelSpec, env, times: np.ndarray, doses: Doses, states: list[str], backend=NUMPY) -> dict[str, Any]:
-    """State values at ``times``: a closed-form trajectory in ``t``, the exact linear solution, or RK4.
+def state_trajectories(spec: ModelSpec, env, times: np.ndarray, doses: Doses, states: list[str], backend=NUMPY, inputs=None) -> dict[str, Any]:
+    """State values at ``times``: a closed-form trajectory in ``t``, the exact linear solution, or an ODE solve.
+
+    ``inputs`` maps forcing inputs to (times, values), for specs that have them.
 
     With NumPy draw arrays in ``env`` the result has shape ``times.shape + (S,)``.
     """
@@ -26,7 +28,7 @@ def state_trajectories(spec: ModelSpec, env, times: np.ndarray, doses: Doses, st
         return state_amounts(spec, env, times, doses, states, backend)
     from .ode import ode_trajectories
 
-    return ode_trajectories(spec, env, times, states, backend)
+    return ode_trajectories(spec, env, times, states, backend, inputs)
 
 __all__ = ["Design", "design_for", "predict_observations", "simulate_observations", "residual_sd", "log_likelihood"]
 
@@ -43,15 +45,28 @@ class Design:
         Observation name -> observed values.
     doses : dict
         Route -> (dose times, amounts).
+    excluded : tuple
+        Observations left out as (name, time, value); see :func:`design_for`.
+    inputs : dict
+        Forcing input -> (times, values), interpolated linearly by the ODE engine.
+    baselines : dict
+        Baseline symbol -> value of its input at t = 0.
     """
 
     times: dict[str, np.ndarray]
     values: dict[str, np.ndarray]
     doses: Doses
     excluded: tuple[tuple[str, float, float], ...] = ()
+    inputs: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    baselines: dict[str, float] = field(default_factory=dict)
 
     def with_values(self, values: Mapping[str, np.ndarray]) -> "Design":
-        return Design(self.times, {k: np.asarray(v, float) for k, v in values.items()}, self.doses, self.excluded)
+        return replace(self, values={k: np.asarray(v, float) for k, v in values.items()})
+
+    def input_at(self, name: str, t: np.ndarray) -> np.ndarray:
+        """Forcing input ``name`` interpolated linearly at times ``t``."""
+        kt, kv = self.inputs[name]
+        return np.interp(t, kt, kv)
 
     @property
     def n_obs(self) -> int:
@@ -73,11 +88,10 @@ class Design:
     def subset(self, keep: Mapping[str, np.ndarray]) -> "Design":
         """The design restricted to the observations selected by boolean masks ``keep[name]``."""
         names = [n for n in self.times if np.any(keep[n])]
-        return Design(
-            {n: self.times[n][keep[n]] for n in names},
-            {n: self.values[n][keep[n]] for n in names if n in self.values},
-            self.doses,
-            self.excluded,
+        return replace(
+            self,
+            times={n: self.times[n][keep[n]] for n in names},
+            values={n: self.values[n][keep[n]] for n in names if n in self.values},
         )
 
 
@@ -89,7 +103,12 @@ def design_for(spec: ModelSpec, patient: Patient) -> Design:
     samples carry no information about the twin, and a zero value there makes
     the likelihood unbounded as the additive error SD goes to zero.  They are
     left out of the design and listed in ``Design.excluded`` (name, time, value),
-    which fitted twins report.
+    which fitted twins report.  So are observations before an observation
+    model's ``valid_from`` time (e.g. the mixing phase of an IVGTT, which the
+    minimal model does not describe).
+
+    Forcing inputs are read from the patient's series of the input's
+    ``series`` name; the series must cover the observation times.
 
     Raises
     ------
@@ -115,6 +134,7 @@ def design_for(spec: ModelSpec, patient: Patient) -> Design:
     for o in names:
         t, y = patient.observations(o, spec.observations[o].unit, spec.time_unit)
         keep = t > first_dose if spec.linear else np.ones(len(t), bool)
+        keep &= t >= spec.observations[o].valid_from
         excluded += [(o, float(ti), float(yi)) for ti, yi in zip(t[~keep], y[~keep])]
         if not keep.any():
             raise PatientDataError(
@@ -122,7 +142,26 @@ def design_for(spec: ModelSpec, patient: Patient) -> Design:
                 f"spec {spec.name!r} starts from zero and predicts 0 before any dose"
             )
         times[o], values[o] = t[keep], y[keep]
-    return Design(times, values, doses, tuple(excluded))
+    inputs, baselines = _forcing(spec, patient, max(float(t.max()) for t in times.values()))
+    return Design(times, values, doses, tuple(excluded), inputs, baselines)
+
+
+def _forcing(spec: ModelSpec, patient: Patient, t_end: float):
+    """The spec's forcing inputs from the patient's series, checked to cover ``[0, t_end]``."""
+    inputs, baselines = {}, {}
+    for name, inp in spec.inputs.items():
+        t, v = patient.series(inp.series, inp.unit, spec.time_unit)
+        if len(t) < 2 or t[0] > 0 or t[-1] < t_end:
+            raise PatientDataError(
+                f"patient {patient.id!r} ({patient.data.attrs.get('source')}): series {inp.series!r}, which drives input "
+                f"{name!r} of spec {spec.name!r}, must cover 0 to {t_end:g} {spec.time_unit} (the last observation) "
+                f"with at least two values; it has {len(t)} value(s) from {t.min() if len(t) else 'nan'} to "
+                f"{t.max() if len(t) else 'nan'}. Add values at both ends (interpolation does not extrapolate)"
+            )
+        inputs[name] = (t, v)
+        if inp.baseline:
+            baselines[inp.baseline] = float(np.interp(0.0, t, v))
+    return inputs, baselines
 
 
 def predict_observations(spec: ModelSpec, env: Mapping[str, Any], design: Design, backend=NUMPY) -> dict[str, Any]:
@@ -132,7 +171,7 @@ def predict_observations(spec: ModelSpec, env: Mapping[str, Any], design: Design
     NumPy, values may be 1-d arrays of S posterior draws; each mean then has
     shape ``(S, n_times)``.
     """
-    env = spec.evaluate_derived(env, backend)
+    env = {**spec.evaluate_derived(env, backend), **design.baselines}
     batch = {np.shape(v)[0] for v in env.values() if np.ndim(v) > 0} if backend is NUMPY else set()
     if len(batch) > 1:
         raise ValueError(f"parameter draws of different lengths: {sorted(batch)}")
@@ -140,8 +179,9 @@ def predict_observations(spec: ModelSpec, env: Mapping[str, Any], design: Design
     for name, t in design.times.items():
         obs = spec.observations[name]
         needed = [s for s in spec.states if s in obs.expression.symbols]
-        amounts = state_trajectories(spec, env, t, design.doses, needed, backend)
-        mu = obs.expression({**env, **amounts}, backend)
+        amounts = state_trajectories(spec, env, t, design.doses, needed, backend, design.inputs)
+        forcing = {i: design.input_at(i, t)[:, None] if batch else design.input_at(i, t) for i in spec.inputs if i in obs.expression.symbols}
+        mu = obs.expression({**env, **amounts, **forcing}, backend)
         if backend is NUMPY:
             shape = t.shape + tuple(batch)
             mu = np.broadcast_to(np.asarray(mu, float), shape).T.copy() if batch else np.broadcast_to(np.asarray(mu, float), shape).copy()

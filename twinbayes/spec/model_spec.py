@@ -31,6 +31,7 @@ __all__ = [
     "Parameter",
     "Derived",
     "State",
+    "Input",
     "Route",
     "ErrorModel",
     "Observation",
@@ -90,6 +91,22 @@ class State:
 
 
 @dataclass(frozen=True)
+class Input:
+    """A forcing input: a measured or assumed time series that drives the dynamics.
+
+    ``series`` names the patient's series (an ``observation`` or ``input`` row
+    name); values are interpolated linearly in time.  ``baseline`` optionally
+    names a symbol holding the series' value at t = 0 (e.g. basal insulin).
+    """
+
+    name: str
+    unit: str
+    description: str
+    series: str
+    baseline: str | None
+
+
+@dataclass(frozen=True)
 class Route:
     """A way doses enter: which state receives them, lag, bioavailability.
 
@@ -130,6 +147,7 @@ class Observation:
     unit: str
     error: ErrorModel
     description: str
+    valid_from: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -151,6 +169,10 @@ class ModelSpec:
     max_step: float | None
     routes: dict[str, Route]
     observations: dict[str, Observation]
+    inputs: dict[str, Input] = field(default_factory=dict)
+    rtol: float | None = None
+    atol: float | None = None
+    max_steps: int | None = None
     source: str = "<string>"
     text: str = field(default="", repr=False)
 
@@ -260,7 +282,7 @@ def _parse(doc: dict) -> dict[str, Any]:
         doc,
         "<top level>",
         {"format", "model", "parameters", "states", "dynamics", "observations"},
-        {"derived", "routes"},
+        {"derived", "routes", "inputs"},
     )
     if doc["format"] != FORMAT_VERSION:
         raise SpecError("format", f"unsupported format {doc['format']!r}; this twinbayes reads format = {FORMAT_VERSION}")
@@ -295,7 +317,19 @@ def _parse(doc: dict) -> dict[str, Any]:
         expr = _expr(raw["expression"], taken.copy(), f"{where}.expression")
         derived[dname] = Derived(dname, expr, _unit(raw, where), _string(raw, "description", where))
         taken.add(dname)
-    quantities = set(taken)
+    inputs = {}
+    for iname, raw in _table(doc.get("inputs", {}), "inputs").items():
+        where = f"inputs.{iname}"
+        _name(iname, where, taken)
+        raw = _table(raw, where)
+        _check_keys(raw, where, {"unit", "description"}, {"series", "baseline"})
+        taken.add(iname)
+        baseline = raw.get("baseline")
+        if baseline is not None:
+            _name(_string(raw, "baseline", where), f"{where}.baseline", taken)
+            taken.add(baseline)
+        inputs[iname] = Input(iname, _unit(raw, where), _string(raw, "description", where), _string(raw, "series", where, iname), baseline)
+    quantities = set(taken) - set(inputs)
 
     states = {}
     for sname, raw in _table(doc["states"], "states").items():
@@ -309,7 +343,7 @@ def _parse(doc: dict) -> dict[str, Any]:
         raise SpecError("states", "a spec needs at least one state")
 
     dyn = _table(doc["dynamics"], "dynamics")
-    _check_keys(dyn, "dynamics", {"rhs"}, {"linear", "solution", "initial", "max_step"})
+    _check_keys(dyn, "dynamics", {"rhs"}, {"linear", "solution", "initial", "max_step", "rtol", "atol", "max_steps"})
     linear = dyn.get("linear", False)
     if not isinstance(linear, bool):
         raise SpecError("dynamics.linear", "must be true or false")
@@ -319,7 +353,7 @@ def _parse(doc: dict) -> dict[str, Any]:
             "dynamics.rhs",
             f"needs exactly one right-hand side per state; states: {sorted(states)}, rhs given for: {sorted(rhs_raw)}",
         )
-    rhs = {s: _expr(rhs_raw[s], quantities | set(states) | {"t"}, f"dynamics.rhs.{s}") for s in states}
+    rhs = {s: _expr(rhs_raw[s], quantities | set(states) | set(inputs) | {"t"}, f"dynamics.rhs.{s}") for s in states}
     sol_raw = _table(dyn.get("solution", {}), "dynamics.solution")
     if sol_raw and set(sol_raw) != set(states):
         raise SpecError("dynamics.solution", f"give a solution for every state ({sorted(states)}), got {sorted(sol_raw)}")
@@ -329,9 +363,12 @@ def _parse(doc: dict) -> dict[str, Any]:
     if unknown:
         raise SpecError("dynamics.initial", f"unknown state(s) {sorted(unknown)}; states: {sorted(states)}")
     initial = {s: _expr(init_raw[s], quantities, f"dynamics.initial.{s}") for s in init_raw}
-    max_step = dyn.get("max_step")
-    if max_step is not None and (isinstance(max_step, bool) or not isinstance(max_step, (int, float)) or not max_step > 0):
-        raise SpecError("dynamics.max_step", f"must be a positive number of time units, got {max_step!r}")
+    max_step = _positive(dyn, "max_step", "dynamics", "a positive number of time units")
+    rtol = _positive(dyn, "rtol", "dynamics", "a relative tolerance in (0, 0.01]", upper=0.01)
+    atol = _positive(dyn, "atol", "dynamics", "a positive absolute tolerance (state units)")
+    max_steps = _positive(dyn, "max_steps", "dynamics", "a positive whole number of steps", integer=True)
+    if inputs and (linear or solution):
+        raise SpecError("inputs", "forcing inputs need ODE dynamics: remove dynamics.linear/solution, or the [inputs]")
 
     routes = {}
     for rname, raw in _table(doc.get("routes", {}), "routes").items():
@@ -373,8 +410,9 @@ def _parse(doc: dict) -> dict[str, Any]:
         if not _NAME.match(oname):
             raise SpecError(where, f"{oname!r} is not a valid observation name")
         raw = _table(raw, where)
-        _check_keys(raw, where, {"expression", "unit", "error", "description"}, set())
-        expr = _expr(raw["expression"], quantities | set(states), f"{where}.expression")
+        _check_keys(raw, where, {"expression", "unit", "error", "description"}, {"valid_from"})
+        expr = _expr(raw["expression"], quantities | set(states) | set(inputs), f"{where}.expression")
+        valid_from = _positive(raw, "valid_from", where, "a time >= 0 in model.time_unit", allow_zero=True) or 0.0
         err_raw = _table(raw["error"], f"{where}.error")
         kind = err_raw.get("model")
         if kind not in ERROR_MODELS:
@@ -384,7 +422,7 @@ def _parse(doc: dict) -> dict[str, Any]:
             if err_raw[k] not in params:
                 raise SpecError(f"{where}.error.{k}", f"{err_raw[k]!r} is not a parameter; declare it under [parameters]")
         error = ErrorModel(kind, **{k: err_raw[k] for k in ERROR_MODELS[kind]})
-        observations[oname] = Observation(oname, expr, _unit(raw, where), error, _string(raw, "description", where))
+        observations[oname] = Observation(oname, expr, _unit(raw, where), error, _string(raw, "description", where), valid_from)
         for rname, route in routes.items():
             if route.solution and not expr.symbols & set(states) <= set(route.solution):
                 missing = sorted(expr.symbols & set(states) - set(route.solution))
@@ -411,7 +449,23 @@ def _parse(doc: dict) -> dict[str, Any]:
         max_step=None if max_step is None else float(max_step),
         routes=routes,
         observations=observations,
+        inputs=inputs,
+        rtol=rtol,
+        atol=atol,
+        max_steps=None if max_steps is None else int(max_steps),
     )
+
+
+def _positive(raw: dict, key: str, where: str, what: str, *, upper: float | None = None, integer: bool = False, allow_zero: bool = False):
+    """An optional positive number field (``None`` when absent)."""
+    v = raw.get(key)
+    if v is None:
+        return None
+    ok = not isinstance(v, bool) and isinstance(v, (int, float)) and (v >= 0 if allow_zero else v > 0)
+    ok = ok and (upper is None or v <= upper) and (not integer or float(v).is_integer())
+    if not ok:
+        raise SpecError(f"{where}.{key}", f"must be {what}, got {v!r}")
+    return float(v)
 
 
 def _check_linear(spec: ModelSpec) -> None:
