@@ -45,8 +45,10 @@ def _parser() -> argparse.ArgumentParser:
     specs_sub.add_parser("list", help="list the bundled specs")
     show = specs_sub.add_parser("show", help="print a spec")
     show.add_argument("spec")
-    check = specs_sub.add_parser("check", help="validate specs and check their exact solutions against an ODE solve")
+    check = specs_sub.add_parser("check", help="validate specs; check exact solutions / the ODE engine against solve_ivp")
     check.add_argument("spec", nargs="+")
+    check.add_argument("--patient", help="tidy CSV supplying times and forcing inputs (needed for specs with [inputs])")
+    check.add_argument("--subject", default=None)
 
     patient = sub.add_parser("patient", help="check a patient data file")
     patient_sub = patient.add_subparsers(dest="patient_command", required=True)
@@ -111,11 +113,16 @@ def _specs(args) -> int:
         print(load_spec(args.spec).text)
         return 0
     from .checks import check_spec
+    from .dynamics.predict import design_for
 
+    patient = Patient.from_csv(args.patient, subject=args.subject) if args.patient else None
     failed = False
     for s in args.spec:
         spec = load_spec(s)
-        what, err, tol = check_spec(spec)
+        if spec.inputs and patient is None:
+            print(f"twinbayes: error: {spec.source}: driven by input(s) {list(spec.inputs)}; add --patient DATA.csv that supplies them", file=sys.stderr)
+            return 2
+        what, err, tol = check_spec(spec, design_for(spec, patient) if patient else None)
         failed |= not err < tol
         print(f"{spec.source}: valid; {what}: max relative error {err:.1e} (tolerance {tol:g})")
     return 1 if failed else 0
@@ -131,6 +138,10 @@ def _patient(args) -> int:
     for route in p.routes:
         sel = p.data["dose_route"].values == route
         print(f"  doses {route}: {sel.sum()} (total {p.data['dose_amount'].values[sel].sum():g} {p.data['dose_unit'].values[sel][0]})")
+    for name in p.input_names:
+        sel = p.data["input_name"].values == name
+        t = p.data["input_time"].values[sel]
+        print(f"  input {name}: {sel.sum()} values from t={t.min():g} to t={t.max():g}")
     return 0
 
 

@@ -22,7 +22,7 @@ import pytensor.tensor as pt
 import xarray as xr
 
 from .diagnostics import Diagnostics, Gate, check_convergence
-from .dynamics.predict import Design, design_for, log_likelihood, predict_observations, residual_sd, simulate_observations
+from .dynamics.predict import Design, design_for, log_likelihood, observation_moments, predict_observations, residual_sd, simulate_observations
 from .patient import Patient, PatientDataError
 from .spec.expr import PYTENSOR
 from .spec.model_spec import ModelSpec
@@ -304,9 +304,10 @@ def _add_pointwise_groups(idata, spec: ModelSpec, design: Design, predictive: bo
             coords={"chain": post["chain"].values, "draw": post["draw"].values, **{obs_dim(n): np.arange(len(t)) for n, t in design.times.items()}},
         )
 
-    idata["log_likelihood"] = group(log_likelihood(spec, params, design))
+    moments = observation_moments(spec, params, design)  # one ODE solve per draw serves both
+    idata["log_likelihood"] = group(log_likelihood(spec, params, design, moments))
     if predictive:
-        idata["posterior_predictive"] = group(simulate_observations(spec, params, design, np.random.default_rng(seed)))
+        idata["posterior_predictive"] = group(simulate_observations(spec, params, design, np.random.default_rng(seed), moments))
 
 
 def _attach_times(idata, design: Design):

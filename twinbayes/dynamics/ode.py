@@ -116,7 +116,8 @@ def _build_system(spec: ModelSpec) -> OdeSystem:
     source = "\n".join(lines) + "\n"
     namespace = {k: (v if k == "math" else numba.njit(v)) for k, v in helpers().items()}
     exec(compile(source, f"<twinbayes ode {spec.name}>", "exec"), namespace)  # generated, see spec.symbolic
-    return OdeSystem(states, params, inputs, source, numba.njit(namespace["rhs"]), numba.njit(namespace["rhs_jac"]))
+    jit = numba.njit(inline="always")  # inlined into the integrator: no call overhead per stage
+    return OdeSystem(states, params, inputs, source, jit(namespace["rhs"]), jit(namespace["rhs_jac"]))
 
 
 # ---------------------------------------------------------------- forcing and time grid
@@ -124,21 +125,22 @@ def _build_system(spec: ModelSpec) -> OdeSystem:
 
 @dataclass(frozen=True)
 class Forcing:
-    """Where the integrator must stop and the forcing on each interval.
+    """Output times, and where the integrator must restart: input knots.
 
     Attributes
     ----------
+    times : ndarray
+        Output times (any order, repeats allowed).
     stops : ndarray
-        0, every output time and every input knot, sorted, unique.
-    out_index : ndarray
-        Position of each output time in ``stops``.
+        0, every input knot inside the output range, and the last output
+        time: sorted, unique.  Between stops the inputs are linear.
     u0, du : ndarray
         Input values at the start of interval ``k`` (``stops[k]..stops[k+1]``)
         and their slopes there, shape ``(len(stops) - 1, n_inputs)``.
     """
 
+    times: np.ndarray
     stops: np.ndarray
-    out_index: np.ndarray
     u0: np.ndarray
     du: np.ndarray
 
@@ -147,30 +149,26 @@ class Forcing:
         times = np.asarray(times, float)
         tmax = float(times.max()) if times.size else 0.0
         knots = [np.asarray(inputs[n][0], float) for n in names]
-        stops = np.unique(np.concatenate([[0.0], times, *[k[(k > 0) & (k < tmax)] for k in knots]]))
-        out_index = np.searchsorted(stops, times)
-        mid = (stops[:-1] + stops[1:]) / 2
-        u0 = np.empty((len(mid), len(names)))
-        du = np.empty((len(mid), len(names)))
+        stops = np.unique(np.concatenate([[0.0, tmax], *[k[(k > 0) & (k < tmax)] for k in knots]]))
+        u0 = np.zeros((max(len(stops) - 1, 0), len(names)))
+        du = np.zeros_like(u0)
         for j, n in enumerate(names):
             kt, kv = (np.asarray(a, float) for a in inputs[n])
-            a, b = np.interp(stops[:-1], kt, kv), np.interp(stops[1:], kt, kv)
-            u0[:, j], du[:, j] = a, (b - a) / np.diff(stops)
-        # a knot inside an interval cannot happen (knots are stops); slopes are exact
-        del mid
-        return cls(stops, out_index.astype(np.int64), u0, du)
+            lo, hi = np.interp(stops[:-1], kt, kv), np.interp(stops[1:], kt, kv)
+            u0[:, j], du[:, j] = lo, (hi - lo) / np.diff(stops)
+        return cls(times, stops, u0, du)
 
     @property
     def key(self) -> str:
         h = hashlib.sha256()
-        for a in (self.stops, self.out_index, self.u0, self.du):
+        for a in (self.times, self.stops, self.u0, self.du):
             h.update(np.ascontiguousarray(a).tobytes())
         return h.hexdigest()[:16]
 
 
 # ---------------------------------------------------------------- the integrator
 
-# Dormand-Prince 5(4) tableau
+# Dormand-Prince 5(4) tableau, error weights and dense output (Hairer et al. 1993, sec. II.5-6; dopri5.f)
 _C = (0.0, 1 / 5, 3 / 10, 4 / 5, 8 / 9, 1.0, 1.0)
 _A = (
     (),
@@ -182,14 +180,18 @@ _A = (
     (35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84),
 )
 _E = (71 / 57600, 0.0, -71 / 16695, 71 / 1920, -17253 / 339200, 22 / 525, -1 / 40)
+_D = (-12715105075 / 11282082432, 0.0, 87487479700 / 32700410799, -10690763975 / 1880347072,
+      701980252875 / 199316789632, -1453857185 / 822651844, 69997945 / 29380423)
 
 
 def _make_integrator(system: OdeSystem):
-    """A Numba function ``integrate(p, y0, stops, out_index, u0, du, rtol, atol, max_step, max_steps, sens)``.
+    """A Numba function ``integrate(p, y0, times, stops, u0, du, rtol, atol, max_step, max_steps, sens)``.
 
     Returns ``(Y, S, status, t_reached)`` with ``Y[i]`` the states at
-    ``stops[out_index[i]]`` and ``S[i]`` their sensitivities to ``(y0, p)``
-    (shape ``(n, n + k)``; zeros unless ``sens``).
+    ``times[i]`` and ``S[i]`` their sensitivities to ``(y0, p)`` (shape
+    ``(n, n + k)``; zeros unless ``sens``).  Output times between steps come
+    from the 4th-order continuous extension of the method, so outputs do not
+    shorten steps; input knots do (each step sees a smooth right-hand side).
     """
     import numba
 
@@ -199,8 +201,9 @@ def _make_integrator(system: OdeSystem):
     c2, c3, c4, c5, c6, c7 = _C[1:]
     (a21,), (a31, a32), (a41, a42, a43), (a51, a52, a53, a54), (a61, a62, a63, a64, a65), (a71, _, a73, a74, a75, a76) = _A[1:]
     e1, _, e3, e4, e5, e6, e7 = _E
+    d1, _, d3, d4, d5, d6, d7 = _D
 
-    @numba.njit(cache=False)
+    @numba.njit(inline="always")
     def deriv(t, z, p, u, sens, out, jy, jp):
         y = z[:n]
         if not sens:
@@ -216,14 +219,14 @@ def _make_integrator(system: OdeSystem):
                         acc += jp[i, j - n]
                     out[n + i * m + j] = acc
 
-    @numba.njit(cache=False)
+    @numba.njit(inline="always")
     def stage(t, hs, c, t0, seg, zs, p, u, u0, du, sens, out, jy, jp):
         ts = t + c * hs
         for j in range(u.shape[0]):
             u[j] = u0[seg, j] + (ts - t0) * du[seg, j]
         deriv(ts, zs, p, u, sens, out, jy, jp)
 
-    @numba.njit(cache=False)
+    @numba.njit(inline="always")
     def norm(v, z_a, z_b, rtol, atol, size):
         acc = 0.0
         for i in range(size):
@@ -231,36 +234,51 @@ def _make_integrator(system: OdeSystem):
             acc += (v[i] / sc) ** 2
         return np.sqrt(acc / size)
 
-    @numba.njit(cache=False)
-    def integrate(p, y0, stops, out_index, u0, du, rtol, atol, max_step, max_steps, sens):
+    @numba.njit
+    def integrate(p, y0, times, stops, u0, du, rtol, atol, max_step, max_steps, sens):
         size = n + n * m if sens else n
         nu = u0.shape[1]
+        T = len(times)
+        order = np.argsort(times)
+        Z = np.full((T, size), np.nan)
         z = np.zeros(size)
         z[:n] = y0
         if sens:
             for i in range(n):
                 z[n + i * m + i] = 1.0
-        Z = np.full((len(stops), size), np.nan)
-        Z[0] = z
+        r = 0
+        while r < T and times[order[r]] <= stops[0]:
+            Z[order[r]] = z
+            r += 1
         k1, k2, k3, k4 = np.empty(size), np.empty(size), np.empty(size), np.empty(size)
         k5, k6, k7 = np.empty(size), np.empty(size), np.empty(size)
-        tmp = np.empty(size)
+        tmp, d = np.empty(size), np.empty(size)
         jy = np.zeros((n, n))
         jp = np.zeros((n, max(k, 1)))
         u = np.empty(nu)
         status, steps, t = 0, 0, 0.0
         h = -1.0
         for seg in range(len(stops) - 1):
+            if r >= T:
+                break
             t0, t1 = stops[seg], stops[seg + 1]
             if seg == 0:  # later segments start from the last stage (FSAL; inputs are continuous)
                 for j in range(nu):
                     u[j] = u0[0, j]
                 deriv(t0, z, p, u, sens, k1, jy, jp)
-            if h <= 0.0:  # initial step (Hairer et al. 1993, sec. II.4)
-                d0 = norm(z, z, z, rtol, atol, size)
-                d1 = norm(k1, z, z, rtol, atol, size)
-                h = 0.01 * d0 / d1 if d0 > 1e-5 and d1 > 1e-5 else 1e-6
-                h = min(h, t1 - t0, max_step)
+            if h <= 0.0:  # initial step from the states (Hairer et al. 1993, sec. II.4, p. 169)
+                n0 = norm(z, z, z, rtol, atol, n)
+                n1 = norm(k1, z, z, rtol, atol, n)
+                h0 = 0.01 * n0 / n1 if n0 > 1e-5 and n1 > 1e-5 else 1e-6
+                h0 = min(h0, t1 - t0)
+                for i in range(n):
+                    tmp[i] = z[i] + h0 * k1[i]
+                deriv(t0 + h0, tmp, p, u, False, k2, jy, jp)
+                for i in range(n):
+                    d[i] = (k2[i] - k1[i]) / h0
+                n2 = norm(d, z, z, rtol, atol, n)
+                h1 = (0.01 / max(n1, n2)) ** 0.2 if max(n1, n2) > 1e-15 else max(1e-6, h0 * 1e-3)
+                h = min(100.0 * h0, h1, t1 - t0, max_step)
             t = t0
             while t < t1:
                 if steps >= max_steps:
@@ -286,44 +304,55 @@ def _make_integrator(system: OdeSystem):
                 for i in range(size):
                     tmp[i] = z[i] + hs * (a71 * k1[i] + a73 * k3[i] + a74 * k4[i] + a75 * k5[i] + a76 * k6[i])
                 stage(t, hs, c7, t0, seg, tmp, p, u, u0, du, sens, k7, jy, jp)
-                # tmp now holds the 5th-order solution (stage 7 = FSAL point)
+                # tmp: the 5th-order solution at t + hs; k7: its derivative (first stage of the next step)
                 for i in range(size):
-                    k2[i] = hs * (e1 * k1[i] + e3 * k3[i] + e4 * k4[i] + e5 * k5[i] + e6 * k6[i] + e7 * k7[i])
-                err = norm(k2, z, tmp, rtol, atol, size)
+                    d[i] = hs * (e1 * k1[i] + e3 * k3[i] + e4 * k4[i] + e5 * k5[i] + e6 * k6[i] + e7 * k7[i])
+                err = norm(d, z, tmp, rtol, atol, size)
                 steps += 1
-                if not np.isfinite(err):
-                    if hs < 1e-14 * max(1.0, abs(t)):
-                        status = 2
-                        break
-                    h = hs * 0.2
-                    continue
-                if err <= 1.0:
-                    t = t1 if last else t + hs
-                    for i in range(size):
-                        z[i] = tmp[i]
-                        k1[i] = k7[i]
-                    fac = 5.0 if err == 0.0 else min(5.0, max(0.2, 0.9 * err ** -0.2))
-                    if not last or fac < 1.0:
-                        h = min(hs * fac, max_step)
-                else:
-                    h = hs * max(0.2, 0.9 * err ** -0.2)
+                if not np.isfinite(err) or err > 1.0:
+                    h = hs * (0.2 if not np.isfinite(err) else max(0.2, 0.9 * err**-0.2))
                     if h < 1e-14 * max(1.0, abs(t)):
                         status = 2
                         break
+                    continue
+                t_new = t1 if last else t + hs
+                while r < T and times[order[r]] <= t_new:  # dense output (dopri5.f, CONTD5)
+                    th = (times[order[r]] - t) / hs
+                    th1 = 1.0 - th
+                    row = Z[order[r]]
+                    for i in range(size):
+                        ydiff = tmp[i] - z[i]
+                        bspl = hs * k1[i] - ydiff
+                        c5i = hs * (d1 * k1[i] + d3 * k3[i] + d4 * k4[i] + d5 * k5[i] + d6 * k6[i] + d7 * k7[i])
+                        row[i] = z[i] + th * (ydiff + th1 * (bspl + th * ((ydiff - hs * k7[i] - bspl) + th1 * c5i)))
+                    r += 1
+                t = t_new
+                for i in range(size):
+                    z[i] = tmp[i]
+                    k1[i] = k7[i]
+                fac = 5.0 if err == 0.0 else min(5.0, max(0.2, 0.9 * err**-0.2))
+                if not last or fac < 1.0:
+                    h = min(hs * fac, max_step)
             if status != 0:
                 break
-            Z[seg + 1] = z
-        Y = np.empty((len(out_index), n))
-        S = np.zeros((len(out_index), n, m))
-        for r in range(len(out_index)):
-            row = Z[out_index[r]]
+        Y = np.empty((T, n))
+        S = np.zeros((T, n, m))
+        for q in range(T):
             for i in range(n):
-                Y[r, i] = row[i]
+                Y[q, i] = Z[q, i] if status == 0 else np.nan
                 if sens:
                     for j in range(m):
-                        S[r, i, j] = row[n + i * m + j]
+                        S[q, i, j] = Z[q, n + i * m + j]
         return Y, S, status, t
 
+    @numba.njit
+    def integrate_many(P, Y0, times, stops, u0, du, rtol, atol, max_step, max_steps):
+        out = np.empty((P.shape[0], len(times), n))
+        for s in range(P.shape[0]):
+            out[s] = integrate(P[s], Y0[s], times, stops, u0, du, rtol, atol, max_step, max_steps, False)[0]
+        return out
+
+    integrate.many = integrate_many
     return integrate
 
 
@@ -358,7 +387,7 @@ def solve(spec: ModelSpec, p: np.ndarray, y0: np.ndarray, forcing: Forcing, sens
     system = ode_system(spec)
     rtol, atol, max_step, max_steps = _settings(spec)
     Y, S, status, t = integrator(system)(
-        np.asarray(p, float), np.asarray(y0, float), forcing.stops, forcing.out_index, forcing.u0, forcing.du,
+        np.asarray(p, float), np.asarray(y0, float), forcing.times, forcing.stops, forcing.u0, forcing.du,
         rtol, atol, max_step, max_steps, sens,
     )
     if status != OK:
@@ -374,15 +403,6 @@ def _failure(spec: ModelSpec, status: int, t: float, max_steps: int) -> str:
         else f"produced non-finite values near t = {t:g} {spec.time_unit} (division by zero, log of a negative number, overflow?)"
     )
     return f"spec {spec.name!r} ({spec.source}): the ODE solve {why}"
-
-
-def _solve_many(integrate, P, Y0, forcing, rtol, atol, max_step, max_steps):
-    S = P.shape[0]
-    out = np.empty((S, len(forcing.out_index), Y0.shape[1]))
-    for s in range(S):
-        Y, _, status, _ = integrate(P[s], Y0[s], forcing.stops, forcing.out_index, forcing.u0, forcing.du, rtol, atol, max_step, max_steps, False)
-        out[s] = Y  # failed solves are NaN; callers see them
-    return out
 
 
 # ---------------------------------------------------------------- PyTensor Op
@@ -414,14 +434,14 @@ def _op_class():
         def make_node(self, p, y0):
             p = pt.as_tensor_variable(p).astype("float64")
             y0 = pt.as_tensor_variable(y0).astype("float64")
-            T, n = len(self.forcing.out_index), len(self.system.states)
+            T, n = len(self.forcing.times), len(self.system.states)
             m = n + len(self.system.params)
             return Apply(self, [p, y0], [pt.tensor(dtype="float64", shape=(T, n)), pt.tensor(dtype="float64", shape=(T, n, m))])
 
         def perform(self, node, inputs, outputs):
             p, y0 = inputs
             f = self.forcing
-            Y, S, status, _ = integrator(self.system)(p, y0, f.stops, f.out_index, f.u0, f.du, *self.settings, True)
+            Y, S, status, _ = integrator(self.system)(p, y0, f.times, f.stops, f.u0, f.du, *self.settings, True)
             outputs[0][0], outputs[1][0] = Y, S
 
         def pullback(self, inputs, outputs, cotangents):
@@ -460,12 +480,12 @@ def _register_numba(op_type) -> None:
 
         integrate = integrator(op.system)
         f = op.forcing
-        stops, out_index, u0, du = f.stops, f.out_index, f.u0, f.du
+        times, stops, u0, du = f.times, f.stops, f.u0, f.du
         rtol, atol, max_step, max_steps = op.settings
 
         @numba.njit
         def solve_op(p, y0):
-            Y, S, status, t = integrate(p, y0, stops, out_index, u0, du, rtol, atol, max_step, max_steps, True)
+            Y, S, status, t = integrate(p, y0, times, stops, u0, du, rtol, atol, max_step, max_steps, True)
             return Y, S
 
         return solve_op, None
@@ -505,5 +525,5 @@ def ode_trajectories(
     P = np.stack([np.broadcast_to(np.asarray(v, float), shape) for v in p], axis=1) if p else np.zeros(shape + (0,))
     Y0 = np.stack([np.broadcast_to(np.asarray(v, float), shape) for v in y0], axis=1)
     rtol, atol, max_step, max_steps = _settings(spec)
-    Y = _solve_many(integrator(system), P, Y0, forcing, rtol, atol, max_step, max_steps)
+    Y = integrator(system).many(np.ascontiguousarray(P), np.ascontiguousarray(Y0), forcing.times, forcing.stops, forcing.u0, forcing.du, rtol, atol, max_step, max_steps)
     return {s: Y[:, :, system.states.index(s)].T for s in states}

@@ -30,7 +30,7 @@ def state_trajectories(spec: ModelSpec, env, times: np.ndarray, doses: Doses, st
 
     return ode_trajectories(spec, env, times, states, backend, inputs)
 
-__all__ = ["Design", "design_for", "predict_observations", "simulate_observations", "residual_sd", "log_likelihood"]
+__all__ = ["Design", "design_for", "predict_observations", "observation_moments", "simulate_observations", "residual_sd", "log_likelihood"]
 
 
 @dataclass(frozen=True)
@@ -209,37 +209,40 @@ def residual_sd(error, env: Mapping[str, Any], mu, backend=NUMPY):
 
 
 def simulate_observations(
-    spec: ModelSpec, params: Mapping[str, float], design: Design, rng: np.random.Generator
+    spec: ModelSpec, params: Mapping[str, float], design: Design, rng: np.random.Generator, moments=None
 ) -> dict[str, np.ndarray]:
     """Draw observations from the spec's full model (means plus residual error).
 
     ``params`` may hold 1-d arrays of S posterior draws (one simulated data
     set per draw, shape ``(S, n_times)``): posterior predictive simulation.
+    ``moments`` (from :func:`observation_moments`) saves recomputing the means.
     """
     out = {}
-    for name, err, m, sd in _means_and_sds(spec, params, design):
+    for name, (err, m, sd) in (moments or observation_moments(spec, params, design)).items():
         z = rng.standard_normal(m.shape)
         out[name] = m * np.exp(sd * z) if err.kind == "lognormal" else m + sd * z
     return out
 
 
-def _means_and_sds(spec: ModelSpec, params: Mapping[str, Any], design: Design):
-    """(name, error model, mean, residual SD) of each observable, for NumPy parameter values or draws."""
+def observation_moments(spec: ModelSpec, params: Mapping[str, Any], design: Design) -> dict[str, tuple]:
+    """Observable -> (error model, mean, residual SD), for NumPy parameter values or draws."""
     col = _as_columns(params)
+    out = {}
     for name, m in predict_observations(spec, params, design).items():
         err = spec.observations[name].error
-        yield name, err, m, residual_sd(err, col, m)
+        out[name] = (err, m, residual_sd(err, col, m))
+    return out
 
 
-def log_likelihood(spec: ModelSpec, params: Mapping[str, Any], design: Design) -> dict[str, np.ndarray]:
+def log_likelihood(spec: ModelSpec, params: Mapping[str, Any], design: Design, moments=None) -> dict[str, np.ndarray]:
     """Pointwise log density of the design's observed values (NumPy).
 
     ``params`` may hold 1-d arrays of S posterior draws; each result then has
     shape ``(S, n_times)``.  Matches the likelihood of the PyMC model built by
-    :func:`twinbayes.fit.build_model`.
+    :func:`twinbayes.fit.build_model`.  ``moments`` as in :func:`simulate_observations`.
     """
     out = {}
-    for name, err, m, sd in _means_and_sds(spec, params, design):
+    for name, (err, m, sd) in (moments or observation_moments(spec, params, design)).items():
         y = design.values[name]
         if err.kind == "lognormal":
             z = (np.log(y) - np.log(m)) / sd

@@ -28,6 +28,7 @@ def solve_reference(
     rtol: float = 1e-11,
     atol: float = 1e-13,
     x0: Mapping[str, float] | None = None,
+    forcing: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> dict[str, np.ndarray]:
     """Integrate the spec's ODEs numerically; state amounts at ``times``.
 
@@ -36,7 +37,8 @@ def solve_reference(
     ``t_dose + lag`` and ``t_dose + lag + duration``.  Like
     :func:`~twinbayes.dynamics.linear.state_amounts`, a bolus at the same
     time as an observation is not yet counted in it.  The state starts at
-    ``x0`` (default zero) at time 0.
+    ``x0`` (default zero) at time 0.  ``forcing`` maps the spec's inputs to
+    (times, values), interpolated linearly; the solve restarts at every knot.
     """
     names = list(spec.states)
     events = []  # (time, state index, bolus amount, change of input rate)
@@ -52,11 +54,13 @@ def solve_reference(
                 events.append((td + lag + d, idx, 0.0, -f * a / d))
             else:
                 events.append((td + lag, idx, f * a, 0.0))
+    forcing = dict(forcing or {})
+    events += [(float(k), 0, 0.0, 0.0) for kt, _ in forcing.values() for k in kt if k > 0]  # knots: restart only
     events.sort()
     inputs = np.zeros(len(names))
 
     def rhs(t, x):
-        e = {**env, **dict(zip(names, x)), "t": t}
+        e = {**env, **dict(zip(names, x)), "t": t, **{n: np.interp(t, kt, kv) for n, (kt, kv) in forcing.items()}}
         return np.array([float(spec.rhs[s](e)) for s in names]) + inputs
 
     times = np.asarray(times, float)
