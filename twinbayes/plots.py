@@ -16,7 +16,10 @@ __all__ = ["plot_ppc", "plot_loo_pit", "plot_twin_checks", "plot_average", "plot
 
 def _grid(twin: Twin, observable: str, until: float | None = None) -> np.ndarray:
     t = twin.design.times[observable]
-    return np.linspace(0.0, until or float(t.max()) * 1.05, 200)
+    end = until or float(t.max()) * 1.05
+    for kt, _ in twin.design.inputs.values():  # forcing inputs are not extrapolated
+        end = min(end, float(kt.max()))
+    return np.linspace(0.0, end, 400 if twin.design.inputs else 200)
 
 
 def _fan(ax, draws, color, label):
