@@ -151,3 +151,15 @@ def test_killed_run_leaves_nothing_that_looks_complete_and_rerun_finishes(tmp_pa
     assert not (partial / "summary.json").exists() and not (partial / "report.html").exists()
     assert subprocess.run(cmd, capture_output=True).returncode == 0
     assert (out / "report.html").exists() and (out / "summary.json").exists()
+
+
+def test_specs_check_of_a_forced_spec_needs_data_that_drive_it(capsys):
+    from twinbayes.library import data_path
+
+    assert main(["specs", "check", "glucose_minimal"]) == 2
+    assert "driven by input(s) ['I']; add --patient DATA.csv" in capsys.readouterr().err
+    assert main(["specs", "check", "glucose_minimal", "--patient", str(data_path("ivgtt_pacini_bergman_1986.csv"))]) == 0
+    out = capsys.readouterr().out
+    assert "glucose_minimal.toml: valid; ODE engine vs solve_ivp: max relative error" in out
+    assert main(["patient", "check", str(data_path("mimicdb041_abp_assumed_inflow.csv"))]) == 0
+    assert "input inflow:" in capsys.readouterr().out

@@ -19,7 +19,7 @@ def test_theophylline_subject_1_matches_the_published_table():
     td, dose = p.doses("oral", "mg", "h")
     np.testing.assert_allclose(dose, [4.02 * 79.6], rtol=1e-4)
     assert p.covariate("weight", "kg") == 79.6
-    assert set(p.data.sizes) == {"obs", "dose"} and p.data.attrs["time_unit"] == "h"
+    assert set(p.data.sizes) == {"obs", "dose", "input"} and p.data.sizes["input"] == 0 and p.data.attrs["time_unit"] == "h"
 
 
 def test_units_are_converted_on_access(write):

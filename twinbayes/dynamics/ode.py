@@ -441,8 +441,8 @@ def _op_class():
         def perform(self, node, inputs, outputs):
             p, y0 = inputs
             f = self.forcing
-            Y, S, status, _ = integrator(self.system)(p, y0, f.times, f.stops, f.u0, f.du, *self.settings, True)
-            outputs[0][0], outputs[1][0] = Y, S
+            Y, S, _, _ = integrator(self.system)(p, y0, f.times, f.stops, f.u0, f.du, *self.settings, True)
+            outputs[0][0], outputs[1][0] = Y, S  # a failed solve is NaN: non-finite log density, a divergence
 
         def pullback(self, inputs, outputs, cotangents):
             p, y0 = inputs
@@ -485,7 +485,7 @@ def _register_numba(op_type) -> None:
 
         @numba.njit
         def solve_op(p, y0):
-            Y, S, status, t = integrate(p, y0, times, stops, u0, du, rtol, atol, max_step, max_steps, True)
+            Y, S, _, _ = integrate(p, y0, times, stops, u0, du, rtol, atol, max_step, max_steps, True)
             return Y, S
 
         return solve_op, None
@@ -516,7 +516,10 @@ def ode_trajectories(
     if backend is PYTENSOR:
         import pytensor.tensor as pt
 
-        Y, _ = ode_op(spec, forcing)(pt.stack([pt.as_tensor(v, dtype="float64") for v in p]) if p else pt.zeros(0), pt.stack([pt.as_tensor(v, dtype="float64") for v in y0]))
+        def vector(values):
+            return pt.stack([pt.as_tensor(v, dtype="float64") for v in values]) if values else pt.zeros(0)
+
+        Y, _ = ode_op(spec, forcing)(vector(p), vector(y0))
         return {s: Y[:, system.states.index(s)] for s in states}
     shape = np.broadcast_shapes(*(np.shape(v) for v in [*p, *y0]))
     if shape == ():
