@@ -189,3 +189,12 @@ def test_nonlinear_specs_need_initial_values_and_take_no_doses(spec_text):
     dosed = spec_text(**{"linear = true": "linear = false", 'solution.depot = "exp(-ka * tad)"\n': "", 'solution.central = "ka / (ka - ke) * (exp(-ke * tad) - exp(-ka * tad))"\n': ""})
     with pytest.raises(SpecError, match="routes: doses into nonlinear ODEs are not supported yet"):
         load_spec("y.toml", text=dosed)
+
+
+def test_a_stiff_system_is_reported_as_stiff():
+    text = load_spec("tumor_gompertz").text.replace(AS_ODE["tumor_gompertz"], 'initial.V = "V0"\nmax_steps = 2000').replace(
+        'rhs.V = "(a - b * log(V / V0)) * V"', 'rhs.V = "-a * 1e7 * (V - V0 * (1 + b * t))"'
+    )
+    spec = load_spec("stiff.toml", text=text)
+    with pytest.raises(OdeError, match=r"stiff.toml\): the ODE solve needed more than 2000 steps \(dynamics.max_steps\) before t = .* d: the system is stiff"):
+        predict_observations(spec, {"V0": 10.0, "a": 0.5, "b": 0.1, "sigma": 0.1}, Design({"volume": np.array([1.0, 20.0])}, {}, {}))
