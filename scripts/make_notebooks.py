@@ -1,4 +1,6 @@
 # Writes the notebooks in notebooks/ (without outputs; the test suite executes them).
+# Exception: 02 is committed with the outputs of its full 20-mouse run; after regenerating it,
+# execute it with nbclient (about 15 min) before committing.
 import nbformat as nbf
 
 def nb(cells, path):
