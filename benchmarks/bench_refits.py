@@ -24,9 +24,17 @@ def main(rounds: int = 2):
         t0 = time.perf_counter()
         for f in range(10):
             keep = folds["fold"].values != f
-            fit(twin.spec, patient, design=twin.design.subset({"concentration": keep}), seed=f, posterior_predictive=False)
+            fit(
+                twin.spec,
+                patient,
+                design=twin.design.subset({"concentration": keep}),
+                seed=f,
+                posterior_predictive=False,
+            )
         t_each = time.perf_counter() - t0
-        print(f"round {r}: compile once {t_once:.1f} s, one fit per fold {t_each:.1f} s, ratio {t_each / t_once:.1f}")
+        print(
+            f"round {r}: compile once {t_once:.1f} s, one fit per fold {t_each:.1f} s, ratio {t_each / t_once:.1f}"
+        )
 
 
 if __name__ == "__main__":

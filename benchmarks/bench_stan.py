@@ -35,7 +35,7 @@ import numpy as np
 import xarray as xr
 
 from twinbayes import Patient, load_spec
-from twinbayes.dynamics.predict import design_for
+from twinbayes.dynamics.design import design_for
 from twinbayes.fit import fit
 from twinbayes.library import data_path
 
@@ -56,7 +56,8 @@ GLUCOSE_PRIORS = """
   y ~ lognormal(log(mu), sigma);
 """
 
-GLUCOSE = """
+GLUCOSE = (
+    """
 functions {
   vector rhs(real t, vector z, real SG, real Gb, real SI, real p2, real Ib, real t0, real u0, real du) {
     real I = u0 + (t - t0) * du;
@@ -77,11 +78,15 @@ model {
     z = ode_rk45_tol(rhs, z, stops[k], {stops[k + 1]}, rtol, atol, max_steps, SG, Gb, SI, p2, Ib, stops[k], u0[k], du[k])[1];
     while (j <= N && idx[j] == k + 1) { mu[j] = z[1]; j += 1; }
   }
-""" + GLUCOSE_PRIORS + """
+"""
+    + GLUCOSE_PRIORS
+    + """
 }
 """
+)
 
-GLUCOSE_ONE_SOLVE = """
+GLUCOSE_ONE_SOLVE = (
+    """
 functions {
   vector rhs(real t, vector z, real SG, real Gb, real SI, real p2, real Ib, array[] real kt, vector kv) {
     int k = 1;
@@ -100,9 +105,12 @@ model {
   array[N] vector[2] z = ode_rk45_tol(rhs, [G0, 0]', 0, t, rtol, atol, max_steps, SG, Gb, SI, p2, Ib, kt, kv);
   vector[N] mu;
   for (i in 1:N) mu[i] = z[i][1];
-""" + GLUCOSE_PRIORS + """
+"""
+    + GLUCOSE_PRIORS
+    + """
 }
 """
+)
 
 STAN = {
     "pk_1cmt_oral": """
@@ -111,7 +119,9 @@ parameters { real<lower=0> ka; real<lower=0> CL; real<lower=0> V; real<lower=0> 
 model {
   real ke = CL / V;
   vector[N] mu = dose * ka / (V * (ka - ke)) * (exp(-ke * t) - exp(-ka * t));
-""" + PRIORS + """
+"""
+    + PRIORS
+    + """
   V ~ lognormal(3.4, 1.0);
   y ~ normal(mu, sqrt(square(sigma_add) + square(sigma_prop * mu)));
 }
@@ -128,16 +138,25 @@ model {
   vector[N] mu = dose / V1 * ka * ((k21 - alpha) / ((ka - alpha) * (beta - alpha)) * exp(-alpha * t)
                  + (k21 - beta) / ((ka - beta) * (alpha - beta)) * exp(-beta * t)
                  + (k21 - ka) / ((alpha - ka) * (beta - ka)) * exp(-ka * t));
-""" + PRIORS + """
+"""
+    + PRIORS
+    + """
   V1 ~ lognormal(3.0, 1.0);
   Q ~ lognormal(0.7, 1.0);
   V2 ~ lognormal(3.0, 1.0);
   y ~ normal(mu, sqrt(square(sigma_add) + square(sigma_prop * mu)));
 }
 """,
-    "glucose_minimal": GLUCOSE % dict(n=2, rhs="dz[1] = -(SG + z[2]) * z[1] + SG * Gb;\n    dz[2] = -p2 * z[2] + p2 * SI * (I - Ib);"),
+    "glucose_minimal": GLUCOSE
+    % dict(
+        n=2,
+        rhs="dz[1] = -(SG + z[2]) * z[1] + SG * Gb;\n    dz[2] = -p2 * z[2] + p2 * SI * (I - Ib);",
+    ),
     "glucose_minimal_delay": GLUCOSE
-    % dict(n=3, rhs="dz[1] = -(SG + z[3]) * z[1] + SG * Gb;\n    dz[2] = p2 * (SI * (I - Ib) - z[2]);\n    dz[3] = p2 * (z[2] - z[3]);"),
+    % dict(
+        n=3,
+        rhs="dz[1] = -(SG + z[3]) * z[1] + SG * Gb;\n    dz[2] = p2 * (SI * (I - Ib) - z[2]);\n    dz[3] = p2 * (z[2] - z[3]);",
+    ),
     # the same model solved by one ode_rk45 call with the insulin interpolated inside the RHS (kinks left to
     # the step-size control): Stan's usual way to write a forcing input
     "glucose_minimal_one_solve": GLUCOSE_ONE_SOLVE,
@@ -148,7 +167,12 @@ SPEC = {"glucose_minimal_one_solve": "glucose_minimal"}
 def pk_data(spec, patient):
     design = design_for(spec, patient)
     t, y = design.times["concentration"], design.values["concentration"]
-    return {"N": len(t), "t": t.tolist(), "y": y.tolist(), "dose": float(design.doses["oral"][1][0])}
+    return {
+        "N": len(t),
+        "t": t.tolist(),
+        "y": y.tolist(),
+        "dose": float(design.doses["oral"][1][0]),
+    }
 
 
 def glucose_data(spec, patient):
@@ -158,12 +182,22 @@ def glucose_data(spec, patient):
     design = design_for(spec, patient)
     t, y = design.times["glucose"], design.values["glucose"]
     f = Forcing.build(t, design.inputs, ("I",))
-    assert np.isin(t, f.stops).all()  # every glucose sample is an insulin sample: the segments end at outputs
+    assert np.isin(
+        t, f.stops
+    ).all()  # every glucose sample is an insulin sample: the segments end at outputs
     rtol, atol, _, max_steps = _settings(spec)
     return {
-        "K": len(f.stops), "stops": f.stops.tolist(), "u0": f.u0[:, 0].tolist(), "du": f.du[:, 0].tolist(),
-        "N": len(t), "idx": (np.searchsorted(f.stops, t) + 1).tolist(), "y": y.tolist(), "Ib": design.baselines["Ib"],
-        "rtol": rtol, "atol": atol, "max_steps": max_steps,
+        "K": len(f.stops),
+        "stops": f.stops.tolist(),
+        "u0": f.u0[:, 0].tolist(),
+        "du": f.du[:, 0].tolist(),
+        "N": len(t),
+        "idx": (np.searchsorted(f.stops, t) + 1).tolist(),
+        "y": y.tolist(),
+        "Ib": design.baselines["Ib"],
+        "rtol": rtol,
+        "atol": atol,
+        "max_steps": max_steps,
     }
 
 
@@ -173,8 +207,18 @@ def glucose_one_solve_data(spec, patient):
     design = design_for(spec, patient)
     (kt, kv), t = design.inputs["I"], design.times["glucose"]
     rtol, atol, _, max_steps = _settings(spec)
-    return {"M": len(kt), "kt": kt.tolist(), "kv": kv.tolist(), "N": len(t), "t": t.tolist(), "y": design.values["glucose"].tolist(),
-            "Ib": design.baselines["Ib"], "rtol": rtol, "atol": atol, "max_steps": max_steps}
+    return {
+        "M": len(kt),
+        "kt": kt.tolist(),
+        "kv": kv.tolist(),
+        "N": len(t),
+        "t": t.tolist(),
+        "y": design.values["glucose"].tolist(),
+        "Ib": design.baselines["Ib"],
+        "rtol": rtol,
+        "atol": atol,
+        "max_steps": max_steps,
+    }
 
 
 DATA = {
@@ -187,25 +231,44 @@ DATA = {
 
 
 def min_bulk_ess(posterior: xr.Dataset, names) -> float:
-    ess = az.ess(xr.DataTree.from_dict({"posterior": posterior[list(names)]}), method="bulk").to_dataset()
+    ess = az.ess(
+        xr.DataTree.from_dict({"posterior": posterior[list(names)]}), method="bulk"
+    ).to_dataset()
     return float(min(float(ess[n]) for n in names))
 
 
 def run_stan(code, data, names, seed, chains, tune, draws, delta, init):
     import stan  # pystan 3; `pip install -e .[bench]`
 
-    model = stan.build(code, data=data, random_seed=seed)  # seeds are fixed at build; cached after the first
+    model = stan.build(
+        code, data=data, random_seed=seed
+    )  # seeds are fixed at build; cached after the first
     t0 = time.perf_counter()
-    f = model.sample(num_chains=chains, num_warmup=tune, num_samples=draws, delta=delta, init=[init] * chains)
+    f = model.sample(
+        num_chains=chains, num_warmup=tune, num_samples=draws, delta=delta, init=[init] * chains
+    )
     dt = time.perf_counter() - t0
     post = xr.Dataset({n: (("chain", "draw"), f[n].reshape(draws, chains).T) for n in names})
     return dt, min_bulk_ess(post, names)
 
 
 def run_twinbayes(spec, patient, seed, chains, tune, draws, target_accept):
-    twin = fit(spec, patient, seed=seed, chains=chains, tune=tune, draws=draws, target_accept=target_accept, posterior_predictive=False)
+    twin = fit(
+        spec,
+        patient,
+        seed=seed,
+        chains=chains,
+        tune=tune,
+        draws=draws,
+        target_accept=target_accept,
+        posterior_predictive=False,
+    )
     names = list(spec.parameters)
-    return twin.timings["sample"], min_bulk_ess(twin.idata["posterior"].to_dataset(), names), twin.timings["compile"]
+    return (
+        twin.timings["sample"],
+        min_bulk_ess(twin.idata["posterior"].to_dataset(), names),
+        twin.timings["compile"],
+    )
 
 
 def main(argv=None):
@@ -215,7 +278,9 @@ def main(argv=None):
     ap.add_argument("--tune", type=int, default=1000)
     ap.add_argument("--draws", type=int, default=1000)
     ap.add_argument("--specs", nargs="+", default=list(STAN))
-    ap.add_argument("--target-accept", type=float, default=0.95, help="for both samplers (Stan: delta)")
+    ap.add_argument(
+        "--target-accept", type=float, default=0.95, help="for both samplers (Stan: delta)"
+    )
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args(argv)
     import stan
@@ -233,15 +298,31 @@ def main(argv=None):
         rows = {"twinbayes": [], "stan": []}
         for r in range(args.rounds):
             seed = 1000 + r
-            tb_time, tb_ess, tb_compile = run_twinbayes(spec, patient, seed, args.chains, args.tune, args.draws, args.target_accept)
+            tb_time, tb_ess, tb_compile = run_twinbayes(
+                spec, patient, seed, args.chains, args.tune, args.draws, args.target_accept
+            )
             # Stan starts at the prior medians (its default random inits on (-2, 2) reach parameter values where the
             # ODE needs more than max_steps steps, which Stan treats as a fatal error during initialisation)
             init = spec.typical_values()
-            st_time, st_ess = run_stan(STAN[name], data, names, seed, args.chains, args.tune, args.draws, args.target_accept, init)
+            st_time, st_ess = run_stan(
+                STAN[name],
+                data,
+                names,
+                seed,
+                args.chains,
+                args.tune,
+                args.draws,
+                args.target_accept,
+                init,
+            )
             rows["twinbayes"].append((tb_time, tb_ess))
             rows["stan"].append((st_time, st_ess))
-            print(f"{name} round {r}: twinbayes {tb_time:.3f} s, ESS {tb_ess:.0f} ({tb_ess / tb_time:.0f}/s); "
-                  f"Stan {st_time:.3f} s, ESS {st_ess:.0f} ({st_ess / st_time:.0f}/s)", file=sys.stderr, flush=True)
+            print(
+                f"{name} round {r}: twinbayes {tb_time:.3f} s, ESS {tb_ess:.0f} ({tb_ess / tb_time:.0f}/s); "
+                f"Stan {st_time:.3f} s, ESS {st_ess:.0f} ({st_ess / st_time:.0f}/s)",
+                file=sys.stderr,
+                flush=True,
+            )
         med = {k: statistics.median(e / s for s, e in v) for k, v in rows.items()}
         results[name] = {
             "twinbayes_ess_per_s": med["twinbayes"],
@@ -254,9 +335,13 @@ def main(argv=None):
             "twinbayes_compile_s": tb_compile,
             "stan_first_build_s": stan_compile,  # near 0 when httpstan's cache already holds the model
         }
-    print(f"\n{'model':<22} {'twinbayes ESS/s':>16} {'Stan ESS/s':>11} {'ratio':>6}   (median of {args.rounds} rounds)")
+    print(
+        f"\n{'model':<22} {'twinbayes ESS/s':>16} {'Stan ESS/s':>11} {'ratio':>6}   (median of {args.rounds} rounds)"
+    )
     for name, r in results.items():
-        print(f"{name:<22} {r['twinbayes_ess_per_s']:>16.0f} {r['stan_ess_per_s']:>11.0f} {r['ratio']:>6.2f}")
+        print(
+            f"{name:<22} {r['twinbayes_ess_per_s']:>16.0f} {r['stan_ess_per_s']:>11.0f} {r['ratio']:>6.2f}"
+        )
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(results, fh, indent=2)

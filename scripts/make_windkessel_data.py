@@ -55,7 +55,10 @@ def simulated() -> None:
     truth = {"Zc": 0.05, "R": 1.0, "C": 1.3, "P0": 80.0, "sigma": 1.0}
     patient = simulate_patient(spec, truth, times, {}, seed=2026, inputs={"Q": (kt, kq)})
     obs = patient.data
-    rows = [(float(ti), "observation", "ABP", float(v), "mmHg") for ti, v in zip(obs["obs_time"].values, obs["obs_value"].values)]
+    rows = [
+        (float(ti), "observation", "ABP", float(v), "mmHg")
+        for ti, v in zip(obs["obs_time"].values, obs["obs_value"].values)
+    ]
     rows += [(ti, "input", "inflow", q, "mL/s") for ti, q in zip(kt, kq)]
     write(OUT / "windkessel_simulated_pressure_flow.csv", "simulated_wk3", rows)
 

@@ -1,4 +1,3 @@
-import numpy as np
 import pytest
 
 from twinbayes import Patient, load_spec

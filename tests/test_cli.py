@@ -14,7 +14,7 @@ import xarray as xr
 from twinbayes.cli import main
 from twinbayes.library import data_path
 from twinbayes.spec import SpecError
-from twinbayes.study import example_study_path, load_study
+from twinbayes.study import load_study
 
 SHORT = ["--draws", "300", "--tune", "300", "--chains", "2", "--quiet", "--include-unconverged"]
 
@@ -42,7 +42,9 @@ def study_file(tmp_path):
     return _make
 
 
-def test_run_writes_a_complete_results_folder_and_refuses_to_overwrite(tmp_path, study_file, capsys):
+def test_run_writes_a_complete_results_folder_and_refuses_to_overwrite(
+    tmp_path, study_file, capsys
+):
     out = tmp_path / "res"
     args = ["run", str(study_file()), "--out", str(out), *SHORT]
     assert main(args) == 0
@@ -50,14 +52,25 @@ def test_run_writes_a_complete_results_folder_and_refuses_to_overwrite(tmp_path,
     assert tree["posterior"]["ka"].shape == (2, 300)
     assert tree["log_likelihood"]["concentration"].shape == (2, 300, 10)
     prov = json.loads((out / "provenance.json").read_text())
-    assert prov["twins"]["pk_1cmt_oral"]["settings"]["seed"] == 8 and len(prov["twins"]["pk_1cmt_oral"]["spec_sha256"]) == 64
+    assert (
+        prov["twins"]["pk_1cmt_oral"]["settings"]["seed"] == 8
+        and len(prov["twins"]["pk_1cmt_oral"]["spec_sha256"]) == 64
+    )
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["pk_1cmt_oral"]) >= {"converged", "reasons", "diagnostics"}
     comparison = xr.open_datatree(out / "comparison.nc", engine="h5netcdf")
     assert set(comparison["table"].twin.values) == {"pk_1cmt_oral", "pk_1cmt_oral_lag"}
     assert float(comparison["table"]["stacking"].sum()) == pytest.approx(1.0)
-    assert {p.name for p in (out / "figures").iterdir()} == {"pk_1cmt_oral_checks.png", "pk_1cmt_oral_lag_checks.png", "average.png"}
-    assert (out / "study.toml").exists() and (out / "specs" / "pk_1cmt_oral.toml").exists() and (out / "report.html").exists()
+    assert {p.name for p in (out / "figures").iterdir()} == {
+        "pk_1cmt_oral_checks.png",
+        "pk_1cmt_oral_lag_checks.png",
+        "average.png",
+    }
+    assert (
+        (out / "study.toml").exists()
+        and (out / "specs" / "pk_1cmt_oral.toml").exists()
+        and (out / "report.html").exists()
+    )
 
     report = (out / "report.html").read_text()
     assert 'src="http' not in report and "<link" not in report  # self-contained
@@ -69,13 +82,29 @@ def test_run_writes_a_complete_results_folder_and_refuses_to_overwrite(tmp_path,
     assert main(args) == 2
     assert "pass --force" in capsys.readouterr().err
     assert (out / "provenance.json").read_text() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["res", "study.toml"]  # no partial folders left behind
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "res",
+        "study.toml",
+    ]  # no partial folders left behind
 
 
 def test_failed_run_leaves_no_partial_results(tmp_path, study_file, capsys):
     bad = tmp_path / "p.csv"
-    bad.write_text("subject,time,time_unit,event,name,value,unit\n1,0,h,dose,sc,5,mg\n1,1,h,observation,concentration,1,mg/L\n")
-    assert main(["run", str(study_file(data=str(bad), subject="1")), "--out", str(tmp_path / "r"), *SHORT]) == 2
+    bad.write_text(
+        "subject,time,time_unit,event,name,value,unit\n1,0,h,dose,sc,5,mg\n1,1,h,observation,concentration,1,mg/L\n"
+    )
+    assert (
+        main(
+            [
+                "run",
+                str(study_file(data=str(bad), subject="1")),
+                "--out",
+                str(tmp_path / "r"),
+                *SHORT,
+            ]
+        )
+        == 2
+    )
     assert "route(s) ['sc']" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.csv", "study.toml"]
 
@@ -83,9 +112,15 @@ def test_failed_run_leaves_no_partial_results(tmp_path, study_file, capsys):
 def test_bad_study_files_name_file_and_field(study_file):
     cases = [
         ("\n[sampler]\ndraws = -3\n", "sampler.draws"),
-        ("\n[[scenarios]]\nname = 'x'\nroute = 'oral'\namount = 100\ninterval = 12\ndoses = 3\n", "predictions"),
+        (
+            "\n[[scenarios]]\nname = 'x'\nroute = 'oral'\namount = 100\ninterval = 12\ndoses = 3\n",
+            "predictions",
+        ),
         ("\n[[qois]]\nname = 'q'\nkind = 'median'\n", "qois[0].kind"),
-        ("\n[[qois]]\nname = 'q'\nkind = 'custom'\nexpression = \"__import__('os')\"\ninputs = {}\n", "qois[0].inputs"),
+        (
+            "\n[[qois]]\nname = 'q'\nkind = 'custom'\nexpression = \"__import__('os')\"\ninputs = {}\n",
+            "qois[0].inputs",
+        ),
         ("\n[[targets]]\nqoi = 'nothing'\nlower = 1\n", "targets[0].qoi"),
     ]
     for extra, field in cases:
@@ -132,14 +167,36 @@ def test_bundled_example_is_reproducible_end_to_end(tmp_path, capsys):
     assert float(da.p_meets_mcse.max()) > 0
     ha, hb = ((o / "report.html").read_text() for o in outs)
     assert _strip_provenance(ha) == _strip_provenance(hb)
-    assert ha.count("data:image/png;base64,") == 3 + 1 + 3  # checks per twin, average, scenario figures
-    assert {"scenario_fans.png", "disagreement_over_time.png", "decision_table.png"} <= {p.name for p in (outs[0] / "figures").iterdir()}
+    assert (
+        ha.count("data:image/png;base64,") == 3 + 1 + 3
+    )  # checks per twin, average, scenario figures
+    assert {"scenario_fans.png", "disagreement_over_time.png", "decision_table.png"} <= {
+        p.name for p in (outs[0] / "figures").iterdir()
+    }
 
 
 def test_killed_run_leaves_nothing_that_looks_complete_and_rerun_finishes(tmp_path, study_file):
     out = tmp_path / "res"
-    cmd = [sys.executable, "-m", "twinbayes.cli", "run", str(study_file()), "--out", str(out), "--draws", "300", "--tune", "300", "--chains", "2", "--quiet", "--no-figures"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "twinbayes.cli",
+        "run",
+        str(study_file()),
+        "--out",
+        str(out),
+        "--draws",
+        "300",
+        "--tune",
+        "300",
+        "--chains",
+        "2",
+        "--quiet",
+        "--no-figures",
+    ]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     deadline = time.time() + 120
     while time.time() < deadline and not list(tmp_path.glob(".res.partial-*/twins/*.nc")):
         time.sleep(0.2)
@@ -158,7 +215,18 @@ def test_specs_check_of_a_forced_spec_needs_data_that_drive_it(capsys):
 
     assert main(["specs", "check", "glucose_minimal"]) == 2
     assert "driven by input(s) ['I']; add --patient DATA.csv" in capsys.readouterr().err
-    assert main(["specs", "check", "glucose_minimal", "--patient", str(data_path("ivgtt_pacini_bergman_1986.csv"))]) == 0
+    assert (
+        main(
+            [
+                "specs",
+                "check",
+                "glucose_minimal",
+                "--patient",
+                str(data_path("ivgtt_pacini_bergman_1986.csv")),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "glucose_minimal.toml: valid; ODE engine vs solve_ivp: max relative error" in out
     assert main(["patient", "check", str(data_path("mimicdb041_abp_assumed_inflow.csv"))]) == 0

@@ -7,8 +7,15 @@ import pytest
 from scipy.stats import multivariate_normal, norm
 
 from twinbayes import load_spec
-from twinbayes.compare import compare, k_threshold, kfold, log_marginal_likelihood, loo, pseudo_bma_plus_weights, stacking_weights
-from twinbayes.dynamics.predict import Design
+from twinbayes.compare import (
+    compare,
+    k_threshold,
+    kfold,
+    log_marginal_likelihood,
+    loo,
+    pseudo_bma_plus_weights,
+    stacking_weights,
+)
 from twinbayes.ensemble import average_predictive
 from twinbayes.fit import Refitter, fit
 from twinbayes.simulate import simulate_patient
@@ -18,7 +25,10 @@ QUICK = dict(draws=500, tune=500, chains=2)
 
 @pytest.fixture(scope="module")
 def theoph_twins(theoph4):
-    return [fit(load_spec(n), theoph4, seed=i, **QUICK) for i, n in enumerate(["pk_1cmt_oral", "pk_2cmt_oral", "pk_1cmt_oral_lag"])]
+    return [
+        fit(load_spec(n), theoph4, seed=i, **QUICK)
+        for i, n in enumerate(["pk_1cmt_oral", "pk_2cmt_oral", "pk_1cmt_oral_lag"])
+    ]
 
 
 def test_psis_loo_equals_arviz(theoph_twins):
@@ -36,14 +46,19 @@ def test_psis_loo_equals_arviz(theoph_twins):
 def test_weights_agree_with_arviz_compare(theoph_twins):
     res = {t.name: az.loo(t.idata, pointwise=True) for t in theoph_twins}
     elpd_i = np.stack([res[t.name].elpd_i.values for t in theoph_twins], axis=1)
-    for method, ours in [("stacking", stacking_weights(elpd_i)), ("bb-pseudo-bma", pseudo_bma_plus_weights(elpd_i, seed=124)[0])]:
+    for method, ours in [
+        ("stacking", stacking_weights(elpd_i)),
+        ("bb-pseudo-bma", pseudo_bma_plus_weights(elpd_i, seed=124)[0]),
+    ]:
         table = az.compare(res, method=method, round_to="none")
         theirs = np.array([table.loc[t.name, "weight"] for t in theoph_twins])
         np.testing.assert_allclose(ours, theirs, atol=1e-10 if method != "stacking" else 2e-3)
         assert ours.sum() == pytest.approx(1.0)
     comp = compare(theoph_twins, include_unconverged=True, refit=False, seed=124)
     assert comp.table.stacking.sum() == pytest.approx(1.0)
-    np.testing.assert_allclose([comp.weights[t.name] for t in theoph_twins], stacking_weights(elpd_i), atol=1e-12)
+    np.testing.assert_allclose(
+        [comp.weights[t.name] for t in theoph_twins], stacking_weights(elpd_i), atol=1e-12
+    )
 
 
 def test_stacking_picks_the_only_predictive_twin():
@@ -58,13 +73,21 @@ def test_stacking_picks_the_only_predictive_twin():
 def iv_twin():
     spec = load_spec("pk_1cmt_iv")
     times = np.array([0.25, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0])
-    patient = simulate_patient(spec, {"CL": 5.0, "V": 10.0, "sigma_add": 0.2, "sigma_prop": 0.1}, times, {"iv": ([0.0], [100.0])}, seed=7)
+    patient = simulate_patient(
+        spec,
+        {"CL": 5.0, "V": 10.0, "sigma_add": 0.2, "sigma_prop": 0.1},
+        times,
+        {"iv": ([0.0], [100.0])},
+        seed=7,
+    )
     return fit(spec, patient, seed=3, **QUICK)
 
 
 def test_exact_loo_by_refits_agrees_with_psis(iv_twin):
     psis = loo(iv_twin, refit=False)
-    exact = kfold(iv_twin, k=iv_twin.design.n_obs, seed=1, **QUICK)  # one observation per fold: exact LOO
+    exact = kfold(
+        iv_twin, k=iv_twin.design.n_obs, seed=1, **QUICK
+    )  # one observation per fold: exact LOO
     assert exact.attrs["k"] == 8
     assert abs(psis.attrs["elpd"] - exact.attrs["elpd"]) < 2 * psis.attrs["se"]
 
@@ -86,7 +109,9 @@ def test_high_k_observation_is_refitted_exactly(iv_twin):
     sd = np.sqrt(post["sigma_add"] ** 2 + (post["sigma_prop"] * mu) ** 2)
     expected = np.log(np.mean(norm.pdf(values[0], mu, sd)))
     assert res["elpd_i"].values[0] == pytest.approx(expected, rel=1e-9)
-    assert abs(res["elpd_i"].values[0] - loo(twin, refit=False)["elpd_i"].values[0]) > 0.1  # PSIS was off
+    assert (
+        abs(res["elpd_i"].values[0] - loo(twin, refit=False)["elpd_i"].values[0]) > 0.1
+    )  # PSIS was off
 
 
 def test_weighted_model_leaves_observations_out_exactly(iv_twin):
@@ -120,7 +145,9 @@ def test_smc_marginal_likelihood_matches_conjugate_normal():
 
 def test_duplicates_flagged_and_unconverged_excluded(theoph4, spec_text):
     twin_a, twin_b = (fit(load_spec("pk_1cmt_oral"), theoph4, seed=s) for s in (98, 99))
-    renamed = load_spec("team_b.toml", text=spec_text(**{'name = "pk_1cmt_oral"': 'name = "team_b_1cmt"'}))
+    renamed = load_spec(
+        "team_b.toml", text=spec_text(**{'name = "pk_1cmt_oral"': 'name = "team_b_1cmt"'})
+    )
     twin_c = fit(renamed, theoph4, seed=100)
     broken = fit(load_spec("pk_2cmt_oral"), theoph4, seed=1, draws=40, tune=20, chains=2)
     assert not broken.converged
@@ -165,7 +192,9 @@ def test_selection_bias_check_agrees_with_arviz():
         order = [names[i] for i in np.argsort(-elpd_i.sum(axis=0))]
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            _order_stat_check({n: SimpleNamespace(elpd_i=elpd_i[:, i]) for i, n in enumerate(names)}, order, False)
+            _order_stat_check(
+                {n: SimpleNamespace(elpd_i=elpd_i[:, i]) for i, n in enumerate(names)}, order, False
+            )
         arviz_warns = any("due to chance" in str(w.message) for w in caught)
         assert (_selection_bias_note(elpd_i, names) is not None) == arviz_warns, seed
         triggered += arviz_warns

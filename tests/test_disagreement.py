@@ -24,7 +24,10 @@ from twinbayes.spec.expr import ExpressionError
 SPEC = load_spec("pk_1cmt_iv")
 PATIENT = Patient.from_records([(1.0, "concentration", 5.0, "mg/L")], [(0.0, "iv", 100.0, "mg")])
 GRID = np.linspace(0, 24, 241)
-SCENARIOS = [Scenario.regimen("100 mg q12h", 100, "iv", interval=12, n_doses=2), Scenario.regimen("200 mg once", 200, "iv")]
+SCENARIOS = [
+    Scenario.regimen("100 mg q12h", 100, "iv", interval=12, n_doses=2),
+    Scenario.regimen("200 mg once", 200, "iv"),
+]
 
 
 def synthetic_twin(name, cl_median, cl_sd=0.1, v=10.0, seed=0, chains=4, draws=1000, phi=0.0):
@@ -44,7 +47,14 @@ def synthetic_twin(name, cl_median, cl_sd=0.1, v=10.0, seed=0, chains=4, draws=1
     )
     spec = dataclasses.replace(SPEC, name=name)
     diag = Diagnostics(xr.Dataset(), 0, 0.0, Gate(), True, [])
-    return Twin(spec, PATIENT, xr.DataTree.from_dict({"posterior": post}), diag, {}, design=design_for(spec, PATIENT))
+    return Twin(
+        spec,
+        PATIENT,
+        xr.DataTree.from_dict({"posterior": post}),
+        diag,
+        {},
+        design=design_for(spec, PATIENT),
+    )
 
 
 TARGET = Target(ValueAt(24.0, name="C(24h)"), lower=1.0, name="C(24h) >= 1")
@@ -52,17 +62,43 @@ TARGET = Target(ValueAt(24.0, name="C(24h)"), lower=1.0, name="C(24h) >= 1")
 
 def test_identical_twins_do_not_disagree():
     a, b = synthetic_twin("a", 5.0, seed=1), synthetic_twin("b", 5.0, seed=2)
-    res = disagreement([a, b], {"a": 0.5, "b": 0.5}, SCENARIOS, GRID, qois=[Cmax((0, 24), name="Cmax")], targets=[TARGET]).data
+    res = disagreement(
+        [a, b],
+        {"a": 0.5, "b": 0.5},
+        SCENARIOS,
+        GRID,
+        qois=[Cmax((0, 24), name="Cmax")],
+        targets=[TARGET],
+    ).data
     assert float(res.qoi_between_share.max()) < 0.01
     assert float(res.traj_between_share.sel(time=slice(0.5, 24)).max()) < 0.01
-    assert float(res.p_recommend_differently.max()) == 0.0 and float(res.weight_against_ensemble.max()) == 0.0
-    same = disagreement([a, dataclasses.replace(a, spec=dataclasses.replace(a.spec, name="a2"))], {"a": 0.5, "a2": 0.5}, SCENARIOS, GRID, targets=[TARGET]).data
+    assert (
+        float(res.p_recommend_differently.max()) == 0.0
+        and float(res.weight_against_ensemble.max()) == 0.0
+    )
+    same = disagreement(
+        [a, dataclasses.replace(a, spec=dataclasses.replace(a.spec, name="a2"))],
+        {"a": 0.5, "a2": 0.5},
+        SCENARIOS,
+        GRID,
+        targets=[TARGET],
+    ).data
     assert float(same.traj_between_share.max()) == 0.0 and float(same.traj_w1.max()) == 0.0
 
 
 def test_non_overlapping_twins_give_share_near_one():
-    a, b = synthetic_twin("slow", 1.0, cl_sd=0.02, seed=1), synthetic_twin("fast", 10.0, cl_sd=0.02, seed=2)
-    res = disagreement([a, b], {"slow": 0.5, "fast": 0.5}, SCENARIOS, GRID, qois=[AUC((0, 24), name="AUC")], targets=[TARGET]).data
+    a, b = (
+        synthetic_twin("slow", 1.0, cl_sd=0.02, seed=1),
+        synthetic_twin("fast", 10.0, cl_sd=0.02, seed=2),
+    )
+    res = disagreement(
+        [a, b],
+        {"slow": 0.5, "fast": 0.5},
+        SCENARIOS,
+        GRID,
+        qois=[AUC((0, 24), name="AUC")],
+        targets=[TARGET],
+    ).data
     assert float(res.qoi_between_share.min()) > 0.99
     assert float(res.traj_between_share.sel(time=slice(2, 24)).min()) > 0.99
     # the twins recommend different things: C(24h) >= 1 holds for the slow-clearance twin only
@@ -73,10 +109,17 @@ def test_non_overlapping_twins_give_share_near_one():
 
 def test_law_of_total_variance_matches_pooled_samples():
     a, b = synthetic_twin("a", 3.0, cl_sd=0.3, seed=3), synthetic_twin("b", 6.0, cl_sd=0.2, seed=4)
-    res = disagreement([a, b], {"a": 0.5, "b": 0.5}, SCENARIOS[:1], GRID, qois=[ValueAt(6.0, name="C6")]).data
-    c6 = [100.0 / 10.0 * np.exp(-t.idata["posterior"]["CL"].values.ravel() / 10.0 * 6.0) for t in (a, b)]
+    res = disagreement(
+        [a, b], {"a": 0.5, "b": 0.5}, SCENARIOS[:1], GRID, qois=[ValueAt(6.0, name="C6")]
+    ).data
+    c6 = [
+        100.0 / 10.0 * np.exp(-t.idata["posterior"]["CL"].values.ravel() / 10.0 * 6.0)
+        for t in (a, b)
+    ]
     pooled = np.var(np.concatenate(c6))  # equal weights and sizes: the mixture's variance
-    within, between = (float(res[v].sel(time=6.0).squeeze()) for v in ("traj_within_var", "traj_between_var"))
+    within, between = (
+        float(res[v].sel(time=6.0).squeeze()) for v in ("traj_within_var", "traj_between_var")
+    )
     assert within + between == pytest.approx(pooled, rel=1e-10)
     assert float(res.qoi_between_share.squeeze()) == pytest.approx(between / pooled, rel=1e-10)
     q = weighted_quantile(c6, [0.5, 0.5], [0.05, 0.95])
@@ -91,9 +134,28 @@ def test_monte_carlo_errors_match_repeated_runs(phi):
     for seed in range(40):
         a = synthetic_twin("a", 4.0, cl_sd=0.25, seed=2 * seed, phi=phi)
         b = synthetic_twin("b", 5.0, cl_sd=0.25, seed=2 * seed + 1, phi=phi)
-        r = disagreement([a, b], {"a": 0.6, "b": 0.4}, SCENARIOS[1:], GRID, qois=[ValueAt(12.0, name="C12")], targets=[target]).data
-        est.append([float(r.p_meets.sel(source="ensemble").squeeze()), float(r.qoi_between_share.squeeze()), float(r.qoi_w1.squeeze())])
-        se.append([float(r.p_meets_mcse.sel(source="ensemble").squeeze()), float(r.qoi_between_share_mcse.squeeze()), float(r.qoi_w1_mcse.squeeze())])
+        r = disagreement(
+            [a, b],
+            {"a": 0.6, "b": 0.4},
+            SCENARIOS[1:],
+            GRID,
+            qois=[ValueAt(12.0, name="C12")],
+            targets=[target],
+        ).data
+        est.append(
+            [
+                float(r.p_meets.sel(source="ensemble").squeeze()),
+                float(r.qoi_between_share.squeeze()),
+                float(r.qoi_w1.squeeze()),
+            ]
+        )
+        se.append(
+            [
+                float(r.p_meets_mcse.sel(source="ensemble").squeeze()),
+                float(r.qoi_between_share_mcse.squeeze()),
+                float(r.qoi_w1_mcse.squeeze()),
+            ]
+        )
     ratio = np.std(est, axis=0, ddof=1) / np.mean(se, axis=0)
     # 40 replicates: the SD estimate itself is uncertain by about 11 %
     assert np.all((ratio > 0.7) & (ratio < 1.4)), ratio
@@ -101,11 +163,13 @@ def test_monte_carlo_errors_match_repeated_runs(phi):
 
 def test_repeated_oral_dosing_and_infusion_are_exact():
     oral = load_spec("pk_2cmt_oral")
-    regimen = Scenario.regimen("q8h", 250, "oral", interval=8, n_doses=6).switch(24, Scenario.regimen("q12h", 400, "oral", interval=12, n_doses=4, start=24))
-    iv = load_spec("pk_2cmt_iv")
-    infusion = Scenario.regimen("1 h infusions", 100, "iv", interval=12, n_doses=4, duration=1.0) + Scenario(
-        "loading bolus", (Dose(0.0, 50.0, "iv"),)
+    regimen = Scenario.regimen("q8h", 250, "oral", interval=8, n_doses=6).switch(
+        24, Scenario.regimen("q12h", 400, "oral", interval=12, n_doses=4, start=24)
     )
+    iv = load_spec("pk_2cmt_iv")
+    infusion = Scenario.regimen(
+        "1 h infusions", 100, "iv", interval=12, n_doses=4, duration=1.0
+    ) + Scenario("loading bolus", (Dose(0.0, 50.0, "iv"),))
     times = np.linspace(0, 72, 145)
     for spec, sc in [(oral, regimen), (iv, infusion)]:
         env = spec.evaluate_derived(spec.typical_values())
@@ -124,11 +188,19 @@ def test_qois_against_closed_forms():
     assert Tmax((0, 48))(t, y)[0] == pytest.approx(tmax, abs=1e-3)
     cmax = dose * ka / (v * (ka - ke)) * (np.exp(-ke * tmax) - np.exp(-ka * tmax))
     assert Cmax((0, 48))(t, y)[0] == pytest.approx(cmax, rel=1e-7)
-    auc = dose / v * (1 / ke * (1 - np.exp(-ke * 48)) - 1 / ka * (1 - np.exp(-ka * 48))) * ka / (ka - ke)
+    auc = (
+        dose
+        / v
+        * (1 / ke * (1 - np.exp(-ke * 48)) - 1 / ka * (1 - np.exp(-ka * 48)))
+        * ka
+        / (ka - ke)
+    )
     assert AUC((0, 48))(t, y)[0] == pytest.approx(auc, rel=1e-6)
     # time above 5 mg/L: between the two roots of C(t) = 5
     above = t[y[0] >= 5.0]
-    assert TimeInRange(5.0, 100.0, (0, 48))(t, y)[0] == pytest.approx(above[-1] - above[0], abs=2e-3)
+    assert TimeInRange(5.0, 100.0, (0, 48))(t, y)[0] == pytest.approx(
+        above[-1] - above[0], abs=2e-3
+    )
     ratio = Custom("auc_per_cmax", "auc / cmax", {"auc": AUC((0, 48)), "cmax": Cmax((0, 48))})
     assert ratio(t, y)[0] == pytest.approx(auc / cmax, rel=1e-6)
     assert StaysInRange(0.0, 100.0, (1, 48))(t, y)[0] == 1.0

@@ -11,7 +11,10 @@ from twinbayes.spec.expr import PYTENSOR, ExpressionError, compile_expression
 
 
 def test_arithmetic_and_functions_match_numpy():
-    e = compile_expression("ka / (ka - ke) * (exp(-ke * t) - exp(-ka * t)) + sqrt(abs(-x)) ** 2 - max(x, 1)", {"ka", "ke", "t", "x"})
+    e = compile_expression(
+        "ka / (ka - ke) * (exp(-ke * t) - exp(-ka * t)) + sqrt(abs(-x)) ** 2 - max(x, 1)",
+        {"ka", "ke", "t", "x"},
+    )
     env = {"ka": 1.3, "ke": 0.2, "t": np.array([0.5, 2.0]), "x": 3.0}
     expected = 1.3 / 1.1 * (np.exp(-0.2 * env["t"]) - np.exp(-1.3 * env["t"])) + 3.0 - 3.0
     np.testing.assert_allclose(e(env), expected, rtol=1e-14)

@@ -5,9 +5,9 @@ import pytest
 from scipy.optimize import least_squares
 
 from twinbayes import load_spec
-from twinbayes.library import list_specs
 from twinbayes.diagnostics import Gate
 from twinbayes.fit import fit
+from twinbayes.library import list_specs
 from twinbayes.simulate import simulate_patient
 
 ADDITIVE = {
@@ -60,7 +60,9 @@ def test_same_seed_same_numbers(theoph4):
     for group in ("posterior", "log_likelihood", "posterior_predictive", "sample_stats"):
         for var in a.idata[group].data_vars:
             if a.idata[group][var].dtype.kind in "fiub":
-                np.testing.assert_array_equal(a.idata[group][var].values, b.idata[group][var].values, err_msg=f"{group}/{var}")
+                np.testing.assert_array_equal(
+                    a.idata[group][var].values, b.idata[group][var].values, err_msg=f"{group}/{var}"
+                )
     assert not np.array_equal(a.idata["posterior"]["ka"].values, c.idata["posterior"]["ka"].values)
 
 
@@ -70,30 +72,66 @@ def test_fit_stores_pointwise_loglik_predictive_and_times(theoph4):
     assert ll.shape == (2, 300, 10)  # the pre-dose sample (t = 0, value 0) is left out and reported
     assert twin.excluded == (("concentration", 0.0, 0.0),)
     assert twin.idata["posterior_predictive"]["concentration"].shape == (2, 300, 10)
-    np.testing.assert_allclose(ll["concentration_time"].values, theoph4.observations("concentration", "mg/L", "h")[0][1:])
+    np.testing.assert_allclose(
+        ll["concentration_time"].values, theoph4.observations("concentration", "mg/L", "h")[0][1:]
+    )
     assert {"ke"} <= set(twin.idata["posterior"].data_vars)
     # log-likelihood is the normal density of the combined error model, recomputed here
     post = twin.idata["posterior"].isel(chain=0, draw=7)
     t, y = ll["concentration_time"].values, twin.idata["observed_data"]["concentration"].values
     ka, CL, V, sa, sp = (float(post[v]) for v in ("ka", "CL", "V", "sigma_add", "sigma_prop"))
     ke = CL / V
-    mu = theoph4.doses("oral", "mg", "h")[1][0] * ka / (V * (ka - ke)) * (np.exp(-ke * t) - np.exp(-ka * t))
+    mu = (
+        theoph4.doses("oral", "mg", "h")[1][0]
+        * ka
+        / (V * (ka - ke))
+        * (np.exp(-ke * t) - np.exp(-ka * t))
+    )
     sd = np.sqrt(sa**2 + (sp * mu) ** 2)
     expected = -0.5 * ((y - mu) / sd) ** 2 - np.log(sd) - 0.5 * np.log(2 * np.pi)
     np.testing.assert_allclose(ll.isel(chain=0, draw=7).values, expected, rtol=1e-9)
 
 
 def test_gate_reports_an_unconverged_fit(theoph4):
-    twin = fit(load_spec("pk_1cmt_oral"), theoph4, seed=2, draws=30, tune=10, chains=2, posterior_predictive=False)
+    twin = fit(
+        load_spec("pk_1cmt_oral"),
+        theoph4,
+        seed=2,
+        draws=30,
+        tune=10,
+        chains=2,
+        posterior_predictive=False,
+    )
     assert not twin.converged
     assert any("ESS" in r for r in twin.reasons)
-    lenient = fit(load_spec("pk_1cmt_oral"), theoph4, seed=2, draws=30, tune=10, chains=2, gate=Gate(rhat_max=10, ess_bulk_min=1, ess_tail_min=1, max_divergent=10**6, max_treedepth_fraction=1.0), posterior_predictive=False)
+    lenient = fit(
+        load_spec("pk_1cmt_oral"),
+        theoph4,
+        seed=2,
+        draws=30,
+        tune=10,
+        chains=2,
+        gate=Gate(
+            rhat_max=10,
+            ess_bulk_min=1,
+            ess_tail_min=1,
+            max_divergent=10**6,
+            max_treedepth_fraction=1.0,
+        ),
+        posterior_predictive=False,
+    )
     assert lenient.converged and not lenient.reasons
 
 
 def test_pymc_sampler_fallback_agrees_with_nutpie(theoph4):
     spec = load_spec("pk_1cmt_iv")
-    patient = simulate_patient(spec, {"CL": 5.0, "V": 10.0, "sigma_add": 0.05, "sigma_prop": 0.05}, np.array([0.25, 0.5, 1, 2, 3, 4, 6, 8]), {"iv": ([0.0], [100.0])}, seed=3)
+    patient = simulate_patient(
+        spec,
+        {"CL": 5.0, "V": 10.0, "sigma_add": 0.05, "sigma_prop": 0.05},
+        np.array([0.25, 0.5, 1, 2, 3, 4, 6, 8]),
+        {"iv": ([0.0], [100.0])},
+        seed=3,
+    )
     a = fit(spec, patient, seed=1, sampler="pymc", draws=500, tune=500, chains=2)
     b = fit(spec, patient, seed=1, sampler="nutpie", draws=500, tune=500, chains=2)
     for p in ("CL", "V"):
@@ -108,7 +146,9 @@ def _ivgtt_insulin():
     from twinbayes import Patient
     from twinbayes.library import data_path
 
-    t, v = Patient.from_csv(data_path("ivgtt_pacini_bergman_1986.csv")).observations("insulin", "uU/mL", "min")
+    t, v = Patient.from_csv(data_path("ivgtt_pacini_bergman_1986.csv")).observations(
+        "insulin", "uU/mL", "min"
+    )
     return t, v
 
 
@@ -122,10 +162,16 @@ def recovery_design(spec):
     if spec.name.startswith("glucose"):  # the Pacini & Bergman sampling times and measured insulin
         t, v = _ivgtt_insulin()
         return t[t >= 8], {}, {"I": (t, v)}
-    if spec.name.startswith("windkessel"):  # 6 s at 25 Hz, half-sine ejection of 70 mL at 75 beats/min
+    if spec.name.startswith(
+        "windkessel"
+    ):  # 6 s at 25 Hz, half-sine ejection of 70 mL at 75 beats/min
         from twinbayes.haemodynamics import half_sine_inflow
 
-        return np.round(np.arange(0.04, 6.0 + 1e-9, 0.04), 3), {}, {"Q": half_sine_inflow(np.arange(0.2, 6.0, 0.8), 0.3, 70.0, 6.0)}
+        return (
+            np.round(np.arange(0.04, 6.0 + 1e-9, 0.04), 3),
+            {},
+            {"Q": half_sine_inflow(np.arange(0.2, 6.0, 0.8), 0.3, 70.0, 6.0)},
+        )
     raise AssertionError(spec.name)
 
 
@@ -174,7 +220,14 @@ def test_recovery_of_each_parameter_in_8_of_10_seeds(spec_name):
         assert sum(r[p] for r in results) >= 8, (p, results)
 
 
-@pytest.mark.parametrize("spec_name, data, subject", [("pk_2cmt_oral", "theophylline.csv", 1), ("pk_1cmt_oral_lag", "theophylline.csv", 2), ("tumor_gompertz", "benzekry_llc_tumor_volume.csv", 3)])
+@pytest.mark.parametrize(
+    "spec_name, data, subject",
+    [
+        ("pk_2cmt_oral", "theophylline.csv", 1),
+        ("pk_1cmt_oral_lag", "theophylline.csv", 2),
+        ("tumor_gompertz", "benzekry_llc_tumor_volume.csv", 3),
+    ],
+)
 def test_pointwise_loglik_equals_pymc(spec_name, data, subject):
     """twinbayes computes log_likelihood with NumPy; PyMC's own evaluation is the reference."""
     import pymc as pm
@@ -183,9 +236,21 @@ def test_pointwise_loglik_equals_pymc(spec_name, data, subject):
     from twinbayes.fit import build_model
     from twinbayes.library import data_path
 
-    twin = fit(load_spec(spec_name), Patient.from_csv(data_path(data), subject=subject), seed=1, draws=100, tune=100, chains=1)
+    twin = fit(
+        load_spec(spec_name),
+        Patient.from_csv(data_path(data), subject=subject),
+        seed=1,
+        draws=100,
+        tune=100,
+        chains=1,
+    )
     ref = twin.idata.copy()
     with build_model(twin.spec, twin.design):
         pm.compute_log_likelihood(ref, progressbar=False)
     name = next(iter(twin.design.times))
-    np.testing.assert_allclose(twin.idata["log_likelihood"][name].values, ref["log_likelihood"][name].values, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(
+        twin.idata["log_likelihood"][name].values,
+        ref["log_likelihood"][name].values,
+        rtol=1e-9,
+        atol=1e-9,
+    )

@@ -27,11 +27,20 @@ DATA = {
     "glucose": ["ivgtt_pacini_bergman_1986.csv"],
     "windkessel": ["mimicdb041_abp_assumed_inflow.csv", "windkessel_simulated_pressure_flow.csv"],
 }
-NONLINEAR = [(name, f) for name in list_specs() for family, files in DATA.items() if name.startswith(family) for f in files]
+NONLINEAR = [
+    (name, f)
+    for name in list_specs()
+    for family, files in DATA.items()
+    if name.startswith(family)
+    for f in files
+]
 
 
 def ode_spec(name, extra=""):
-    return load_spec(f"{name}_ode.toml", text=load_spec(name).text.replace(AS_ODE[name], 'initial.V = "V0"' + extra))
+    return load_spec(
+        f"{name}_ode.toml",
+        text=load_spec(name).text.replace(AS_ODE[name], 'initial.V = "V0"' + extra),
+    )
 
 
 def test_every_bundled_spec_without_closed_form_is_covered():
@@ -43,7 +52,9 @@ def test_every_bundled_spec_without_closed_form_is_covered():
 def test_engine_matches_solve_ivp_on_bundled_nonlinear_specs(name, data):
     spec = load_spec(name)
     design = design_for(spec, Patient.from_csv(data_path(data)))
-    assert check_ode_accuracy(spec, design) < 1e-4  # scipy Radau, rtol 1e-11, restarted at every input knot
+    assert (
+        check_ode_accuracy(spec, design) < 1e-4
+    )  # scipy Radau, rtol 1e-11, restarted at every input knot
 
 
 @pytest.mark.parametrize("name", sorted(AS_ODE))
@@ -58,12 +69,20 @@ def test_engine_matches_solve_ivp_and_the_closed_form(name):
     np.testing.assert_allclose(got, want, rtol=1e-5)
     draws = {k: v * np.exp(np.random.default_rng(0).normal(0, 0.1, 6)) for k, v in params.items()}
     batch = predict_observations(spec, draws, design)["volume"]
-    single = [predict_observations(spec, {k: v[i] for k, v in draws.items()}, design)["volume"] for i in range(6)]
+    single = [
+        predict_observations(spec, {k: v[i] for k, v in draws.items()}, design)["volume"]
+        for i in range(6)
+    ]
     np.testing.assert_allclose(batch, single, rtol=1e-13)
 
 
 def _solver_inputs(spec, design, rng):
-    env = spec.evaluate_derived({k: v * float(np.exp(rng.uniform(-0.3, 0.3))) for k, v in spec.typical_values().items()}) | design.baselines
+    env = (
+        spec.evaluate_derived(
+            {k: v * float(np.exp(rng.uniform(-0.3, 0.3))) for k, v in spec.typical_values().items()}
+        )
+        | design.baselines
+    )
     system = ode_system(spec)
     times = np.concatenate(list(design.times.values()))
     forcing = Forcing.build(times, design.inputs, system.inputs)
@@ -89,17 +108,26 @@ def test_sensitivities_match_finite_differences(name, data):
         up, down = x.copy(), x.copy()
         up[j] += eps
         down[j] -= eps
-        fd = (solve(spec, up[n:], up[:n], forcing)[0] - solve(spec, down[n:], down[:n], forcing)[0]) / (2 * eps)
+        fd = (
+            solve(spec, up[n:], up[:n], forcing)[0] - solve(spec, down[n:], down[:n], forcing)[0]
+        ) / (2 * eps)
         # per state: 1e-4 of the sensitivity's size, or 1e-6 of the state's size per unit relative change of x_j
         tol = 1e-4 * np.abs(fd).max(axis=0) + 1e-6 * np.abs(Y).max(axis=0) / (abs(x[j]) or 1.0)
-        assert np.all(np.abs(S[:, :, j] - fd) <= tol), (system.states, ([*system.states, *system.params])[j])
+        assert np.all(np.abs(S[:, :, j] - fd) <= tol), (
+            system.states,
+            ([*system.states, *system.params])[j],
+        )
 
 
 def test_log_density_gradient_through_nutpies_numba_path_matches_finite_differences():
     spec = load_spec("glucose_minimal")
-    model = build_model(spec, design_for(spec, Patient.from_csv(data_path("ivgtt_pacini_bergman_1986.csv"))))
+    model = build_model(
+        spec, design_for(spec, Patient.from_csv(data_path("ivgtt_pacini_bergman_1986.csv")))
+    )
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # an object-mode fallback (slow Python solver calls) would warn
+        warnings.simplefilter(
+            "error"
+        )  # an object-mode fallback (slow Python solver calls) would warn
         logp, dlogp = model.compile_logp(mode="NUMBA"), model.compile_dlogp(mode="NUMBA")
     point = {k: v + 0.1 for k, v in model.initial_point().items()}
     g = dlogp(point)
@@ -123,8 +151,10 @@ def test_outputs_in_any_order_with_repeats_equal_sorted_ones():
 
 
 def _explodes():
-    text = load_spec("tumor_gompertz").text.replace(AS_ODE["tumor_gompertz"], 'initial.V = "V0"\nmax_steps = 500').replace(
-        'rhs.V = "(a - b * log(V / V0)) * V"', 'rhs.V = "a * V * V"'
+    text = (
+        load_spec("tumor_gompertz")
+        .text.replace(AS_ODE["tumor_gompertz"], 'initial.V = "V0"\nmax_steps = 500')
+        .replace('rhs.V = "(a - b * log(V / V0)) * V"', 'rhs.V = "a * V * V"')
     )
     return load_spec("explodes.toml", text=text)
 
@@ -132,8 +162,15 @@ def _explodes():
 def test_blow_up_is_reported_not_silent():
     spec = _explodes()
     design = Design({"volume": np.array([1.0, 20.0])}, {}, {})
-    draws = {"V0": np.array([10.0, 0.001]), "a": np.array([5.0, 0.01]), "b": np.array([0.1, 0.1]), "sigma": np.array([0.1, 0.1])}
-    mu = predict_observations(spec, draws, design)["volume"]  # posterior-draw path: failed solves are NaN
+    draws = {
+        "V0": np.array([10.0, 0.001]),
+        "a": np.array([5.0, 0.01]),
+        "b": np.array([0.1, 0.1]),
+        "sigma": np.array([0.1, 0.1]),
+    }
+    mu = predict_observations(spec, draws, design)[
+        "volume"
+    ]  # posterior-draw path: failed solves are NaN
     assert np.all(np.isnan(mu[0])) and np.all(np.isfinite(mu[1]))
     with pytest.raises(OdeError, match=r"explodes.*(more than 500 steps|non-finite)"):
         predict_observations(spec, {k: v[0] for k, v in draws.items()}, design)
@@ -141,7 +178,9 @@ def test_blow_up_is_reported_not_silent():
 
 def test_blow_up_makes_the_log_density_non_finite_a_divergence_for_nuts():
     spec = _explodes()
-    patient = Patient.from_records([(1.0, "volume", 50.0, "mm3"), (20.0, "volume", 80.0, "mm3")], time_unit="d")
+    patient = Patient.from_records(
+        [(1.0, "volume", 50.0, "mm3"), (20.0, "volume", 80.0, "mm3")], time_unit="d"
+    )
     model = build_model(spec, design_for(spec, patient))
     logp = model.compile_logp(mode="NUMBA")
     point = model.initial_point()
@@ -153,48 +192,125 @@ def test_generated_code_holds_only_arithmetic_slots_and_math():
     spec = load_spec("glucose_minimal_delay")
     tree = ast.parse(ode_system(spec).source)
     names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
-    allowed = {"t", "y", "p", "u", "out", "jy", "jp", "math", "min", "max", "abs", "_sigmoid", "_step", "_sign"}
+    allowed = {
+        "t",
+        "y",
+        "p",
+        "u",
+        "out",
+        "jy",
+        "jp",
+        "math",
+        "min",
+        "max",
+        "abs",
+        "_sigmoid",
+        "_step",
+        "_sign",
+    }
     assert {n for n in names if not n.startswith("_c")} <= allowed
     attrs = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
     assert attrs <= {"exp", "log", "log1p", "expm1", "sqrt", "sin", "cos", "tanh"}
-    assert not any(isinstance(n, (ast.Import, ast.ImportFrom, ast.Call)) and getattr(getattr(n, "func", None), "id", "") in {"eval", "exec", "open", "__import__"} for n in ast.walk(tree))
+    assert not any(
+        isinstance(n, (ast.Import, ast.ImportFrom, ast.Call))
+        and getattr(getattr(n, "func", None), "id", "") in {"eval", "exec", "open", "__import__"}
+        for n in ast.walk(tree)
+    )
 
 
 def test_forcing_that_does_not_cover_the_observations_is_a_clear_error():
     spec = load_spec("glucose_minimal")
     rows = [(t, "glucose", 100.0, "mg/dL") for t in (10.0, 20.0, 60.0)]
-    short = Patient.from_records(rows, inputs=[(0.0, "insulin", 11.0, "uU/mL"), (30.0, "insulin", 20.0, "uU/mL")], time_unit="min", subject="s")
-    with pytest.raises(PatientDataError, match=r"series 'insulin'.*input 'I'.*must cover 0 to 60 min"):
+    short = Patient.from_records(
+        rows,
+        inputs=[(0.0, "insulin", 11.0, "uU/mL"), (30.0, "insulin", 20.0, "uU/mL")],
+        time_unit="min",
+        subject="s",
+    )
+    with pytest.raises(
+        PatientDataError, match=r"series 'insulin'.*input 'I'.*must cover 0 to 60 min"
+    ):
         design_for(spec, short)
     missing = Patient.from_records(rows, time_unit="min", subject="s")
-    with pytest.raises(PatientDataError, match=r"no series 'insulin' to drive the model; add 'input' or 'observation' rows"):
+    with pytest.raises(
+        PatientDataError,
+        match=r"no series 'insulin' to drive the model; add 'input' or 'observation' rows",
+    ):
         design_for(spec, missing)
 
 
 def test_input_specs_are_validated(spec_text):
     base = load_spec("glucose_minimal").text
-    with pytest.raises(SpecError, match=r"dynamics.rtol: must be a relative tolerance in \(0, 0.01\]"):
+    with pytest.raises(
+        SpecError, match=r"dynamics.rtol: must be a relative tolerance in \(0, 0.01\]"
+    ):
         load_spec("x.toml", text=base.replace('initial.X = "0"', 'initial.X = "0"\nrtol = 0.5'))
     with pytest.raises(SpecError, match=r"dynamics.rhs.G: unknown symbol .*'Insulin'"):
         load_spec("x.toml", text=base.replace("(SG + X) * G", "(SG + X + Insulin) * G"))
-    linear_forced = spec_text(**{"[states.depot]": '[inputs.u]\nunit = "mg/h"\ndescription = "x"\n\n[states.depot]'})
+    linear_forced = spec_text(
+        **{"[states.depot]": '[inputs.u]\nunit = "mg/h"\ndescription = "x"\n\n[states.depot]'}
+    )
     with pytest.raises(SpecError, match="inputs: forcing inputs need ODE dynamics"):
         load_spec("y.toml", text=linear_forced)
 
 
 def test_nonlinear_specs_need_initial_values_and_take_no_doses(spec_text):
     no_init = load_spec("tumor_gompertz").text.replace(AS_ODE["tumor_gompertz"], "")
-    with pytest.raises(SpecError, match="dynamics.initial: a nonlinear ODE without closed form needs an initial value"):
+    with pytest.raises(
+        SpecError,
+        match="dynamics.initial: a nonlinear ODE without closed form needs an initial value",
+    ):
         load_spec("x.toml", text=no_init)
-    dosed = spec_text(**{"linear = true": "linear = false", 'solution.depot = "exp(-ka * tad)"\n': "", 'solution.central = "ka / (ka - ke) * (exp(-ke * tad) - exp(-ka * tad))"\n': ""})
+    dosed = spec_text(
+        **{
+            "linear = true": "linear = false",
+            'solution.depot = "exp(-ka * tad)"\n': "",
+            'solution.central = "ka / (ka - ke) * (exp(-ke * tad) - exp(-ka * tad))"\n': "",
+        }
+    )
     with pytest.raises(SpecError, match="routes: doses into nonlinear ODEs are not supported yet"):
         load_spec("y.toml", text=dosed)
 
 
 def test_a_stiff_system_is_reported_as_stiff():
-    text = load_spec("tumor_gompertz").text.replace(AS_ODE["tumor_gompertz"], 'initial.V = "V0"\nmax_steps = 2000').replace(
-        'rhs.V = "(a - b * log(V / V0)) * V"', 'rhs.V = "-a * 1e7 * (V - V0 * (1 + b * t))"'
+    text = (
+        load_spec("tumor_gompertz")
+        .text.replace(AS_ODE["tumor_gompertz"], 'initial.V = "V0"\nmax_steps = 2000')
+        .replace(
+            'rhs.V = "(a - b * log(V / V0)) * V"', 'rhs.V = "-a * 1e7 * (V - V0 * (1 + b * t))"'
+        )
     )
     spec = load_spec("stiff.toml", text=text)
-    with pytest.raises(OdeError, match=r"stiff.toml\): the ODE solve needed more than 2000 steps \(dynamics.max_steps\) before t = .* d: the system is stiff"):
-        predict_observations(spec, {"V0": 10.0, "a": 0.5, "b": 0.1, "sigma": 0.1}, Design({"volume": np.array([1.0, 20.0])}, {}, {}))
+    with pytest.raises(
+        OdeError,
+        match=r"stiff.toml\): the ODE solve needed more than 2000 steps \(dynamics.max_steps\) before t = .* d: the system is stiff",
+    ):
+        predict_observations(
+            spec,
+            {"V0": 10.0, "a": 0.5, "b": 0.1, "sigma": 0.1},
+            Design({"volume": np.array([1.0, 20.0])}, {}, {}),
+        )
+
+
+def test_spec_edited_in_memory_gets_a_fresh_compiled_system():
+    """The compiled system follows the spec's expressions, not its file text (``dataclasses.replace``)."""
+    import dataclasses
+
+    from twinbayes.spec.expr import compile_expression
+
+    spec = ode_spec("tumor_gompertz")
+    allowed = spec.rhs["V"]._allowed
+    faster = dataclasses.replace(
+        spec, rhs={"V": compile_expression(f"2 * ({spec.rhs['V'].source})", allowed)}
+    )
+    assert (
+        faster.sha256 == spec.sha256
+    )  # same text: a cache keyed on it would return the old system
+    assert ode_system(faster) is not ode_system(spec)
+    assert "2.0" in ode_system(faster).source
+    design = Design({"volume": np.array([3.0, 7.0])}, {}, {})
+    params = spec.typical_values()
+    slow = predict_observations(spec, params, design)["volume"]
+    fast = predict_observations(faster, params, design)["volume"]
+    assert np.all(fast > slow)  # doubled growth rate: larger volumes, from the edited system
+    assert ode_system(dataclasses.replace(spec)) is ode_system(spec)  # same content: compiled once

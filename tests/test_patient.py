@@ -7,7 +7,10 @@ from twinbayes import Patient, PatientDataError
 from twinbayes.library import data_path
 
 HEADER = "subject,time,time_unit,event,name,value,unit\n"
-GOOD = HEADER + "7,0,h,dose,oral,320,mg\n7,0.5,h,observation,concentration,4.1,mg/L\n7,2,h,observation,concentration,7.9,mg/L\n"
+GOOD = (
+    HEADER
+    + "7,0,h,dose,oral,320,mg\n7,0.5,h,observation,concentration,4.1,mg/L\n7,2,h,observation,concentration,7.9,mg/L\n"
+)
 
 
 def test_theophylline_subject_1_matches_the_published_table():
@@ -15,15 +18,26 @@ def test_theophylline_subject_1_matches_the_published_table():
     t, y = p.observations("concentration", "mg/L", "h")
     # Boeckmann, Sheiner & Beal (1994); R datasets::Theoph, Subject 1
     np.testing.assert_allclose(t, [0, 0.25, 0.57, 1.12, 2.02, 3.82, 5.10, 7.03, 9.05, 12.12, 24.37])
-    np.testing.assert_allclose(y, [0.74, 2.84, 6.57, 10.5, 9.66, 8.58, 8.36, 7.47, 6.89, 5.94, 3.28])
+    np.testing.assert_allclose(
+        y, [0.74, 2.84, 6.57, 10.5, 9.66, 8.58, 8.36, 7.47, 6.89, 5.94, 3.28]
+    )
     td, dose = p.doses("oral", "mg", "h")
     np.testing.assert_allclose(dose, [4.02 * 79.6], rtol=1e-4)
     assert p.covariate("weight", "kg") == 79.6
-    assert set(p.data.sizes) == {"obs", "dose", "input"} and p.data.sizes["input"] == 0 and p.data.attrs["time_unit"] == "h"
+    assert (
+        set(p.data.sizes) == {"obs", "dose", "input"}
+        and p.data.sizes["input"] == 0
+        and p.data.attrs["time_unit"] == "h"
+    )
 
 
 def test_units_are_converted_on_access(write):
-    p = Patient.from_csv(write("p.csv", HEADER + "1,0,min,dose,iv,0.025,g\n1,30,min,observation,concentration,1500,ng/mL\n"))
+    p = Patient.from_csv(
+        write(
+            "p.csv",
+            HEADER + "1,0,min,dose,iv,0.025,g\n1,30,min,observation,concentration,1500,ng/mL\n",
+        )
+    )
     t, y = p.observations("concentration", "mg/L", "h")
     assert t.tolist() == [0.5] and y.tolist() == [1.5]
     assert p.doses("iv", "mg", "h")[1].tolist() == [25.0]
@@ -44,7 +58,10 @@ def test_units_are_converted_on_access(write):
         (GOOD.replace("4.1,mg/L", "4.1,mg/furlong"), ["line 3", "'unit'", "furlong"]),
         (GOOD.replace("7,2,h", "7,2,hours"), ["line 4", "'time_unit'", "hours"]),
         (GOOD.replace("dose,oral", "dosing,oral"), ["line 2", "'event'", "dosing"]),
-        (HEADER + "7,0,h,observation,concentration,0,mg/L\n7,5,h,dose,oral,320,mg\n", ["comes after the last observation"]),
+        (
+            HEADER + "7,0,h,observation,concentration,0,mg/L\n7,5,h,dose,oral,320,mg\n",
+            ["comes after the last observation"],
+        ),
         (HEADER + "7,0,h,dose,oral,320,mg\n", ["no observations"]),
         (GOOD.replace("320,mg", "-320,mg"), ["line 2", "must be > 0"]),
     ],

@@ -46,7 +46,10 @@ def test_derivatives_match_finite_differences(source, x):
 
 def test_common_subexpressions_are_computed_once():
     tree = parse(compile_expression("(a - b * log(V / V0)) * V", {"a", "b", "V", "V0"}))
-    lines = to_statements([("f", tree), ("d", derivative(tree, "V")), ("e", derivative(tree, "b"))], {k: k for k in ("a", "b", "V", "V0")})
+    lines = to_statements(
+        [("f", tree), ("d", derivative(tree, "V")), ("e", derivative(tree, "b"))],
+        {k: k for k in ("a", "b", "V", "V0")},
+    )
     assert sum("math.log" in line for line in lines) == 1
     env = {"a": 0.5, "b": 0.1, "V": 30.0, "V0": 2.0}
     exec("\n".join(line.strip() for line in lines), helpers(), env)

@@ -31,7 +31,16 @@ _LAZY = {
     "simulate_patient": "simulate",
 }
 
-__all__ = ["Patient", "PatientDataError", "ModelSpec", "SpecError", "load_spec", "UnitError", "__version__", *_LAZY]
+__all__ = [
+    "Patient",
+    "PatientDataError",
+    "ModelSpec",
+    "SpecError",
+    "load_spec",
+    "UnitError",
+    "__version__",
+    *_LAZY,
+]
 
 
 def __getattr__(name: str):

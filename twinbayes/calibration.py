@@ -28,7 +28,9 @@ def loo_pit(twin: Twin) -> np.ndarray:
     import arviz_stats as azs
 
     pit = azs.loo_pit(twin.idata, var_names=list(twin.design.times))
-    return np.concatenate([np.asarray(pit[name].values, float).ravel() for name in twin.design.times])
+    return np.concatenate(
+        [np.asarray(pit[name].values, float).ravel() for name in twin.design.times]
+    )
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,9 @@ def _min_tail_prob(pit_sorted_counts: np.ndarray, n: int, z: np.ndarray) -> np.n
     return np.minimum(1.0, 2 * np.minimum(lo, hi)).min(axis=-1)
 
 
-def pit_uniformity_test(pit: np.ndarray, alpha: float = 0.05, n_sim: int = 2000, seed: int = 0) -> PitTest:
+def pit_uniformity_test(
+    pit: np.ndarray, alpha: float = 0.05, n_sim: int = 2000, seed: int = 0
+) -> PitTest:
     """Simultaneous test that PIT values are uniform (Säilynoja et al. 2022).
 
     Parameters

@@ -12,7 +12,9 @@ from .spec.model_spec import ModelSpec
 
 __all__ = ["check_exact_solution", "check_ode_accuracy", "check_spec"]
 
-CHECK_TIMES = np.array([0.0, 0.05, 0.25, 0.5, 1.0, 2.0, 3.5, 6.0, 6.01, 9.0, 12.0, 18.0, 24.0, 30.5, 48.0])
+CHECK_TIMES = np.array(
+    [0.0, 0.05, 0.25, 0.5, 1.0, 2.0, 3.5, 6.0, 6.01, 9.0, 12.0, 18.0, 24.0, 30.5, 48.0]
+)
 CHECK_DOSES = (np.array([0.0, 6.0, 12.0, 30.0]), np.array([320.0, 100.0, 100.0, 250.0]))
 
 
@@ -39,12 +41,18 @@ def check_exact_solution(spec: ModelSpec, n_draws: int = 5, seed: int = 1) -> fl
     if spec.solution:
         return _check_trajectory(spec, typical, n_draws, rng)
     if not spec.linear:
-        raise ValueError(f"{spec.name}: nonlinear and without a closed-form trajectory: nothing exact to check")
-    expm_spec = dataclasses.replace(spec, routes={k: dataclasses.replace(r, solution={}) for k, r in spec.routes.items()})
+        raise ValueError(
+            f"{spec.name}: nonlinear and without a closed-form trajectory: nothing exact to check"
+        )
+    expm_spec = dataclasses.replace(
+        spec, routes={k: dataclasses.replace(r, solution={}) for k, r in spec.routes.items()}
+    )
     variants = [spec, expm_spec] if any(r.solution for r in spec.routes.values()) else [expm_spec]
     worst = 0.0
     for _ in range(n_draws):
-        env = spec.evaluate_derived({k: v * float(np.exp(rng.uniform(-1.0, 1.0))) for k, v in typical.items()})
+        env = spec.evaluate_derived(
+            {k: v * float(np.exp(rng.uniform(-1.0, 1.0))) for k, v in typical.items()}
+        )
         for route in spec.routes:
             doses = {route: CHECK_DOSES}
             ref = solve_reference(spec, env, CHECK_TIMES, doses)
@@ -62,7 +70,9 @@ def _check_trajectory(spec: ModelSpec, typical: dict, n_draws: int, rng) -> floa
     times = np.linspace(0.0, 30.0, 61)
     worst = 0.0
     for _ in range(n_draws):
-        env = spec.evaluate_derived({k: v * float(np.exp(rng.uniform(-0.5, 0.5))) for k, v in typical.items()})
+        env = spec.evaluate_derived(
+            {k: v * float(np.exp(rng.uniform(-0.5, 0.5))) for k, v in typical.items()}
+        )
         x0 = {s: float(spec.solution[s]({**env, "t": 0.0})) for s in spec.states}
         ref = solve_reference(spec, env, times, {}, x0=x0)
         for s in spec.states:
@@ -72,7 +82,9 @@ def _check_trajectory(spec: ModelSpec, typical: dict, n_draws: int, rng) -> floa
     return worst
 
 
-def check_ode_accuracy(spec: ModelSpec, design=None, n_draws: int = 5, seed: int = 1, span: float = 30.0) -> float:
+def check_ode_accuracy(
+    spec: ModelSpec, design=None, n_draws: int = 5, seed: int = 1, span: float = 30.0
+) -> float:
     """Largest relative error of the ODE engine against ``solve_ivp`` (Radau, rtol 1e-11).
 
     For nonlinear specs without a closed form; parameters around the prior
@@ -94,10 +106,19 @@ def check_ode_accuracy(spec: ModelSpec, design=None, n_draws: int = 5, seed: int
     if design is None:
         times, inputs, baselines = np.linspace(span / 20, span, 20), {}, {}
     else:
-        times, inputs, baselines = np.unique(np.concatenate(list(design.times.values()))), design.inputs, design.baselines
+        times, inputs, baselines = (
+            np.unique(np.concatenate(list(design.times.values()))),
+            design.inputs,
+            design.baselines,
+        )
     worst = 0.0
     for _ in range(n_draws):
-        env = spec.evaluate_derived({k: v * float(np.exp(rng.uniform(-0.5, 0.5))) for k, v in typical.items()}) | baselines
+        env = (
+            spec.evaluate_derived(
+                {k: v * float(np.exp(rng.uniform(-0.5, 0.5))) for k, v in typical.items()}
+            )
+            | baselines
+        )
         x0 = {s: float(spec.initial[s](env)) for s in spec.states}
         ref = solve_reference(spec, env, times, {}, x0=x0, forcing=inputs)
         got = ode_trajectories(spec, env, times, list(spec.states), inputs=inputs)

@@ -21,7 +21,9 @@ from .spec.model_spec import SpecError, load_spec
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="twinbayes", description="Bayesian comparison of patient digital twins.")
+    p = argparse.ArgumentParser(
+        prog="twinbayes", description="Bayesian comparison of patient digital twins."
+    )
     p.add_argument("--version", action="version", version=f"twinbayes {__version__}")
     sub = p.add_subparsers(dest="command")
 
@@ -35,7 +37,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--draws", type=int, help="override draws per chain")
     run.add_argument("--tune", type=int, help="override warm-up iterations per chain")
     run.add_argument("--chains", type=int, help="override the number of chains")
-    run.add_argument("--include-unconverged", action="store_true", help="give weight to twins that failed the convergence gate")
+    run.add_argument(
+        "--include-unconverged",
+        action="store_true",
+        help="give weight to twins that failed the convergence gate",
+    )
 
     report = sub.add_parser("report", help="rebuild report.html of a results folder")
     report.add_argument("results")
@@ -45,9 +51,14 @@ def _parser() -> argparse.ArgumentParser:
     specs_sub.add_parser("list", help="list the bundled specs")
     show = specs_sub.add_parser("show", help="print a spec")
     show.add_argument("spec")
-    check = specs_sub.add_parser("check", help="validate specs; check exact solutions / the ODE engine against solve_ivp")
+    check = specs_sub.add_parser(
+        "check", help="validate specs; check exact solutions / the ODE engine against solve_ivp"
+    )
     check.add_argument("spec", nargs="+")
-    check.add_argument("--patient", help="tidy CSV supplying times and forcing inputs (needed for specs with [inputs])")
+    check.add_argument(
+        "--patient",
+        help="tidy CSV supplying times and forcing inputs (needed for specs with [inputs])",
+    )
     check.add_argument("--subject", default=None)
 
     patient = sub.add_parser("patient", help="check a patient data file")
@@ -94,13 +105,26 @@ def _run(args, argv) -> int:
         study,
         seed=study.seed if args.seed is None else args.seed,
         sampler=sampler,
-        comparison={**study.comparison, "include_unconverged": study.comparison["include_unconverged"] or args.include_unconverged},
+        comparison={
+            **study.comparison,
+            "include_unconverged": study.comparison["include_unconverged"]
+            or args.include_unconverged,
+        },
     )
     out = Path(args.out) if args.out else Path("results") / study.name
-    result = run_study(study, out, force=args.force, progress=not args.quiet, figures=not args.no_figures, command=["twinbayes", *argv])
+    result = run_study(
+        study,
+        out,
+        force=args.force,
+        progress=not args.quiet,
+        figures=not args.no_figures,
+        command=["twinbayes", *argv],
+    )
     failed = [t.name for t in result.twins if not t.converged]
     if failed:
-        print(f"warning: {len(failed)} twin(s) failed the convergence gate: {', '.join(failed)} (see the diagnostics above)")
+        print(
+            f"warning: {len(failed)} twin(s) failed the convergence gate: {', '.join(failed)} (see the diagnostics above)"
+        )
     return 0
 
 
@@ -113,14 +137,17 @@ def _specs(args) -> int:
         print(load_spec(args.spec).text)
         return 0
     from .checks import check_spec
-    from .dynamics.predict import design_for
+    from .dynamics.design import design_for
 
     patient = Patient.from_csv(args.patient, subject=args.subject) if args.patient else None
     failed = False
     for s in args.spec:
         spec = load_spec(s)
         if spec.inputs and patient is None:
-            print(f"twinbayes: error: {spec.source}: driven by input(s) {list(spec.inputs)}; add --patient DATA.csv that supplies them", file=sys.stderr)
+            print(
+                f"twinbayes: error: {spec.source}: driven by input(s) {list(spec.inputs)}; add --patient DATA.csv that supplies them",
+                file=sys.stderr,
+            )
             return 2
         what, err, tol = check_spec(spec, design_for(spec, patient) if patient else None)
         failed |= not err < tol
@@ -134,10 +161,14 @@ def _patient(args) -> int:
     for name in p.observation_names:
         sel = p.data["obs_name"].values == name
         t = p.data["obs_time"].values[sel]
-        print(f"  observations {name}: {sel.sum()} from t={t.min():g} to t={t.max():g} ({', '.join(sorted(set(p.data['obs_unit'].values[sel])))})")
+        print(
+            f"  observations {name}: {sel.sum()} from t={t.min():g} to t={t.max():g} ({', '.join(sorted(set(p.data['obs_unit'].values[sel])))})"
+        )
     for route in p.routes:
         sel = p.data["dose_route"].values == route
-        print(f"  doses {route}: {sel.sum()} (total {p.data['dose_amount'].values[sel].sum():g} {p.data['dose_unit'].values[sel][0]})")
+        print(
+            f"  doses {route}: {sel.sum()} (total {p.data['dose_amount'].values[sel].sum():g} {p.data['dose_unit'].values[sel][0]})"
+        )
     for name in p.input_names:
         sel = p.data["input_name"].values == name
         t = p.data["input_time"].values[sel]

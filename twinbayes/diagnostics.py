@@ -95,7 +95,11 @@ def check_convergence(idata, var_names: list[str], gate: Gate = Gate()) -> Diagn
         return np.array([float(ds[n].values) for n in var_names])
 
     table = xr.Dataset(
-        {"rhat": ("parameter", vec(rhat)), "ess_bulk": ("parameter", vec(ess_bulk)), "ess_tail": ("parameter", vec(ess_tail))},
+        {
+            "rhat": ("parameter", vec(rhat)),
+            "ess_bulk": ("parameter", vec(ess_bulk)),
+            "ess_tail": ("parameter", vec(ess_tail)),
+        },
         coords={"parameter": list(var_names)},
     )
     stats = idata["sample_stats"].to_dataset()

@@ -24,8 +24,8 @@ autocorrelation of the chains and applies to any smooth statistic.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 import numpy as np
 import xarray as xr
@@ -40,7 +40,9 @@ __all__ = ["Disagreement", "disagreement", "weighted_quantile"]
 N_QUANTILES = 400
 
 
-def weighted_quantile(samples: Sequence[np.ndarray], weights: Sequence[float], q: Sequence[float]) -> np.ndarray:
+def weighted_quantile(
+    samples: Sequence[np.ndarray], weights: Sequence[float], q: Sequence[float]
+) -> np.ndarray:
     """Quantiles of the mixture ``sum_k w_k * empirical(samples_k)`` along axis 0.
 
     Returns an array of shape ``(len(q),) + samples[0].shape[1:]``.
@@ -53,7 +55,9 @@ def weighted_quantile(samples: Sequence[np.ndarray], weights: Sequence[float], q
     sorted_values = np.take_along_axis(values, order, axis=0)
     cum = np.cumsum(w[order], axis=0)
     cum /= cum[-1]
-    idx = np.stack([np.argmax(cum >= level, axis=0) for level in q])  # first point reaching each level
+    idx = np.stack(
+        [np.argmax(cum >= level, axis=0) for level in q]
+    )  # first point reaching each level
     return np.take_along_axis(sorted_values, idx, axis=0).reshape((len(q),) + rest)
 
 
@@ -121,7 +125,13 @@ class Disagreement:
                     for s in d.source.values
                 )
                 lines.append(f"{str(sc):<28}{cells}")
-            lines.append(f"{'best scenario':<28}" + "".join(f"{str(d.best_scenario.sel(source=s, target=tg).values):>24}" for s in d.source.values))
+            lines.append(
+                f"{'best scenario':<28}"
+                + "".join(
+                    f"{str(d.best_scenario.sel(source=s, target=tg).values):>24}"
+                    for s in d.source.values
+                )
+            )
             lines.append(
                 f"weight of twins recommending another scenario than the ensemble: {float(d.weight_against_ensemble.sel(target=tg)):.2f}; "
                 f"P(twins recommend different scenarios | MC error): {float(d.p_recommend_differently.sel(target=tg)):.2f}"
@@ -178,98 +188,226 @@ def disagreement(
         Seeds the Monte Carlo draws of the recommendation-disagreement probability.
     """
     twins = list(twins)
+    w = _check_weights(twins, weights)
+    if not scenarios:
+        raise ValueError("no scenarios given")
+    qois = list(qois) + [t.qoi for t in targets if t.qoi not in list(qois)]
+    grid = np.unique(
+        np.concatenate([np.asarray(times, float), [x for q in qois for x in q.required_times()]])
+    )
+    ens = _Ensemble.of(w, twins, n_blocks)
+    per_scenario = []
+    for sc in scenarios:
+        ys = [
+            predictive_draws(
+                t, grid, observable=observable, doses=sc.to_doses(t.spec), mean=True
+            ).values
+            for t in twins
+        ]
+        values = [
+            np.stack([q(grid, y) for q in qois], axis=1) if qois else np.zeros((len(y), 0))
+            for y in ys
+        ]
+        per_scenario.append(
+            {
+                **_trajectory_stats(ys, ens),
+                **_qoi_stats(values, ens),
+                **_target_stats(values, qois, targets, ens),
+            }
+        )
+    names = [t.name for t in twins]
+    data = {
+        k: (_DIMS[k], np.stack([r[k] for r in per_scenario], axis=_DIMS[k].index("scenario")))
+        for k in _DIMS
+    }
+    decisions = _decisions(
+        data["p_meets"][1],
+        data["p_meets_mcse"][1],
+        [sc.name for sc in scenarios],
+        w,
+        ens.active,
+        seed,
+    )
+    ds = xr.Dataset(
+        {**data, **decisions, "weight": (("source",), np.append(w, 1.0))},
+        coords={
+            "source": names + ["ensemble"],
+            "scenario": [sc.name for sc in scenarios],
+            "time": grid,
+            "qoi": [qoi_name(q) for q in qois],
+            "target": [t.name for t in targets],
+            "pair": [f"{names[a]} | {names[b]}" for a, b in ens.pairs],
+        },
+        attrs={
+            "observable": observable or next(iter(twins[0].design.times)),
+            "time_unit": twins[0].spec.time_unit,
+            "n_blocks": n_blocks,
+        },
+    )
+    return Disagreement(ds)
+
+
+_DIMS = {
+    **{k: ("source", "scenario", "time") for k in ("traj_q05", "traj_q50", "traj_q95")},
+    **{
+        k: ("scenario", "time")
+        for k in (
+            "traj_within_var",
+            "traj_between_var",
+            "traj_between_share",
+            "traj_between_share_mcse",
+        )
+    },
+    "traj_w1": ("pair", "scenario", "time"),
+    **{k: ("source", "scenario", "qoi") for k in ("qoi_mean", "qoi_q05", "qoi_q95")},
+    **{k: ("scenario", "qoi") for k in ("qoi_between_share", "qoi_between_share_mcse")},
+    **{k: ("pair", "scenario", "qoi") for k in ("qoi_w1", "qoi_w1_mcse")},
+    **{k: ("source", "scenario", "target") for k in ("p_meets", "p_meets_mcse")},
+}
+"""Dimensions of every per-scenario result variable."""
+
+
+def _check_weights(twins: list[Twin], weights: Mapping[str, float]) -> np.ndarray:
+    """The weights in twin order, checked to be a distribution over distinctly named twins."""
     names = [t.name for t in twins]
     if len(set(names)) != len(names):
         raise ValueError("twins must have distinct names")
     w = np.array([float(weights.get(n, 0.0)) for n in names])
     if np.any(w < 0) or not np.isclose(w.sum(), 1.0, atol=1e-6):
         raise ValueError(f"weights must be >= 0 and sum to 1, got {dict(zip(names, w))}")
-    if not scenarios:
-        raise ValueError("no scenarios given")
-    qois = list(qois) + [t.qoi for t in targets if t.qoi not in list(qois)]
-    grid = np.unique(np.concatenate([np.asarray(times, float), [x for q in qois for x in q.required_times()]]))
-    active = np.flatnonzero(w > 0)
+    return w
 
-    # trajectories: traj[s][k] has shape (draws_k, time)
-    traj = [[predictive_draws(t, grid, observable=observable, doses=sc.to_doses(t.spec), mean=True).values for t in twins] for sc in scenarios]
-    blocks = [np.arange(len(traj[0][k])) * n_blocks // len(traj[0][k]) for k in range(len(twins))]
-    wa = w[active] / w[active].sum()
-    sources = names + ["ensemble"]
-    pairs = [(a, b) for i, a in enumerate(range(len(twins))) for b in range(i + 1, len(twins))]
-    pair_names = [f"{names[a]} | {names[b]}" for a, b in pairs]
-    qnames = [qoi_name(q) for q in qois]
-    S, T, Q, G, P = len(scenarios), len(grid), len(qois), len(targets), len(pairs)
 
-    out = {
-        "traj_q05": np.zeros((len(sources), S, T)), "traj_q50": np.zeros((len(sources), S, T)), "traj_q95": np.zeros((len(sources), S, T)),
-        "traj_within_var": np.zeros((S, T)), "traj_between_var": np.zeros((S, T)),
-        "traj_between_share": np.zeros((S, T)), "traj_between_share_mcse": np.zeros((S, T)),
-        "traj_w1": np.zeros((P, S, T)),
-        "qoi_mean": np.zeros((len(sources), S, Q)), "qoi_q05": np.zeros((len(sources), S, Q)), "qoi_q95": np.zeros((len(sources), S, Q)),
-        "qoi_between_share": np.zeros((S, Q)), "qoi_between_share_mcse": np.zeros((S, Q)),
-        "qoi_w1": np.zeros((P, S, Q)), "qoi_w1_mcse": np.zeros((P, S, Q)),
-        "p_meets": np.zeros((len(sources), S, G)), "p_meets_mcse": np.zeros((len(sources), S, G)),
+@dataclass(frozen=True)
+class _Ensemble:
+    """The twins in the ensemble (``active``, renormalised weights ``wa``), jackknife blocks and twin pairs."""
+
+    active: np.ndarray
+    wa: np.ndarray
+    blocks: list[np.ndarray]
+    n_blocks: int
+    pairs: list[tuple[int, int]]
+
+    @classmethod
+    def of(cls, w: np.ndarray, twins: list[Twin], n_blocks: int) -> _Ensemble:
+        active = np.flatnonzero(w > 0)
+        sizes = [
+            twin.idata["posterior"].sizes["chain"] * twin.idata["posterior"].sizes["draw"]
+            for twin in twins
+        ]
+        blocks = [np.arange(n) * n_blocks // n for n in sizes]
+        pairs = [(a, b) for a in range(len(twins)) for b in range(a + 1, len(twins))]
+        return cls(active, w[active] / w[active].sum(), blocks, n_blocks, pairs)
+
+    def jackknife(self, stat, samples: list[np.ndarray], members) -> tuple[np.ndarray, np.ndarray]:
+        """``stat`` of the samples of twins ``members`` and its jackknife standard error."""
+        return _jackknife(stat, samples, [self.blocks[k] for k in members], self.n_blocks)
+
+
+def _trajectory_stats(ys: list[np.ndarray], ens: _Ensemble) -> dict[str, np.ndarray]:
+    """Bands per source, the variance decomposition and share, and W1 per pair, over time."""
+    act = [ys[k] for k in ens.active]
+    bands = np.stack(
+        [np.quantile(y, [0.05, 0.5, 0.95], axis=0) for y in ys]
+        + [weighted_quantile(act, ens.wa, [0.05, 0.5, 0.95])]
+    )
+    within, between = _decompose(act, ens.wa)
+    share, share_se = ens.jackknife(lambda xs: _share(xs, ens.wa), act, ens.active)
+    w1 = np.array([_w1(ys[a], ys[b]) for a, b in ens.pairs]).reshape(len(ens.pairs), ys[0].shape[1])
+    return {
+        "traj_q05": bands[:, 0],
+        "traj_q50": bands[:, 1],
+        "traj_q95": bands[:, 2],
+        "traj_within_var": within,
+        "traj_between_var": between,
+        "traj_between_share": share,
+        "traj_between_share_mcse": share_se,
+        "traj_w1": w1,
     }
-    for s in range(S):
-        ys = traj[s]
-        act = [ys[k] for k in active]
-        act_blocks = [blocks[k] for k in active]
-        for k, y in enumerate(ys):
-            out["traj_q05"][k, s], out["traj_q50"][k, s], out["traj_q95"][k, s] = np.quantile(y, [0.05, 0.5, 0.95], axis=0)
-        out["traj_q05"][-1, s], out["traj_q50"][-1, s], out["traj_q95"][-1, s] = weighted_quantile(act, wa, [0.05, 0.5, 0.95])
-        out["traj_within_var"][s], out["traj_between_var"][s] = _decompose(act, wa)
-        out["traj_between_share"][s], out["traj_between_share_mcse"][s] = _jackknife(lambda xs: _share(xs, wa), act, act_blocks, n_blocks)
-        for p, (a, b) in enumerate(pairs):
-            out["traj_w1"][p, s] = _w1(ys[a], ys[b])
-        # QoIs: values[k] has shape (draws_k, Q)
-        values = [np.stack([q(grid, y) for q in qois], axis=1) if Q else np.zeros((len(y), 0)) for y in ys]
-        for k, v in enumerate(values):
-            out["qoi_mean"][k, s] = v.mean(axis=0)
-            out["qoi_q05"][k, s], out["qoi_q95"][k, s] = np.quantile(v, [0.05, 0.95], axis=0) if Q else (0, 0)
-        act_v = [values[k] for k in active]
-        if Q:
-            out["qoi_mean"][-1, s] = sum(wk * v.mean(axis=0) for wk, v in zip(wa, act_v))
-            out["qoi_q05"][-1, s], out["qoi_q95"][-1, s] = weighted_quantile(act_v, wa, [0.05, 0.95])
-            out["qoi_between_share"][s], out["qoi_between_share_mcse"][s] = _jackknife(lambda xs: _share(xs, wa), act_v, act_blocks, n_blocks)
-            for p, (a, b) in enumerate(pairs):
-                out["qoi_w1"][p, s], out["qoi_w1_mcse"][p, s] = _jackknife(lambda xs: _w1(xs[0], xs[1]), [values[a], values[b]], [blocks[a], blocks[b]], n_blocks)
-        for g, tg in enumerate(targets):
-            j = qois.index(tg.qoi)
-            hits = [tg.meets(v[:, j]).astype(float) for v in values]
-            for k, h in enumerate(hits):
-                out["p_meets"][k, s, g], out["p_meets_mcse"][k, s, g] = _jackknife(lambda xs: xs[0].mean(), [h], [blocks[k]], n_blocks)
-            out["p_meets"][-1, s, g], out["p_meets_mcse"][-1, s, g] = _jackknife(
-                lambda xs: sum(wk * x.mean() for wk, x in zip(wa, xs)), [hits[k] for k in active], act_blocks, n_blocks
-            )
 
-    scen_names = [sc.name for sc in scenarios]
-    best = np.array([[scen_names[int(np.argmax(out["p_meets"][k, :, g]))] for g in range(G)] for k in range(len(sources))]).reshape(len(sources), G)
-    against = np.array([sum(w[k] for k in active if best[k, g] != best[-1, g]) for g in range(G)])
+
+def _qoi_stats(values: list[np.ndarray], ens: _Ensemble) -> dict[str, np.ndarray]:
+    """Mean and 90 % interval per source, between-twin share and W1 per pair, per QoI (``values[k]``: draws x QoI)."""
+    n_q = values[0].shape[1]
+    act = [values[k] for k in ens.active]
+    if n_q == 0:
+        empty = np.zeros((len(values) + 1, 0))
+        return {
+            "qoi_mean": empty,
+            "qoi_q05": empty,
+            "qoi_q95": empty,
+            "qoi_between_share": np.zeros(0),
+            "qoi_between_share_mcse": np.zeros(0),
+            "qoi_w1": np.zeros((len(ens.pairs), 0)),
+            "qoi_w1_mcse": np.zeros((len(ens.pairs), 0)),
+        }
+    mean = np.stack(
+        [v.mean(axis=0) for v in values] + [sum(wk * v.mean(axis=0) for wk, v in zip(ens.wa, act))]
+    )
+    q = np.stack(
+        [np.quantile(v, [0.05, 0.95], axis=0) for v in values]
+        + [weighted_quantile(act, ens.wa, [0.05, 0.95])]
+    )
+    share, share_se = ens.jackknife(lambda xs: _share(xs, ens.wa), act, ens.active)
+    w1 = [
+        ens.jackknife(lambda xs: _w1(xs[0], xs[1]), [values[a], values[b]], (a, b))
+        for a, b in ens.pairs
+    ]
+    return {
+        "qoi_mean": mean,
+        "qoi_q05": q[:, 0],
+        "qoi_q95": q[:, 1],
+        "qoi_between_share": share,
+        "qoi_between_share_mcse": share_se,
+        "qoi_w1": np.array([x[0] for x in w1]).reshape(len(ens.pairs), n_q),
+        "qoi_w1_mcse": np.array([x[1] for x in w1]).reshape(len(ens.pairs), n_q),
+    }
+
+
+def _target_stats(
+    values: list[np.ndarray], qois: list, targets: Sequence[Target], ens: _Ensemble
+) -> dict[str, np.ndarray]:
+    """P(QoI meets target) and its Monte Carlo SE per source (the ensemble last), per target."""
+    p = np.zeros((len(values) + 1, len(targets)))
+    se = np.zeros_like(p)
+    for g, tg in enumerate(targets):
+        j = qois.index(tg.qoi)
+        hits = [tg.meets(v[:, j]).astype(float) for v in values]
+        for k, h in enumerate(hits):
+            p[k, g], se[k, g] = ens.jackknife(lambda xs: xs[0].mean(), [h], [k])
+        p[-1, g], se[-1, g] = ens.jackknife(
+            lambda xs: sum(wk * x.mean() for wk, x in zip(ens.wa, xs)),
+            [hits[k] for k in ens.active],
+            ens.active,
+        )
+    return {"p_meets": p, "p_meets_mcse": se}
+
+
+def _decisions(p_meets, p_meets_mcse, scenario_names, w, active, seed) -> dict[str, tuple]:
+    """Best scenario per source and target, the weight against the ensemble's choice, and P(twins disagree | MC error).
+
+    ``p_meets`` and its MCSE have dimensions (source, scenario, target), the ensemble last.
+    """
+    n_sources, n_scenarios, n_targets = p_meets.shape
+    best = np.array(
+        [
+            [scenario_names[int(np.argmax(p_meets[k, :, g]))] for g in range(n_targets)]
+            for k in range(n_sources)
+        ]
+    ).reshape(n_sources, n_targets)
+    against = np.array(
+        [sum(w[k] for k in active if best[k, g] != best[-1, g]) for g in range(n_targets)]
+    )
     rng = np.random.default_rng(seed)
-    p_diff = np.zeros(G)
-    for g in range(G):
-        sim = rng.normal(out["p_meets"][active, :, g], out["p_meets_mcse"][active, :, g], size=(4000, len(active), S))
+    p_diff = np.zeros(n_targets)
+    for g in range(n_targets):
+        sim = rng.normal(
+            p_meets[active, :, g], p_meets_mcse[active, :, g], size=(4000, len(active), n_scenarios)
+        )
         choice = sim.argmax(axis=2)
         p_diff[g] = np.mean(np.any(choice != choice[:, :1], axis=1))
-
-    def var(dims, value):
-        return (dims, value)
-
-    ds = xr.Dataset(
-        {
-            **{k: var(("source", "scenario", "time"), out[k]) for k in ("traj_q05", "traj_q50", "traj_q95")},
-            **{k: var(("scenario", "time"), out[k]) for k in ("traj_within_var", "traj_between_var", "traj_between_share", "traj_between_share_mcse")},
-            "traj_w1": var(("pair", "scenario", "time"), out["traj_w1"]),
-            **{k: var(("source", "scenario", "qoi"), out[k]) for k in ("qoi_mean", "qoi_q05", "qoi_q95")},
-            **{k: var(("scenario", "qoi"), out[k]) for k in ("qoi_between_share", "qoi_between_share_mcse")},
-            **{k: var(("pair", "scenario", "qoi"), out[k]) for k in ("qoi_w1", "qoi_w1_mcse")},
-            **{k: var(("source", "scenario", "target"), out[k]) for k in ("p_meets", "p_meets_mcse")},
-            "best_scenario": var(("source", "target"), best),
-            "weight_against_ensemble": var(("target",), against),
-            "p_recommend_differently": var(("target",), p_diff),
-            "weight": var(("source",), np.append(w, 1.0)),
-        },
-        coords={"source": sources, "scenario": scen_names, "time": grid, "qoi": qnames, "target": [t.name for t in targets], "pair": pair_names},
-        attrs={"observable": observable or next(iter(twins[0].design.times)), "time_unit": twins[0].spec.time_unit, "n_blocks": n_blocks},
-    )
-    return Disagreement(ds)
+    return {
+        "best_scenario": (("source", "target"), best),
+        "weight_against_ensemble": (("target",), against),
+        "p_recommend_differently": (("target",), p_diff),
+    }

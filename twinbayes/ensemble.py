@@ -7,16 +7,16 @@ each ensemble draw comes from twin ``k`` with probability ``w_k``.
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
+from dataclasses import replace
 
 import numpy as np
 import xarray as xr
 
+from .dynamics.design import Design
 from .dynamics.linear import Doses
-from dataclasses import replace
-
-from .dynamics.predict import Design, predict_observations, simulate_observations
 from .fit import Twin, posterior_draws
+from .model import TwinModel
 
 __all__ = ["predictive_draws", "average_predictive"]
 
@@ -25,9 +25,17 @@ def _design(twin: Twin, observable: str | None, times, doses: Doses | None) -> t
     names = list(twin.design.times)
     observable = observable or names[0]
     if observable not in twin.spec.observations:
-        raise ValueError(f"{twin.name} does not model {observable!r}; it models {list(twin.spec.observations)}")
+        raise ValueError(
+            f"{twin.name} does not model {observable!r}; it models {list(twin.spec.observations)}"
+        )
     t = twin.design.times.get(observable) if times is None else np.asarray(times, float)
-    return observable, replace(twin.design, times={observable: t}, values={}, doses=twin.design.doses if doses is None else doses, excluded=())
+    return observable, replace(
+        twin.design,
+        times={observable: t},
+        values={},
+        doses=twin.design.doses if doses is None else doses,
+        excluded=(),
+    )
 
 
 def predictive_draws(
@@ -64,12 +72,16 @@ def predictive_draws(
     """
     observable, design = _design(twin, observable, times, doses)
     params = posterior_draws(twin, n_draws, seed)
+    model = TwinModel.of(twin.spec)
     if mean:
-        values = predict_observations(twin.spec, params, design)[observable]
+        values = model.means(params, design)[observable]
     else:
-        values = simulate_observations(twin.spec, params, design, np.random.default_rng(seed))[observable]
+        values = model.simulate(params, design, np.random.default_rng(seed))[observable]
     return xr.DataArray(
-        values, dims=("draw", "time"), coords={"time": design.times[observable]}, name=observable,
+        values,
+        dims=("draw", "time"),
+        coords={"time": design.times[observable]},
+        name=observable,
         attrs={"twin": twin.name, "unit": twin.spec.observations[observable].unit},
     )
 
@@ -103,7 +115,9 @@ def average_predictive(
     """
     w = np.array([float(weights.get(t.name, 0.0)) for t in twins])
     if np.any(w < 0) or not np.isclose(w.sum(), 1.0, atol=1e-6):
-        raise ValueError(f"weights must be >= 0 and sum to 1; got {dict(zip([t.name for t in twins], w))}")
+        raise ValueError(
+            f"weights must be >= 0 and sum to 1; got {dict(zip([t.name for t in twins], w))}"
+        )
     rng = np.random.default_rng(seed)
     counts = rng.multinomial(n_draws, w / w.sum())
     parts, source = [], []
@@ -116,4 +130,7 @@ def average_predictive(
         source += [twin.name] * c
     values = np.concatenate(parts)
     t = d["time"].values
-    return xr.Dataset({"ensemble": (("draw", "time"), values), "source": ("draw", np.array(source))}, coords={"time": t})
+    return xr.Dataset(
+        {"ensemble": (("draw", "time"), values), "source": ("draw", np.array(source))},
+        coords={"time": t},
+    )

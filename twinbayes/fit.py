@@ -18,16 +18,23 @@ from typing import Any
 
 import numpy as np
 import pymc as pm
-import pytensor.tensor as pt
 import xarray as xr
 
 from .diagnostics import Diagnostics, Gate, check_convergence
-from .dynamics.predict import Design, design_for, log_likelihood, observation_moments, predict_observations, residual_sd, simulate_observations
-from .patient import Patient, PatientDataError
-from .spec.expr import PYTENSOR
+from .dynamics.design import Design, design_for
+from .model import TwinModel, obs_dim
+from .patient import Patient
 from .spec.model_spec import ModelSpec
 
-__all__ = ["Twin", "build_model", "build_weighted_model", "Refitter", "fit", "default_sampler", "posterior_draws"]
+__all__ = [
+    "Twin",
+    "build_model",
+    "build_weighted_model",
+    "Refitter",
+    "fit",
+    "default_sampler",
+    "posterior_draws",
+]
 
 log = logging.getLogger("twinbayes")
 
@@ -37,44 +44,9 @@ def default_sampler() -> str:
     return "nutpie" if importlib.util.find_spec("nutpie") else "pymc"
 
 
-def obs_dim(name: str) -> str:
-    """Name of the observation dimension of observable ``name``."""
-    return f"{name}_obs"
-
-
-def _priors_and_means(spec: ModelSpec, design: Design):
-    """Inside a model context: the spec's priors, derived quantities (``Deterministic``) and the means."""
-    env: dict[str, Any] = {name: p.prior.to_pymc(name) for name, p in spec.parameters.items()}
-    for d in spec.derived.values():
-        env[d.name] = pm.Deterministic(d.name, d.expression(env, PYTENSOR))
-    return env, predict_observations(spec, env, design, PYTENSOR)
-
-
 def build_model(spec: ModelSpec, design: Design) -> pm.Model:
-    """The PyMC model of ``spec`` for the data in ``design``.
-
-    Parameters get the spec's priors, derived quantities become
-    ``Deterministic`` variables, and each observable gets a likelihood with
-    the spec's residual error model.
-    """
-    coords = {obs_dim(n): np.arange(len(t)) for n, t in design.times.items()}
-    for name, y in design.values.items():
-        if spec.observations[name].error.kind == "lognormal" and np.any(y <= 0):
-            raise PatientDataError(
-                f"observable {name!r} has values <= 0, which a lognormal error model (spec {spec.name}) cannot "
-                "explain; use the combined error model or remove values below the quantification limit"
-            )
-    with pm.Model(coords=coords) as model:
-        env, mu = _priors_and_means(spec, design)
-        for name, m in mu.items():
-            err = spec.observations[name].error
-            sd = residual_sd(err, env, m, PYTENSOR)
-            y = design.values[name]
-            if err.kind == "lognormal":
-                pm.LogNormal(name, mu=pt.log(m), sigma=sd, observed=y, dims=obs_dim(name))
-            else:
-                pm.Normal(name, mu=m, sigma=sd, observed=y, dims=obs_dim(name))
-    return model
+    """The PyMC model of ``spec`` for the data in ``design`` (:meth:`TwinModel.pymc_model`)."""
+    return TwinModel.of(spec).pymc_model(design)
 
 
 def build_weighted_model(spec: ModelSpec, design: Design) -> pm.Model:
@@ -84,20 +56,7 @@ def build_weighted_model(spec: ModelSpec, design: Design) -> pm.Model:
     ``w_i = 0`` observation i is left out exactly, so cross-validation
     refits change data, not the graph, and the model compiles once.
     """
-    n = design.n_obs
-    with pm.Model() as model:
-        weight = pm.Data("obs_weight", np.ones(n))
-        env, mu = _priors_and_means(spec, design)
-        terms, start = [], 0
-        for name, m in mu.items():
-            err = spec.observations[name].error
-            sd = residual_sd(err, env, m, PYTENSOR)
-            y = design.values[name]
-            dist = pm.LogNormal.dist(mu=pt.log(m), sigma=sd) if err.kind == "lognormal" else pm.Normal.dist(mu=m, sigma=sd)
-            terms.append((weight[start : start + len(y)] * pm.logp(dist, y)).sum())
-            start += len(y)
-        pm.Potential("weighted_loglik", pt.add(*terms) if len(terms) > 1 else terms[0])
-    return model
+    return TwinModel.of(spec).pymc_model(design, weighted=True)
 
 
 class Refitter:
@@ -108,29 +67,55 @@ class Refitter:
     ``sampler="pymc"`` it falls back to fitting the reduced data set.
     """
 
-    def __init__(self, twin: "Twin", **settings):
+    def __init__(self, twin: Twin, **settings):
         self.twin = twin
-        self.settings = {k: v for k, v in twin.settings.items() if k in ("draws", "tune", "chains", "sampler", "target_accept")}
+        self.settings = {
+            k: v
+            for k, v in twin.settings.items()
+            if k in ("draws", "tune", "chains", "sampler", "target_accept")
+        }
         self.settings.update(settings)
         self._compiled = None
 
-    def posterior(self, holdout: np.ndarray, seed: int) -> tuple[dict[str, np.ndarray], Diagnostics]:
+    def posterior(
+        self, holdout: np.ndarray, seed: int
+    ) -> tuple[dict[str, np.ndarray], Diagnostics]:
         """Posterior draws (flat arrays) of the spec's parameters without the held-out observations."""
         holdout = np.asarray(holdout, bool)
         s = self.settings
         if (s.get("sampler") or default_sampler()) != "nutpie":
             train, _ = self.twin.design.split(holdout)
-            refit = fit(self.twin.spec, self.twin.patient, design=train, seed=seed, posterior_predictive=False, **s)
+            refit = fit(
+                self.twin.spec,
+                self.twin.patient,
+                design=train,
+                seed=seed,
+                posterior_predictive=False,
+                **s,
+            )
             return posterior_draws(refit), refit.diagnostics
         import nutpie
 
         if self._compiled is None:
-            self._compiled = nutpie.compile_pymc_model(build_weighted_model(self.twin.spec, self.twin.design))
+            self._compiled = nutpie.compile_pymc_model(
+                build_weighted_model(self.twin.spec, self.twin.design)
+            )
         model = self._compiled.with_data(obs_weight=(~holdout).astype(float))
-        idata = nutpie.sample(model, draws=s["draws"], tune=s["tune"], chains=s["chains"], seed=seed, target_accept=s["target_accept"], progress_bar=False, save_warmup=False)
+        idata = nutpie.sample(
+            model,
+            draws=s["draws"],
+            tune=s["tune"],
+            chains=s["chains"],
+            seed=seed,
+            target_accept=s["target_accept"],
+            progress_bar=False,
+            save_warmup=False,
+        )
         params = list(self.twin.spec.parameters)
         post = idata["posterior"]
-        return {p: np.asarray(post[p].values, float).reshape(-1) for p in params}, check_convergence(idata, params, self.twin.diagnostics.gate)
+        return {
+            p: np.asarray(post[p].values, float).reshape(-1) for p in params
+        }, check_convergence(idata, params, self.twin.diagnostics.gate)
 
 
 @dataclass
@@ -188,7 +173,9 @@ class Twin:
         """ArviZ summary table of the parameters and derived quantities."""
         import arviz as az
 
-        return az.summary(self.idata, var_names=list(self.spec.parameters) + list(self.spec.derived))
+        return az.summary(
+            self.idata, var_names=list(self.spec.parameters) + list(self.spec.derived)
+        )
 
     def __repr__(self) -> str:
         return f"Twin({self.spec.name!r}, patient {self.patient.id!r}: {self.diagnostics})"
@@ -249,19 +236,49 @@ def fit(
     t0 = time.perf_counter()
     model = build_model(spec, design)
     t_build = time.perf_counter() - t0
-    log.info("fitting %s to patient %s with %s (%d chains x %d+%d)", spec.name, patient.id, sampler, chains, tune, draws)
-    idata, t_compile, t_sample = _sample(model, sampler, draws, tune, chains, seed, target_accept, progress)
+    log.info(
+        "fitting %s to patient %s with %s (%d chains x %d+%d)",
+        spec.name,
+        patient.id,
+        sampler,
+        chains,
+        tune,
+        draws,
+    )
+    idata, t_compile, t_sample = _sample(
+        model, sampler, draws, tune, chains, seed, target_accept, progress
+    )
     t2 = time.perf_counter()
     _add_pointwise_groups(idata, spec, design, posterior_predictive, seed + 1)
     idata = _attach_times(idata, design)
     var_names = list(spec.parameters)
     diagnostics = check_convergence(idata, var_names, gate)
-    timings.update(build=t_build, compile=t_compile, sample=t_sample, postprocess=time.perf_counter() - t2)
-    settings = dict(sampler=sampler, draws=draws, tune=tune, chains=chains, seed=seed, target_accept=target_accept)
-    idata.attrs.update(spec=spec.name, spec_sha256=spec.sha256, patient=patient.id, patient_sha256=patient.sha256, seed=seed)
+    timings.update(
+        build=t_build, compile=t_compile, sample=t_sample, postprocess=time.perf_counter() - t2
+    )
+    settings = dict(
+        sampler=sampler,
+        draws=draws,
+        tune=tune,
+        chains=chains,
+        seed=seed,
+        target_accept=target_accept,
+    )
+    idata.attrs.update(
+        spec=spec.name,
+        spec_sha256=spec.sha256,
+        patient=patient.id,
+        patient_sha256=patient.sha256,
+        seed=seed,
+    )
     twin = Twin(spec, patient, idata, diagnostics, settings, timings, design.excluded, design)
     if design.excluded:
-        log.info("%s: left out %d pre-dose observation(s) (predicted 0 by construction): %s", spec.name, len(design.excluded), design.excluded)
+        log.info(
+            "%s: left out %d pre-dose observation(s) (predicted 0 by construction): %s",
+            spec.name,
+            len(design.excluded),
+            design.excluded,
+        )
     (log.info if twin.converged else log.warning)("%s: %s", spec.name, diagnostics)
     return twin
 
@@ -275,20 +292,42 @@ def _sample(model, sampler, draws, tune, chains, seed, target_accept, progress):
         compiled = nutpie.compile_pymc_model(model)
         t1 = time.perf_counter()
         idata = nutpie.sample(
-            compiled, draws=draws, tune=tune, chains=chains, seed=seed, target_accept=target_accept, progress_bar=progress, save_warmup=False
+            compiled,
+            draws=draws,
+            tune=tune,
+            chains=chains,
+            seed=seed,
+            target_accept=target_accept,
+            progress_bar=progress,
+            save_warmup=False,
         )
         t2 = time.perf_counter()
-        observed = {rv.name: (obs_dim(rv.name), model.rvs_to_values[rv].data) for rv in model.observed_RVs}
-        idata["observed_data"] = xr.Dataset(observed, coords={d: np.asarray(model.coords[d]) for d in model.coords})
+        observed = {
+            rv.name: (obs_dim(rv.name), model.rvs_to_values[rv].data) for rv in model.observed_RVs
+        }
+        idata["observed_data"] = xr.Dataset(
+            observed, coords={d: np.asarray(model.coords[d]) for d in model.coords}
+        )
         return idata, t1 - t0, t2 - t1
     with model:
         step = pm.NUTS(target_accept=target_accept)  # compiles the logp and gradient
         t1 = time.perf_counter()
-        idata = pm.sample(draws=draws, tune=tune, chains=chains, cores=1, step=step, random_seed=seed, progressbar=progress, compute_convergence_checks=False)
+        idata = pm.sample(
+            draws=draws,
+            tune=tune,
+            chains=chains,
+            cores=1,
+            step=step,
+            random_seed=seed,
+            progressbar=progress,
+            compute_convergence_checks=False,
+        )
     return idata, t1 - t0, time.perf_counter() - t1
 
 
-def _add_pointwise_groups(idata, spec: ModelSpec, design: Design, predictive: bool, seed: int) -> None:
+def _add_pointwise_groups(
+    idata, spec: ModelSpec, design: Design, predictive: bool, seed: int
+) -> None:
     """Pointwise log-likelihood and posterior predictive draws, computed with NumPy.
 
     Same densities as the PyMC model (tested to ~1e-12) without compiling
@@ -300,14 +339,24 @@ def _add_pointwise_groups(idata, spec: ModelSpec, design: Design, predictive: bo
 
     def group(values: dict[str, np.ndarray]) -> xr.Dataset:
         return xr.Dataset(
-            {n: (("chain", "draw", obs_dim(n)), v.reshape(chains, draws, -1)) for n, v in values.items()},
-            coords={"chain": post["chain"].values, "draw": post["draw"].values, **{obs_dim(n): np.arange(len(t)) for n, t in design.times.items()}},
+            {
+                n: (("chain", "draw", obs_dim(n)), v.reshape(chains, draws, -1))
+                for n, v in values.items()
+            },
+            coords={
+                "chain": post["chain"].values,
+                "draw": post["draw"].values,
+                **{obs_dim(n): np.arange(len(t)) for n, t in design.times.items()},
+            },
         )
 
-    moments = observation_moments(spec, params, design)  # one ODE solve per draw serves both
-    idata["log_likelihood"] = group(log_likelihood(spec, params, design, moments))
+    model = TwinModel.of(spec)
+    moments = model.moments(params, design)  # one ODE solve per draw serves both
+    idata["log_likelihood"] = group(model.log_likelihood(params, design, moments))
     if predictive:
-        idata["posterior_predictive"] = group(simulate_observations(spec, params, design, np.random.default_rng(seed), moments))
+        idata["posterior_predictive"] = group(
+            model.simulate(params, design, np.random.default_rng(seed), moments)
+        )
 
 
 def _attach_times(idata, design: Design):
@@ -323,7 +372,9 @@ def _attach_times(idata, design: Design):
     return idata
 
 
-def posterior_draws(twin: Twin, max_draws: int | None = None, seed: int = 0) -> dict[str, np.ndarray]:
+def posterior_draws(
+    twin: Twin, max_draws: int | None = None, seed: int = 0
+) -> dict[str, np.ndarray]:
     """Posterior draws of the spec's parameters as flat arrays (chains stacked).
 
     With ``max_draws``, a seeded random subset of that many draws.

@@ -28,7 +28,9 @@ def beat_onsets(t: np.ndarray, pressure: np.ndarray, min_interval: float = 0.3) 
     """
     t, p = np.asarray(t, float), np.asarray(pressure, float)
     if t.ndim != 1 or t.shape != p.shape or len(t) < 3 or np.any(np.diff(t) <= 0):
-        raise ValueError("beat_onsets: t and pressure must be 1-d arrays of equal length with increasing t")
+        raise ValueError(
+            "beat_onsets: t and pressure must be 1-d arrays of equal length with increasing t"
+        )
     dp = np.gradient(p, t)
     threshold = 0.5 * np.percentile(dp, 99)
     up = np.flatnonzero((dp[1:] > threshold) & (dp[:-1] <= threshold)) + 1
@@ -46,7 +48,13 @@ def weissler_ejection_time(heart_rate: float) -> float:
     return 0.413 - 0.0017 * heart_rate
 
 
-def half_sine_inflow(onsets: np.ndarray, ejection_time: float, stroke_volume: float, t_end: float, points_per_beat: int = 12):
+def half_sine_inflow(
+    onsets: np.ndarray,
+    ejection_time: float,
+    stroke_volume: float,
+    t_end: float,
+    points_per_beat: int = 12,
+):
     """Knots (times, flows) on ``[0, t_end]`` of a half-sine ejection after each onset, zero flow in diastole.
 
     Each beat ejects ``stroke_volume`` (mL) over ``ejection_time`` (s):

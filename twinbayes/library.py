@@ -26,7 +26,9 @@ def spec_path(name: str) -> Path:
     """Path of a bundled spec by name, e.g. ``"pk_1cmt_oral"``."""
     path = specs_dir() / f"{name}.toml"
     if not path.exists():
-        raise FileNotFoundError(f"no bundled spec named {name!r}; bundled: {', '.join(list_specs())}")
+        raise FileNotFoundError(
+            f"no bundled spec named {name!r}; bundled: {', '.join(list_specs())}"
+        )
     return path
 
 

@@ -86,12 +86,18 @@ class Patient:
             try:
                 y[self.data["obs_unit"].values[sel] == u] *= conversion_factor(u, unit)
             except UnitError as exc:
-                raise PatientDataError(f"observation {name!r} of patient {self.id!r}: {exc}") from None
+                raise PatientDataError(
+                    f"observation {name!r} of patient {self.id!r}: {exc}"
+                ) from None
         return t, y
 
     @property
     def input_names(self) -> list[str]:
-        return list(dict.fromkeys(self.data["input_name"].values.tolist())) if "input_name" in self.data else []
+        return (
+            list(dict.fromkeys(self.data["input_name"].values.tolist()))
+            if "input_name" in self.data
+            else []
+        )
 
     def series(self, name: str, unit: str, time_unit: str) -> tuple[np.ndarray, np.ndarray]:
         """Times and values of the series ``name`` (``input`` rows, else observations), converted.
@@ -157,7 +163,7 @@ class Patient:
         time_unit: str = "h",
         subject: str = "",
         source: str = "<records>",
-    ) -> "Patient":
+    ) -> Patient:
         """Build a patient from Python records and validate it.
 
         Parameters
@@ -171,12 +177,15 @@ class Patient:
         rows = [(float(t), time_unit, "observation", n, float(v), u) for t, n, v, u in observations]
         rows += [(float(t), time_unit, "dose", r, float(a), u) for t, r, a, u in doses]
         rows += [(float(t), time_unit, "input", n, float(v), u) for t, n, v, u in inputs]
-        rows += [(0.0, time_unit, "covariate", n, float(v), u) for n, (v, u) in (covariates or {}).items()]
+        rows += [
+            (0.0, time_unit, "covariate", n, float(v), u)
+            for n, (v, u) in (covariates or {}).items()
+        ]
         rows.sort(key=lambda r: r[0])
         return _build(rows, list(range(1, len(rows) + 1)), subject, source, sha="")
 
     @classmethod
-    def from_csv(cls, path: str | Path, subject: str | int | None = None) -> "Patient":
+    def from_csv(cls, path: str | Path, subject: str | int | None = None) -> Patient:
         """Read a tidy CSV file (see the module docstring for the columns).
 
         Parameters
@@ -197,7 +206,9 @@ class Patient:
             raise PatientDataError(f"{path}: file not found") from None
         text = raw.decode("utf-8-sig")
         if not text.strip():
-            raise PatientDataError(f"{path}: the file is empty; expected a header with columns {', '.join(COLUMNS)}")
+            raise PatientDataError(
+                f"{path}: the file is empty; expected a header with columns {', '.join(COLUMNS)}"
+            )
         reader = csv.DictReader(text.splitlines())
         header = [h.strip() for h in (reader.fieldnames or [])]
         missing = [c for c in COLUMNS if c not in header]
@@ -224,9 +235,13 @@ class Patient:
             subject = str(subject)
             records = [(ln, r) for ln, r in records if r["subject"] == subject]
             if not records:
-                raise PatientDataError(f"{path}: no rows for subject {subject!r}; subjects: {', '.join(subjects)}")
+                raise PatientDataError(
+                    f"{path}: no rows for subject {subject!r}; subjects: {', '.join(subjects)}"
+                )
         elif subject is not None:
-            raise PatientDataError(f"{path}: subject={subject!r} given but the file has no 'subject' column")
+            raise PatientDataError(
+                f"{path}: subject={subject!r} given but the file has no 'subject' column"
+            )
 
         rows, lines = [], []
         for ln, r in records:
@@ -235,9 +250,13 @@ class Patient:
             v = _number(r["value"], f"{where}, column 'value'")
             event = r["event"]
             if event not in EVENTS:
-                raise PatientDataError(f"{where}, column 'event': {event!r} is not one of {', '.join(EVENTS)}")
+                raise PatientDataError(
+                    f"{where}, column 'event': {event!r} is not one of {', '.join(EVENTS)}"
+                )
             if not r["name"]:
-                raise PatientDataError(f"{where}, column 'name': empty; name the observable, route or covariate")
+                raise PatientDataError(
+                    f"{where}, column 'name': empty; name the observable, route or covariate"
+                )
             rows.append((t, r["time_unit"], event, r["name"], v, r["unit"]))
             lines.append(ln)
         return _build(rows, lines, subject or "", str(path), sha=hashlib.sha256(raw).hexdigest())
@@ -249,7 +268,9 @@ def _number(text: str, where: str) -> float:
     except ValueError:
         raise PatientDataError(f"{where}: {text!r} is not a number") from None
     if math.isnan(x) or math.isinf(x):
-        raise PatientDataError(f"{where}: value is {text!r}; remove the row or give a finite number (missing data are left out, not NaN)")
+        raise PatientDataError(
+            f"{where}: value is {text!r}; remove the row or give a finite number (missing data are left out, not NaN)"
+        )
     return x
 
 
@@ -273,7 +294,9 @@ def _build(rows, lines, subject, source, sha) -> Patient:
         except UnitError as exc:
             raise PatientDataError(f"{where}, column 'unit': {exc}") from None
         if t < 0:
-            raise PatientDataError(f"{where}, column 'time': negative time {t}; times count from 0 (the first dose or admission)")
+            raise PatientDataError(
+                f"{where}, column 'time': negative time {t}; times count from 0 (the first dose or admission)"
+            )
         if event == "covariate":
             covs[name] = (v, unit)
             continue
@@ -291,7 +314,9 @@ def _build(rows, lines, subject, source, sha) -> Patient:
                 raise PatientDataError(f"{where}, column 'value': dose amount must be > 0, got {v}")
             doses.append((t, name, v, unit))
     if not obs:
-        raise PatientDataError(f"{source}: no observations for subject {subject!r}; a twin needs data to be fitted to")
+        raise PatientDataError(
+            f"{source}: no observations for subject {subject!r}; a twin needs data to be fitted to"
+        )
     if doses and min(d[0] for d in doses) > max(o[0] for o in obs):
         raise PatientDataError(
             f"{source}: every dose (first at t={min(d[0] for d in doses)}) comes after the last observation "

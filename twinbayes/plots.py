@@ -11,7 +11,15 @@ from .calibration import loo_pit, pit_uniformity_test
 from .ensemble import average_predictive, predictive_draws
 from .fit import Twin
 
-__all__ = ["plot_ppc", "plot_loo_pit", "plot_twin_checks", "plot_average", "plot_scenario_fans", "plot_disagreement_over_time", "plot_decision_table"]
+__all__ = [
+    "plot_ppc",
+    "plot_loo_pit",
+    "plot_twin_checks",
+    "plot_average",
+    "plot_scenario_fans",
+    "plot_disagreement_over_time",
+    "plot_decision_table",
+]
 
 
 def _grid(twin: Twin, observable: str, until: float | None = None) -> np.ndarray:
@@ -34,14 +42,22 @@ def plot_ppc(twin: Twin, ax=None, observable: str | None = None, seed: int = 0):
     """Observed data over the posterior predictive 50 % and 90 % bands and the median."""
     ax = ax or plt.gca()
     observable = observable or next(iter(twin.design.times))
-    draws = predictive_draws(twin, _grid(twin, observable), observable=observable, n_draws=1000, seed=seed)
+    draws = predictive_draws(
+        twin, _grid(twin, observable), observable=observable, n_draws=1000, seed=seed
+    )
     _fan(ax, draws, "C0", "posterior predictive median")
-    ax.plot(twin.design.times[observable], twin.design.values[observable], "ko", ms=4, label="observed")
+    ax.plot(
+        twin.design.times[observable], twin.design.values[observable], "ko", ms=4, label="observed"
+    )
     for name, t, y in twin.excluded:
         if name == observable:
             ax.plot(t, y, "x", color="0.4", ms=6, label="left out (pre-dose)")
     unit = twin.spec.observations[observable].unit
-    ax.set(xlabel=f"time ({twin.spec.time_unit})", ylabel=f"{observable} ({unit})", title=f"{twin.name}: posterior predictive (50/90 %)")
+    ax.set(
+        xlabel=f"time ({twin.spec.time_unit})",
+        ylabel=f"{observable} ({unit})",
+        title=f"{twin.name}: posterior predictive (50/90 %)",
+    )
     ax.legend(fontsize=7)
     return ax
 
@@ -51,11 +67,15 @@ def plot_loo_pit(twin: Twin, ax=None):
     ax = ax or plt.gca()
     test = pit_uniformity_test(loo_pit(twin))
     z = test.grid
-    ax.fill_between(z, test.lower - z, test.upper - z, color="0.85", step="mid", label="simultaneous 95 % band")
+    ax.fill_between(
+        z, test.lower - z, test.upper - z, color="0.85", step="mid", label="simultaneous 95 % band"
+    )
     ax.step(z, test.ecdf - z, where="mid", color="C3", label="LOO-PIT ECDF - uniform")
     ax.axhline(0, color="0.5", lw=0.8)
     verdict = "calibrated" if test.calibrated else "NOT calibrated"
-    ax.set(xlabel="PIT", ylabel="ECDF difference", title=f"LOO-PIT: {verdict} (p = {test.p_value:.2f})")
+    ax.set(
+        xlabel="PIT", ylabel="ECDF difference", title=f"LOO-PIT: {verdict} (p = {test.p_value:.2f})"
+    )
     ax.legend(fontsize=7)
     return ax
 
@@ -72,7 +92,13 @@ def plot_twin_checks(twin: Twin, path: str | Path | None = None):
     return fig
 
 
-def plot_average(twins: list[Twin], weights: dict[str, float], path: str | Path | None = None, until: float | None = None, seed: int = 0):
+def plot_average(
+    twins: list[Twin],
+    weights: dict[str, float],
+    path: str | Path | None = None,
+    until: float | None = None,
+    seed: int = 0,
+):
     """Each twin's predictive median and 90 % band, and the weighted ensemble's."""
     observable = next(iter(twins[0].design.times))
     t = _grid(twins[0], observable, until)
@@ -80,14 +106,26 @@ def plot_average(twins: list[Twin], weights: dict[str, float], path: str | Path 
     for i, tw in enumerate(twins):
         d = predictive_draws(tw, t, observable=observable, n_draws=1000, seed=seed)
         q = np.quantile(d.values, [0.05, 0.5, 0.95], axis=0)
-        ax.plot(t, q[1], color=f"C{i + 1}", lw=1, label=f"{tw.name} (w = {weights.get(tw.name, 0):.2f})")
+        ax.plot(
+            t, q[1], color=f"C{i + 1}", lw=1, label=f"{tw.name} (w = {weights.get(tw.name, 0):.2f})"
+        )
         ax.plot(t, q[0], color=f"C{i + 1}", lw=0.6, ls="--")
         ax.plot(t, q[2], color=f"C{i + 1}", lw=0.6, ls="--")
     ens = average_predictive(twins, weights, t, observable=observable, seed=seed)["ensemble"]
     _fan(ax, ens, "C0", "ensemble (stacking)")
-    ax.plot(twins[0].design.times[observable], twins[0].design.values[observable], "ko", ms=4, label="observed")
+    ax.plot(
+        twins[0].design.times[observable],
+        twins[0].design.values[observable],
+        "ko",
+        ms=4,
+        label="observed",
+    )
     unit = twins[0].spec.observations[observable].unit
-    ax.set(xlabel=f"time ({twins[0].spec.time_unit})", ylabel=f"{observable} ({unit})", title=f"patient {twins[0].patient.id}: twins and their average")
+    ax.set(
+        xlabel=f"time ({twins[0].spec.time_unit})",
+        ylabel=f"{observable} ({unit})",
+        title=f"patient {twins[0].patient.id}: twins and their average",
+    )
     ax.legend(fontsize=7)
     fig.tight_layout()
     if path is not None:
@@ -96,7 +134,9 @@ def plot_average(twins: list[Twin], weights: dict[str, float], path: str | Path 
     return fig
 
 
-def plot_scenario_fans(result, path: str | Path | None = None, band: tuple[float, float] | None = None):
+def plot_scenario_fans(
+    result, path: str | Path | None = None, band: tuple[float, float] | None = None
+):
     """Forecast fans (5-95 %) of every twin and the ensemble, one panel per scenario.
 
     ``result`` is a :class:`~twinbayes.disagreement.Disagreement`; ``band``
@@ -114,12 +154,26 @@ def plot_scenario_fans(result, path: str | Path | None = None, band: tuple[float
             color = "k" if is_ens else f"C{i}"
             sel = dict(source=src, scenario=sc)
             if is_ens:
-                ax.fill_between(t, d.traj_q05.sel(sel), d.traj_q95.sel(sel), color="tab:purple", alpha=0.2, lw=0, label="ensemble 5-95 %")
+                ax.fill_between(
+                    t,
+                    d.traj_q05.sel(sel),
+                    d.traj_q95.sel(sel),
+                    color="tab:purple",
+                    alpha=0.2,
+                    lw=0,
+                    label="ensemble 5-95 %",
+                )
             else:
                 ax.plot(t, d.traj_q05.sel(sel), color=color, lw=0.6, ls="--")
                 ax.plot(t, d.traj_q95.sel(sel), color=color, lw=0.6, ls="--")
             w = float(d.weight.sel(source=src))
-            ax.plot(t, d.traj_q50.sel(sel), color=color, lw=2 if is_ens else 1.2, label=f"{src}" + ("" if is_ens else f" (w = {w:.2f})"))
+            ax.plot(
+                t,
+                d.traj_q50.sel(sel),
+                color=color,
+                lw=2 if is_ens else 1.2,
+                label=f"{src}" + ("" if is_ens else f" (w = {w:.2f})"),
+            )
         ax.set(title=str(sc), xlabel=f"time ({d.attrs['time_unit']})")
     axes[0][0].set_ylabel(f"{d.attrs['observable']} (median, 5-95 %)")
     axes[0][0].legend(fontsize=7)
@@ -141,9 +195,24 @@ def plot_disagreement_over_time(result, path: str | Path | None = None):
         axes[0].fill_between(t, share - 2 * err, share + 2 * err, color=f"C{i}", alpha=0.25, lw=0)
         axes[0].plot(t, share, color=f"C{i}", label=str(sc))
         for j, pair in enumerate(d.pair.values):
-            axes[1].plot(t, d.traj_w1.sel(scenario=sc, pair=pair), color=f"C{i}", ls=["-", "--", ":", "-."][j % 4], label=f"{sc}: {pair}")
-    axes[0].set(xlabel=f"time ({d.attrs['time_unit']})", ylabel="between-twin share of variance", ylim=(0, 1), title="which twin is right: share of predictive variance")
-    axes[1].set(xlabel=f"time ({d.attrs['time_unit']})", ylabel=f"Wasserstein-1 ({d.attrs['observable']})", title="distance between twins' predictions")
+            axes[1].plot(
+                t,
+                d.traj_w1.sel(scenario=sc, pair=pair),
+                color=f"C{i}",
+                ls=["-", "--", ":", "-."][j % 4],
+                label=f"{sc}: {pair}",
+            )
+    axes[0].set(
+        xlabel=f"time ({d.attrs['time_unit']})",
+        ylabel="between-twin share of variance",
+        ylim=(0, 1),
+        title="which twin is right: share of predictive variance",
+    )
+    axes[1].set(
+        xlabel=f"time ({d.attrs['time_unit']})",
+        ylabel=f"Wasserstein-1 ({d.attrs['observable']})",
+        title="distance between twins' predictions",
+    )
     axes[0].legend(fontsize=7)
     axes[1].legend(fontsize=6)
     fig.tight_layout()
@@ -164,10 +233,21 @@ def plot_decision_table(result, target: str | None = None, path: str | Path | No
     for i, sc in enumerate(p.scenario.values):
         for j, src in enumerate(p.source.values):
             best = str(d.best_scenario.sel(source=src, target=target).values) == str(sc)
-            ax.text(j, i, f"{float(p[i, j]):.3f}\n± {float(e[i, j]):.3f}", ha="center", va="center", color="w" if p[i, j] < 0.6 else "k", fontweight="bold" if best else "normal", fontsize=8)
+            ax.text(
+                j,
+                i,
+                f"{float(p[i, j]):.3f}\n± {float(e[i, j]):.3f}",
+                ha="center",
+                va="center",
+                color="w" if p[i, j] < 0.6 else "k",
+                fontweight="bold" if best else "normal",
+                fontsize=8,
+            )
             if best:
                 ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, ec="red", lw=2))
-    ax.set_xticks(range(p.sizes["source"]), [str(s) for s in p.source.values], rotation=20, fontsize=8)
+    ax.set_xticks(
+        range(p.sizes["source"]), [str(s) for s in p.source.values], rotation=20, fontsize=8
+    )
     ax.set_yticks(range(p.sizes["scenario"]), [str(s) for s in p.scenario.values], fontsize=8)
     ax.set_title(f"P({target}) ± MC SE; red: best scenario per source", fontsize=9)
     fig.tight_layout()

@@ -17,7 +17,19 @@ import numpy as np
 
 from .spec.expr import compile_expression
 
-__all__ = ["ValueAt", "Cmax", "Tmax", "AUC", "TimeInRange", "TimeAbove", "TimeBelow", "StaysInRange", "Exceeds", "Custom", "Target"]
+__all__ = [
+    "ValueAt",
+    "Cmax",
+    "Tmax",
+    "AUC",
+    "TimeInRange",
+    "TimeAbove",
+    "TimeBelow",
+    "StaysInRange",
+    "Exceeds",
+    "Custom",
+    "Target",
+]
 
 
 def _window(t: np.ndarray, window: tuple[float, float]) -> np.ndarray:
@@ -179,7 +191,11 @@ class Custom:
     inputs: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        object.__setattr__(self, "_expr", compile_expression(self.expression, set(self.inputs), f"QoI {self.name!r}"))
+        object.__setattr__(
+            self,
+            "_expr",
+            compile_expression(self.expression, set(self.inputs), f"QoI {self.name!r}"),
+        )
 
     def required_times(self):
         return [x for q in self.inputs.values() for x in q.required_times()]

@@ -29,9 +29,17 @@ def _img(path: Path, alt: str) -> str:
 
 
 def _table(header: list[str], rows: list[list], left: int = 1) -> str:
-    th = "".join(f'<th class="{"l" if i < left else ""}">{html.escape(str(h))}</th>' for i, h in enumerate(header))
+    th = "".join(
+        f'<th class="{"l" if i < left else ""}">{html.escape(str(h))}</th>'
+        for i, h in enumerate(header)
+    )
     body = "".join(
-        "<tr>" + "".join(f'<td class="{"l" if i < left else ""}">{c if str(c).startswith("<") else html.escape(str(c))}</td>' for i, c in enumerate(r)) + "</tr>"
+        "<tr>"
+        + "".join(
+            f'<td class="{"l" if i < left else ""}">{c if str(c).startswith("<") else html.escape(str(c))}</td>'
+            for i, c in enumerate(r)
+        )
+        + "</tr>"
         for r in rows
     )
     return f"<table><tr>{th}</tr>{body}</table>"
@@ -54,24 +62,47 @@ def write_report(folder: str | Path) -> Path:
     folder = Path(folder)
     summary = json.loads((folder / "summary.json").read_text())
     provenance = json.loads((folder / "provenance.json").read_text())
-    study = tomllib.loads((folder / "study.toml").read_text()) if (folder / "study.toml").exists() else {}
+    study = (
+        tomllib.loads((folder / "study.toml").read_text())
+        if (folder / "study.toml").exists()
+        else {}
+    )
     figs = folder / "figures"
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>twinbayes report</title><style>{CSS}</style></head><body>"]
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>twinbayes report</title><style>{CSS}</style></head><body>"
+    ]
     st = study.get("study", {})
     parts.append(f"<h1>twinbayes report: {html.escape(st.get('name', folder.name))}</h1>")
     if st.get("description"):
         parts.append(f"<p>{html.escape(st['description'])}</p>")
     patient = provenance.get("patient") or {}
-    parts.append(f"<p class='muted'>patient {html.escape(str(patient.get('id')))} from {html.escape(Path(str(patient.get('source'))).name)}; seed {html.escape(str(st.get('seed', '')))}</p>")
+    parts.append(
+        f"<p class='muted'>patient {html.escape(str(patient.get('id')))} from {html.escape(Path(str(patient.get('source'))).name)}; seed {html.escape(str(st.get('seed', '')))}</p>"
+    )
 
     parts.append("<h2>Twins and convergence</h2>")
     rows = []
     for name, s in summary.items():
-        status = "<span class='pass'>passed</span>" if s["converged"] else "<span class='fail'>FAILED</span>"
+        status = (
+            "<span class='pass'>passed</span>"
+            if s["converged"]
+            else "<span class='fail'>FAILED</span>"
+        )
         worst_r = max(d["rhat"] for d in s["diagnostics"].values())
         min_ess = min(min(d["ess_bulk"], d["ess_tail"]) for d in s["diagnostics"].values())
-        rows.append([name, status, f"{worst_r:.4f}", f"{min_ess:.0f}", s["divergent"], "; ".join(s["reasons"]) or "-"])
-    parts.append(_table(["twin", "gate", "max R-hat", "min ESS (bulk/tail)", "divergent", "reasons"], rows))
+        rows.append(
+            [
+                name,
+                status,
+                f"{worst_r:.4f}",
+                f"{min_ess:.0f}",
+                s["divergent"],
+                "; ".join(s["reasons"]) or "-",
+            ]
+        )
+    parts.append(
+        _table(["twin", "gate", "max R-hat", "min ESS (bulk/tail)", "divergent", "reasons"], rows)
+    )
     for name in summary:
         tree = xr.open_datatree(folder / "twins" / f"{name}.nc", engine="h5netcdf")
         post = tree["posterior"].to_dataset()
@@ -79,7 +110,10 @@ def write_report(folder: str | Path) -> Path:
         for var in post.data_vars:
             q = np.quantile(post[var].values, [0.05, 0.5, 0.95])
             rows.append([var, _fmt(q[1]), _fmt(q[0]), _fmt(q[2])])
-        parts.append(f"<h3>{html.escape(name)}: posterior</h3>" + _table(["quantity", "median", "5 %", "95 %"], rows))
+        parts.append(
+            f"<h3>{html.escape(name)}: posterior</h3>"
+            + _table(["quantity", "median", "5 %", "95 %"], rows)
+        )
         fig = figs / f"{name}_checks.png"
         if fig.exists():
             parts.append(_img(fig, f"posterior predictive check and LOO-PIT of {name}"))
@@ -89,12 +123,37 @@ def write_report(folder: str | Path) -> Path:
         t = comp["table"].to_dataset()
         parts.append("<h2>Out-of-sample comparison and weights</h2>")
         rows = [
-            [str(t.twin.values[i]), f"{float(t.elpd[i]):.2f}", f"{float(t.se[i]):.2f}", f"{float(t.elpd_diff[i]):.2f}", f"{float(t.se_diff[i]):.2f}",
-             f"{float(t.p_loo[i]):.2f}", f"{float(t.stacking[i]):.2f} ({float(t.stacking_q05[i]):.2f}-{float(t.stacking_q95[i]):.2f})",
-             f"{float(t.pseudo_bma[i]):.2f}", str(t.cv_method.values[i]), str(t.note.values[i]) or "-"]
+            [
+                str(t.twin.values[i]),
+                f"{float(t.elpd[i]):.2f}",
+                f"{float(t.se[i]):.2f}",
+                f"{float(t.elpd_diff[i]):.2f}",
+                f"{float(t.se_diff[i]):.2f}",
+                f"{float(t.p_loo[i]):.2f}",
+                f"{float(t.stacking[i]):.2f} ({float(t.stacking_q05[i]):.2f}-{float(t.stacking_q95[i]):.2f})",
+                f"{float(t.pseudo_bma[i]):.2f}",
+                str(t.cv_method.values[i]),
+                str(t.note.values[i]) or "-",
+            ]
             for i in range(t.sizes["twin"])
         ]
-        parts.append(_table(["twin", "elpd", "SE", "elpd diff", "SE diff", "p_loo", "stacking (90 % BB)", "pseudo-BMA+", "cv", "note"], rows))
+        parts.append(
+            _table(
+                [
+                    "twin",
+                    "elpd",
+                    "SE",
+                    "elpd diff",
+                    "SE diff",
+                    "p_loo",
+                    "stacking (90 % BB)",
+                    "pseudo-BMA+",
+                    "cv",
+                    "note",
+                ],
+                rows,
+            )
+        )
         for n in json.loads(comp.attrs.get("notes", "[]")):
             parts.append(f"<div class='note'>{html.escape(n)}</div>")
         if (figs / "average.png").exists():
@@ -103,24 +162,65 @@ def write_report(folder: str | Path) -> Path:
     if (folder / "disagreement.nc").exists():
         d = xr.open_dataset(folder / "disagreement.nc", engine="h5netcdf")
         parts.append("<h2>Scenarios: how much the twins disagree</h2>")
-        for name, alt in [("scenario_fans", "forecast fans per scenario"), ("disagreement_over_time", "between-twin share over time"), ("decision_table", "decision table")]:
+        for name, alt in [
+            ("scenario_fans", "forecast fans per scenario"),
+            ("disagreement_over_time", "between-twin share over time"),
+            ("decision_table", "decision table"),
+        ]:
             if (figs / f"{name}.png").exists():
                 parts.append(_img(figs / f"{name}.png", alt))
         for tg in d.target.values:
-            rows = [[str(sc)] + [f"{float(d.p_meets.sel(source=s, scenario=sc, target=tg)):.3f} ± {float(d.p_meets_mcse.sel(source=s, scenario=sc, target=tg)):.3f}" for s in d.source.values] for sc in d.scenario.values]
-            rows.append(["best scenario"] + [str(d.best_scenario.sel(source=s, target=tg).values) for s in d.source.values])
-            parts.append(f"<h3>P({html.escape(str(tg))}) ± Monte Carlo SE</h3>" + _table(["scenario", *map(str, d.source.values)], rows))
+            rows = [
+                [str(sc)]
+                + [
+                    f"{float(d.p_meets.sel(source=s, scenario=sc, target=tg)):.3f} ± {float(d.p_meets_mcse.sel(source=s, scenario=sc, target=tg)):.3f}"
+                    for s in d.source.values
+                ]
+                for sc in d.scenario.values
+            ]
+            rows.append(
+                ["best scenario"]
+                + [str(d.best_scenario.sel(source=s, target=tg).values) for s in d.source.values]
+            )
+            parts.append(
+                f"<h3>P({html.escape(str(tg))}) ± Monte Carlo SE</h3>"
+                + _table(["scenario", *map(str, d.source.values)], rows)
+            )
             parts.append(
                 f"<p>Ensemble weight of twins that recommend another scenario than the ensemble: {float(d.weight_against_ensemble.sel(target=tg)):.2f}; "
                 f"probability, given the Monte Carlo error, that the twins recommend different scenarios: {float(d.p_recommend_differently.sel(target=tg)):.2f}.</p>"
             )
-        rows = [[str(sc), str(q), f"{float(d.qoi_between_share.sel(scenario=sc, qoi=q)):.3f} ± {float(d.qoi_between_share_mcse.sel(scenario=sc, qoi=q)):.3f}",
-                 " / ".join(f"{float(d.qoi_mean.sel(source=s, scenario=sc, qoi=q)):.3g}" for s in d.source.values)]
-                for sc in d.scenario.values for q in d.qoi.values]
-        parts.append("<h3>Quantities of interest</h3>" + _table(["scenario", "QoI", "between-twin share ± MCSE", "mean (" + " / ".join(map(str, d.source.values)) + ")"], rows, left=2))
+        rows = [
+            [
+                str(sc),
+                str(q),
+                f"{float(d.qoi_between_share.sel(scenario=sc, qoi=q)):.3f} ± {float(d.qoi_between_share_mcse.sel(scenario=sc, qoi=q)):.3f}",
+                " / ".join(
+                    f"{float(d.qoi_mean.sel(source=s, scenario=sc, qoi=q)):.3g}"
+                    for s in d.source.values
+                ),
+            ]
+            for sc in d.scenario.values
+            for q in d.qoi.values
+        ]
+        parts.append(
+            "<h3>Quantities of interest</h3>"
+            + _table(
+                [
+                    "scenario",
+                    "QoI",
+                    "between-twin share ± MCSE",
+                    "mean (" + " / ".join(map(str, d.source.values)) + ")",
+                ],
+                rows,
+                left=2,
+            )
+        )
 
     parts.append("<section id='provenance'><h2>Provenance</h2>")
-    parts.append(f"<pre>{html.escape(json.dumps(provenance, indent=2, default=str))}</pre></section>")
+    parts.append(
+        f"<pre>{html.escape(json.dumps(provenance, indent=2, default=str))}</pre></section>"
+    )
     parts.append("</body></html>")
     target = folder / "report.html"
     tmp = target.with_suffix(".html.tmp")

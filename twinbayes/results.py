@@ -15,13 +15,24 @@ import shutil
 import sys
 import tempfile
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
 __all__ = ["ResultsFolder", "load_twin_data"]
 
-PACKAGES = ("twinbayes", "pymc", "pytensor", "nutpie", "arviz", "arviz-base", "arviz-stats", "numpy", "scipy", "xarray")
+PACKAGES = (
+    "twinbayes",
+    "pymc",
+    "pytensor",
+    "nutpie",
+    "arviz",
+    "arviz-base",
+    "arviz-stats",
+    "numpy",
+    "scipy",
+    "xarray",
+)
 
 
 @dataclass
@@ -32,7 +43,7 @@ class ResultsFolder:
     study_info: dict | None = None
 
     @classmethod
-    def create(cls, path: Path, force: bool = False) -> "ResultsFolder":
+    def create(cls, path: Path, force: bool = False) -> ResultsFolder:
         """Start a results folder at ``path`` (moved into place by :meth:`commit`).
 
         Raises
@@ -42,7 +53,9 @@ class ResultsFolder:
         """
         path = Path(path)
         if path.exists() and not force:
-            raise FileExistsError(f"results folder {path} exists; choose another --out or pass --force to replace it")
+            raise FileExistsError(
+                f"results folder {path} exists; choose another --out or pass --force to replace it"
+            )
         path.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
         (staging / "twins").mkdir()
@@ -57,7 +70,9 @@ class ResultsFolder:
         target = self.staging / "twins" / f"{twin.name}.nc"
         tree = twin.idata.copy()
         stats = tree["sample_stats"].to_dataset()
-        drop = [v for v in stats.data_vars if stats[v].dtype == object]  # free-text messages do not fit NetCDF
+        drop = [
+            v for v in stats.data_vars if stats[v].dtype == object
+        ]  # free-text messages do not fit NetCDF
         tree["sample_stats"] = stats.drop_vars(drop)
         tree.to_netcdf(target, engine="h5netcdf")
         return target
@@ -67,7 +82,13 @@ class ResultsFolder:
         import xarray as xr
 
         target = self.staging / "comparison.nc"
-        tree = xr.DataTree.from_dict({"table": comparison.table, "pointwise": comparison.pointwise, "pairwise": comparison.pairwise})
+        tree = xr.DataTree.from_dict(
+            {
+                "table": comparison.table,
+                "pointwise": comparison.pointwise,
+                "pairwise": comparison.pairwise,
+            }
+        )
         tree.attrs["notes"] = json.dumps(comparison.notes)
         tree.to_netcdf(target, engine="h5netcdf")
         (self.staging / "comparison.txt").write_text(str(comparison) + "\n")
@@ -83,7 +104,12 @@ class ResultsFolder:
     def write_study(self, study) -> None:
         """Copy the study file and every spec it used, for reproducibility."""
         (self.staging / "study.toml").write_text(study.text)
-        self.study_info = {"name": study.name, "source": study.source, "sha256": study.sha256, "seed": study.seed}
+        self.study_info = {
+            "name": study.name,
+            "source": study.source,
+            "sha256": study.sha256,
+            "seed": study.seed,
+        }
         specs = self.staging / "specs"
         specs.mkdir(exist_ok=True)
         for p in study.specs:
@@ -103,7 +129,10 @@ class ResultsFolder:
                 "reasons": t.reasons,
                 "excluded_observations": [list(e) for e in t.excluded],
                 "diagnostics": {
-                    p: {k: float(t.diagnostics.table[k].sel(parameter=p)) for k in ("rhat", "ess_bulk", "ess_tail")}
+                    p: {
+                        k: float(t.diagnostics.table[k].sel(parameter=p))
+                        for k in ("rhat", "ess_bulk", "ess_tail")
+                    }
                     for p in t.diagnostics.table.parameter.values.tolist()
                 },
                 "divergent": t.diagnostics.divergent,
@@ -111,15 +140,26 @@ class ResultsFolder:
             for t in twins
         }
         provenance = {
-            "created": datetime.now(timezone.utc).isoformat(),
+            "created": datetime.now(UTC).isoformat(),
             "study": self.study_info,
             "command": list(command),
             "python": sys.version,
             "platform": platform.platform(),
             "packages": {p: _version(p) for p in PACKAGES},
-            "patient": {"id": twins[0].patient.id, "source": twins[0].patient.data.attrs.get("source"), "sha256": twins[0].patient.sha256} if twins else None,
+            "patient": {
+                "id": twins[0].patient.id,
+                "source": twins[0].patient.data.attrs.get("source"),
+                "sha256": twins[0].patient.sha256,
+            }
+            if twins
+            else None,
             "twins": {
-                t.name: {"spec": t.spec.source, "spec_sha256": t.spec.sha256, "settings": t.settings, "timings_s": t.timings}
+                t.name: {
+                    "spec": t.spec.source,
+                    "spec_sha256": t.spec.sha256,
+                    "settings": t.settings,
+                    "timings_s": t.timings,
+                }
                 for t in twins
             },
         }
@@ -130,7 +170,9 @@ class ResultsFolder:
         """Move the complete folder into place (replacing an old one only with ``force``)."""
         if self.path.exists():
             if not self.force:  # appeared while we ran
-                raise FileExistsError(f"results folder {self.path} appeared during the run; new results kept in {self.staging}")
+                raise FileExistsError(
+                    f"results folder {self.path} appeared during the run; new results kept in {self.staging}"
+                )
             old = self.path.with_name(f".{self.path.name}.old-{os.getpid()}")
             os.replace(self.path, old)
             os.replace(self.staging, self.path)

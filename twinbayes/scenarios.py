@@ -60,7 +60,7 @@ class Scenario:
         duration: float = 0.0,
         unit: str = "mg",
         time_unit: str = "h",
-    ) -> "Scenario":
+    ) -> Scenario:
         """``n_doses`` doses of ``amount`` every ``interval`` from ``start`` (infusions if ``duration`` > 0)."""
         if n_doses < 1:
             raise ValueError("n_doses must be >= 1")
@@ -68,20 +68,29 @@ class Scenario:
             raise ValueError("repeated dosing needs an interval > 0")
         if duration and n_doses > 1 and duration > interval:
             raise ValueError(f"infusion duration {duration} exceeds the dosing interval {interval}")
-        doses = tuple(Dose(start + i * (interval or 0.0), amount, route, unit, duration) for i in range(n_doses))
+        doses = tuple(
+            Dose(start + i * (interval or 0.0), amount, route, unit, duration)
+            for i in range(n_doses)
+        )
         return cls(name, doses, time_unit)
 
-    def switch(self, at: float, other: "Scenario", name: str | None = None) -> "Scenario":
+    def switch(self, at: float, other: Scenario, name: str | None = None) -> Scenario:
         """This scenario's doses before ``at``, then ``other``'s doses from ``at`` on (a change of regimen)."""
         if other.time_unit != self.time_unit:
             raise ValueError("scenarios to join must use the same time unit")
-        doses = tuple(d for d in self.doses if d.time < at) + tuple(d for d in other.doses if d.time >= at)
+        doses = tuple(d for d in self.doses if d.time < at) + tuple(
+            d for d in other.doses if d.time >= at
+        )
         return Scenario(name or f"{self.name} -> {other.name} at {at:g}", doses, self.time_unit)
 
-    def __add__(self, other: "Scenario") -> "Scenario":
+    def __add__(self, other: Scenario) -> Scenario:
         if other.time_unit != self.time_unit:
             raise ValueError("scenarios to join must use the same time unit")
-        return Scenario(f"{self.name} + {other.name}", tuple(sorted(self.doses + other.doses, key=lambda d: d.time)), self.time_unit)
+        return Scenario(
+            f"{self.name} + {other.name}",
+            tuple(sorted(self.doses + other.doses, key=lambda d: d.time)),
+            self.time_unit,
+        )
 
     def to_doses(self, spec: ModelSpec) -> Doses:
         """Route -> (times, amounts, durations) in the spec's units."""
@@ -89,7 +98,9 @@ class Scenario:
         ft = conversion_factor(self.time_unit, spec.time_unit)
         for d in self.doses:
             if d.route not in spec.routes:
-                raise ValueError(f"scenario {self.name!r} doses by route {d.route!r}, which spec {spec.name} lacks ({list(spec.routes)})")
+                raise ValueError(
+                    f"scenario {self.name!r} doses by route {d.route!r}, which spec {spec.name} lacks ({list(spec.routes)})"
+                )
             t, a, dur = out.setdefault(d.route, ([], [], []))
             t.append(d.time * ft)
             a.append(d.amount * conversion_factor(d.unit, spec.routes[d.route].unit))

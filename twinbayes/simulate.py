@@ -7,12 +7,13 @@ and for trying a study design before the data exist.
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 
+from .dynamics.design import Design
 from .dynamics.linear import Doses
-from .dynamics.predict import Design, simulate_observations
+from .model import TwinModel
 from .patient import Patient
 from .spec.model_spec import ModelSpec
 
@@ -48,18 +49,39 @@ def simulate_patient(
     """
     missing = set(spec.parameters) - set(params)
     if missing:
-        raise ValueError(f"simulate_patient: no value for parameter(s) {sorted(missing)} of spec {spec.name}")
+        raise ValueError(
+            f"simulate_patient: no value for parameter(s) {sorted(missing)} of spec {spec.name}"
+        )
     times = np.asarray(times, float)
-    inputs = {k: (np.asarray(t, float), np.asarray(v, float)) for k, (t, v) in (inputs or {}).items()}
+    inputs = {
+        k: (np.asarray(t, float), np.asarray(v, float)) for k, (t, v) in (inputs or {}).items()
+    }
     missing = set(spec.inputs) - set(inputs)
     if missing:
-        raise ValueError(f"simulate_patient: spec {spec.name} is driven by input(s) {sorted(missing)}; pass inputs={{name: (times, values)}}")
-    baselines = {i.baseline: float(np.interp(0.0, *inputs[n])) for n, i in spec.inputs.items() if i.baseline}
-    design = Design({o: times for o in spec.observations}, {}, doses, inputs=inputs, baselines=baselines)
-    y = simulate_observations(spec, params, design, np.random.default_rng(seed))
+        raise ValueError(
+            f"simulate_patient: spec {spec.name} is driven by input(s) {sorted(missing)}; pass inputs={{name: (times, values)}}"
+        )
+    baselines = {
+        i.baseline: float(np.interp(0.0, *inputs[n])) for n, i in spec.inputs.items() if i.baseline
+    }
+    design = Design(
+        {o: times for o in spec.observations}, {}, doses, inputs=inputs, baselines=baselines
+    )
+    y = TwinModel.of(spec).simulate(params, design, np.random.default_rng(seed))
     obs = [(t, o, v, spec.observations[o].unit) for o in y for t, v in zip(times, y[o])]
-    dose_rows = [(t, r, a, spec.routes[r].unit) for r, (ts, amts) in doses.items() for t, a in zip(ts, amts)]
-    input_rows = [(t, spec.inputs[n].series, v, spec.inputs[n].unit) for n, (ts, vs) in inputs.items() for t, v in zip(ts, vs)]
+    dose_rows = [
+        (t, r, a, spec.routes[r].unit) for r, (ts, amts) in doses.items() for t, a in zip(ts, amts)
+    ]
+    input_rows = [
+        (t, spec.inputs[n].series, v, spec.inputs[n].unit)
+        for n, (ts, vs) in inputs.items()
+        for t, v in zip(ts, vs)
+    ]
     return Patient.from_records(
-        obs, dose_rows, inputs=input_rows, time_unit=spec.time_unit, subject=subject, source=f"simulated from {spec.name}"
+        obs,
+        dose_rows,
+        inputs=input_rows,
+        time_unit=spec.time_unit,
+        subject=subject,
+        source=f"simulated from {spec.name}",
     )

@@ -71,14 +71,26 @@ class Study:
 
 def _num(raw: dict, key: str, where: str, positive: bool = False) -> float:
     v = raw.get(key)
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v) or (positive and v <= 0):
-        raise SpecError(f"{where}.{key}", f"must be a {'positive ' if positive else ''}number, got {v!r}")
+    if (
+        isinstance(v, bool)
+        or not isinstance(v, (int, float))
+        or not np.isfinite(v)
+        or (positive and v <= 0)
+    ):
+        raise SpecError(
+            f"{where}.{key}", f"must be a {'positive ' if positive else ''}number, got {v!r}"
+        )
     return float(v)
 
 
 def _window(raw: dict, where: str) -> tuple[float, float]:
     w = raw.get("window")
-    if not (isinstance(w, list) and len(w) == 2 and all(isinstance(x, (int, float)) for x in w) and w[0] < w[1]):
+    if not (
+        isinstance(w, list)
+        and len(w) == 2
+        and all(isinstance(x, (int, float)) for x in w)
+        and w[0] < w[1]
+    ):
         raise SpecError(f"{where}.window", f"must be [start, end] with start < end, got {w!r}")
     return float(w[0]), float(w[1])
 
@@ -96,17 +108,27 @@ def _parse_qois(items: list, where: str) -> list:
             _check_keys(raw, w, {"kind", "name", "expression", "inputs"}, set())
             inputs = raw["inputs"]
             if not isinstance(inputs, dict) or not inputs:
-                raise SpecError(f"{w}.inputs", "must map expression symbols to QoI names, e.g. { cmax = \"Cmax day 3\" }")
+                raise SpecError(
+                    f"{w}.inputs",
+                    'must map expression symbols to QoI names, e.g. { cmax = "Cmax day 3" }',
+                )
             missing = [n for n in inputs.values() if n not in made]
             if missing:
-                raise SpecError(f"{w}.inputs", f"unknown QoI(s) {missing}; define them above this one")
+                raise SpecError(
+                    f"{w}.inputs", f"unknown QoI(s) {missing}; define them above this one"
+                )
             try:
-                made[name] = Q.Custom(name, raw["expression"], {sym: made[n] for sym, n in inputs.items()})
+                made[name] = Q.Custom(
+                    name, raw["expression"], {sym: made[n] for sym, n in inputs.items()}
+                )
             except ValueError as exc:
                 raise SpecError(f"{w}.expression", str(exc)) from None
             continue
         if kind not in _QOI_KINDS:
-            raise SpecError(f"{w}.kind", f"unknown QoI kind {kind!r}; choose one of {', '.join([*_QOI_KINDS, 'custom'])}")
+            raise SpecError(
+                f"{w}.kind",
+                f"unknown QoI kind {kind!r}; choose one of {', '.join([*_QOI_KINDS, 'custom'])}",
+            )
         cls, required = _QOI_KINDS[kind]
         _check_keys(raw, w, {"kind", "name", *required}, set())
         args = {k: (_window(raw, w) if k == "window" else _num(raw, k, w)) for k in required}
@@ -147,12 +169,20 @@ def _resolve(ref: str, base: Path, where: str, bundled) -> Path:
             raise SpecError(where, str(exc)) from None
     p = (base / ref).resolve()
     if not p.exists():
-        raise SpecError(where, f"{p} does not exist (paths are relative to the study file; bundled files as 'bundled:NAME')")
+        raise SpecError(
+            where,
+            f"{p} does not exist (paths are relative to the study file; bundled files as 'bundled:NAME')",
+        )
     return p
 
 
 def _parse(doc: dict, path: Path, text: str) -> Study:
-    _check_keys(doc, "<top level>", {"study", "patient", "twins"}, {"sampler", "gate", "comparison", "scenarios", "predictions", "qois", "targets"})
+    _check_keys(
+        doc,
+        "<top level>",
+        {"study", "patient", "twins"},
+        {"sampler", "gate", "comparison", "scenarios", "predictions", "qois", "targets"},
+    )
     base = path.parent
     st = doc["study"]
     _check_keys(st, "study", {"name", "seed"}, {"description"})
@@ -165,7 +195,15 @@ def _parse(doc: dict, path: Path, text: str) -> Study:
     _check_keys(tw, "twins", {"specs"}, set())
     if not isinstance(tw["specs"], list) or not tw["specs"]:
         raise SpecError("twins.specs", "must be a non-empty list of spec files or 'bundled:NAME'")
-    specs = [_resolve(s if str(s).endswith(".toml") or str(s).startswith("bundled:") else f"bundled:{s}", base, f"twins.specs[{i}]", spec_path) for i, s in enumerate(tw["specs"])]
+    specs = [
+        _resolve(
+            s if str(s).endswith(".toml") or str(s).startswith("bundled:") else f"bundled:{s}",
+            base,
+            f"twins.specs[{i}]",
+            spec_path,
+        )
+        for i, s in enumerate(tw["specs"])
+    ]
 
     sampler = {"draws": 2000, "tune": 1000, "chains": 4, "target_accept": 0.95, "sampler": None}
     raw = doc.get("sampler", {})
@@ -177,7 +215,13 @@ def _parse(doc: dict, path: Path, text: str) -> Study:
     gate_raw = doc.get("gate", {})
     _check_keys(gate_raw, "gate", set(), set(Gate.__dataclass_fields__))
     gate = Gate(**gate_raw)
-    comparison = {"include_unconverged": False, "max_refits": 10, "kfold_k": 10, "bma": False, "weights": "stacking"}
+    comparison = {
+        "include_unconverged": False,
+        "max_refits": 10,
+        "kfold_k": 10,
+        "bma": False,
+        "weights": "stacking",
+    }
     raw = doc.get("comparison", {})
     _check_keys(raw, "comparison", set(), set(comparison))
     comparison.update(raw)
@@ -189,12 +233,19 @@ def _parse(doc: dict, path: Path, text: str) -> Study:
     scenarios = []
     for i, sc in enumerate(doc.get("scenarios", [])):
         w = f"scenarios[{i}]"
-        _check_keys(sc, w, {"name", "route", "amount"}, {"unit", "interval", "doses", "start", "duration"})
+        _check_keys(
+            sc, w, {"name", "route", "amount"}, {"unit", "interval", "doses", "start", "duration"}
+        )
         try:
             scenarios.append(
                 Scenario.regimen(
-                    sc["name"], _num(sc, "amount", w, positive=True), sc["route"], interval=sc.get("interval"),
-                    n_doses=int(sc.get("doses", 1)), start=float(sc.get("start", 0.0)), duration=float(sc.get("duration", 0.0)),
+                    sc["name"],
+                    _num(sc, "amount", w, positive=True),
+                    sc["route"],
+                    interval=sc.get("interval"),
+                    n_doses=int(sc.get("doses", 1)),
+                    start=float(sc.get("start", 0.0)),
+                    duration=float(sc.get("duration", 0.0)),
                     unit=sc.get("unit", "mg"),
                 )
             )
@@ -207,7 +258,11 @@ def _parse(doc: dict, path: Path, text: str) -> Study:
         t = pr["times"]
         if isinstance(t, dict):
             _check_keys(t, "predictions.times", {"start", "stop", "step"}, set())
-            times = np.arange(float(t["start"]), float(t["stop"]) + 1e-9 * float(t["step"]), _num(t, "step", "predictions.times", positive=True))
+            times = np.arange(
+                float(t["start"]),
+                float(t["stop"]) + 1e-9 * float(t["step"]),
+                _num(t, "step", "predictions.times", positive=True),
+            )
         elif isinstance(t, list) and t:
             times = np.array(t, float)
         else:
@@ -221,13 +276,27 @@ def _parse(doc: dict, path: Path, text: str) -> Study:
         if tg["qoi"] not in by_name:
             raise SpecError(f"{w}.qoi", f"unknown QoI {tg['qoi']!r}; defined: {', '.join(by_name)}")
         try:
-            targets.append(Q.Target(by_name[tg["qoi"]], tg.get("lower"), tg.get("upper"), tg.get("name", "")))
+            targets.append(
+                Q.Target(by_name[tg["qoi"]], tg.get("lower"), tg.get("upper"), tg.get("name", ""))
+            )
         except ValueError as exc:
             raise SpecError(w, str(exc)) from None
     if scenarios and times is None:
         raise SpecError("predictions", "scenarios need [predictions] times")
     return Study(
-        name=str(st["name"]), description=str(st.get("description", "")), seed=int(st["seed"]), data=data,
-        subject=None if pt.get("subject") is None else str(pt["subject"]), specs=specs, sampler=sampler, gate=gate,
-        comparison=comparison, scenarios=scenarios, times=times, qois=qois, targets=targets, source=str(path), text=text,
+        name=str(st["name"]),
+        description=str(st.get("description", "")),
+        seed=int(st["seed"]),
+        data=data,
+        subject=None if pt.get("subject") is None else str(pt["subject"]),
+        specs=specs,
+        sampler=sampler,
+        gate=gate,
+        comparison=comparison,
+        scenarios=scenarios,
+        times=times,
+        qois=qois,
+        targets=targets,
+        source=str(path),
+        text=text,
     )

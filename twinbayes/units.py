@@ -20,10 +20,27 @@ class UnitError(ValueError):
 
 
 # symbol -> (factor to base units, {dimension: power}); base: g, m, s, mol, U, mmHg
-_MASS = {"kg": 1e3, "g": 1.0, "mg": 1e-3, "ug": 1e-6, "mcg": 1e-6, "µg": 1e-6, "ng": 1e-9, "pg": 1e-12}
+_MASS = {
+    "kg": 1e3,
+    "g": 1.0,
+    "mg": 1e-3,
+    "ug": 1e-6,
+    "mcg": 1e-6,
+    "µg": 1e-6,
+    "ng": 1e-9,
+    "pg": 1e-12,
+}
 _VOLUME = {"L": 1e-3, "dL": 1e-4, "mL": 1e-6, "uL": 1e-9, "µL": 1e-9}  # in m^3
 _LENGTH = {"m": 1.0, "cm": 1e-2, "mm": 1e-3, "um": 1e-6}
-_TIME = {"s": 1.0, "min": 60.0, "h": 3600.0, "hr": 3600.0, "d": 86400.0, "day": 86400.0, "week": 604800.0}
+_TIME = {
+    "s": 1.0,
+    "min": 60.0,
+    "h": 3600.0,
+    "hr": 3600.0,
+    "d": 86400.0,
+    "day": 86400.0,
+    "week": 604800.0,
+}
 _AMOUNT = {"mol": 1.0, "mmol": 1e-3, "umol": 1e-6, "µmol": 1e-6, "nmol": 1e-9, "pmol": 1e-12}
 _INTL = {"U": 1.0, "mU": 1e-3, "uU": 1e-6, "µU": 1e-6}
 _PRESSURE = {"mmHg": 1.0, "kPa": 7.500616827}
@@ -106,5 +123,7 @@ def conversion_factor(source: str, target: str) -> float:
     """
     a, b = parse_unit(source), parse_unit(target)
     if a.dims != b.dims:
-        raise UnitError(f"cannot convert {source!r} to {target!r}: dimensions differ ({a.dims} vs {b.dims})")
+        raise UnitError(
+            f"cannot convert {source!r} to {target!r}: dimensions differ ({a.dims} vs {b.dims})"
+        )
     return a.factor / b.factor

@@ -4,4 +4,10 @@ from .linear import Doses, state_amounts
 from .predict import predict_observations, simulate_observations
 from .reference import solve_reference
 
-__all__ = ["Doses", "state_amounts", "predict_observations", "simulate_observations", "solve_reference"]
+__all__ = [
+    "Doses",
+    "state_amounts",
+    "predict_observations",
+    "simulate_observations",
+    "solve_reference",
+]

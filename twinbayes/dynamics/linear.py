@@ -19,7 +19,8 @@ the ``backend``.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -40,7 +41,15 @@ def _xp(backend):
     return np
 
 
-def _response(spec: ModelSpec, route: Route, env: Mapping[str, Any], tad, states: list[str], backend, step: bool):
+def _response(
+    spec: ModelSpec,
+    route: Route,
+    env: Mapping[str, Any],
+    tad,
+    states: list[str],
+    backend,
+    step: bool,
+):
     """Amounts in ``states`` at times ``tad`` (any shape) after a unit dose via ``route``.
 
     ``step=False``: a unit bolus (impulse response ``e^{A tad} e_c``, or the
@@ -167,9 +176,49 @@ def state_amounts(
         route = spec.routes[route_name]
         bolus = duration == 0
         if bolus.any():
-            add(_superpose(spec, route, env, times, t_dose[bolus], amount[bolus], states, backend, batched, step=False))
+            add(
+                _superpose(
+                    spec,
+                    route,
+                    env,
+                    times,
+                    t_dose[bolus],
+                    amount[bolus],
+                    states,
+                    backend,
+                    batched,
+                    step=False,
+                )
+            )
         if (~bolus).any():
             rate = amount[~bolus] / duration[~bolus]
-            add(_superpose(spec, route, env, times, t_dose[~bolus], rate, states, backend, batched, step=True))
-            add(_superpose(spec, route, env, times, t_dose[~bolus] + duration[~bolus], rate, states, backend, batched, step=True), -1.0)
+            add(
+                _superpose(
+                    spec,
+                    route,
+                    env,
+                    times,
+                    t_dose[~bolus],
+                    rate,
+                    states,
+                    backend,
+                    batched,
+                    step=True,
+                )
+            )
+            add(
+                _superpose(
+                    spec,
+                    route,
+                    env,
+                    times,
+                    t_dose[~bolus] + duration[~bolus],
+                    rate,
+                    states,
+                    backend,
+                    batched,
+                    step=True,
+                ),
+                -1.0,
+            )
     return total

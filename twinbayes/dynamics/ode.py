@@ -26,22 +26,35 @@ by the sampler as a divergence; outside sampling, :func:`solve` raises
 
 from __future__ import annotations
 
+import functools
 import hashlib
-import threading
-from dataclasses import dataclass
-from typing import Any, Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from ..spec.expr import NUMPY, PYTENSOR
 from ..spec.model_spec import ModelSpec
-from ..spec.symbolic import derivative, helpers, parse, to_statements
+from ..spec.symbolic import Node, derivative, helpers, parse, to_statements
+from .tableau import DOPRI5, ButcherTableau
 
-__all__ = ["OdeError", "OdeSystem", "ode_system", "Forcing", "ode_trajectories"]
+__all__ = [
+    "OdeError",
+    "OdeSystem",
+    "ode_system",
+    "Forcing",
+    "ode_trajectories",
+    "solve",
+    "Integrator",
+    "integrator",
+]
 
 RTOL = 1e-6
 ATOL = 1e-8
 MAX_STEPS = 20_000
+CACHE_SIZE = 32
+"""Compiled systems and integrators kept per process (least recently used are dropped)."""
 
 OK, TOO_MANY_STEPS, NOT_FINITE = 0, 1, 2
 
@@ -51,6 +64,20 @@ class OdeError(RuntimeError):
 
 
 # ---------------------------------------------------------------- code generation
+
+
+class SystemDefinition(NamedTuple):
+    """What a compiled system depends on, and nothing else: its cache key (hashable by content).
+
+    Two specs with the same states, parameters, inputs and expression trees
+    share one compiled system; editing any expression (in a file or in
+    memory with ``dataclasses.replace``) gives another.
+    """
+
+    states: tuple[str, ...]
+    params: tuple[str, ...]
+    inputs: tuple[str, ...]
+    trees: tuple[Node, ...]
 
 
 @dataclass(frozen=True)
@@ -68,56 +95,79 @@ class OdeSystem:
         Forcing inputs in ``u``.
     source : str
         The generated Python source (for inspection).
+    rhs, rhs_jac : callable
+        Numba functions ``rhs(t, y, p, u, out)`` and ``rhs_jac(t, y, p, u, out, jy, jp)``.
     """
 
     states: tuple[str, ...]
     params: tuple[str, ...]
     inputs: tuple[str, ...]
     source: str
-    rhs: Any
-    rhs_jac: Any
+    rhs: Any = field(compare=False, repr=False)
+    rhs_jac: Any = field(compare=False, repr=False)
 
     @property
     def key(self) -> str:
         return hashlib.sha256(self.source.encode()).hexdigest()[:16]
 
 
-_CACHE: dict[str, OdeSystem] = {}
-_LOCK = threading.Lock()
+def system_definition(spec: ModelSpec) -> SystemDefinition:
+    """The content of ``spec`` that its compiled system depends on."""
+    states = tuple(spec.states)
+    used = set().union(*(spec.rhs[s].symbols for s in states))
+    quantities = [
+        *spec.parameters,
+        *spec.derived,
+        *(i.baseline for i in spec.inputs.values() if i.baseline),
+    ]
+    params = tuple(q for q in quantities if q in used)
+    return SystemDefinition(
+        states, params, tuple(spec.inputs), tuple(parse(spec.rhs[s]) for s in states)
+    )
 
 
 def ode_system(spec: ModelSpec) -> OdeSystem:
-    """Generate and compile the right-hand side and Jacobians of ``spec`` (cached by spec text)."""
-    key = spec.sha256
-    with _LOCK:
-        if key not in _CACHE:
-            _CACHE[key] = _build_system(spec)
-        return _CACHE[key]
+    """The compiled right-hand side and Jacobians of ``spec`` (cached by the content of its expression trees)."""
+    return _compile_system(system_definition(spec))
 
 
-def _build_system(spec: ModelSpec) -> OdeSystem:
+@functools.lru_cache(maxsize=CACHE_SIZE)
+def _compile_system(definition: SystemDefinition) -> OdeSystem:
+    """Generate the source of ``f``, ``df/dy`` and ``df/dp`` and compile it with Numba."""
     import numba
 
-    states = tuple(spec.states)
-    inputs = tuple(spec.inputs)
-    used = set().union(*(spec.rhs[s].symbols for s in states))
-    quantities = [*spec.parameters, *spec.derived, *(i.baseline for i in spec.inputs.values() if i.baseline)]
-    params = tuple(q for q in quantities if q in used)
+    states, params, inputs, trees = definition
     slots = {"t": "t"}
     slots.update({s: f"y[{i}]" for i, s in enumerate(states)})
     slots.update({q: f"p[{i}]" for i, q in enumerate(params)})
     slots.update({u: f"u[{i}]" for i, u in enumerate(inputs)})
-    trees = [parse(spec.rhs[s]) for s in states]
     f = [(f"out[{i}]", tree) for i, tree in enumerate(trees)]
-    jy = [(f"jy[{i}, {j}]", derivative(tree, s)) for i, tree in enumerate(trees) for j, s in enumerate(states)]
-    jp = [(f"jp[{i}, {j}]", derivative(tree, q)) for i, tree in enumerate(trees) for j, q in enumerate(params)]
+    jy = [
+        (f"jy[{i}, {j}]", derivative(tree, s))
+        for i, tree in enumerate(trees)
+        for j, s in enumerate(states)
+    ]
+    jp = [
+        (f"jp[{i}, {j}]", derivative(tree, q))
+        for i, tree in enumerate(trees)
+        for j, q in enumerate(params)
+    ]
     lines = ["def rhs(t, y, p, u, out):", *to_statements(f, slots), "    return", ""]
-    lines += ["def rhs_jac(t, y, p, u, out, jy, jp):", *to_statements(f + jy + jp, slots), "    return"]
+    lines += [
+        "def rhs_jac(t, y, p, u, out, jy, jp):",
+        *to_statements(f + jy + jp, slots),
+        "    return",
+    ]
     source = "\n".join(lines) + "\n"
     namespace = {k: (v if k == "math" else numba.njit(v)) for k, v in helpers().items()}
-    exec(compile(source, f"<twinbayes ode {spec.name}>", "exec"), namespace)  # generated, see spec.symbolic
+    key = hashlib.sha256(source.encode()).hexdigest()[:16]
+    exec(
+        compile(source, f"<twinbayes ode {key}>", "exec"), namespace
+    )  # generated, see spec.symbolic
     jit = numba.njit(inline="always")  # inlined into the integrator: no call overhead per stage
-    return OdeSystem(states, params, inputs, source, jit(namespace["rhs"]), jit(namespace["rhs_jac"]))
+    return OdeSystem(
+        states, params, inputs, source, jit(namespace["rhs"]), jit(namespace["rhs_jac"])
+    )
 
 
 # ---------------------------------------------------------------- forcing and time grid
@@ -145,7 +195,12 @@ class Forcing:
     du: np.ndarray
 
     @classmethod
-    def build(cls, times: np.ndarray, inputs: Mapping[str, tuple[np.ndarray, np.ndarray]], names: tuple[str, ...]) -> "Forcing":
+    def build(
+        cls,
+        times: np.ndarray,
+        inputs: Mapping[str, tuple[np.ndarray, np.ndarray]],
+        names: tuple[str, ...],
+    ) -> Forcing:
         times = np.asarray(times, float)
         tmax = float(times.max()) if times.size else 0.0
         knots = [np.asarray(inputs[n][0], float) for n in names]
@@ -159,6 +214,11 @@ class Forcing:
         return cls(times, stops, u0, du)
 
     @property
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(times, stops, u0, du)``, the integrator's first arguments after ``p, y0``."""
+        return self.times, self.stops, self.u0, self.du
+
+    @property
     def key(self) -> str:
         h = hashlib.sha256()
         for a in (self.times, self.stops, self.u0, self.du):
@@ -167,77 +227,209 @@ class Forcing:
 
 
 # ---------------------------------------------------------------- the integrator
-
-# Dormand-Prince 5(4) tableau, error weights and dense output (Hairer et al. 1993, sec. II.5-6; dopri5.f)
-_C = (0.0, 1 / 5, 3 / 10, 4 / 5, 8 / 9, 1.0, 1.0)
-_A = (
-    (),
-    (1 / 5,),
-    (3 / 40, 9 / 40),
-    (44 / 45, -56 / 15, 32 / 9),
-    (19372 / 6561, -25360 / 2187, 64448 / 6561, -212 / 729),
-    (9017 / 3168, -355 / 33, 46732 / 5247, 49 / 176, -5103 / 18656),
-    (35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84),
-)
-_E = (71 / 57600, 0.0, -71 / 16695, 71 / 1920, -17253 / 339200, 22 / 525, -1 / 40)
-_D = (-12715105075 / 11282082432, 0.0, 87487479700 / 32700410799, -10690763975 / 1880347072,
-      701980252875 / 199316789632, -1453857185 / 822651844, 69997945 / 29380423)
+# Built as diffrax builds its solvers: the tableau is data (tableau.py); a derivative with
+# sensitivities, a generic explicit Runge-Kutta step, a step-size controller and a dense
+# output are separate Numba functions, inlined into one integration loop.
 
 
-def _make_integrator(system: OdeSystem):
-    """A Numba function ``integrate(p, y0, times, stops, u0, du, rtol, atol, max_step, max_steps, sens)``.
+class Integrator(NamedTuple):
+    """Compiled solvers of one system.
 
-    Returns ``(Y, S, status, t_reached)`` with ``Y[i]`` the states at
-    ``times[i]`` and ``S[i]`` their sensitivities to ``(y0, p)`` (shape
-    ``(n, n + k)``; zeros unless ``sens``).  Output times between steps come
-    from the 4th-order continuous extension of the method, so outputs do not
-    shorten steps; input knots do (each step sees a smooth right-hand side).
+    ``one(p, y0, times, stops, u0, du, rtol, atol, max_step, max_steps, sens) -> (Y, S, status, t)``
+    solves for one parameter vector (``Y[i]`` the states at ``times[i]``,
+    ``S[i]`` their sensitivities to ``(y0, p)``, zeros unless ``sens``);
+    ``many(P, Y0, times, stops, u0, du, rtol, atol, max_step, max_steps) -> Y``
+    solves row by row for draws (no sensitivities; NaN rows where a solve failed).
     """
+
+    one: Callable
+    many: Callable
+
+
+def _make_derivative(system: OdeSystem):
+    """``deriv(t, z, p, u, sens, out, jy, jp)``: ``dz/dt`` for ``z = (y, vec S)``, ``dS/dt = (df/dy) S + [0, df/dp]``."""
     import numba
 
     rhs, rhs_jac = system.rhs, system.rhs_jac
-    n, k = len(system.states), len(system.params)
-    m = n + k
-    c2, c3, c4, c5, c6, c7 = _C[1:]
-    (a21,), (a31, a32), (a41, a42, a43), (a51, a52, a53, a54), (a61, a62, a63, a64, a65), (a71, _, a73, a74, a75, a76) = _A[1:]
-    e1, _, e3, e4, e5, e6, e7 = _E
-    d1, _, d3, d4, d5, d6, d7 = _D
+    n, m = len(system.states), len(system.states) + len(system.params)
 
     @numba.njit(inline="always")
     def deriv(t, z, p, u, sens, out, jy, jp):
         y = z[:n]
         if not sens:
             rhs(t, y, p, u, out)
-        else:
-            rhs_jac(t, y, p, u, out, jy, jp)
-            for i in range(n):
-                for j in range(m):
-                    acc = 0.0
-                    for l in range(n):
-                        acc += jy[i, l] * z[n + l * m + j]
-                    if j >= n:
-                        acc += jp[i, j - n]
-                    out[n + i * m + j] = acc
+            return
+        rhs_jac(t, y, p, u, out, jy, jp)
+        for i in range(n):
+            for j in range(m):
+                acc = 0.0
+                for l in range(n):
+                    acc += jy[i, l] * z[n + l * m + j]
+                if j >= n:
+                    acc += jp[i, j - n]
+                out[n + i * m + j] = acc
+
+    return deriv
+
+
+def _make_step(deriv, tableau: ButcherTableau):
+    """``step(...)``: one explicit Runge-Kutta step of size ``hs`` from the tableau.
+
+    On entry ``K[0] = f(t, z)``; on exit ``K[j]`` holds stage ``j``, ``ynew`` the
+    propagated solution at ``t + hs`` (the last stage's argument: FSAL, so
+    ``K[-1]`` is its derivative) and ``errv`` the local error estimate.
+    Inputs are linear within segment ``seg`` (from ``u0``, ``du``).
+    """
+    import numba
+
+    c, a, e = tableau.c, tableau.a, tableau.e
+    stages = len(c)
 
     @numba.njit(inline="always")
-    def stage(t, hs, c, t0, seg, zs, p, u, u0, du, sens, out, jy, jp):
-        ts = t + c * hs
-        for j in range(u.shape[0]):
-            u[j] = u0[seg, j] + (ts - t0) * du[seg, j]
-        deriv(ts, zs, p, u, sens, out, jy, jp)
+    def step(t, hs, t0, seg, z, K, ynew, errv, p, u, u0, du, sens, jy, jp, size):
+        for st in range(1, stages):
+            for i in range(size):
+                acc = 0.0
+                for j in range(st):
+                    acc += a[st, j] * K[j, i]
+                ynew[i] = z[i] + hs * acc
+            ts = t + c[st] * hs
+            for j in range(u.shape[0]):
+                u[j] = u0[seg, j] + (ts - t0) * du[seg, j]
+            deriv(ts, ynew, p, u, sens, K[st], jy, jp)
+        for i in range(size):
+            acc = 0.0
+            for j in range(stages):
+                acc += e[j] * K[j, i]
+            errv[i] = hs * acc
+
+    return step
+
+
+def _make_controller(order: int):
+    """``factor(err)``: the step-size factor after a step with scaled error ``err`` (accepted when ``err <= 1``).
+
+    ``0.9 err^(-1/order)`` clipped to [0.2, 5]; 0.2 after a non-finite error
+    (Hairer et al. 1993, sec. II.4, eq. 4.13).
+    """
+    import numba
+
+    expo = -1.0 / order
+
+    @numba.njit(inline="always")
+    def factor(err):
+        if not np.isfinite(err):
+            return 0.2
+        if err == 0.0:
+            return 5.0
+        return min(5.0, max(0.2, 0.9 * err**expo))
+
+    return factor
+
+
+def _make_dense(tableau: ButcherTableau):
+    """``dense(theta, hs, z, ynew, K, row, size)``: the continuous extension at ``t + theta hs`` into ``row``.
+
+    The 4th-order interpolant of DOPRI5 (Hairer et al. 1993, sec. II.6; ``CONTD5`` in dopri5.f).
+    """
+    import numba
+
+    d = tableau.d
+    stages = len(d)
+
+    @numba.njit(inline="always")
+    def dense(theta, hs, z, ynew, K, row, size):
+        th1 = 1.0 - theta
+        for i in range(size):
+            ydiff = ynew[i] - z[i]
+            bspl = hs * K[0, i] - ydiff
+            acc = 0.0
+            for j in range(stages):
+                acc += d[j] * K[j, i]
+            row[i] = z[i] + theta * (
+                ydiff
+                + th1 * (bspl + theta * ((ydiff - hs * K[stages - 1, i] - bspl) + th1 * hs * acc))
+            )
+
+    return dense
+
+
+@functools.lru_cache(maxsize=1)
+def _norm():
+    import numba
 
     @numba.njit(inline="always")
     def norm(v, z_a, z_b, rtol, atol, size):
+        """RMS of ``v`` scaled by ``atol + rtol max(|z_a|, |z_b|)``."""
         acc = 0.0
         for i in range(size):
             sc = atol + rtol * max(abs(z_a[i]), abs(z_b[i]))
             acc += (v[i] / sc) ** 2
         return np.sqrt(acc / size)
 
+    return norm
+
+
+def _make_initial_step(deriv):
+    """``initial_step(...)``: the first step size from the states (Hairer et al. 1993, sec. II.4, p. 169)."""
+    import numba
+
+    norm = _norm()
+
+    @numba.njit(inline="always")
+    def initial_step(t0, t1, z, k1, p, u, jy, jp, tmp, k2, d, rtol, atol, max_step, n):
+        n0 = norm(z, z, z, rtol, atol, n)
+        n1 = norm(k1, z, z, rtol, atol, n)
+        h0 = 0.01 * n0 / n1 if n0 > 1e-5 and n1 > 1e-5 else 1e-6
+        h0 = min(h0, t1 - t0)
+        for i in range(n):
+            tmp[i] = z[i] + h0 * k1[i]
+        deriv(t0 + h0, tmp, p, u, False, k2, jy, jp)
+        for i in range(n):
+            d[i] = (k2[i] - k1[i]) / h0
+        n2 = norm(d, z, z, rtol, atol, n)
+        h1 = (0.01 / max(n1, n2)) ** 0.2 if max(n1, n2) > 1e-15 else max(1e-6, h0 * 1e-3)
+        return min(100.0 * h0, h1, t1 - t0, max_step)
+
+    return initial_step
+
+
+@functools.lru_cache(maxsize=CACHE_SIZE)
+def integrator(system: OdeSystem, tableau_name: str = "dopri5") -> Integrator:
+    """The compiled :class:`Integrator` of ``system`` (cached by the system's content)."""
+    tableau = {"dopri5": DOPRI5}[tableau_name]
+    deriv = _make_derivative(system)
+    one = _make_loop(
+        len(system.states),
+        len(system.params),
+        deriv,
+        _make_step(deriv, tableau),
+        _make_controller(tableau.order),
+        _make_dense(tableau),
+        _make_initial_step(deriv),
+        len(tableau.c),
+    )
+    return Integrator(one, _make_many(one, len(system.states)))
+
+
+def _make_loop(n, k, deriv, step, factor, dense, initial_step, stages):
+    """The integration loop: segments between input knots, accepted/rejected steps, dense output at the output times.
+
+    Longer than most functions here because Numba compiles it as one unit
+    (the helpers above are inlined into it).  Output times between steps come
+    from the continuous extension, so outputs do not shorten steps; input
+    knots do (each step sees a smooth right-hand side).  ``status`` is
+    ``TOO_MANY_STEPS`` or ``NOT_FINITE`` on failure, with ``Y`` all NaN.
+    """
+    import numba
+
+    norm = _norm()
+    unpack = _unpack_fn()
+    m = n + k
+
     @numba.njit
     def integrate(p, y0, times, stops, u0, du, rtol, atol, max_step, max_steps, sens):
         size = n + n * m if sens else n
-        nu = u0.shape[1]
         T = len(times)
         order = np.argsort(times)
         Z = np.full((T, size), np.nan)
@@ -250,91 +442,64 @@ def _make_integrator(system: OdeSystem):
         while r < T and times[order[r]] <= stops[0]:
             Z[order[r]] = z
             r += 1
-        k1, k2, k3, k4 = np.empty(size), np.empty(size), np.empty(size), np.empty(size)
-        k5, k6, k7 = np.empty(size), np.empty(size), np.empty(size)
-        tmp, d = np.empty(size), np.empty(size)
-        jy = np.zeros((n, n))
-        jp = np.zeros((n, max(k, 1)))
-        u = np.empty(nu)
-        status, steps, t = 0, 0, 0.0
-        h = -1.0
+        K = np.empty((stages, size))
+        ynew, errv, tmp, d = np.empty(size), np.empty(size), np.empty(size), np.empty(size)
+        jy, jp = np.zeros((n, n)), np.zeros((n, max(k, 1)))
+        u = np.empty(u0.shape[1])
+        status, steps, t, h = OK, 0, 0.0, -1.0
         for seg in range(len(stops) - 1):
             if r >= T:
                 break
             t0, t1 = stops[seg], stops[seg + 1]
             if seg == 0:  # later segments start from the last stage (FSAL; inputs are continuous)
-                for j in range(nu):
-                    u[j] = u0[0, j]
-                deriv(t0, z, p, u, sens, k1, jy, jp)
-            if h <= 0.0:  # initial step from the states (Hairer et al. 1993, sec. II.4, p. 169)
-                n0 = norm(z, z, z, rtol, atol, n)
-                n1 = norm(k1, z, z, rtol, atol, n)
-                h0 = 0.01 * n0 / n1 if n0 > 1e-5 and n1 > 1e-5 else 1e-6
-                h0 = min(h0, t1 - t0)
-                for i in range(n):
-                    tmp[i] = z[i] + h0 * k1[i]
-                deriv(t0 + h0, tmp, p, u, False, k2, jy, jp)
-                for i in range(n):
-                    d[i] = (k2[i] - k1[i]) / h0
-                n2 = norm(d, z, z, rtol, atol, n)
-                h1 = (0.01 / max(n1, n2)) ** 0.2 if max(n1, n2) > 1e-15 else max(1e-6, h0 * 1e-3)
-                h = min(100.0 * h0, h1, t1 - t0, max_step)
+                u[:] = u0[0]
+                deriv(t0, z, p, u, sens, K[0], jy, jp)
+            if h <= 0.0:
+                h = initial_step(
+                    t0, t1, z, K[0], p, u, jy, jp, tmp, K[1], d, rtol, atol, max_step, n
+                )
             t = t0
             while t < t1:
                 if steps >= max_steps:
-                    status = 1
+                    status = TOO_MANY_STEPS
                     break
                 last = t + h >= t1 - 1e-12 * max(1.0, abs(t1))
                 hs = t1 - t if last else h
-                for i in range(size):
-                    tmp[i] = z[i] + hs * a21 * k1[i]
-                stage(t, hs, c2, t0, seg, tmp, p, u, u0, du, sens, k2, jy, jp)
-                for i in range(size):
-                    tmp[i] = z[i] + hs * (a31 * k1[i] + a32 * k2[i])
-                stage(t, hs, c3, t0, seg, tmp, p, u, u0, du, sens, k3, jy, jp)
-                for i in range(size):
-                    tmp[i] = z[i] + hs * (a41 * k1[i] + a42 * k2[i] + a43 * k3[i])
-                stage(t, hs, c4, t0, seg, tmp, p, u, u0, du, sens, k4, jy, jp)
-                for i in range(size):
-                    tmp[i] = z[i] + hs * (a51 * k1[i] + a52 * k2[i] + a53 * k3[i] + a54 * k4[i])
-                stage(t, hs, c5, t0, seg, tmp, p, u, u0, du, sens, k5, jy, jp)
-                for i in range(size):
-                    tmp[i] = z[i] + hs * (a61 * k1[i] + a62 * k2[i] + a63 * k3[i] + a64 * k4[i] + a65 * k5[i])
-                stage(t, hs, c6, t0, seg, tmp, p, u, u0, du, sens, k6, jy, jp)
-                for i in range(size):
-                    tmp[i] = z[i] + hs * (a71 * k1[i] + a73 * k3[i] + a74 * k4[i] + a75 * k5[i] + a76 * k6[i])
-                stage(t, hs, c7, t0, seg, tmp, p, u, u0, du, sens, k7, jy, jp)
-                # tmp: the 5th-order solution at t + hs; k7: its derivative (first stage of the next step)
-                for i in range(size):
-                    d[i] = hs * (e1 * k1[i] + e3 * k3[i] + e4 * k4[i] + e5 * k5[i] + e6 * k6[i] + e7 * k7[i])
-                err = norm(d, z, tmp, rtol, atol, size)
+                step(t, hs, t0, seg, z, K, ynew, errv, p, u, u0, du, sens, jy, jp, size)
+                err = norm(errv, z, ynew, rtol, atol, size)
                 steps += 1
-                if not np.isfinite(err) or err > 1.0:
-                    h = hs * (0.2 if not np.isfinite(err) else max(0.2, 0.9 * err**-0.2))
+                fac = factor(err)
+                if not np.isfinite(err) or err > 1.0:  # rejected
+                    h = hs * fac
                     if h < 1e-14 * max(1.0, abs(t)):
-                        status = 2
+                        status = NOT_FINITE
                         break
                     continue
                 t_new = t1 if last else t + hs
-                while r < T and times[order[r]] <= t_new:  # dense output (dopri5.f, CONTD5)
-                    th = (times[order[r]] - t) / hs
-                    th1 = 1.0 - th
-                    row = Z[order[r]]
-                    for i in range(size):
-                        ydiff = tmp[i] - z[i]
-                        bspl = hs * k1[i] - ydiff
-                        c5i = hs * (d1 * k1[i] + d3 * k3[i] + d4 * k4[i] + d5 * k5[i] + d6 * k6[i] + d7 * k7[i])
-                        row[i] = z[i] + th * (ydiff + th1 * (bspl + th * ((ydiff - hs * k7[i] - bspl) + th1 * c5i)))
+                while r < T and times[order[r]] <= t_new:
+                    dense((times[order[r]] - t) / hs, hs, z, ynew, K, Z[order[r]], size)
                     r += 1
                 t = t_new
-                for i in range(size):
-                    z[i] = tmp[i]
-                    k1[i] = k7[i]
-                fac = 5.0 if err == 0.0 else min(5.0, max(0.2, 0.9 * err**-0.2))
+                z[:] = ynew
+                K[0] = K[stages - 1]
                 if not last or fac < 1.0:
                     h = min(hs * fac, max_step)
-            if status != 0:
+            if status != OK:
                 break
+        Y, S = unpack(Z, status, n, m, sens)
+        return Y, S, status, t
+
+    return integrate
+
+
+@functools.lru_cache(maxsize=1)
+def _unpack_fn():
+    """``unpack(Z, status, n, m, sens) -> (Y, S)``: states (NaN after a failure) and sensitivities from the packed rows."""
+    import numba
+
+    @numba.njit(inline="always")
+    def unpack(Z, status, n, m, sens):
+        T = Z.shape[0]
         Y = np.empty((T, n))
         S = np.zeros((T, n, m))
         for q in range(T):
@@ -343,28 +508,25 @@ def _make_integrator(system: OdeSystem):
                 if sens:
                     for j in range(m):
                         S[q, i, j] = Z[q, n + i * m + j]
-        return Y, S, status, t
+        return Y, S
+
+    return unpack
+
+
+def _make_many(one, n: int):
+    """``many(P, Y0, ...)``: one solve per row of ``P``/``Y0``, states only."""
+    import numba
 
     @numba.njit
-    def integrate_many(P, Y0, times, stops, u0, du, rtol, atol, max_step, max_steps):
+    def many(P, Y0, times, stops, u0, du, rtol, atol, max_step, max_steps):
         out = np.empty((P.shape[0], len(times), n))
         for s in range(P.shape[0]):
-            out[s] = integrate(P[s], Y0[s], times, stops, u0, du, rtol, atol, max_step, max_steps, False)[0]
+            out[s] = one(P[s], Y0[s], times, stops, u0, du, rtol, atol, max_step, max_steps, False)[
+                0
+            ]
         return out
 
-    integrate.many = integrate_many
-    return integrate
-
-
-_INTEGRATORS: dict[str, Any] = {}
-
-
-def integrator(system: OdeSystem):
-    """The compiled integrator of ``system`` (cached)."""
-    with _LOCK:
-        if system.key not in _INTEGRATORS:
-            _INTEGRATORS[system.key] = _make_integrator(system)
-        return _INTEGRATORS[system.key]
+    return many
 
 
 def _settings(spec: ModelSpec) -> tuple[float, float, float, int]:
@@ -376,7 +538,9 @@ def _settings(spec: ModelSpec) -> tuple[float, float, float, int]:
     )
 
 
-def solve(spec: ModelSpec, p: np.ndarray, y0: np.ndarray, forcing: Forcing, sens: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def solve(
+    spec: ModelSpec, p: np.ndarray, y0: np.ndarray, forcing: Forcing, sens: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """States (and sensitivities) at the output times for one parameter vector.
 
     Raises
@@ -385,13 +549,11 @@ def solve(spec: ModelSpec, p: np.ndarray, y0: np.ndarray, forcing: Forcing, sens
         When the integrator fails (see the module docstring).
     """
     system = ode_system(spec)
-    rtol, atol, max_step, max_steps = _settings(spec)
-    Y, S, status, t = integrator(system)(
-        np.asarray(p, float), np.asarray(y0, float), forcing.times, forcing.stops, forcing.u0, forcing.du,
-        rtol, atol, max_step, max_steps, sens,
+    Y, S, status, t = integrator(system).one(
+        np.asarray(p, float), np.asarray(y0, float), *forcing.arrays, *_settings(spec), sens
     )
     if status != OK:
-        raise OdeError(_failure(spec, status, t, max_steps))
+        raise OdeError(_failure(spec, status, t, _settings(spec)[3]))
     return Y, S
 
 
@@ -408,7 +570,9 @@ def _failure(spec: ModelSpec, status: int, t: float, max_steps: int) -> str:
 # ---------------------------------------------------------------- PyTensor Op
 
 
-def _op_class():
+@functools.cache
+def _op_type():
+    """The ``OdeSolveOp`` class, created and given its Numba implementation once per process."""
     import pytensor.tensor as pt
     from pytensor.gradient import DisconnectedType
     from pytensor.graph.basic import Apply
@@ -436,13 +600,23 @@ def _op_class():
             y0 = pt.as_tensor_variable(y0).astype("float64")
             T, n = len(self.forcing.times), len(self.system.states)
             m = n + len(self.system.params)
-            return Apply(self, [p, y0], [pt.tensor(dtype="float64", shape=(T, n)), pt.tensor(dtype="float64", shape=(T, n, m))])
+            return Apply(
+                self,
+                [p, y0],
+                [
+                    pt.tensor(dtype="float64", shape=(T, n)),
+                    pt.tensor(dtype="float64", shape=(T, n, m)),
+                ],
+            )
 
         def perform(self, node, inputs, outputs):
             p, y0 = inputs
             f = self.forcing
-            Y, S, _, _ = integrator(self.system)(p, y0, f.times, f.stops, f.u0, f.du, *self.settings, True)
-            outputs[0][0], outputs[1][0] = Y, S  # a failed solve is NaN: non-finite log density, a divergence
+            Y, S, _, _ = integrator(self.system).one(p, y0, *f.arrays, *self.settings, True)
+            outputs[0][0], outputs[1][0] = (
+                Y,
+                S,
+            )  # a failed solve is NaN: non-finite log density, a divergence
 
         def pullback(self, inputs, outputs, cotangents):
             p, y0 = inputs
@@ -456,19 +630,13 @@ def _op_class():
         def connection_pattern(self, node):
             return [[True, False], [True, False]]
 
+    _register_numba(OdeSolveOp)
     return OdeSolveOp
 
 
-_OP = None
-
-
 def ode_op(spec: ModelSpec, forcing: Forcing):
-    """The PyTensor Op solving ``spec`` on ``forcing`` (registers its Numba implementation once)."""
-    global _OP
-    if _OP is None:
-        _OP = _op_class()
-        _register_numba(_OP)
-    return _OP(spec, forcing)
+    """The PyTensor Op solving ``spec`` on ``forcing``."""
+    return _op_type()(spec, forcing)
 
 
 def _register_numba(op_type) -> None:
@@ -478,14 +646,16 @@ def _register_numba(op_type) -> None:
     def _funcify(op, node=None, **kwargs):
         import numba
 
-        integrate = integrator(op.system)
+        integrate = integrator(op.system).one
         f = op.forcing
         times, stops, u0, du = f.times, f.stops, f.u0, f.du
         rtol, atol, max_step, max_steps = op.settings
 
         @numba.njit
         def solve_op(p, y0):
-            Y, S, _, _ = integrate(p, y0, times, stops, u0, du, rtol, atol, max_step, max_steps, True)
+            Y, S, _, _ = integrate(
+                p, y0, times, stops, u0, du, rtol, atol, max_step, max_steps, True
+            )
             return Y, S
 
         return solve_op, None
@@ -517,7 +687,11 @@ def ode_trajectories(
         import pytensor.tensor as pt
 
         def vector(values):
-            return pt.stack([pt.as_tensor(v, dtype="float64") for v in values]) if values else pt.zeros(0)
+            return (
+                pt.stack([pt.as_tensor(v, dtype="float64") for v in values])
+                if values
+                else pt.zeros(0)
+            )
 
         Y, _ = ode_op(spec, forcing)(vector(p), vector(y0))
         return {s: Y[:, system.states.index(s)] for s in states}
@@ -525,8 +699,13 @@ def ode_trajectories(
     if shape == ():
         Y, _ = solve(spec, np.array(p, float), np.array(y0, float), forcing)
         return {s: Y[:, system.states.index(s)] for s in states}
-    P = np.stack([np.broadcast_to(np.asarray(v, float), shape) for v in p], axis=1) if p else np.zeros(shape + (0,))
+    P = (
+        np.stack([np.broadcast_to(np.asarray(v, float), shape) for v in p], axis=1)
+        if p
+        else np.zeros(shape + (0,))
+    )
     Y0 = np.stack([np.broadcast_to(np.asarray(v, float), shape) for v in y0], axis=1)
-    rtol, atol, max_step, max_steps = _settings(spec)
-    Y = integrator(system).many(np.ascontiguousarray(P), np.ascontiguousarray(Y0), forcing.times, forcing.stops, forcing.u0, forcing.du, rtol, atol, max_step, max_steps)
+    Y = integrator(system).many(
+        np.ascontiguousarray(P), np.ascontiguousarray(Y0), *forcing.arrays, *_settings(spec)
+    )
     return {s: Y[:, :, system.states.index(s)].T for s in states}

@@ -1,258 +1,63 @@
-"""Predicted observations (means) and simulated observations (with residual error)."""
+"""Predicted and simulated observations of a spec: functional shortcuts to :class:`~twinbayes.model.TwinModel`.
+
+Kept for scripts and notebooks; each function builds the spec's model and
+calls the method of the same meaning.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
-from ..patient import Patient, PatientDataError
-from ..spec.expr import NUMPY, PYTENSOR
+from ..spec.expr import NUMPY
 from ..spec.model_spec import ModelSpec
-from .linear import Doses, _xp, state_amounts
+from .design import Design, design_for
+
+__all__ = [
+    "Design",
+    "design_for",
+    "predict_observations",
+    "observation_moments",
+    "simulate_observations",
+    "log_likelihood",
+]
 
 
-def state_trajectories(spec: ModelSpec, env, times: np.ndarray, doses: Doses, states: list[str], backend=NUMPY, inputs=None) -> dict[str, Any]:
-    """State values at ``times``: a closed-form trajectory in ``t``, the exact linear solution, or an ODE solve.
+def _model(spec: ModelSpec):
+    from ..model import TwinModel
 
-    ``inputs`` maps forcing inputs to (times, values), for specs that have them.
-
-    With NumPy draw arrays in ``env`` the result has shape ``times.shape + (S,)``.
-    """
-    if spec.solution:
-        batched = backend is NUMPY and any(np.ndim(v) > 0 for v in env.values())
-        t = np.asarray(times, float)[:, None] if batched else np.asarray(times, float)
-        return {s: spec.solution[s]({**env, "t": t}, backend) for s in states}
-    if spec.linear:
-        return state_amounts(spec, env, times, doses, states, backend)
-    from .ode import ode_trajectories
-
-    return ode_trajectories(spec, env, times, states, backend, inputs)
-
-__all__ = ["Design", "design_for", "predict_observations", "observation_moments", "simulate_observations", "residual_sd", "log_likelihood"]
+    return TwinModel.of(spec)
 
 
-@dataclass(frozen=True)
-class Design:
-    """What a spec needs from a patient, in the spec's units.
-
-    Attributes
-    ----------
-    times : dict
-        Observation name -> observation times.
-    values : dict
-        Observation name -> observed values.
-    doses : dict
-        Route -> (dose times, amounts).
-    excluded : tuple
-        Observations left out as (name, time, value); see :func:`design_for`.
-    inputs : dict
-        Forcing input -> (times, values), interpolated linearly by the ODE engine.
-    baselines : dict
-        Baseline symbol -> value of its input at t = 0.
-    """
-
-    times: dict[str, np.ndarray]
-    values: dict[str, np.ndarray]
-    doses: Doses
-    excluded: tuple[tuple[str, float, float], ...] = ()
-    inputs: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
-    baselines: dict[str, float] = field(default_factory=dict)
-
-    def with_values(self, values: Mapping[str, np.ndarray]) -> "Design":
-        return replace(self, values={k: np.asarray(v, float) for k, v in values.items()})
-
-    def input_at(self, name: str, t: np.ndarray) -> np.ndarray:
-        """Forcing input ``name`` interpolated linearly at times ``t``."""
-        kt, kv = self.inputs[name]
-        return np.interp(t, kt, kv)
-
-    @property
-    def n_obs(self) -> int:
-        return sum(len(t) for t in self.times.values())
-
-    def index(self) -> list[tuple[str, int]]:
-        """(observable, position) of every observation, in the order used by pointwise results."""
-        return [(name, i) for name, t in self.times.items() for i in range(len(t))]
-
-    def split(self, holdout: np.ndarray) -> tuple["Design", "Design"]:
-        """(training, held-out) designs for a boolean ``holdout`` over :meth:`index`."""
-        holdout = np.asarray(holdout, bool)
-        keep, start = {}, 0
-        for name, t in self.times.items():
-            keep[name] = ~holdout[start : start + len(t)]
-            start += len(t)
-        return self.subset(keep), self.subset({n: ~k for n, k in keep.items()})
-
-    def subset(self, keep: Mapping[str, np.ndarray]) -> "Design":
-        """The design restricted to the observations selected by boolean masks ``keep[name]``."""
-        names = [n for n in self.times if np.any(keep[n])]
-        return replace(
-            self,
-            times={n: self.times[n][keep[n]] for n in names},
-            values={n: self.values[n][keep[n]] for n in names if n in self.values},
-        )
+def predict_observations(
+    spec: ModelSpec, env: Mapping[str, Any], design: Design, backend=NUMPY
+) -> dict[str, Any]:
+    """Mean of each observable at the design's times (:meth:`TwinModel.means`)."""
+    return _model(spec).means(env, design, backend)
 
 
-def design_for(spec: ModelSpec, patient: Patient) -> Design:
-    """Match a patient's data to a spec: observables, routes and units.
-
-    A linear spec starts from zero amounts, so its prediction at or before
-    the first dose is exactly zero whatever the parameters: such pre-dose
-    samples carry no information about the twin, and a zero value there makes
-    the likelihood unbounded as the additive error SD goes to zero.  They are
-    left out of the design and listed in ``Design.excluded`` (name, time, value),
-    which fitted twins report.  So are observations before an observation
-    model's ``valid_from`` time (e.g. the mixing phase of an IVGTT, which the
-    minimal model does not describe).
-
-    Forcing inputs are read from the patient's series of the input's
-    ``series`` name; the series must cover the observation times.
-
-    Raises
-    ------
-    PatientDataError
-        If the patient received doses by a route the spec does not model, or
-        has none of the spec's observables.
-    """
-    unknown = [r for r in patient.routes if r not in spec.routes]
-    if unknown:
-        raise PatientDataError(
-            f"patient {patient.id!r} ({patient.data.attrs.get('source')}) received doses by route(s) {unknown} "
-            f"that spec {spec.name!r} ({spec.source}) does not model; its routes: {list(spec.routes)}"
-        )
-    names = [o for o in spec.observations if o in patient.observation_names]
-    if not names:
-        raise PatientDataError(
-            f"patient {patient.id!r} has observations {patient.observation_names}, none of which spec "
-            f"{spec.name!r} models ({list(spec.observations)})"
-        )
-    doses = {r: patient.doses(r, spec.routes[r].unit, spec.time_unit) for r in patient.routes}
-    first_dose = min((float(t.min()) for t, _ in doses.values() if len(t)), default=np.inf)
-    times, values, excluded = {}, {}, []
-    for o in names:
-        t, y = patient.observations(o, spec.observations[o].unit, spec.time_unit)
-        keep = t > first_dose if spec.linear else np.ones(len(t), bool)
-        keep &= t >= spec.observations[o].valid_from
-        excluded += [(o, float(ti), float(yi)) for ti, yi in zip(t[~keep], y[~keep])]
-        if not keep.any():
-            raise PatientDataError(
-                f"patient {patient.id!r}: no {o!r} observation after the first dose; "
-                f"spec {spec.name!r} starts from zero and predicts 0 before any dose"
-            )
-        times[o], values[o] = t[keep], y[keep]
-    inputs, baselines = _forcing(spec, patient, max(float(t.max()) for t in times.values()))
-    return Design(times, values, doses, tuple(excluded), inputs, baselines)
-
-
-def _forcing(spec: ModelSpec, patient: Patient, t_end: float):
-    """The spec's forcing inputs from the patient's series, checked to cover ``[0, t_end]``."""
-    inputs, baselines = {}, {}
-    for name, inp in spec.inputs.items():
-        t, v = patient.series(inp.series, inp.unit, spec.time_unit)
-        if len(t) < 2 or t[0] > 0 or t[-1] < t_end:
-            raise PatientDataError(
-                f"patient {patient.id!r} ({patient.data.attrs.get('source')}): series {inp.series!r}, which drives input "
-                f"{name!r} of spec {spec.name!r}, must cover 0 to {t_end:g} {spec.time_unit} (the last observation) "
-                f"with at least two values; it has {len(t)} value(s) from {t.min() if len(t) else 'nan'} to "
-                f"{t.max() if len(t) else 'nan'}. Add values at both ends (interpolation does not extrapolate)"
-            )
-        inputs[name] = (t, v)
-        if inp.baseline:
-            baselines[inp.baseline] = float(np.interp(0.0, t, v))
-    return inputs, baselines
-
-
-def predict_observations(spec: ModelSpec, env: Mapping[str, Any], design: Design, backend=NUMPY) -> dict[str, Any]:
-    """Mean of each observable at the design's times.
-
-    ``env`` holds parameter values; derived quantities are added here.  With
-    NumPy, values may be 1-d arrays of S posterior draws; each mean then has
-    shape ``(S, n_times)``.
-    """
-    env = {**spec.evaluate_derived(env, backend), **design.baselines}
-    batch = {np.shape(v)[0] for v in env.values() if np.ndim(v) > 0} if backend is NUMPY else set()
-    if len(batch) > 1:
-        raise ValueError(f"parameter draws of different lengths: {sorted(batch)}")
-    out = {}
-    for name, t in design.times.items():
-        obs = spec.observations[name]
-        needed = [s for s in spec.states if s in obs.expression.symbols]
-        amounts = state_trajectories(spec, env, t, design.doses, needed, backend, design.inputs)
-        forcing = {i: design.input_at(i, t)[:, None] if batch else design.input_at(i, t) for i in spec.inputs if i in obs.expression.symbols}
-        mu = obs.expression({**env, **amounts, **forcing}, backend)
-        if backend is NUMPY:
-            shape = t.shape + tuple(batch)
-            mu = np.broadcast_to(np.asarray(mu, float), shape).T.copy() if batch else np.broadcast_to(np.asarray(mu, float), shape).copy()
-        out[name] = mu
-    return out
-
-
-def residual_sd(error, env: Mapping[str, Any], mu, backend=NUMPY):
-    """Standard deviation of the residual error at mean ``mu``.
-
-    additive: ``a``; proportional: ``b |mu|``; combined: ``sqrt(a^2 + (b mu)^2)``
-    (e.g. Beal & Sheiner, NONMEM Users Guide); lognormal: ``sigma`` on the log scale.
-    """
-    xp = _xp(backend)
-    match error.kind:
-        case "additive":
-            return env[error.additive] + 0.0 * mu
-        case "proportional":
-            return env[error.proportional] * xp.abs(mu)
-        case "combined":
-            return xp.sqrt(env[error.additive] ** 2 + (env[error.proportional] * mu) ** 2)
-        case "lognormal":
-            return env[error.sigma] + 0.0 * mu
-    raise AssertionError(error.kind)  # pragma: no cover
+def observation_moments(
+    spec: ModelSpec, params: Mapping[str, Any], design: Design
+) -> dict[str, tuple]:
+    """Observable -> (error model, mean, residual SD) (:meth:`TwinModel.moments`)."""
+    return _model(spec).moments(params, design)
 
 
 def simulate_observations(
-    spec: ModelSpec, params: Mapping[str, float], design: Design, rng: np.random.Generator, moments=None
+    spec: ModelSpec,
+    params: Mapping[str, float],
+    design: Design,
+    rng: np.random.Generator,
+    moments=None,
 ) -> dict[str, np.ndarray]:
-    """Draw observations from the spec's full model (means plus residual error).
-
-    ``params`` may hold 1-d arrays of S posterior draws (one simulated data
-    set per draw, shape ``(S, n_times)``): posterior predictive simulation.
-    ``moments`` (from :func:`observation_moments`) saves recomputing the means.
-    """
-    out = {}
-    for name, (err, m, sd) in (moments or observation_moments(spec, params, design)).items():
-        z = rng.standard_normal(m.shape)
-        out[name] = m * np.exp(sd * z) if err.kind == "lognormal" else m + sd * z
-    return out
+    """Observations drawn from the spec's full model (:meth:`TwinModel.simulate`)."""
+    return _model(spec).simulate(params, design, rng, moments)
 
 
-def observation_moments(spec: ModelSpec, params: Mapping[str, Any], design: Design) -> dict[str, tuple]:
-    """Observable -> (error model, mean, residual SD), for NumPy parameter values or draws."""
-    col = _as_columns(params)
-    out = {}
-    for name, m in predict_observations(spec, params, design).items():
-        err = spec.observations[name].error
-        out[name] = (err, m, residual_sd(err, col, m))
-    return out
-
-
-def log_likelihood(spec: ModelSpec, params: Mapping[str, Any], design: Design, moments=None) -> dict[str, np.ndarray]:
-    """Pointwise log density of the design's observed values (NumPy).
-
-    ``params`` may hold 1-d arrays of S posterior draws; each result then has
-    shape ``(S, n_times)``.  Matches the likelihood of the PyMC model built by
-    :func:`twinbayes.fit.build_model`.  ``moments`` as in :func:`simulate_observations`.
-    """
-    out = {}
-    for name, (err, m, sd) in (moments or observation_moments(spec, params, design)).items():
-        y = design.values[name]
-        if err.kind == "lognormal":
-            z = (np.log(y) - np.log(m)) / sd
-            out[name] = -0.5 * z**2 - np.log(sd) - np.log(y) - 0.5 * np.log(2 * np.pi)
-        else:
-            z = (y - m) / sd
-            out[name] = -0.5 * z**2 - np.log(sd) - 0.5 * np.log(2 * np.pi)
-    return out
-
-
-def _as_columns(params: Mapping[str, Any]) -> dict[str, Any]:
-    """Draw arrays as columns, to broadcast against ``(S, n_times)`` means."""
-    return {k: (np.asarray(v)[:, None] if np.ndim(v) > 0 else v) for k, v in params.items()}
+def log_likelihood(
+    spec: ModelSpec, params: Mapping[str, Any], design: Design, moments=None
+) -> dict[str, np.ndarray]:
+    """Pointwise log density of the design's observed values (:meth:`TwinModel.log_likelihood`)."""
+    return _model(spec).log_likelihood(params, design, moments)

@@ -9,7 +9,7 @@ dose events, and each bolus is added to its state (times ``F``) at
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 from scipy.integrate import solve_ivp
@@ -55,12 +55,19 @@ def solve_reference(
             else:
                 events.append((td + lag, idx, f * a, 0.0))
     forcing = dict(forcing or {})
-    events += [(float(k), 0, 0.0, 0.0) for kt, _ in forcing.values() for k in kt if k > 0]  # knots: restart only
+    events += [
+        (float(k), 0, 0.0, 0.0) for kt, _ in forcing.values() for k in kt if k > 0
+    ]  # knots: restart only
     events.sort()
     inputs = np.zeros(len(names))
 
     def rhs(t, x):
-        e = {**env, **dict(zip(names, x)), "t": t, **{n: np.interp(t, kt, kv) for n, (kt, kv) in forcing.items()}}
+        e = {
+            **env,
+            **dict(zip(names, x)),
+            "t": t,
+            **{n: np.interp(t, kt, kv) for n, (kt, kv) in forcing.items()},
+        }
         return np.array([float(spec.rhs[s](e)) for s in names]) + inputs
 
     times = np.asarray(times, float)

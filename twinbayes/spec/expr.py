@@ -16,91 +16,29 @@ from __future__ import annotations
 
 import ast
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
+
+from .functions import FUNCTIONS
 
 __all__ = ["ExpressionError", "Expression", "compile_expression", "FUNCTIONS", "NUMPY", "PYTENSOR"]
-
-MAX_LENGTH = 4000
-"""Longest expression accepted (characters); guards the parser against abuse."""
-
-FUNCTIONS = {
-    # name: number of arguments
-    "exp": 1,
-    "log": 1,
-    "log1p": 1,
-    "expm1": 1,
-    "sqrt": 1,
-    "abs": 1,
-    "sin": 1,
-    "cos": 1,
-    "tanh": 1,
-    "sigmoid": 1,
-    "min": 2,
-    "max": 2,
-    "step": 1,  # Heaviside: 1 for x > 0 else 0
-}
 
 
 class ExpressionError(ValueError):
     """An expression is not allowed or cannot be parsed."""
 
 
+MAX_LENGTH = 4000
+"""Longest expression accepted (characters); guards the parser against abuse."""
+
+
 class _Backend:
-    """Maps the whitelisted function names onto an array library."""
+    """The whitelisted functions (:data:`~twinbayes.spec.functions.FUNCTIONS`) of one array library."""
 
     def __init__(self, name: str, funcs: Mapping[str, Callable[..., Any]]):
         self.name = name
         self.funcs = dict(funcs)
-        missing = set(FUNCTIONS) - set(self.funcs)
-        if missing:  # pragma: no cover - programming error
-            raise RuntimeError(f"backend {name} lacks {missing}")
-
-
-def _numpy_backend() -> _Backend:
-    import numpy as np
-
-    return _Backend(
-        "numpy",
-        {
-            "exp": np.exp,
-            "log": np.log,
-            "log1p": np.log1p,
-            "expm1": np.expm1,
-            "sqrt": np.sqrt,
-            "abs": np.abs,
-            "sin": np.sin,
-            "cos": np.cos,
-            "tanh": np.tanh,
-            "sigmoid": lambda x: 1.0 / (1.0 + np.exp(-x)),
-            "min": np.minimum,
-            "max": np.maximum,
-            "step": lambda x: np.where(np.asarray(x) > 0, 1.0, 0.0),
-        },
-    )
-
-
-def _pytensor_backend() -> _Backend:
-    import pytensor.tensor as pt
-
-    return _Backend(
-        "pytensor",
-        {
-            "exp": pt.exp,
-            "log": pt.log,
-            "log1p": pt.log1p,
-            "expm1": pt.expm1,
-            "sqrt": pt.sqrt,
-            "abs": pt.abs,
-            "sin": pt.sin,
-            "cos": pt.cos,
-            "tanh": pt.tanh,
-            "sigmoid": pt.sigmoid,
-            "min": pt.minimum,
-            "max": pt.maximum,
-            "step": lambda x: pt.switch(pt.gt(x, 0), 1.0, 0.0),
-        },
-    )
 
 
 class _LazyBackend:
@@ -112,6 +50,16 @@ class _LazyBackend:
         if self._backend is None:
             self._backend = self._factory()
         return self._backend
+
+
+def _numpy_backend() -> _Backend:
+    return _Backend("numpy", {n: f.numpy for n, f in FUNCTIONS.items()})
+
+
+def _pytensor_backend() -> _Backend:
+    import pytensor.tensor as pt
+
+    return _Backend("pytensor", {n: f.pytensor(pt) for n, f in FUNCTIONS.items()})
 
 
 NUMPY = _LazyBackend(_numpy_backend)
@@ -163,7 +111,9 @@ def _describe(node: ast.AST, source: str) -> str:
     return seg if seg is not None else type(node).__name__
 
 
-def compile_expression(source: str, allowed_symbols: set[str] | frozenset[str], where: str = "expression") -> Expression:
+def compile_expression(
+    source: str, allowed_symbols: set[str] | frozenset[str], where: str = "expression"
+) -> Expression:
     """Check ``source`` against the whitelist and compile it.
 
     Parameters
@@ -181,7 +131,9 @@ def compile_expression(source: str, allowed_symbols: set[str] | frozenset[str], 
         With ``where`` and the offending token.
     """
     if not isinstance(source, (str, int, float)) or isinstance(source, bool):
-        raise ExpressionError(f"{where}: expected an expression string, got {type(source).__name__}")
+        raise ExpressionError(
+            f"{where}: expected an expression string, got {type(source).__name__}"
+        )
     source = str(source)
     if len(source) > MAX_LENGTH:
         raise ExpressionError(f"{where}: expression longer than {MAX_LENGTH} characters")
@@ -206,7 +158,9 @@ def compile_expression(source: str, allowed_symbols: set[str] | frozenset[str], 
         if isinstance(node, ast.Name):
             name = node.id
             if name not in allowed_symbols:
-                raise bad(node, f"unknown symbol (known here: {', '.join(sorted(allowed_symbols))})")
+                raise bad(
+                    node, f"unknown symbol (known here: {', '.join(sorted(allowed_symbols))})"
+                )
             symbols.add(name)
             return lambda env, be: env[name]
         if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
@@ -228,8 +182,8 @@ def compile_expression(source: str, allowed_symbols: set[str] | frozenset[str], 
                 raise bad(node, "keyword arguments are not allowed")
             if any(isinstance(a, ast.Starred) for a in node.args):
                 raise bad(node, "starred arguments are not allowed")
-            if len(node.args) != FUNCTIONS[fname]:
-                raise bad(node, f"{fname} takes {FUNCTIONS[fname]} argument(s)")
+            if len(node.args) != FUNCTIONS[fname].arity:
+                raise bad(node, f"{fname} takes {FUNCTIONS[fname].arity} argument(s)")
             args = [build(a) for a in node.args]
             return lambda env, be: be.funcs[fname](*(a(env, be) for a in args))
         kinds = {

@@ -16,13 +16,14 @@ import difflib
 import hashlib
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..units import UnitError, parse_unit
+from .errors import ERROR_MODELS, ErrorModel
 from .expr import FUNCTIONS, Expression, ExpressionError, compile_expression
 from .priors import Prior
 
@@ -42,12 +43,6 @@ __all__ = [
 FORMAT_VERSION = 1
 RESERVED = {"t", "tad"} | set(FUNCTIONS)
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
-ERROR_MODELS = {
-    "additive": ("additive",),
-    "proportional": ("proportional",),
-    "combined": ("additive", "proportional"),
-    "lognormal": ("sigma",),
-}
 
 
 class SpecError(ValueError):
@@ -63,7 +58,7 @@ class SpecError(ValueError):
         prefix = f"{self.file}: " if self.file else ""
         return f"{prefix}{self.field}: {self.reason}"
 
-    def in_file(self, file: str) -> "SpecError":
+    def in_file(self, file: str) -> SpecError:
         return SpecError(self.field, self.reason, file)
 
 
@@ -121,23 +116,6 @@ class Route:
     lag: Expression | None
     bioavailability: Expression | None
     solution: dict[str, Expression]
-
-
-@dataclass(frozen=True)
-class ErrorModel:
-    """Residual error: ``additive``, ``proportional``, ``combined`` or ``lognormal``.
-
-    The fields name the parameters that hold the standard deviations.
-    """
-
-    kind: str
-    additive: str | None = None
-    proportional: str | None = None
-    sigma: str | None = None
-
-    @property
-    def parameters(self) -> tuple[str, ...]:
-        return tuple(p for p in (self.additive, self.proportional, self.sigma) if p)
 
 
 @dataclass(frozen=True)
@@ -233,7 +211,11 @@ def _check_keys(raw: dict, where: str, required: set[str], optional: set[str]) -
     if missing:
         problems.append(f"missing required field(s): {', '.join(missing)}")
     if extra:
-        hints = [f"{e!r} -> {m[0]!r}?" for e in extra if (m := difflib.get_close_matches(e, required | optional, 1))]
+        hints = [
+            f"{e!r} -> {m[0]!r}?"
+            for e in extra
+            if (m := difflib.get_close_matches(e, required | optional, 1))
+        ]
         problems.append(
             f"unknown field(s): {', '.join(extra)}; allowed: {', '.join(sorted(required | optional))}"
             + (f" (did you mean {', '.join(hints)})" if hints else "")
@@ -251,7 +233,10 @@ def _string(raw: dict, key: str, where: str, default: str | None = None) -> str:
 
 def _name(name: str, where: str, taken: set[str]) -> str:
     if not _NAME.match(name):
-        raise SpecError(where, f"{name!r} is not a valid name (letters, digits, underscores; starts with a letter)")
+        raise SpecError(
+            where,
+            f"{name!r} is not a valid name (letters, digits, underscores; starts with a letter)",
+        )
     if name in RESERVED:
         raise SpecError(where, f"{name!r} is reserved; choose another name")
     if name in taken:
@@ -274,10 +259,11 @@ def _expr(src: Any, allowed: set[str], where: str) -> Expression:
     except ExpressionError as exc:
         msg = str(exc)
         prefix = f"{where}: "
-        raise SpecError(where, msg[len(prefix):] if msg.startswith(prefix) else msg) from None
+        raise SpecError(where, msg[len(prefix) :] if msg.startswith(prefix) else msg) from None
 
 
 def _parse(doc: dict) -> dict[str, Any]:
+    """The checked fields of a :class:`ModelSpec` from a TOML document (sections in dependency order)."""
     _check_keys(
         doc,
         "<top level>",
@@ -285,9 +271,40 @@ def _parse(doc: dict) -> dict[str, Any]:
         {"derived", "routes", "inputs"},
     )
     if doc["format"] != FORMAT_VERSION:
-        raise SpecError("format", f"unsupported format {doc['format']!r}; this twinbayes reads format = {FORMAT_VERSION}")
+        raise SpecError(
+            "format",
+            f"unsupported format {doc['format']!r}; this twinbayes reads format = {FORMAT_VERSION}",
+        )
+    meta = _parse_model(_table(doc["model"], "model"))
+    taken: set[str] = set()
+    params = _parse_parameters(_table(doc["parameters"], "parameters"), taken)
+    derived = _parse_derived(_table(doc.get("derived", {}), "derived"), taken)
+    inputs = _parse_inputs(_table(doc.get("inputs", {}), "inputs"), taken)
+    quantities = set(taken) - set(inputs)
+    states = _parse_states(_table(doc["states"], "states"), taken)
+    dynamics = _parse_dynamics(_table(doc["dynamics"], "dynamics"), states, quantities, inputs)
+    routes = _parse_routes(
+        _table(doc.get("routes", {}), "routes"), states, quantities, dynamics["linear"]
+    )
+    _check_dynamics_kind(dynamics, routes, states)
+    scope = quantities | set(states) | set(inputs)
+    observations = _parse_observations(
+        _table(doc["observations"], "observations"), params, scope, states, routes
+    )
+    return dict(
+        **meta,
+        parameters=params,
+        derived=derived,
+        states=states,
+        routes=routes,
+        observations=observations,
+        inputs=inputs,
+        **dynamics,
+    )
 
-    m = _table(doc["model"], "model")
+
+def _parse_model(m: dict) -> dict[str, Any]:
+    """``[model]``: name, title, hypothesis, references and the time unit."""
     _check_keys(m, "model", {"name", "title", "hypothesis", "references", "time_unit"}, set())
     refs = m["references"]
     if not isinstance(refs, list) or not refs or not all(isinstance(r, str) for r in refs):
@@ -295,21 +312,37 @@ def _parse(doc: dict) -> dict[str, Any]:
     time_unit = _unit({"unit": m["time_unit"]}, "model.time_unit")
     if parse_unit(time_unit).dims != (("time", 1),):
         raise SpecError("model.time_unit", f"{time_unit!r} is not a time unit (use h, min or d)")
+    return dict(
+        name=_string(m, "name", "model"),
+        title=_string(m, "title", "model"),
+        hypothesis=_string(m, "hypothesis", "model"),
+        references=tuple(refs),
+        time_unit=time_unit,
+    )
 
-    taken: set[str] = set()
+
+def _parse_parameters(raw_params: dict, taken: set[str]) -> dict[str, Parameter]:
+    """``[parameters.*]``: priors, units, descriptions (names added to ``taken``)."""
     params = {}
-    for pname, raw in _table(doc["parameters"], "parameters").items():
+    for pname, raw in raw_params.items():
         where = f"parameters.{pname}"
         _name(pname, where, taken)
         raw = _table(raw, where)
         _check_keys(raw, where, {"prior", "unit", "description"}, set())
-        params[pname] = Parameter(pname, Prior.from_dict(raw["prior"], f"{where}.prior"), _unit(raw, where), _string(raw, "description", where))
+        prior = Prior.from_dict(raw["prior"], f"{where}.prior")
+        params[pname] = Parameter(
+            pname, prior, _unit(raw, where), _string(raw, "description", where)
+        )
         taken.add(pname)
     if not params:
         raise SpecError("parameters", "a spec needs at least one parameter")
+    return params
 
+
+def _parse_derived(raw_derived: dict, taken: set[str]) -> dict[str, Derived]:
+    """``[derived.*]``: expressions of the parameters and earlier derived quantities."""
     derived = {}
-    for dname, raw in _table(doc.get("derived", {}), "derived").items():
+    for dname, raw in raw_derived.items():
         where = f"derived.{dname}"
         _name(dname, where, taken)
         raw = _table(raw, where)
@@ -317,8 +350,13 @@ def _parse(doc: dict) -> dict[str, Any]:
         expr = _expr(raw["expression"], taken.copy(), f"{where}.expression")
         derived[dname] = Derived(dname, expr, _unit(raw, where), _string(raw, "description", where))
         taken.add(dname)
+    return derived
+
+
+def _parse_inputs(raw_inputs: dict, taken: set[str]) -> dict[str, Input]:
+    """``[inputs.*]``: forcing inputs and their optional baseline symbols."""
     inputs = {}
-    for iname, raw in _table(doc.get("inputs", {}), "inputs").items():
+    for iname, raw in raw_inputs.items():
         where = f"inputs.{iname}"
         _name(iname, where, taken)
         raw = _table(raw, where)
@@ -328,11 +366,17 @@ def _parse(doc: dict) -> dict[str, Any]:
         if baseline is not None:
             _name(_string(raw, "baseline", where), f"{where}.baseline", taken)
             taken.add(baseline)
-        inputs[iname] = Input(iname, _unit(raw, where), _string(raw, "description", where), _string(raw, "series", where, iname), baseline)
-    quantities = set(taken) - set(inputs)
+        series = _string(raw, "series", where, iname)
+        inputs[iname] = Input(
+            iname, _unit(raw, where), _string(raw, "description", where), series, baseline
+        )
+    return inputs
 
+
+def _parse_states(raw_states: dict, taken: set[str]) -> dict[str, State]:
+    """``[states.*]``: units and descriptions."""
     states = {}
-    for sname, raw in _table(doc["states"], "states").items():
+    for sname, raw in raw_states.items():
         where = f"states.{sname}"
         _name(sname, where, taken)
         raw = _table(raw, where)
@@ -341,9 +385,17 @@ def _parse(doc: dict) -> dict[str, Any]:
         taken.add(sname)
     if not states:
         raise SpecError("states", "a spec needs at least one state")
+    return states
 
-    dyn = _table(doc["dynamics"], "dynamics")
-    _check_keys(dyn, "dynamics", {"rhs"}, {"linear", "solution", "initial", "max_step", "rtol", "atol", "max_steps"})
+
+def _parse_dynamics(dyn: dict, states: dict, quantities: set[str], inputs: dict) -> dict[str, Any]:
+    """``[dynamics]``: right-hand sides, linearity, closed form, initial values, solver settings."""
+    _check_keys(
+        dyn,
+        "dynamics",
+        {"rhs"},
+        {"linear", "solution", "initial", "max_step", "rtol", "atol", "max_steps"},
+    )
     linear = dyn.get("linear", False)
     if not isinstance(linear, bool):
         raise SpecError("dynamics.linear", "must be true or false")
@@ -353,25 +405,51 @@ def _parse(doc: dict) -> dict[str, Any]:
             "dynamics.rhs",
             f"needs exactly one right-hand side per state; states: {sorted(states)}, rhs given for: {sorted(rhs_raw)}",
         )
-    rhs = {s: _expr(rhs_raw[s], quantities | set(states) | set(inputs) | {"t"}, f"dynamics.rhs.{s}") for s in states}
+    rhs = {
+        s: _expr(rhs_raw[s], quantities | set(states) | set(inputs) | {"t"}, f"dynamics.rhs.{s}")
+        for s in states
+    }
     sol_raw = _table(dyn.get("solution", {}), "dynamics.solution")
     if sol_raw and set(sol_raw) != set(states):
-        raise SpecError("dynamics.solution", f"give a solution for every state ({sorted(states)}), got {sorted(sol_raw)}")
+        raise SpecError(
+            "dynamics.solution",
+            f"give a solution for every state ({sorted(states)}), got {sorted(sol_raw)}",
+        )
     solution = {s: _expr(sol_raw[s], quantities | {"t"}, f"dynamics.solution.{s}") for s in sol_raw}
     init_raw = _table(dyn.get("initial", {}), "dynamics.initial")
     unknown = set(init_raw) - set(states)
     if unknown:
-        raise SpecError("dynamics.initial", f"unknown state(s) {sorted(unknown)}; states: {sorted(states)}")
+        raise SpecError(
+            "dynamics.initial", f"unknown state(s) {sorted(unknown)}; states: {sorted(states)}"
+        )
     initial = {s: _expr(init_raw[s], quantities, f"dynamics.initial.{s}") for s in init_raw}
-    max_step = _positive(dyn, "max_step", "dynamics", "a positive number of time units")
-    rtol = _positive(dyn, "rtol", "dynamics", "a relative tolerance in (0, 0.01]", upper=0.01)
-    atol = _positive(dyn, "atol", "dynamics", "a positive absolute tolerance (state units)")
-    max_steps = _positive(dyn, "max_steps", "dynamics", "a positive whole number of steps", integer=True)
     if inputs and (linear or solution):
-        raise SpecError("inputs", "forcing inputs need ODE dynamics: remove dynamics.linear/solution, or the [inputs]")
+        raise SpecError(
+            "inputs",
+            "forcing inputs need ODE dynamics: remove dynamics.linear/solution, or the [inputs]",
+        )
+    max_step = _positive(dyn, "max_step", "dynamics", "a positive number of time units")
+    max_steps = _positive(
+        dyn, "max_steps", "dynamics", "a positive whole number of steps", integer=True
+    )
+    return dict(
+        rhs=rhs,
+        linear=linear,
+        solution=solution,
+        initial=initial,
+        max_step=max_step,
+        rtol=_positive(dyn, "rtol", "dynamics", "a relative tolerance in (0, 0.01]", upper=0.01),
+        atol=_positive(dyn, "atol", "dynamics", "a positive absolute tolerance (state units)"),
+        max_steps=None if max_steps is None else int(max_steps),
+    )
 
+
+def _parse_routes(
+    raw_routes: dict, states: dict, quantities: set[str], linear: bool
+) -> dict[str, Route]:
+    """``[routes.*]``: receiving state, lag, bioavailability and closed-form unit-dose solutions."""
     routes = {}
-    for rname, raw in _table(doc.get("routes", {}), "routes").items():
+    for rname, raw in raw_routes.items():
         where = f"routes.{rname}"
         if not _NAME.match(rname):
             raise SpecError(where, f"{rname!r} is not a valid route name")
@@ -379,22 +457,46 @@ def _parse(doc: dict) -> dict[str, Any]:
         _check_keys(raw, where, {"state", "unit"}, {"lag", "bioavailability", "solution"})
         state = _string(raw, "state", where)
         if state not in states:
-            raise SpecError(f"{where}.state", f"unknown state {state!r}; states: {', '.join(states)}")
+            raise SpecError(
+                f"{where}.state", f"unknown state {state!r}; states: {', '.join(states)}"
+            )
         lag = _expr(raw["lag"], quantities, f"{where}.lag") if "lag" in raw else None
-        fbio = _expr(raw["bioavailability"], quantities, f"{where}.bioavailability") if "bioavailability" in raw else None
+        fbio = (
+            _expr(raw["bioavailability"], quantities, f"{where}.bioavailability")
+            if "bioavailability" in raw
+            else None
+        )
         sol = {}
         for sname, src in _table(raw.get("solution", {}), f"{where}.solution").items():
             if sname not in states:
-                raise SpecError(f"{where}.solution.{sname}", f"unknown state {sname!r}; states: {', '.join(states)}")
+                raise SpecError(
+                    f"{where}.solution.{sname}",
+                    f"unknown state {sname!r}; states: {', '.join(states)}",
+                )
             sol[sname] = _expr(src, quantities | {"tad"}, f"{where}.solution.{sname}")
         if sol and not linear:
-            raise SpecError(f"{where}.solution", "closed-form unit-dose solutions need dynamics.linear = true (superposition)")
+            raise SpecError(
+                f"{where}.solution",
+                "closed-form unit-dose solutions need dynamics.linear = true (superposition)",
+            )
         routes[rname] = Route(rname, state, _unit(raw, where), lag, fbio, sol)
+    return routes
+
+
+def _check_dynamics_kind(dynamics: dict, routes: dict, states: dict) -> None:
+    """The dynamics kinds that can take doses, and what a nonlinear ODE needs."""
+    solution, initial = dynamics["solution"], dynamics["initial"]
     if solution and routes:
-        raise SpecError("dynamics.solution", "a closed-form trajectory in t cannot take doses; remove [routes] or the solution")
-    if not linear and not solution:
+        raise SpecError(
+            "dynamics.solution",
+            "a closed-form trajectory in t cannot take doses; remove [routes] or the solution",
+        )
+    if not dynamics["linear"] and not solution:
         if routes:
-            raise SpecError("routes", "doses into nonlinear ODEs are not supported yet; give a closed form or linear dynamics")
+            raise SpecError(
+                "routes",
+                "doses into nonlinear ODEs are not supported yet; give a closed form or linear dynamics",
+            )
         if set(initial) != set(states):
             raise SpecError(
                 "dynamics.initial",
@@ -402,27 +504,50 @@ def _parse(doc: dict) -> dict[str, Any]:
                 'e.g. initial.V = "V0"; or give dynamics.solution',
             )
     elif not routes and not solution:
-        raise SpecError("dynamics", "without dose routes the spec needs a closed-form trajectory: dynamics.solution.<state> = \"...t...\"")
+        raise SpecError(
+            "dynamics",
+            'without dose routes the spec needs a closed-form trajectory: dynamics.solution.<state> = "...t..."',
+        )
 
+
+def _parse_error(err_raw: dict, where: str, params: dict) -> ErrorModel:
+    """``observations.<name>.error``: one of :data:`~twinbayes.spec.errors.ERROR_MODELS`."""
+    kind = err_raw.get("model")
+    if kind not in ERROR_MODELS:
+        raise SpecError(
+            f"{where}.model",
+            f"unknown error model {kind!r}; choose one of {', '.join(ERROR_MODELS)}",
+        )
+    keys = [f.name for f in fields(ERROR_MODELS[kind])]
+    _check_keys(err_raw, where, {"model", *keys}, set())
+    for k in keys:
+        if err_raw[k] not in params:
+            raise SpecError(
+                f"{where}.{k}", f"{err_raw[k]!r} is not a parameter; declare it under [parameters]"
+            )
+    return ERROR_MODELS[kind](**{k: err_raw[k] for k in keys})
+
+
+def _parse_observations(
+    raw_obs: dict, params: dict, scope: set[str], states: dict, routes: dict
+) -> dict[str, Observation]:
+    """``[observations.*]``: expression, unit, error model, ``valid_from``."""
     observations = {}
-    for oname, raw in _table(doc["observations"], "observations").items():
+    for oname, raw in raw_obs.items():
         where = f"observations.{oname}"
         if not _NAME.match(oname):
             raise SpecError(where, f"{oname!r} is not a valid observation name")
         raw = _table(raw, where)
         _check_keys(raw, where, {"expression", "unit", "error", "description"}, {"valid_from"})
-        expr = _expr(raw["expression"], quantities | set(states) | set(inputs), f"{where}.expression")
-        valid_from = _positive(raw, "valid_from", where, "a time >= 0 in model.time_unit", allow_zero=True) or 0.0
-        err_raw = _table(raw["error"], f"{where}.error")
-        kind = err_raw.get("model")
-        if kind not in ERROR_MODELS:
-            raise SpecError(f"{where}.error.model", f"unknown error model {kind!r}; choose one of {', '.join(ERROR_MODELS)}")
-        _check_keys(err_raw, f"{where}.error", {"model", *ERROR_MODELS[kind]}, set())
-        for k in ERROR_MODELS[kind]:
-            if err_raw[k] not in params:
-                raise SpecError(f"{where}.error.{k}", f"{err_raw[k]!r} is not a parameter; declare it under [parameters]")
-        error = ErrorModel(kind, **{k: err_raw[k] for k in ERROR_MODELS[kind]})
-        observations[oname] = Observation(oname, expr, _unit(raw, where), error, _string(raw, "description", where), valid_from)
+        expr = _expr(raw["expression"], scope, f"{where}.expression")
+        valid_from = (
+            _positive(raw, "valid_from", where, "a time >= 0 in model.time_unit", allow_zero=True)
+            or 0.0
+        )
+        error = _parse_error(_table(raw["error"], f"{where}.error"), f"{where}.error", params)
+        observations[oname] = Observation(
+            oname, expr, _unit(raw, where), error, _string(raw, "description", where), valid_from
+        )
         for rname, route in routes.items():
             if route.solution and not expr.symbols & set(states) <= set(route.solution):
                 missing = sorted(expr.symbols & set(states) - set(route.solution))
@@ -432,36 +557,28 @@ def _parse(doc: dict) -> dict[str, Any]:
                 )
     if not observations:
         raise SpecError("observations", "a spec needs at least one observation model")
-
-    return dict(
-        name=_string(m, "name", "model"),
-        title=_string(m, "title", "model"),
-        hypothesis=_string(m, "hypothesis", "model"),
-        references=tuple(refs),
-        time_unit=time_unit,
-        parameters=params,
-        derived=derived,
-        states=states,
-        rhs=rhs,
-        linear=linear,
-        solution=solution,
-        initial=initial,
-        max_step=None if max_step is None else float(max_step),
-        routes=routes,
-        observations=observations,
-        inputs=inputs,
-        rtol=rtol,
-        atol=atol,
-        max_steps=None if max_steps is None else int(max_steps),
-    )
+    return observations
 
 
-def _positive(raw: dict, key: str, where: str, what: str, *, upper: float | None = None, integer: bool = False, allow_zero: bool = False):
+def _positive(
+    raw: dict,
+    key: str,
+    where: str,
+    what: str,
+    *,
+    upper: float | None = None,
+    integer: bool = False,
+    allow_zero: bool = False,
+):
     """An optional positive number field (``None`` when absent)."""
     v = raw.get(key)
     if v is None:
         return None
-    ok = not isinstance(v, bool) and isinstance(v, (int, float)) and (v >= 0 if allow_zero else v > 0)
+    ok = (
+        not isinstance(v, bool)
+        and isinstance(v, (int, float))
+        and (v >= 0 if allow_zero else v > 0)
+    )
     ok = ok and (upper is None or v <= upper) and (not integer or float(v).is_integer())
     if not ok:
         raise SpecError(f"{where}.{key}", f"must be {what}, got {v!r}")

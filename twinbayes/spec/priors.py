@@ -44,11 +44,14 @@ class Prior:
     args: tuple[tuple[str, float], ...]
 
     @classmethod
-    def from_dict(cls, raw: Any, where: str) -> "Prior":
+    def from_dict(cls, raw: Any, where: str) -> Prior:
         from .model_spec import SpecError
 
         if not isinstance(raw, dict):
-            raise SpecError(where, "a prior must be a table such as {distribution = \"lognormal\", mu = 0.0, sigma = 1.0}")
+            raise SpecError(
+                where,
+                'a prior must be a table such as {distribution = "lognormal", mu = 0.0, sigma = 1.0}',
+            )
         family = raw.get("distribution")
         if family not in PRIOR_FAMILIES:
             raise SpecError(

@@ -19,18 +19,14 @@ from __future__ import annotations
 
 import ast
 import math
-from typing import Mapping
+from collections.abc import Mapping
 
-from .expr import FUNCTIONS, Expression, ExpressionError
+from .expr import Expression, ExpressionError
+from .functions import FUNCTIONS, TABLE, numba_helpers
+from .nodes import ONE, ZERO, Node, add, div, is_num, mul, neg, sub
 
-__all__ = ["Node", "parse", "derivative", "to_source", "to_statements"]
+__all__ = ["Node", "parse", "derivative", "to_source", "to_statements", "helpers"]
 
-# A node is a tuple: ("num", value) | ("sym", name) | (op, a, b) for op in + - * / ** |
-# ("neg", a) | ("call", fname, a[, b]) | ("if_le", a, b, then, else)  (derivatives of min/max)
-Node = tuple
-
-ZERO = ("num", 0.0)
-ONE = ("num", 1.0)
 _OPS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.Pow: "**"}
 
 
@@ -38,7 +34,11 @@ def parse(expr: Expression) -> Node:
     """The expression tree of a checked :class:`Expression`."""
 
     def walk(node: ast.AST) -> Node:
-        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
+        if (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, (int, float))
+            and not isinstance(node.value, bool)
+        ):
             return ("num", float(node.value))
         if isinstance(node, ast.Name):
             return ("sym", node.id)
@@ -48,128 +48,49 @@ def parse(expr: Expression) -> Node:
             return ("neg", walk(node.operand))
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.UAdd):
             return walk(node.operand)
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in FUNCTIONS and not node.keywords:
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in FUNCTIONS
+            and not node.keywords
+        ):
             return ("call", node.func.id, *(walk(a) for a in node.args))
-        raise ExpressionError(f"{expr.source!r}: unexpected {type(node).__name__}")  # pragma: no cover - checked before
+        raise ExpressionError(
+            f"{expr.source!r}: unexpected {type(node).__name__}"
+        )  # pragma: no cover - checked before
 
     return walk(ast.parse(expr.source, mode="eval").body)
-
-
-def _is_num(n: Node, v: float | None = None) -> bool:
-    return n[0] == "num" and (v is None or n[1] == v)
-
-
-def _add(a, b):
-    if _is_num(a, 0.0):
-        return b
-    if _is_num(b, 0.0):
-        return a
-    return ("+", a, b)
-
-
-def _sub(a, b):
-    if _is_num(b, 0.0):
-        return a
-    if _is_num(a, 0.0):
-        return _neg(b)
-    return ("-", a, b)
-
-
-def _mul(a, b):
-    if _is_num(a, 0.0) or _is_num(b, 0.0):
-        return ZERO
-    if _is_num(a, 1.0):
-        return b
-    if _is_num(b, 1.0):
-        return a
-    return ("*", a, b)
-
-
-def _div(a, b):
-    return ZERO if _is_num(a, 0.0) else ("/", a, b)
-
-
-def _neg(a):
-    if _is_num(a):
-        return ("num", -a[1])
-    return ("neg", a)
 
 
 def derivative(node: Node, name: str) -> Node:
     """Symbolic derivative of ``node`` with respect to symbol ``name``.
 
-    ``abs``, ``min``, ``max`` and ``step`` are differentiated piecewise (their
-    derivative at the kink is that of one side), as automatic differentiation
-    in PyTensor does.
+    Sum, product, quotient and power rules here; each function's own rule
+    is in its row of :data:`~twinbayes.spec.functions.TABLE`.
     """
-    d = lambda n: derivative(n, name)  # noqa: E731
     kind = node[0]
     if kind == "num":
         return ZERO
     if kind == "sym":
         return ONE if node[1] == name else ZERO
     if kind == "neg":
-        return _neg(d(node[1]))
-    if kind in "+-":
-        return (_add if kind == "+" else _sub)(d(node[1]), d(node[2]))
-    if kind == "*":
-        a, b = node[1], node[2]
-        return _add(_mul(d(a), b), _mul(a, d(b)))
-    if kind == "/":
-        a, b = node[1], node[2]
-        return _sub(_div(d(a), b), _div(_mul(a, d(b)), ("**", b, ("num", 2.0))))
-    if kind == "**":
-        a, b = node[1], node[2]
-        da, db = d(a), d(b)
-        if _is_num(db, 0.0):  # power rule
-            return _mul(_mul(b, ("**", a, _sub(b, ONE))), da)
-        return _mul(node, _add(_mul(db, ("call", "log", a)), _div(_mul(b, da), a)))
+        return neg(derivative(node[1], name))
     if kind == "call":
-        f, args = node[1], node[2:]
-        a = args[0]
-        da = d(a)
-        if f in ("min", "max"):
-            b = args[1]
-            db = d(b)
-            if _is_num(da, 0.0) and _is_num(db, 0.0):
-                return ZERO
-            first, second = (da, db) if f == "min" else (db, da)
-            return ("if_le", a, b, first, second)
-        if _is_num(da, 0.0):
-            return ZERO
-        outer = {
-            "exp": lambda: node,
-            "log": lambda: _div(ONE, a),
-            "log1p": lambda: _div(ONE, _add(ONE, a)),
-            "expm1": lambda: ("call", "exp", a),
-            "sqrt": lambda: _div(("num", 0.5), node),
-            "abs": lambda: ("call", "sign", a),
-            "sin": lambda: ("call", "cos", a),
-            "cos": lambda: _neg(("call", "sin", a)),
-            "tanh": lambda: _sub(ONE, ("**", node, ("num", 2.0))),
-            "sigmoid": lambda: _mul(node, _sub(ONE, node)),
-            "step": lambda: ZERO,
-        }[f]()
-        return _mul(outer, da)
+        args = node[2:]
+        return TABLE[node[1]].derivative(node, args, tuple(derivative(a, name) for a in args))
+    a, b = node[1], node[2]
+    da, db = derivative(a, name), derivative(b, name)
+    if kind in "+-":
+        return (add if kind == "+" else sub)(da, db)
+    if kind == "*":
+        return add(mul(da, b), mul(a, db))
+    if kind == "/":
+        return sub(div(da, b), div(mul(a, db), ("**", b, ("num", 2.0))))
+    if kind == "**":
+        if is_num(db, 0.0):  # power rule
+            return mul(mul(b, ("**", a, sub(b, ONE))), da)
+        return mul(node, add(mul(db, ("call", "log", a)), div(mul(b, da), a)))
     raise AssertionError(kind)  # pragma: no cover
-
-
-_FUNC_SOURCE = {
-    "exp": "math.exp",
-    "log": "math.log",
-    "log1p": "math.log1p",
-    "expm1": "math.expm1",
-    "sqrt": "math.sqrt",
-    "abs": "abs",
-    "sin": "math.sin",
-    "cos": "math.cos",
-    "tanh": "math.tanh",
-    "sigmoid": "_sigmoid",
-    "min": "min",
-    "max": "max",
-    "step": "_step",
-    "sign": "_sign",
-}
 
 
 def to_source(node: Node, slots: Mapping[str, str]) -> str:
@@ -193,18 +114,20 @@ def _render(node: Node, sub, slots: Mapping[str, str]) -> str:
     parts = [sub(c) if isinstance(c, tuple) else c for c in node[1:]]
     if kind == "neg":
         return f"(-{parts[0]})"
-    if kind == "**" and _is_num(node[2], 2.0):
+    if kind == "**" and is_num(node[2], 2.0):
         return f"({parts[0]} * {parts[0]})"
     if kind in ("+", "-", "*", "/", "**"):
         return f"({parts[0]} {kind} {parts[1]})"
     if kind == "call":
-        return f"{_FUNC_SOURCE[parts[0]]}({', '.join(parts[1:])})"
+        return f"{TABLE[parts[0]].source}({', '.join(parts[1:])})"
     if kind == "if_le":
         return f"({parts[2]} if {parts[0]} <= {parts[1]} else {parts[3]})"
     raise AssertionError(kind)  # pragma: no cover
 
 
-def to_statements(assignments: list[tuple[str, Node]], slots: Mapping[str, str], indent: str = "    ") -> list[str]:
+def to_statements(
+    assignments: list[tuple[str, Node]], slots: Mapping[str, str], indent: str = "    "
+) -> list[str]:
     """Source lines ``target = expression`` with common subexpressions computed once.
 
     Every compound subtree that occurs more than once across ``assignments``
@@ -244,9 +167,4 @@ def to_statements(assignments: list[tuple[str, Node]], slots: Mapping[str, str],
 
 def helpers() -> dict:
     """Namespace of the functions that generated source may call."""
-    return {
-        "math": math,
-        "_sigmoid": lambda x: 1.0 / (1.0 + math.exp(-x)),
-        "_step": lambda x: 1.0 if x > 0 else 0.0,
-        "_sign": lambda x: 1.0 if x > 0 else (-1.0 if x < 0 else 0.0),
-    }
+    return numba_helpers()

@@ -1,0 +1,279 @@
+"""The comparison of several twins of one patient: elpd table, weights, pairwise differences, notes.
+
+Twins that failed their convergence gate get no weight unless the caller
+opts in, and the table says why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import xarray as xr
+
+from ..fit import Twin
+from .cv import standard_error
+from .loo import loo
+from .marginal import bma_weights
+from .notes import duplicate_notes, selection_bias_note
+from .weights import bootstrap_stacking_weights, pseudo_bma_plus_weights, stacking_weights
+
+__all__ = ["Comparison", "compare"]
+
+
+@dataclass
+class Comparison:
+    """The comparison of several twins of one patient.
+
+    Attributes
+    ----------
+    table : xarray.Dataset
+        One row per twin (dimension ``twin``), best first: ``elpd``, ``se``,
+        ``p_loo``, ``elpd_diff``/``se_diff`` (against the best included twin),
+        ``n_high_k``, ``cv_method``, weights (``stacking`` with bootstrap
+        ``stacking_q05``/``stacking_q95``, ``pseudo_bma``, optionally ``bma``
+        with ``bma_se``), ``elpd_waic`` (secondary), ``converged``,
+        ``included`` and ``note``.
+    pointwise : xarray.Dataset
+        ``elpd_i``, ``pareto_k``, ``method`` per (twin, obs).
+    pairwise : xarray.Dataset
+        ``elpd_diff`` and ``se_diff`` for every ordered pair (twin, other).
+    notes : list of str
+        Flags: near-duplicate twins, possible selection bias, exclusions.
+    """
+
+    table: xr.Dataset
+    pointwise: xr.Dataset
+    pairwise: xr.Dataset
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def weights(self) -> dict[str, float]:
+        """Stacking weights by twin name."""
+        return {
+            str(t): float(w) for t, w in zip(self.table.twin.values, self.table.stacking.values)
+        }
+
+    def __str__(self) -> str:
+        t = self.table
+        cols = f"{'twin':<20} {'elpd':>8} {'se':>6} {'diff':>7} {'dse':>6} {'p_loo':>6} {'stacking (90% BB)':>20} {'pBMA+':>6}"
+        has_bma = "bma" in t
+        if has_bma:
+            cols += f" {'BMA':>6}"
+        lines = [cols + "  cv / note"]
+        for i in range(t.sizes["twin"]):
+            r = t.isel(twin=i)
+            stack = (
+                f"{float(r.stacking):.2f} ({float(r.stacking_q05):.2f}-{float(r.stacking_q95):.2f})"
+            )
+            line = (
+                f"{str(r.twin.values):<20} {float(r.elpd):>8.2f} {float(r.se):>6.2f} {float(r.elpd_diff):>7.2f} "
+                f"{float(r.se_diff):>6.2f} {float(r.p_loo):>6.2f} {stack:>20} {float(r.pseudo_bma):>6.2f}"
+            )
+            if has_bma:
+                line += f" {float(r.bma):>6.2f}"
+            note = str(r.note.values)
+            lines.append(line + f"  {str(r.cv_method.values)}" + (f"; {note}" if note else ""))
+        return "\n".join(lines + [f"note: {n}" for n in self.notes])
+
+
+def _pairwise(elpd_i: np.ndarray, names: list[str]) -> xr.Dataset:
+    d = elpd_i[:, :, None] - elpd_i[:, None, :]
+    return xr.Dataset(
+        {
+            "elpd_diff": (("twin", "other"), d.sum(axis=0)),
+            "se_diff": (("twin", "other"), standard_error(d)),
+        },
+        coords={"twin": names, "other": names},
+    )
+
+
+def compare(
+    twins: Sequence[Twin],
+    *,
+    include_unconverged: bool = False,
+    threshold: float | None = None,
+    max_refits: int = 10,
+    kfold_k: int = 10,
+    refit: bool = True,
+    n_bootstrap: int = 200,
+    bma: bool = False,
+    bma_draws: int = 2000,
+    duplicate_tol: float = 0.1,
+    seed: int = 0,
+    **refit_kwargs,
+) -> Comparison:
+    """Compare twins of one patient out of sample and weight them.
+
+    Parameters
+    ----------
+    twins : sequence of Twin
+        Fitted to the same patient and the same observations.
+    include_unconverged : bool
+        Give weight to twins that failed their convergence gate (default: no;
+        they are listed with the reason).
+    threshold, max_refits, kfold_k, refit
+        See :func:`loo`.
+    n_bootstrap : int
+        Bayesian-bootstrap replicates for the stacking-weight uncertainty.
+    bma : bool
+        Also compute BMA weights from SMC marginal likelihoods (slow).
+    duplicate_tol : float
+        Two twins whose predictive means at every observed time differ by
+        less than this many predictive standard deviations are flagged as
+        near-duplicates.
+    seed : int
+    **refit_kwargs
+        Sampler settings for exact refits.
+    """
+    twins = list(twins)
+    if len(twins) < 2:
+        raise ValueError("compare needs at least two twins")
+    names = _names(twins)
+    _check_same_data(twins)
+    results = [
+        loo(
+            t,
+            threshold=threshold,
+            max_refits=max_refits,
+            kfold_k=kfold_k,
+            seed=seed,
+            refit=refit and (t.converged or include_unconverged),
+            **refit_kwargs,
+        )
+        for t in twins
+    ]
+    elpd_i = np.stack([r["elpd_i"].values for r in results], axis=1)
+    included = np.array([t.converged or include_unconverged for t in twins])
+    if not included.any():
+        raise ValueError(
+            "no twin passed its convergence gate; pass include_unconverged=True to compare them anyway"
+        )
+    inc = np.flatnonzero(included)
+    weights = _weights(elpd_i, inc, n_bootstrap, seed)
+    pair = _pairwise(elpd_i, names)
+    best = inc[np.argmax(elpd_i.sum(axis=0)[inc])]
+    table = _table(
+        twins, names, results, elpd_i, pair, best, weights, included, include_unconverged
+    )
+    if bma:
+        for var, values in bma_weights(twins, inc, bma_draws, seed).items():
+            table[var] = ("twin", values)
+    notes = []
+    if (~included).any():
+        notes.append(
+            f"excluded from the weights (failed convergence gate): {', '.join(np.array(names)[~included])}"
+        )
+    notes += duplicate_notes(twins, names, duplicate_tol, seed)
+    bias = selection_bias_note(elpd_i[:, inc], [names[i] for i in inc])
+    if bias:
+        notes.append(bias)
+    order = np.argsort(-(elpd_i.sum(axis=0) + np.where(included, 0, -1e12)))
+    return Comparison(table.isel(twin=order), _pointwise(results, elpd_i, names), pair, notes)
+
+
+def _names(twins: list[Twin]) -> list[str]:
+    """Twin names, suffixed ``#i`` where the same spec appears twice."""
+    names = [t.name for t in twins]
+    return [f"{n}#{i}" if names.count(n) > 1 else n for i, n in enumerate(names)]
+
+
+def _check_same_data(twins: list[Twin]) -> None:
+    """Raise unless every twin was fitted to the same patient's same observations."""
+    ref = twins[0].design
+    for t in twins[1:]:
+        same = (
+            t.patient.id == twins[0].patient.id
+            and t.design.n_obs == ref.n_obs
+            and all(
+                np.array_equal(t.design.times.get(n, []), ref.times[n])
+                and np.array_equal(t.design.values.get(n, []), ref.values[n])
+                for n in ref.times
+            )
+        )
+        if not same:
+            raise ValueError(
+                f"{t.name} was fitted to other observations than {twins[0].name}; elpd values are not comparable"
+            )
+
+
+def _weights(
+    elpd_i: np.ndarray, inc: np.ndarray, n_bootstrap: int, seed: int
+) -> dict[str, np.ndarray]:
+    """Stacking (with its 90 % Bayesian-bootstrap interval) and pseudo-BMA+ weights; 0 for excluded twins."""
+    k = elpd_i.shape[1]
+    out = {name: np.zeros(k) for name in ("stacking", "stacking_q05", "stacking_q95", "pseudo_bma")}
+    if len(inc) == 1:
+        for v in out.values():
+            v[inc] = 1.0
+        return out
+    out["stacking"][inc] = stacking_weights(elpd_i[:, inc])
+    boot = bootstrap_stacking_weights(elpd_i[:, inc], n_bootstrap, seed)
+    out["stacking_q05"][inc], out["stacking_q95"][inc] = np.quantile(boot, [0.05, 0.95], axis=0)
+    out["pseudo_bma"][inc] = pseudo_bma_plus_weights(elpd_i[:, inc], seed=seed)[0]
+    return out
+
+
+def _row_notes(
+    twins: list[Twin], results: list[xr.Dataset], include_unconverged: bool
+) -> list[str]:
+    """Per twin: why it failed its gate, and refits that failed theirs."""
+    notes = [
+        ""
+        if t.converged
+        else "failed convergence gate: "
+        + "; ".join(t.reasons)
+        + ("" if include_unconverged else " -> no weight")
+        for t in twins
+    ]
+    for i, r in enumerate(results):
+        if r.attrs["refits_unconverged"]:
+            notes[i] += (
+                "; " if notes[i] else ""
+            ) + f"{r.attrs['refits_unconverged']} of {r.attrs['refits']} refits failed their gate"
+    return notes
+
+
+def _table(
+    twins, names, results, elpd_i, pair, best, weights, included, include_unconverged
+) -> xr.Dataset:
+    """One row per twin: elpd and its SE, differences to the best, weights, gate and notes."""
+    return xr.Dataset(
+        {
+            "elpd": ("twin", elpd_i.sum(axis=0)),
+            "se": ("twin", [r.attrs["se"] for r in results]),
+            "p_loo": ("twin", [r.attrs["p_loo"] for r in results]),
+            "elpd_diff": ("twin", pair["elpd_diff"].values[:, best]),
+            "se_diff": ("twin", pair["se_diff"].values[:, best]),
+            "n_high_k": ("twin", [r.attrs["n_high_k"] for r in results]),
+            "cv_method": ("twin", [r.attrs["cv_method"] for r in results]),
+            **{name: ("twin", values) for name, values in weights.items()},
+            "elpd_waic": ("twin", [r.attrs["elpd_waic"] for r in results]),
+            "converged": ("twin", [t.converged for t in twins]),
+            "included": ("twin", included),
+            "note": ("twin", _row_notes(twins, results, include_unconverged)),
+        },
+        coords={"twin": names},
+        attrs={
+            "patient": twins[0].patient.id,
+            "n_obs": int(elpd_i.shape[0]),
+            "threshold": results[0].attrs["threshold"],
+        },
+    )
+
+
+def _pointwise(results: list[xr.Dataset], elpd_i: np.ndarray, names: list[str]) -> xr.Dataset:
+    """``elpd_i``, ``pareto_k`` and ``method`` per (twin, obs)."""
+    return xr.Dataset(
+        {
+            "elpd_i": (("twin", "obs"), elpd_i.T),
+            "pareto_k": (("twin", "obs"), np.stack([r["pareto_k"].values for r in results])),
+            "method": (("twin", "obs"), np.stack([r["method"].values for r in results])),
+        },
+        coords={
+            "twin": names,
+            "obs": results[0]["obs"].values,
+            "time": ("obs", results[0]["time"].values),
+        },
+    )

@@ -1,0 +1,168 @@
+"""PSIS-LOO of one twin with automatic escalation to exact refits or K-fold.
+
+Each twin's expected log pointwise predictive density (elpd) is estimated by
+PSIS-LOO (Vehtari, Gelman & Gabry 2017, Stat Comput 27:1413-1432; Pareto
+smoothing by arviz-stats).  Where the Pareto shape ``k`` of an observation
+exceeds the sample-size dependent threshold ``min(1 - 1/log10(S), 0.7)``
+(Vehtari, Simpson, Gelman, Yao & Gabry 2024, "Pareto smoothed importance
+sampling", JMLR 25(72)), the importance-sampling estimate is unreliable and
+twinbayes escalates automatically: the twin is refitted without that
+observation and its elpd computed exactly; when more than ``max_refits``
+observations need it, the whole twin is evaluated by K-fold cross-validation
+instead.  What was done is recorded per observation (``method``: psis, refit
+or kfold).
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+import numpy as np
+import xarray as xr
+from scipy.special import logsumexp
+
+from ..fit import Refitter, Twin
+from .cv import heldout_elpd, kfold, standard_error
+
+__all__ = ["loo", "k_threshold", "pointwise_loglik"]
+
+log = logging.getLogger("twinbayes")
+
+
+def k_threshold(n_draws: int) -> float:
+    """Pareto-k above which PSIS is unreliable: ``min(1 - 1/log10(S), 0.7)`` (Vehtari et al. 2024)."""
+    return float(min(1.0 - 1.0 / np.log10(n_draws), 0.7))
+
+
+def pointwise_loglik(twin: Twin) -> xr.DataArray:
+    """All observables' log-likelihood stacked on one ``obs`` dimension: (chain, draw, obs)."""
+    ll = twin.idata["log_likelihood"]
+    parts = []
+    for name in twin.design.times:
+        da = ll[name]
+        dim = [d for d in da.dims if d not in ("chain", "draw")][0]
+        parts.append(
+            da.rename({dim: "obs"})
+            .reset_coords(drop=True)
+            .assign_coords(observable=("obs", [name] * da.sizes[dim]))
+        )
+    out = xr.concat(parts, dim="obs") if len(parts) > 1 else parts[0]
+    times = np.concatenate([twin.design.times[n] for n in twin.design.times])
+    return out.assign_coords(obs=np.arange(out.sizes["obs"]), time=("obs", times))
+
+
+def loo(
+    twin: Twin,
+    *,
+    threshold: float | None = None,
+    max_refits: int = 10,
+    kfold_k: int = 10,
+    seed: int = 0,
+    refit: bool = True,
+    **refit_kwargs,
+) -> xr.Dataset:
+    """PSIS-LOO for one twin with automatic escalation for high Pareto k.
+
+    Parameters
+    ----------
+    twin : Twin
+    threshold : float, optional
+        Pareto-k threshold; default :func:`k_threshold` of the number of draws.
+    max_refits : int
+        At most this many exact refits; with more high-k observations the
+        twin is evaluated by K-fold CV instead.
+    kfold_k : int
+        Folds for that fallback.
+    seed : int
+    refit : bool
+        Set False to only report high k (no refits).
+    **refit_kwargs
+        Sampler settings for the refits (default: the twin's own).
+
+    Returns
+    -------
+    xarray.Dataset
+        Per observation (``obs``): ``elpd_i``, ``pareto_k``, ``lppd_i``,
+        ``method`` (psis/refit/kfold), ``time``, ``observable``; attributes
+        ``elpd``, ``se``, ``p_loo``, ``threshold``, ``n_high_k``, ``cv_method``,
+        ``refits``, ``refits_unconverged`` (refits that failed their own gate)
+        and ``elpd_waic``/``p_waic`` (secondary).
+    """
+    import arviz_stats as azs
+
+    ll = pointwise_loglik(twin)
+    tree = xr.DataTree.from_dict(
+        {"posterior": twin.idata["posterior"].to_dataset(), "log_likelihood": xr.Dataset({"y": ll})}
+    )
+    with warnings.catch_warnings():  # high Pareto k is handled below, not just warned about
+        warnings.filterwarnings(
+            "ignore", message="Estimated shape parameter of Pareto", category=UserWarning
+        )
+        res = azs.loo(tree, pointwise=True, var_name="y")
+    s = ll.sizes["chain"] * ll.sizes["draw"]
+    thr = k_threshold(s) if threshold is None else float(threshold)
+    flat = ll.values.reshape(s, -1)
+    lppd_i = logsumexp(flat, axis=0) - np.log(s)
+    elpd_i = np.asarray(res.elpd_i.values, float).copy()
+    pareto_k = np.asarray(res.pareto_k.values, float)
+    method = np.array(["psis"] * len(elpd_i), dtype=object)
+    high = pareto_k > thr
+    cv_method, refits, unconverged = "psis-loo", 0, 0
+    if refit and high.any():
+        elpd_i, cv_method, refits, unconverged = _escalate(
+            twin, elpd_i, method, high, max_refits, kfold_k, seed, refit_kwargs
+        )
+        log.info(
+            "%s: %d observation(s) with Pareto k > %.2f -> %s",
+            twin.name,
+            int(high.sum()),
+            thr,
+            cv_method,
+        )
+    p_waic_i = flat.var(axis=0, ddof=1)
+    ds = xr.Dataset(
+        {
+            "elpd_i": ("obs", elpd_i),
+            "pareto_k": ("obs", pareto_k),
+            "lppd_i": ("obs", lppd_i),
+            "method": ("obs", method.astype(str)),
+        },
+        coords={"obs": ll["obs"].values, "time": ("obs", ll["time"].values)},
+    )
+    ds.attrs.update(
+        twin=twin.name,
+        elpd=float(elpd_i.sum()),
+        se=float(standard_error(elpd_i)),
+        p_loo=float((lppd_i - elpd_i).sum()),
+        threshold=thr,
+        n_high_k=int(high.sum()),
+        cv_method=cv_method,
+        refits=refits,
+        refits_unconverged=unconverged,
+        elpd_waic=float((lppd_i - p_waic_i).sum()),
+        p_waic=float(p_waic_i.sum()),
+    )
+    return ds
+
+
+def _escalate(twin, elpd_i, method, high, max_refits, kfold_k, seed, refit_kwargs):
+    """Replace the PSIS elpd of high-k observations by exact refits, or the whole twin's by K-fold.
+
+    Updates ``method`` in place; returns ``(elpd_i, cv_method, refits, refits_unconverged)``.
+    """
+    if high.sum() > max_refits:
+        kf = kfold(twin, k=kfold_k, seed=seed, **refit_kwargs)
+        method[:] = "kfold"
+        k = kf.attrs["k"]
+        return kf["elpd_i"].values, f"{k}-fold cv", k, k - kf.attrs["refits_converged"]
+    refitter = Refitter(twin, **refit_kwargs)
+    unconverged = 0
+    for j in np.flatnonzero(high):
+        hold = np.zeros(len(elpd_i), bool)
+        hold[j] = True
+        value, converged = heldout_elpd(refitter, hold, seed + 1 + j)
+        elpd_i[j] = value[0]
+        method[j] = "refit"
+        unconverged += not converged
+    return elpd_i, "psis-loo + exact refits", int(high.sum()), unconverged

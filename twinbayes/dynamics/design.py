@@ -1,0 +1,150 @@
+"""What a spec needs from a patient: the :class:`Design` (observation times and values, doses, inputs).
+
+:func:`design_for` matches a patient's data to a spec (observables, routes,
+units, forcing inputs); :class:`~twinbayes.model.TwinModel` evaluates the
+spec on a design.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from ..patient import Patient, PatientDataError
+from ..spec.model_spec import ModelSpec
+from .linear import Doses
+
+__all__ = ["Design", "design_for"]
+
+
+@dataclass(frozen=True)
+class Design:
+    """What a spec needs from a patient, in the spec's units.
+
+    Attributes
+    ----------
+    times : dict
+        Observation name -> observation times.
+    values : dict
+        Observation name -> observed values.
+    doses : dict
+        Route -> (dose times, amounts).
+    excluded : tuple
+        Observations left out as (name, time, value); see :func:`design_for`.
+    inputs : dict
+        Forcing input -> (times, values), interpolated linearly by the ODE engine.
+    baselines : dict
+        Baseline symbol -> value of its input at t = 0.
+    """
+
+    times: dict[str, np.ndarray]
+    values: dict[str, np.ndarray]
+    doses: Doses
+    excluded: tuple[tuple[str, float, float], ...] = ()
+    inputs: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    baselines: dict[str, float] = field(default_factory=dict)
+
+    def with_values(self, values: Mapping[str, np.ndarray]) -> Design:
+        return replace(self, values={k: np.asarray(v, float) for k, v in values.items()})
+
+    def input_at(self, name: str, t: np.ndarray) -> np.ndarray:
+        """Forcing input ``name`` interpolated linearly at times ``t``."""
+        kt, kv = self.inputs[name]
+        return np.interp(t, kt, kv)
+
+    @property
+    def n_obs(self) -> int:
+        return sum(len(t) for t in self.times.values())
+
+    def index(self) -> list[tuple[str, int]]:
+        """(observable, position) of every observation, in the order used by pointwise results."""
+        return [(name, i) for name, t in self.times.items() for i in range(len(t))]
+
+    def split(self, holdout: np.ndarray) -> tuple[Design, Design]:
+        """(training, held-out) designs for a boolean ``holdout`` over :meth:`index`."""
+        holdout = np.asarray(holdout, bool)
+        keep, start = {}, 0
+        for name, t in self.times.items():
+            keep[name] = ~holdout[start : start + len(t)]
+            start += len(t)
+        return self.subset(keep), self.subset({n: ~k for n, k in keep.items()})
+
+    def subset(self, keep: Mapping[str, np.ndarray]) -> Design:
+        """The design restricted to the observations selected by boolean masks ``keep[name]``."""
+        names = [n for n in self.times if np.any(keep[n])]
+        return replace(
+            self,
+            times={n: self.times[n][keep[n]] for n in names},
+            values={n: self.values[n][keep[n]] for n in names if n in self.values},
+        )
+
+
+def design_for(spec: ModelSpec, patient: Patient) -> Design:
+    """Match a patient's data to a spec: observables, routes and units.
+
+    A linear spec starts from zero amounts, so its prediction at or before
+    the first dose is exactly zero whatever the parameters: such pre-dose
+    samples carry no information about the twin, and a zero value there makes
+    the likelihood unbounded as the additive error SD goes to zero.  They are
+    left out of the design and listed in ``Design.excluded`` (name, time, value),
+    which fitted twins report.  So are observations before an observation
+    model's ``valid_from`` time (e.g. the mixing phase of an IVGTT, which the
+    minimal model does not describe).
+
+    Forcing inputs are read from the patient's series of the input's
+    ``series`` name; the series must cover the observation times.
+
+    Raises
+    ------
+    PatientDataError
+        If the patient received doses by a route the spec does not model, or
+        has none of the spec's observables.
+    """
+    unknown = [r for r in patient.routes if r not in spec.routes]
+    if unknown:
+        raise PatientDataError(
+            f"patient {patient.id!r} ({patient.data.attrs.get('source')}) received doses by route(s) {unknown} "
+            f"that spec {spec.name!r} ({spec.source}) does not model; its routes: {list(spec.routes)}"
+        )
+    names = [o for o in spec.observations if o in patient.observation_names]
+    if not names:
+        raise PatientDataError(
+            f"patient {patient.id!r} has observations {patient.observation_names}, none of which spec "
+            f"{spec.name!r} models ({list(spec.observations)})"
+        )
+    doses = {r: patient.doses(r, spec.routes[r].unit, spec.time_unit) for r in patient.routes}
+    first_dose = min((float(t.min()) for t, _ in doses.values() if len(t)), default=np.inf)
+    times, values, excluded = {}, {}, []
+    for o in names:
+        t, y = patient.observations(o, spec.observations[o].unit, spec.time_unit)
+        keep = t > first_dose if spec.linear else np.ones(len(t), bool)
+        keep &= t >= spec.observations[o].valid_from
+        excluded += [(o, float(ti), float(yi)) for ti, yi in zip(t[~keep], y[~keep])]
+        if not keep.any():
+            raise PatientDataError(
+                f"patient {patient.id!r}: no {o!r} observation after the first dose; "
+                f"spec {spec.name!r} starts from zero and predicts 0 before any dose"
+            )
+        times[o], values[o] = t[keep], y[keep]
+    inputs, baselines = _forcing(spec, patient, max(float(t.max()) for t in times.values()))
+    return Design(times, values, doses, tuple(excluded), inputs, baselines)
+
+
+def _forcing(spec: ModelSpec, patient: Patient, t_end: float):
+    """The spec's forcing inputs from the patient's series, checked to cover ``[0, t_end]``."""
+    inputs, baselines = {}, {}
+    for name, inp in spec.inputs.items():
+        t, v = patient.series(inp.series, inp.unit, spec.time_unit)
+        if len(t) < 2 or t[0] > 0 or t[-1] < t_end:
+            raise PatientDataError(
+                f"patient {patient.id!r} ({patient.data.attrs.get('source')}): series {inp.series!r}, which drives input "
+                f"{name!r} of spec {spec.name!r}, must cover 0 to {t_end:g} {spec.time_unit} (the last observation) "
+                f"with at least two values; it has {len(t)} value(s) from {t.min() if len(t) else 'nan'} to "
+                f"{t.max() if len(t) else 'nan'}. Add values at both ends (interpolation does not extrapolate)"
+            )
+        inputs[name] = (t, v)
+        if inp.baseline:
+            baselines[inp.baseline] = float(np.interp(0.0, t, v))
+    return inputs, baselines

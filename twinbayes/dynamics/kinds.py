@@ -1,0 +1,95 @@
+"""How a spec's states evolve: one strategy per kind of dynamics.
+
+A spec's states at given times come from exactly one of
+
+* :class:`ClosedForm` -- the spec's ``dynamics.solution``, a trajectory in ``t``
+  (e.g. a tumour growth law);
+* :class:`LinearExact` -- the exact solution of a linear compartment system with
+  dose superposition (closed-form unit-dose responses or the matrix exponential,
+  :mod:`twinbayes.dynamics.linear`);
+* :class:`OdeSolution` -- the adaptive Dormand-Prince solve of a nonlinear ODE with
+  forward sensitivities (:mod:`twinbayes.dynamics.ode`).
+
+:func:`dynamics_for` picks the strategy once, when the model is built; nothing
+downstream asks which kind it has.  Each strategy answers :meth:`states_at`
+with the same conventions: with NumPy draw arrays in ``env`` (length S) each
+state has shape ``times.shape + (S,)``; with PyTensor variables, ``times.shape``.
+A new kind of dynamics is a new class here plus a branch in :func:`dynamics_for`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from ..spec.expr import NUMPY
+from ..spec.model_spec import ModelSpec
+from .linear import Doses, state_amounts
+
+__all__ = ["Dynamics", "ClosedForm", "LinearExact", "OdeSolution", "dynamics_for"]
+
+Inputs = Mapping[str, tuple[np.ndarray, np.ndarray]]
+
+
+class Dynamics(Protocol):
+    """What the model needs of a kind of dynamics."""
+
+    spec: ModelSpec
+
+    def states_at(
+        self,
+        env: Mapping[str, Any],
+        times: np.ndarray,
+        doses: Doses,
+        states: list[str],
+        backend: Any,
+        inputs: Inputs,
+    ) -> dict[str, Any]:
+        """Values of ``states`` at ``times`` given parameters/derived values ``env``, doses and forcing inputs."""
+        ...  # pragma: no cover
+
+
+@dataclass(frozen=True)
+class ClosedForm:
+    """``x(t)`` written out in the spec (``dynamics.solution``); no doses, no inputs."""
+
+    spec: ModelSpec
+
+    def states_at(self, env, times, doses, states, backend=NUMPY, inputs=None):
+        batched = backend is NUMPY and any(np.ndim(v) > 0 for v in env.values())
+        t = np.asarray(times, float)[:, None] if batched else np.asarray(times, float)
+        return {s: self.spec.solution[s]({**env, "t": t}, backend) for s in states}
+
+
+@dataclass(frozen=True)
+class LinearExact:
+    """``dx/dt = A x`` with doses: exact superposition of unit-dose responses."""
+
+    spec: ModelSpec
+
+    def states_at(self, env, times, doses, states, backend=NUMPY, inputs=None):
+        return state_amounts(self.spec, env, times, doses, states, backend)
+
+
+@dataclass(frozen=True)
+class OdeSolution:
+    """A nonlinear ODE from ``dynamics.initial`` at t = 0, solved numerically (forcing inputs allowed)."""
+
+    spec: ModelSpec
+
+    def states_at(self, env, times, doses, states, backend=NUMPY, inputs=None):
+        from .ode import ode_trajectories
+
+        return ode_trajectories(self.spec, env, times, states, backend, inputs)
+
+
+def dynamics_for(spec: ModelSpec) -> Dynamics:
+    """The strategy for ``spec``: closed form if given, else linear exact if declared linear, else an ODE solve."""
+    if spec.solution:
+        return ClosedForm(spec)
+    if spec.linear:
+        return LinearExact(spec)
+    return OdeSolution(spec)

@@ -1,0 +1,95 @@
+"""The gate's escalation ladder: refit a twin that fails its convergence gate before excluding it.
+
+A fit that fails the gate is not thrown away at once.  Divergent transitions
+usually mean the step size adapted during warm-up was too large for the
+posterior's curvature; too-low ESS or a high R-hat after a short warm-up
+often mean adaptation had not finished.  The remedy Stan users apply by hand
+(Stan Development Team, *Stan Reference Manual*, "Divergent transitions";
+Betancourt 2017, arXiv:1701.02434, sec. 6.2) is taken automatically: refit
+with a higher target acceptance rate (smaller steps), a longer warm-up and
+more draws, from fresh initial points (a new seed).  Every attempt and its
+diagnostics is recorded; only when the last rung also fails is the twin
+excluded, with the reasons of that last attempt.
+
+What the ladder cannot fix is a posterior that does not mix: separated modes
+(e.g. the flip-flop symmetry ``ka <-> ke`` of oral one-compartment models)
+keep R-hat high however long the chains run.  Such a twin is excluded and
+reported.  Stacking the chains as separate components (Yao, Vehtari & Gelman
+2022, "Stacking for non-mixing Bayesian computations: the curse and blessing
+of multimodal posteriors", JMLR 23(79)) is the principled alternative; it is
+not applied automatically, because its per-chain weights change what the twin
+*is*, and a twin with a multimodal posterior is usually a reparameterisation
+task for its authors (e.g. an ordering constraint ``ka > ke``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+__all__ = ["Rung", "Ladder", "Attempt", "DEFAULT_LADDER", "NO_LADDER"]
+
+
+class Rung(NamedTuple):
+    """One escalation step, relative to the study's own sampler settings.
+
+    Attributes
+    ----------
+    target_accept : float
+        Target acceptance rate of step-size adaptation (at least the study's).
+    tune_factor, draws_factor : float
+        Warm-up and kept draws per chain, as multiples of the study's.
+    """
+
+    target_accept: float
+    tune_factor: float = 1.0
+    draws_factor: float = 1.0
+
+
+@dataclass(frozen=True)
+class Ladder:
+    """The rungs tried, in order, after a failed first attempt (empty: no escalation).
+
+    The budget is stated by the rungs: at most ``1 + len(rungs)`` fits, the
+    last with ``max(tune_factor)`` x warm-up and ``max(draws_factor)`` x draws.
+    """
+
+    rungs: tuple[Rung, ...] = (Rung(0.99, 2.0, 1.0), Rung(0.995, 4.0, 2.0))
+
+    def settings(self, base: dict[str, Any], step: int) -> dict[str, Any]:
+        """Sampler settings of rung ``step`` (1-based) from the first attempt's ``base`` settings.
+
+        Each rung starts from fresh initial points: its seed is ``base seed + 7919 step``.
+        """
+        rung = self.rungs[step - 1]
+        return {
+            **base,
+            "target_accept": max(float(base["target_accept"]), rung.target_accept),
+            "tune": int(round(base["tune"] * rung.tune_factor)),
+            "draws": int(round(base["draws"] * rung.draws_factor)),
+            "seed": int(base["seed"]) + 7919 * step,
+        }
+
+
+DEFAULT_LADDER = Ladder()
+"""Two rungs: ``target_accept`` 0.99 with 2x warm-up, then 0.995 with 4x warm-up and 2x draws."""
+
+NO_LADDER = Ladder(rungs=())
+"""No escalation: the first attempt decides."""
+
+
+class Attempt(NamedTuple):
+    """One fit of the ladder and what the gate said of it."""
+
+    step: int
+    target_accept: float
+    tune: int
+    draws: int
+    seed: int
+    passed: bool
+    diagnostics: str
+    reasons: tuple[str, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready record (``summary.json``, NetCDF attributes, the report)."""
+        return {**self._asdict(), "reasons": list(self.reasons)}
