@@ -273,37 +273,46 @@ def _make_derivative(system: OdeSystem):
 
 
 def _make_step(deriv, tableau: ButcherTableau):
-    """``step(...)``: one explicit Runge-Kutta step of size ``hs`` from the tableau.
+    """``step(...)``: one explicit Runge-Kutta step of size ``hs``, written out from the tableau.
 
     On entry ``K[0] = f(t, z)``; on exit ``K[j]`` holds stage ``j``, ``ynew`` the
     propagated solution at ``t + hs`` (the last stage's argument: FSAL, so
     ``K[-1]`` is its derivative) and ``errv`` the local error estimate.
-    Inputs are linear within segment ``seg`` (from ``u0``, ``du``).
+    Inputs are linear within segment ``seg`` (from ``u0``, ``du``).  The
+    tableau's nonzero coefficients are written into the source as literals
+    (:func:`step_source`), so Numba compiles straight-line code per stage.
     """
     import numba
 
-    c, a, e = tableau.c, tableau.a, tableau.e
-    stages = len(c)
+    namespace = {"deriv": deriv}
+    exec(compile(step_source(tableau), "<twinbayes rk step>", "exec"), namespace)  # numbers only
+    return numba.njit(inline="always")(namespace["step"])
 
-    @numba.njit(inline="always")
-    def step(t, hs, t0, seg, z, K, ynew, errv, p, u, u0, du, sens, jy, jp, size):
-        for st in range(1, stages):
-            for i in range(size):
-                acc = 0.0
-                for j in range(st):
-                    acc += a[st, j] * K[j, i]
-                ynew[i] = z[i] + hs * acc
-            ts = t + c[st] * hs
-            for j in range(u.shape[0]):
-                u[j] = u0[seg, j] + (ts - t0) * du[seg, j]
-            deriv(ts, ynew, p, u, sens, K[st], jy, jp)
-        for i in range(size):
-            acc = 0.0
-            for j in range(stages):
-                acc += e[j] * K[j, i]
-            errv[i] = hs * acc
 
-    return step
+def _weighted_sum(weights: np.ndarray, upto: int) -> str:
+    """Source of ``sum_j w_j K[j, i]`` over the nonzero weights of the first ``upto`` stages."""
+    terms = [f"{float(w)!r} * k{j}[i]" for j, w in enumerate(weights[:upto]) if w != 0.0]
+    return " + ".join(terms) or "0.0"
+
+
+def step_source(tableau: ButcherTableau) -> str:
+    """Python source of the Runge-Kutta step for ``tableau`` (see :func:`_make_step`)."""
+    ks = ", ".join(f"k{j}" for j in range(len(tableau.c)))
+    lines = [f"def step(t, hs, t0, seg, z, {ks}, ynew, errv, p, u, u0, du, sens, jy, jp, size):"]
+    for st in range(1, len(tableau.c)):
+        lines += [
+            "    for i in range(size):",
+            f"        ynew[i] = z[i] + hs * ({_weighted_sum(tableau.a[st], st)})",
+            f"    ts = t + {float(tableau.c[st])!r} * hs",
+            "    for j in range(u.shape[0]):",
+            "        u[j] = u0[seg, j] + (ts - t0) * du[seg, j]",
+            f"    deriv(ts, ynew, p, u, sens, k{st}, jy, jp)",
+        ]
+    lines += [
+        "    for i in range(size):",
+        f"        errv[i] = hs * ({_weighted_sum(tableau.e, len(tableau.e))})",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def _make_controller(order: int):
@@ -328,28 +337,25 @@ def _make_controller(order: int):
 
 
 def _make_dense(tableau: ButcherTableau):
-    """``dense(theta, hs, z, ynew, K, row, size)``: the continuous extension at ``t + theta hs`` into ``row``.
+    """``dense(theta, hs, z, ynew, k0, ..., row, size)``: the continuous extension at ``t + theta hs`` into ``row``.
 
     The 4th-order interpolant of DOPRI5 (Hairer et al. 1993, sec. II.6; ``CONTD5`` in dopri5.f).
     """
     import numba
 
-    d = tableau.d
-    stages = len(d)
-
-    @numba.njit(inline="always")
-    def dense(theta, hs, z, ynew, K, row, size):
-        th1 = 1.0 - theta
-        for i in range(size):
-            ydiff = ynew[i] - z[i]
-            bspl = hs * K[0, i] - ydiff
-            acc = 0.0
-            for j in range(stages):
-                acc += d[j] * K[j, i]
-            row[i] = z[i] + theta * (
-                ydiff
-                + th1 * (bspl + theta * ((ydiff - hs * K[stages - 1, i] - bspl) + th1 * hs * acc))
-            )
+    ks = ", ".join(f"k{j}" for j in range(len(tableau.d)))
+    last = f"k{len(tableau.d) - 1}"
+    src = f"""def dense(theta, hs, z, ynew, {ks}, row, size):
+    th1 = 1.0 - theta
+    for i in range(size):
+        ydiff = ynew[i] - z[i]
+        bspl = hs * k0[i] - ydiff
+        acc = {_weighted_sum(tableau.d, len(tableau.d))}
+        row[i] = z[i] + theta * (ydiff + th1 * (bspl + theta * ((ydiff - hs * {last}[i] - bspl) + th1 * hs * acc)))
+"""
+    namespace: dict = {}
+    exec(compile(src, "<twinbayes dense output>", "exec"), namespace)  # numbers only
+    dense = numba.njit(inline="always")(namespace["dense"])
 
     return dense
 
@@ -413,83 +419,100 @@ def integrator(system: OdeSystem, tableau_name: str = "dopri5") -> Integrator:
 
 
 def _make_loop(n, k, deriv, step, factor, dense, initial_step, stages):
-    """The integration loop: segments between input knots, accepted/rejected steps, dense output at the output times.
-
-    Longer than most functions here because Numba compiles it as one unit
-    (the helpers above are inlined into it).  Output times between steps come
-    from the continuous extension, so outputs do not shorten steps; input
-    knots do (each step sees a smooth right-hand side).  ``status`` is
-    ``TOO_MANY_STEPS`` or ``NOT_FINITE`` on failure, with ``Y`` all NaN.
-    """
+    """The integration loop (:data:`_LOOP`) with one array per stage, compiled by Numba."""
     import numba
 
-    norm = _norm()
-    unpack = _unpack_fn()
-    m = n + k
+    ks = ", ".join(f"k{j}" for j in range(stages))
+    alloc = "\n".join(f"    k{j} = np.empty(size)" for j in range(stages))
+    source = _LOOP.format(ks=ks, alloc=alloc, last=f"k{stages - 1}")
+    namespace = dict(
+        np=np,
+        n=n,
+        k=k,
+        m=n + k,
+        deriv=deriv,
+        step=step,
+        factor=factor,
+        dense=dense,
+        initial_step=initial_step,
+        norm=_norm(),
+        unpack=_unpack_fn(),
+        OK=OK,
+        TOO_MANY_STEPS=TOO_MANY_STEPS,
+        NOT_FINITE=NOT_FINITE,
+    )
+    exec(
+        compile(source, "<twinbayes rk loop>", "exec"), namespace
+    )  # a fixed template, stage names only
+    return numba.njit(namespace["integrate"])
 
-    @numba.njit
-    def integrate(p, y0, times, stops, u0, du, rtol, atol, max_step, max_steps, sens):
-        size = n + n * m if sens else n
-        T = len(times)
-        order = np.argsort(times)
-        Z = np.full((T, size), np.nan)
-        z = np.zeros(size)
-        z[:n] = y0
-        if sens:
-            for i in range(n):
-                z[n + i * m + i] = 1.0
-        r = 0
-        while r < T and times[order[r]] <= stops[0]:
-            Z[order[r]] = z
-            r += 1
-        K = np.empty((stages, size))
-        ynew, errv, tmp, d = np.empty(size), np.empty(size), np.empty(size), np.empty(size)
-        jy, jp = np.zeros((n, n)), np.zeros((n, max(k, 1)))
-        u = np.empty(u0.shape[1])
-        status, steps, t, h = OK, 0, 0.0, -1.0
-        for seg in range(len(stops) - 1):
-            if r >= T:
+
+_LOOP = """
+def integrate(p, y0, times, stops, u0, du, rtol, atol, max_step, max_steps, sens):
+    size = n + n * m if sens else n
+    T = len(times)
+    order = np.argsort(times)
+    Z = np.full((T, size), np.nan)
+    z = np.zeros(size)
+    z[:n] = y0
+    if sens:
+        for i in range(n):
+            z[n + i * m + i] = 1.0
+    r = 0
+    while r < T and times[order[r]] <= stops[0]:
+        Z[order[r]] = z
+        r += 1
+{alloc}
+    ynew, errv, tmp, d = np.empty(size), np.empty(size), np.empty(size), np.empty(size)
+    jy, jp = np.zeros((n, n)), np.zeros((n, max(k, 1)))
+    u = np.empty(u0.shape[1])
+    status, steps, t, h = OK, 0, 0.0, -1.0
+    for seg in range(len(stops) - 1):
+        if r >= T:
+            break
+        t0, t1 = stops[seg], stops[seg + 1]
+        if seg == 0:  # later segments start from the last stage (FSAL; inputs are continuous)
+            for j in range(u.shape[0]):
+                u[j] = u0[0, j]
+            deriv(t0, z, p, u, sens, k0, jy, jp)
+        if h <= 0.0:
+            h = initial_step(t0, t1, z, k0, p, u, jy, jp, tmp, k1, d, rtol, atol, max_step, n)
+        t = t0
+        while t < t1:
+            if steps >= max_steps:
+                status = TOO_MANY_STEPS
                 break
-            t0, t1 = stops[seg], stops[seg + 1]
-            if seg == 0:  # later segments start from the last stage (FSAL; inputs are continuous)
-                u[:] = u0[0]
-                deriv(t0, z, p, u, sens, K[0], jy, jp)
-            if h <= 0.0:
-                h = initial_step(
-                    t0, t1, z, K[0], p, u, jy, jp, tmp, K[1], d, rtol, atol, max_step, n
-                )
-            t = t0
-            while t < t1:
-                if steps >= max_steps:
-                    status = TOO_MANY_STEPS
+            last = t + h >= t1 - 1e-12 * max(1.0, abs(t1))
+            hs = t1 - t if last else h
+            step(t, hs, t0, seg, z, {ks}, ynew, errv, p, u, u0, du, sens, jy, jp, size)
+            err = norm(errv, z, ynew, rtol, atol, size)
+            steps += 1
+            fac = factor(err)
+            if not np.isfinite(err) or err > 1.0:  # rejected
+                h = hs * fac
+                if h < 1e-14 * max(1.0, abs(t)):
+                    status = NOT_FINITE
                     break
-                last = t + h >= t1 - 1e-12 * max(1.0, abs(t1))
-                hs = t1 - t if last else h
-                step(t, hs, t0, seg, z, K, ynew, errv, p, u, u0, du, sens, jy, jp, size)
-                err = norm(errv, z, ynew, rtol, atol, size)
-                steps += 1
-                fac = factor(err)
-                if not np.isfinite(err) or err > 1.0:  # rejected
-                    h = hs * fac
-                    if h < 1e-14 * max(1.0, abs(t)):
-                        status = NOT_FINITE
-                        break
-                    continue
-                t_new = t1 if last else t + hs
-                while r < T and times[order[r]] <= t_new:
-                    dense((times[order[r]] - t) / hs, hs, z, ynew, K, Z[order[r]], size)
-                    r += 1
-                t = t_new
-                z[:] = ynew
-                K[0] = K[stages - 1]
-                if not last or fac < 1.0:
-                    h = min(hs * fac, max_step)
-            if status != OK:
-                break
-        Y, S = unpack(Z, status, n, m, sens)
-        return Y, S, status, t
-
-    return integrate
+                continue
+            t_new = t1 if last else t + hs
+            while r < T and times[order[r]] <= t_new:  # dense output between steps
+                dense((times[order[r]] - t) / hs, hs, z, ynew, {ks}, Z[order[r]], size)
+                r += 1
+            t = t_new
+            for i in range(size):
+                z[i] = ynew[i]
+                k0[i] = {last}[i]
+            if not last or fac < 1.0:
+                h = min(hs * fac, max_step)
+        if status != OK:
+            break
+    Y, S = unpack(Z, status, n, m, sens)
+    return Y, S, status, t
+"""
+"""The integration loop: segments between input knots (each step sees a smooth
+right-hand side), accepted and rejected steps, dense output at the output times
+(outputs do not shorten steps).  ``status`` is ``TOO_MANY_STEPS`` or ``NOT_FINITE``
+on failure, with ``Y`` all NaN.  A template so that each stage is its own array."""
 
 
 @functools.lru_cache(maxsize=1)
