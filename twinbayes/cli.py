@@ -15,19 +15,37 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .ladder import NO_LADDER
 from .library import list_specs
 from .patient import Patient, PatientDataError
 from .spec.model_spec import SpecError, load_spec
 
+EXIT_CODES = """exit codes:
+  0  every twin passed its convergence gate; comparison and scenarios ran
+  1  twinbayes specs check: a solution did not match the reference solve
+  2  bad input (spec, study or patient file; results folder exists without --force)
+  3  some twin failed its gate after the escalation ladder (excluded, or included by opt-in)
+  4  no twin passed its gate
+  5  the comparison or the scenario study was skipped (reason printed and in summary.json)
+"""
+
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="twinbayes", description="Bayesian comparison of patient digital twins."
+        prog="twinbayes",
+        description="Bayesian comparison of patient digital twins.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--version", action="version", version=f"twinbayes {__version__}")
     sub = p.add_subparsers(dest="command")
 
-    run = sub.add_parser("run", help="run a study file (default: the bundled example study)")
+    run = sub.add_parser(
+        "run",
+        help="run a study file (default: the bundled example study)",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     run.add_argument("study", nargs="?", help="study.toml (default: the bundled example)")
     run.add_argument("--out", help="results folder (default: results/<study name>)")
     run.add_argument("--force", action="store_true", help="replace an existing results folder")
@@ -37,6 +55,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--draws", type=int, help="override draws per chain")
     run.add_argument("--tune", type=int, help="override warm-up iterations per chain")
     run.add_argument("--chains", type=int, help="override the number of chains")
+    run.add_argument(
+        "--no-ladder",
+        action="store_true",
+        help="do not refit twins that fail the gate with escalated sampler settings",
+    )
     run.add_argument(
         "--include-unconverged",
         action="store_true",
@@ -103,6 +126,7 @@ def _run(args, argv) -> int:
             sampler[key] = getattr(args, key)
     study = dataclasses.replace(
         study,
+        ladder=NO_LADDER if args.no_ladder else study.ladder,
         seed=study.seed if args.seed is None else args.seed,
         sampler=sampler,
         comparison={
@@ -125,7 +149,7 @@ def _run(args, argv) -> int:
         print(
             f"warning: {len(failed)} twin(s) failed the convergence gate: {', '.join(failed)} (see the diagnostics above)"
         )
-    return 0
+    return int(result.outcome)
 
 
 def _specs(args) -> int:

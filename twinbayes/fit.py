@@ -10,7 +10,7 @@ predictive draws, and applies the convergence :class:`~twinbayes.diagnostics.Gat
 
 from __future__ import annotations
 
-import importlib.util
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -22,6 +22,7 @@ import xarray as xr
 
 from .diagnostics import Diagnostics, Gate, check_convergence
 from .dynamics.design import Design, design_for
+from .ladder import DEFAULT_LADDER, Attempt, Ladder
 from .model import TwinModel, obs_dim
 from .patient import Patient
 from .spec.model_spec import ModelSpec
@@ -40,8 +41,8 @@ log = logging.getLogger("twinbayes")
 
 
 def default_sampler() -> str:
-    """``"nutpie"`` when installed (fastest here; see docs/benchmarks.md), else ``"pymc"``."""
-    return "nutpie" if importlib.util.find_spec("nutpie") else "pymc"
+    """``"nutpie"``: a declared dependency (fastest here; see docs/benchmarks.md), never guessed from what is installed."""
+    return "nutpie"
 
 
 def build_model(spec: ModelSpec, design: Design) -> pm.Model:
@@ -141,6 +142,8 @@ class Twin:
         the reason given in :func:`~twinbayes.dynamics.predict.design_for`.
     design : Design
         The data the twin was fitted to, in the spec's units.
+    attempts : tuple of Attempt
+        Every fit of the gate's escalation ladder (:mod:`twinbayes.ladder`), the last one kept.
     """
 
     spec: ModelSpec
@@ -151,6 +154,7 @@ class Twin:
     timings: dict = field(default_factory=dict)
     excluded: tuple = ()
     design: Design | None = None
+    attempts: tuple = ()
 
     @property
     def name(self) -> str:
@@ -195,8 +199,9 @@ def fit(
     progress: bool = False,
     posterior_predictive: bool = True,
     design: Design | None = None,
+    ladder: Ladder = DEFAULT_LADDER,
 ) -> Twin:
-    """Fit a twin by NUTS and check convergence.
+    """Fit a twin by NUTS, check convergence, and escalate before giving up.
 
     Parameters
     ----------
@@ -209,7 +214,7 @@ def fit(
     seed : int
         Seeds sampling and posterior predictive draws; same seed, same numbers.
     sampler : {"nutpie", "pymc"}, optional
-        NUTS implementation; default :func:`default_sampler`.
+        NUTS implementation; default ``"nutpie"`` (a declared dependency, never guessed).
     gate : Gate
         Convergence thresholds; the result's ``converged`` says if they were met.
     target_accept : float
@@ -221,20 +226,24 @@ def fit(
     design : Design, optional
         The data to fit, already matched to the spec (default:
         ``design_for(spec, patient)``); cross-validation passes subsets.
+    ladder : Ladder
+        Escalation when a fit fails the gate (:mod:`twinbayes.ladder`): refits
+        with higher target acceptance, longer warm-up, more draws and fresh
+        initial points, reusing the compiled model.  ``NO_LADDER`` turns it off.
 
     Returns
     -------
     Twin
-        Never silently altered: a fit that fails the gate is returned with
+        The last attempt, with every attempt in ``attempts``.  Never silently
+        altered: a fit that fails the gate after the ladder is returned with
         ``converged = False`` and the reasons, for the caller to report.
     """
     design = design_for(spec, patient) if design is None else design
     sampler = sampler or default_sampler()
     if sampler not in ("nutpie", "pymc"):
         raise ValueError(f"unknown sampler {sampler!r}; use 'nutpie' or 'pymc'")
-    timings = {}
     t0 = time.perf_counter()
-    model = build_model(spec, design)
+    model = TwinModel.of(spec).pymc_model(design)
     t_build = time.perf_counter() - t0
     log.info(
         "fitting %s to patient %s with %s (%d chains x %d+%d)",
@@ -245,18 +254,8 @@ def fit(
         tune,
         draws,
     )
-    idata, t_compile, t_sample = _sample(
-        model, sampler, draws, tune, chains, seed, target_accept, progress
-    )
-    t2 = time.perf_counter()
-    _add_pointwise_groups(idata, spec, design, posterior_predictive, seed + 1)
-    idata = _attach_times(idata, design)
-    var_names = list(spec.parameters)
-    diagnostics = check_convergence(idata, var_names, gate)
-    timings.update(
-        build=t_build, compile=t_compile, sample=t_sample, postprocess=time.perf_counter() - t2
-    )
-    settings = dict(
+    nuts = _Nuts(model, sampler)
+    base = dict(
         sampler=sampler,
         draws=draws,
         tune=tune,
@@ -264,14 +263,37 @@ def fit(
         seed=seed,
         target_accept=target_accept,
     )
+    idata, settings, diagnostics, attempts, t_sample = _sample_with_ladder(
+        nuts, spec, base, gate, ladder, progress
+    )
+    t2 = time.perf_counter()
+    _add_pointwise_groups(idata, spec, design, posterior_predictive, settings["seed"] + 1)
+    idata = _attach_times(idata, design)
+    timings = dict(
+        build=t_build,
+        compile=nuts.compile_seconds,
+        sample=t_sample,
+        postprocess=time.perf_counter() - t2,
+    )
     idata.attrs.update(
         spec=spec.name,
         spec_sha256=spec.sha256,
         patient=patient.id,
         patient_sha256=patient.sha256,
         seed=seed,
+        gate_attempts=json.dumps([a.as_dict() for a in attempts]),
     )
-    twin = Twin(spec, patient, idata, diagnostics, settings, timings, design.excluded, design)
+    twin = Twin(
+        spec,
+        patient,
+        idata,
+        diagnostics,
+        settings,
+        timings,
+        design.excluded,
+        design,
+        tuple(attempts),
+    )
     if design.excluded:
         log.info(
             "%s: left out %d pre-dose observation(s) (predicted 0 by construction): %s",
@@ -283,46 +305,101 @@ def fit(
     return twin
 
 
-def _sample(model, sampler, draws, tune, chains, seed, target_accept, progress):
-    """Run NUTS; returns the DataTree and the seconds spent compiling and sampling."""
-    t0 = time.perf_counter()
-    if sampler == "nutpie":
-        import nutpie
+def _sample_with_ladder(
+    nuts: _Nuts, spec: ModelSpec, base: dict, gate: Gate, ladder: Ladder, progress: bool
+):
+    """Sample; while the gate fails and rungs are left, escalate.  Returns the last attempt and all records."""
+    attempts: list[Attempt] = []
+    t_sample = 0.0
+    for step in range(len(ladder.rungs) + 1):
+        settings = base if step == 0 else ladder.settings(base, step)
+        if step:
+            log.warning(
+                "%s: gate failed (%s); escalating, step %d of %d: target_accept %.3f, %d warm-up, %d draws, seed %d",
+                spec.name,
+                "; ".join(attempts[-1].reasons[:3]),
+                step,
+                len(ladder.rungs),
+                settings["target_accept"],
+                settings["tune"],
+                settings["draws"],
+                settings["seed"],
+            )
+        t0 = time.perf_counter()
+        idata = nuts.sample(settings, progress)
+        t_sample += time.perf_counter() - t0
+        diagnostics = check_convergence(idata, list(spec.parameters), gate)
+        attempts.append(
+            Attempt(
+                step,
+                float(settings["target_accept"]),
+                int(settings["tune"]),
+                int(settings["draws"]),
+                int(settings["seed"]),
+                diagnostics.passed,
+                str(diagnostics),
+                tuple(diagnostics.reasons),
+            )
+        )
+        if diagnostics.passed:
+            break
+    return idata, settings, diagnostics, attempts, t_sample
 
-        compiled = nutpie.compile_pymc_model(model)
-        t1 = time.perf_counter()
-        idata = nutpie.sample(
-            compiled,
-            draws=draws,
-            tune=tune,
-            chains=chains,
-            seed=seed,
-            target_accept=target_accept,
-            progress_bar=progress,
-            save_warmup=False,
-        )
-        t2 = time.perf_counter()
-        observed = {
-            rv.name: (obs_dim(rv.name), model.rvs_to_values[rv].data) for rv in model.observed_RVs
-        }
-        idata["observed_data"] = xr.Dataset(
-            observed, coords={d: np.asarray(model.coords[d]) for d in model.coords}
-        )
-        return idata, t1 - t0, t2 - t1
-    with model:
-        step = pm.NUTS(target_accept=target_accept)  # compiles the logp and gradient
-        t1 = time.perf_counter()
-        idata = pm.sample(
-            draws=draws,
-            tune=tune,
-            chains=chains,
-            cores=1,
-            step=step,
-            random_seed=seed,
-            progressbar=progress,
-            compute_convergence_checks=False,
-        )
-    return idata, t1 - t0, time.perf_counter() - t1
+
+class _Nuts:
+    """NUTS on one PyMC model, compiled once (nutpie) and sampled as often as the ladder asks."""
+
+    def __init__(self, model: pm.Model, sampler: str):
+        self.model = model
+        self.sampler = sampler
+        self.compile_seconds = 0.0
+        self._compiled = None
+        if sampler == "nutpie":
+            import nutpie
+
+            t0 = time.perf_counter()
+            self._compiled = nutpie.compile_pymc_model(model)
+            self.compile_seconds = time.perf_counter() - t0
+
+    def sample(self, settings: dict, progress: bool):
+        """One run of NUTS with ``settings`` (draws, tune, chains, seed, target_accept)."""
+        s = settings
+        if self.sampler == "nutpie":
+            import nutpie
+
+            idata = nutpie.sample(
+                self._compiled,
+                draws=s["draws"],
+                tune=s["tune"],
+                chains=s["chains"],
+                seed=s["seed"],
+                target_accept=s["target_accept"],
+                progress_bar=progress,
+                save_warmup=False,
+            )
+            model = self.model
+            observed = {
+                rv.name: (obs_dim(rv.name), model.rvs_to_values[rv].data)
+                for rv in model.observed_RVs
+            }
+            idata["observed_data"] = xr.Dataset(
+                observed, coords={d: np.asarray(model.coords[d]) for d in model.coords}
+            )
+            return idata
+        with self.model:
+            t0 = time.perf_counter()
+            step = pm.NUTS(target_accept=s["target_accept"])  # compiles the logp and gradient
+            self.compile_seconds += time.perf_counter() - t0
+            return pm.sample(
+                draws=s["draws"],
+                tune=s["tune"],
+                chains=s["chains"],
+                cores=1,
+                step=step,
+                random_seed=s["seed"],
+                progressbar=progress,
+                compute_convergence_checks=False,
+            )
 
 
 def _add_pointwise_groups(

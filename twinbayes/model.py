@@ -35,10 +35,28 @@ from .spec.errors import ErrorModel
 from .spec.expr import NUMPY, PYTENSOR
 from .spec.model_spec import ModelSpec
 
-__all__ = ["TwinModel", "Moments", "obs_dim"]
+__all__ = ["TwinModel", "Moments", "obs_dim", "ieee_numerics"]
 
 Moments = dict[str, tuple[ErrorModel, np.ndarray, np.ndarray]]
 """Observable -> (error model, mean, residual SD), each ``(S, n_times)``."""
+
+
+def ieee_numerics() -> None:
+    """Compile log densities with IEEE floating point: no fast-math.
+
+    PyTensor's Numba backend compiles with LLVM fast-math flags by default
+    (reassociation, contraction into fused multiply-adds).  Then the code
+    compiled afresh (kernels inlined into one function) and the code loaded
+    from the compile cache (kernels linked separately) round differently, and
+    the same seed gave different posteriors on a fresh machine and on every
+    later run.  Without fast-math the compiler must keep the order of
+    operations, so the cache cannot change a number.  PyTensor keys its cache
+    on this flag, so no fast-math kernel is ever loaded.  Cost: see
+    ``docs/benchmarks.md`` (ESS/s before and after).
+    """
+    import pytensor
+
+    pytensor.config.numba__fastmath = False
 
 
 def obs_dim(name: str) -> str:
@@ -156,6 +174,7 @@ class TwinModel:
         import pymc as pm
         import pytensor.tensor as pt
 
+        ieee_numerics()
         self.check_data(design)
         coords = (
             {} if weighted else {obs_dim(n): np.arange(len(t)) for n, t in design.times.items()}

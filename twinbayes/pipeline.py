@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from enum import IntEnum
 from pathlib import Path
 
 from .compare import Comparison, compare
@@ -15,7 +16,33 @@ from .results import ResultsFolder
 from .spec.model_spec import load_spec
 from .study import Study
 
-__all__ = ["StudyResult", "run_study"]
+__all__ = ["StudyResult", "Outcome", "run_study"]
+
+
+class Outcome(IntEnum):
+    """How a study run ended; its value is the exit code of ``twinbayes run``.
+
+    Precedence when several apply: ``NO_TWIN_CONVERGED``, then ``STEP_SKIPPED``, then ``TWIN_FAILED_GATE``.
+    """
+
+    OK = 0
+    """Every twin passed its gate; the comparison and the scenarios (where asked for) ran."""
+    TWIN_FAILED_GATE = 3
+    """At least one twin failed its gate after the escalation ladder (excluded, or included only by opt-in)."""
+    NO_TWIN_CONVERGED = 4
+    """No twin passed its gate: nothing downstream is to be trusted."""
+    STEP_SKIPPED = 5
+    """The comparison or the scenario study was skipped (the reason is printed and in ``summary.json``)."""
+
+    @classmethod
+    def of(cls, twins: list[Twin], skipped: list[str]) -> Outcome:
+        if not any(t.converged for t in twins):
+            return cls.NO_TWIN_CONVERGED
+        if skipped:
+            return cls.STEP_SKIPPED
+        if not all(t.converged for t in twins):
+            return cls.TWIN_FAILED_GATE
+        return cls.OK
 
 
 @dataclass
@@ -27,6 +54,12 @@ class StudyResult:
     comparison: Comparison | None
     disagreement: Disagreement | None
     path: Path | None
+    skipped: list[str] = field(default_factory=list)
+
+    @property
+    def outcome(self) -> Outcome:
+        """How the run ended (the CLI's exit code)."""
+        return Outcome.of(self.twins, self.skipped)
 
 
 def _say(message: str, quiet: bool) -> None:
@@ -48,8 +81,9 @@ def run_study(
 
     Every twin is fitted with seed ``study.seed + i`` (i = 1, 2, ...); the
     comparison and the scenario simulation use ``study.seed``.  A twin that
-    fails its convergence gate is reported and, unless the study opts in,
-    gets no weight.
+    fails its convergence gate after the escalation ladder is reported and,
+    unless the study opts in, gets no weight.  ``StudyResult.outcome`` says
+    how the run ended.
     """
     folder = ResultsFolder.create(Path(out), force=force) if out is not None else None
     try:
@@ -59,88 +93,164 @@ def run_study(
             f"study {study.name}: {len(specs)} twin(s) of patient {patient.id!r} ({study.data.name})",
             quiet,
         )
-        twins = []
-        for i, spec in enumerate(specs, 1):
-            _say(f"[{i}/{len(specs)}] fitting {spec.name} ({spec.title}) ...", quiet)
-            t0 = time.perf_counter()
-            twin = fit(
-                spec,
-                patient,
-                seed=study.seed + i,
-                gate=study.gate,
-                progress=progress,
-                **study.sampler,
-            )
-            _say(f"      {time.perf_counter() - t0:.1f} s; {twin.diagnostics}", quiet)
-            if twin.excluded:
-                _say(
-                    f"      left out {len(twin.excluded)} pre-dose observation(s) that the twin predicts as 0 by construction",
-                    quiet,
-                )
-            twins.append(twin)
-            if folder:
-                folder.write_twin(twin)
+        twins = [
+            _fit_one(i, len(specs), spec, patient, study, folder, progress, quiet)
+            for i, spec in enumerate(specs, 1)
+        ]
         _say("\n" + summary_table(twins) + "\n", quiet)
-        comparison = result = None
-        if len(twins) > 1:
-            _say(
-                "comparing the twins out of sample (PSIS-LOO; exact refits where Pareto k is high) ...",
-                quiet,
-            )
-            c = study.comparison
-            try:
-                comparison = compare(
-                    twins,
-                    seed=study.seed,
-                    include_unconverged=c["include_unconverged"],
-                    max_refits=c["max_refits"],
-                    kfold_k=c["kfold_k"],
-                    bma=c["bma"],
-                )
-            except ValueError as exc:  # e.g. no twin passed its gate
-                _say(f"comparison skipped: {exc}", quiet)
-            if comparison is not None:
-                _say(str(comparison), quiet)
+        skipped: list[str] = []
+        comparison = _compare(twins, study, skipped, quiet)
         weights = _weights(twins, comparison, study)
-        if study.scenarios and weights:
+        result = _scenarios(twins, weights, study, skipped, quiet)
+        outcome = Outcome.of(twins, skipped)
+        if outcome is not Outcome.OK:
             _say(
-                f"simulating {len(study.scenarios)} scenario(s) under every twin and the ensemble ...",
-                quiet,
-            )
-            result = disagreement(
-                twins,
-                weights,
-                study.scenarios,
-                study.times,
-                qois=study.qois,
-                targets=study.targets,
-                seed=study.seed,
-            )
-            _say(str(result), quiet)
-        elif study.scenarios:
-            _say(
-                "scenarios skipped: no twin has ensemble weight (none passed its convergence gate)",
+                f"outcome: {outcome.name} (exit code {outcome.value}); "
+                + "; ".join(skipped or _gate_failures(twins)),
                 quiet,
             )
         if folder:
-            if comparison is not None:
-                folder.write_comparison(comparison)
-            if result is not None:
-                folder.write_disagreement(result)
-            if figures:
-                _figures(folder, twins, comparison, result, weights, study)
-            folder.write_study(study)
-            folder.write_metadata(twins, command=command or sys.argv)
-            from .report import write_report
-
-            write_report(folder.staging)
-            folder.commit()
+            _write(
+                folder,
+                twins,
+                comparison,
+                result,
+                weights,
+                study,
+                figures,
+                command,
+                skipped,
+                outcome,
+            )
             _say(f"results written to {folder.path} (open {folder.path / 'report.html'})", quiet)
-        return StudyResult(study, twins, comparison, result, folder.path if folder else None)
+        return StudyResult(
+            study, twins, comparison, result, folder.path if folder else None, skipped
+        )
     except BaseException:
         if folder:
             folder.abort()
         raise
+
+
+def _fit_one(i, n, spec, patient, study, folder, progress, quiet) -> Twin:
+    """Fit twin ``i`` of ``n`` (seed ``study.seed + i``), say how it went, write it."""
+    _say(f"[{i}/{n}] fitting {spec.name} ({spec.title}) ...", quiet)
+    t0 = time.perf_counter()
+    twin = fit(
+        spec,
+        patient,
+        seed=study.seed + i,
+        gate=study.gate,
+        ladder=study.ladder,
+        progress=progress,
+        **study.sampler,
+    )
+    _say(f"      {time.perf_counter() - t0:.1f} s; {twin.diagnostics}", quiet)
+    _say_ladder(twin, quiet)
+    if twin.excluded:
+        _say(
+            f"      left out {len(twin.excluded)} pre-dose observation(s) that the twin predicts as 0 by construction",
+            quiet,
+        )
+    if folder:
+        folder.write_twin(twin)
+    return twin
+
+
+def _gate_failures(twins: list[Twin]) -> list[str]:
+    return [f"{t.name} failed its gate" for t in twins if not t.converged]
+
+
+def _compare(twins: list[Twin], study: Study, skipped: list[str], quiet: bool) -> Comparison | None:
+    """The comparison of two or more twins (``None``, with the reason in ``skipped``, when it cannot run)."""
+    if len(twins) < 2:
+        return None
+    _say(
+        "comparing the twins out of sample (PSIS-LOO; exact refits where Pareto k is high) ...",
+        quiet,
+    )
+    c = study.comparison
+    try:
+        comparison = compare(
+            twins,
+            seed=study.seed,
+            include_unconverged=c["include_unconverged"],
+            max_refits=c["max_refits"],
+            kfold_k=c["kfold_k"],
+            bma=c["bma"],
+        )
+    except ValueError as exc:  # e.g. no twin passed its gate
+        skipped.append(f"comparison skipped: {exc}")
+        _say(skipped[-1], quiet)
+        return None
+    _say(str(comparison), quiet)
+    return comparison
+
+
+def _scenarios(
+    twins, weights, study: Study, skipped: list[str], quiet: bool
+) -> Disagreement | None:
+    """The scenario study under every twin and the ensemble (``None`` when none was asked for or possible)."""
+    if not study.scenarios:
+        return None
+    if not weights:
+        skipped.append(
+            "scenarios skipped: no twin has ensemble weight (none passed its convergence gate)"
+        )
+        _say(skipped[-1], quiet)
+        return None
+    _say(
+        f"simulating {len(study.scenarios)} scenario(s) under every twin and the ensemble ...",
+        quiet,
+    )
+    result = disagreement(
+        twins,
+        weights,
+        study.scenarios,
+        study.times,
+        qois=study.qois,
+        targets=study.targets,
+        seed=study.seed,
+    )
+    _say(str(result), quiet)
+    return result
+
+
+def _write(
+    folder, twins, comparison, result, weights, study, figures, command, skipped, outcome
+) -> None:
+    """Everything after the fits into the staging folder, then the atomic commit."""
+    from .report import write_report
+
+    if comparison is not None:
+        folder.write_comparison(comparison)
+    if result is not None:
+        folder.write_disagreement(result)
+    if figures:
+        _figures(folder, twins, comparison, result, weights, study)
+    folder.write_study(study)
+    folder.write_metadata(
+        twins,
+        command=command or sys.argv,
+        outcome={"code": int(outcome), "name": outcome.name, "skipped": skipped},
+    )
+    write_report(folder.staging)
+    folder.commit()
+
+
+def _say_ladder(twin: Twin, quiet: bool) -> None:
+    """Every escalation of the gate's ladder, and the verdict of its last rung."""
+    if len(twin.attempts) < 2:
+        return
+    for a in twin.attempts:
+        verdict = "passed" if a.passed else "failed: " + "; ".join(a.reasons[:3])
+        _say(
+            f"      gate attempt {a.step + 1}: target_accept {a.target_accept:.3f}, {a.tune} warm-up, "
+            f"{a.draws} draws, seed {a.seed} -> {verdict}",
+            quiet,
+        )
+    if not twin.converged:
+        _say(f"      ladder exhausted: {twin.name} is excluded ({'; '.join(twin.reasons)})", quiet)
 
 
 def _weights(twins, comparison, study) -> dict[str, float] | None:

@@ -49,6 +49,18 @@ def _fmt(x, digits=3) -> str:
     return f"{x:.{digits}g}" if isinstance(x, (float, np.floating)) else str(x)
 
 
+def _ladder_text(attempts: list[dict], converged: bool) -> str:
+    """What the gate's escalation ladder did, for the convergence table."""
+    if len(attempts) < 2:
+        return "none needed" if converged else "none (ladder off)"
+    steps = "; ".join(
+        f"{a['step'] + 1}: target_accept {a['target_accept']:.3f}, {a['tune']} warm-up, {a['draws']} draws "
+        f"-> {'passed' if a['passed'] else 'failed'}"
+        for a in attempts
+    )
+    return steps + ("" if converged else "; ladder exhausted, twin excluded")
+
+
 def write_report(folder: str | Path) -> Path:
     """Write ``report.html`` into a results folder from the files in it.
 
@@ -60,7 +72,9 @@ def write_report(folder: str | Path) -> Path:
     function of the results (same seed, same report).
     """
     folder = Path(folder)
-    summary = json.loads((folder / "summary.json").read_text())
+    summary_doc = json.loads((folder / "summary.json").read_text())
+    summary = summary_doc["twins"]
+    outcome = summary_doc.get("outcome", {})
     provenance = json.loads((folder / "provenance.json").read_text())
     study = (
         tomllib.loads((folder / "study.toml").read_text())
@@ -80,6 +94,18 @@ def write_report(folder: str | Path) -> Path:
         f"<p class='muted'>patient {html.escape(str(patient.get('id')))} from {html.escape(Path(str(patient.get('source'))).name)}; seed {html.escape(str(st.get('seed', '')))}</p>"
     )
 
+    if outcome.get("code"):
+        failed = [n for n, t in summary.items() if not t["converged"]]
+        why = outcome.get("skipped") or [
+            f"failed the convergence gate after the escalation ladder: {', '.join(failed)}"
+        ]
+        parts.append(
+            "<p class='fail'><b>Outcome "
+            + html.escape(f"{outcome.get('name')} (exit code {outcome.get('code')})")
+            + ":</b> "
+            + html.escape("; ".join(why))
+            + "</p>"
+        )
     parts.append("<h2>Twins and convergence</h2>")
     rows = []
     for name, s in summary.items():
@@ -97,11 +123,23 @@ def write_report(folder: str | Path) -> Path:
                 f"{worst_r:.4f}",
                 f"{min_ess:.0f}",
                 s["divergent"],
+                _ladder_text(s.get("gate_attempts", []), s["converged"]),
                 "; ".join(s["reasons"]) or "-",
             ]
         )
     parts.append(
-        _table(["twin", "gate", "max R-hat", "min ESS (bulk/tail)", "divergent", "reasons"], rows)
+        _table(
+            [
+                "twin",
+                "gate",
+                "max R-hat",
+                "min ESS (bulk/tail)",
+                "divergent",
+                "escalation",
+                "reasons",
+            ],
+            rows,
+        )
     )
     for name in summary:
         tree = xr.open_datatree(folder / "twins" / f"{name}.nc", engine="h5netcdf")

@@ -121,8 +121,8 @@ class ResultsFolder:
         folder.mkdir(exist_ok=True)
         return folder / f"{name}.png"
 
-    def write_metadata(self, twins, command: list[str]) -> None:
-        """Write ``summary.json`` (gate verdicts, diagnostics) and ``provenance.json``."""
+    def write_metadata(self, twins, command: list[str], outcome: dict | None = None) -> None:
+        """Write ``summary.json`` (gate verdicts, diagnostics, the run's outcome) and ``provenance.json``."""
         summary = {
             t.name: {
                 "converged": t.converged,
@@ -136,6 +136,7 @@ class ResultsFolder:
                     for p in t.diagnostics.table.parameter.values.tolist()
                 },
                 "divergent": t.diagnostics.divergent,
+                "gate_attempts": [a.as_dict() for a in t.attempts],
             }
             for t in twins
         }
@@ -163,6 +164,8 @@ class ResultsFolder:
                 for t in twins
             },
         }
+        if outcome is not None:
+            summary = {"outcome": outcome, "twins": summary}
         _write_json(self.staging / "summary.json", summary)
         _write_json(self.staging / "provenance.json", provenance)
 

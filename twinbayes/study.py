@@ -20,6 +20,7 @@ import numpy as np
 
 from . import qoi as Q
 from .diagnostics import Gate
+from .ladder import DEFAULT_LADDER, Ladder, Rung
 from .library import data_path, spec_path
 from .scenarios import Scenario
 from .spec.model_spec import SpecError, _check_keys
@@ -57,6 +58,7 @@ class Study:
     sampler: dict[str, Any]
     gate: Gate
     comparison: dict[str, Any]
+    ladder: Ladder = DEFAULT_LADDER
     scenarios: list[Scenario] = field(default_factory=list)
     times: np.ndarray | None = None
     qois: list = field(default_factory=list)
@@ -176,6 +178,128 @@ def _resolve(ref: str, base: Path, where: str, bundled) -> Path:
     return p
 
 
+def _parse_sampler(raw: dict) -> dict[str, Any]:
+    """``[sampler]``: draws, warm-up, chains, target acceptance, sampler."""
+    sampler = {"draws": 2000, "tune": 1000, "chains": 4, "target_accept": 0.95, "sampler": None}
+    _check_keys(raw, "sampler", set(), set(sampler))
+    sampler.update(raw)
+    for k in ("draws", "tune", "chains"):
+        if not isinstance(sampler[k], int) or sampler[k] < 1:
+            raise SpecError(f"sampler.{k}", f"must be a positive integer, got {sampler[k]!r}")
+    return sampler
+
+
+def _parse_gate(raw: dict) -> tuple[Gate, Ladder]:
+    """``[gate]``: convergence thresholds and the escalation ``ladder`` (a list of rungs; ``[]`` turns it off)."""
+    raw = dict(raw)
+    rungs = raw.pop("ladder", None)
+    _check_keys(raw, "gate", set(), set(Gate.__dataclass_fields__))
+    gate = Gate(**raw)
+    if rungs is None:
+        return gate, DEFAULT_LADDER
+    if not isinstance(rungs, list):
+        raise SpecError(
+            "gate.ladder",
+            "must be a list of rungs, e.g. [{target_accept = 0.99, tune_factor = 2}], or [] for none",
+        )
+    ladder = []
+    for i, rung in enumerate(rungs):
+        w = f"gate.ladder[{i}]"
+        if not isinstance(rung, dict):
+            raise SpecError(w, "must be a table {target_accept, tune_factor, draws_factor}")
+        _check_keys(rung, w, {"target_accept"}, {"tune_factor", "draws_factor"})
+        ta = _num(rung, "target_accept", w, positive=True)
+        if not ta < 1.0:
+            raise SpecError(f"{w}.target_accept", f"must be in (0, 1), got {ta!r}")
+        factors = [
+            _num(rung, k, w, positive=True) if k in rung else 1.0
+            for k in ("tune_factor", "draws_factor")
+        ]
+        if min(factors) < 1.0 or max(factors) > 20.0:
+            raise SpecError(w, "tune_factor and draws_factor must be between 1 and 20")
+        ladder.append(Rung(ta, *factors))
+    return gate, Ladder(tuple(ladder))
+
+
+def _parse_comparison(raw: dict) -> dict[str, Any]:
+    """``[comparison]``: weights, exclusions, refits."""
+    comparison = {
+        "include_unconverged": False,
+        "max_refits": 10,
+        "kfold_k": 10,
+        "bma": False,
+        "weights": "stacking",
+    }
+    _check_keys(raw, "comparison", set(), set(comparison))
+    comparison.update(raw)
+    if comparison["weights"] not in ("stacking", "pseudo_bma", "bma"):
+        raise SpecError("comparison.weights", "choose stacking, pseudo_bma or bma")
+    if comparison["weights"] == "bma":
+        comparison["bma"] = True
+    return comparison
+
+
+def _parse_scenarios(raw: list) -> list[Scenario]:
+    """``[[scenarios]]``: dose regimens."""
+    scenarios = []
+    for i, sc in enumerate(raw):
+        w = f"scenarios[{i}]"
+        _check_keys(
+            sc, w, {"name", "route", "amount"}, {"unit", "interval", "doses", "start", "duration"}
+        )
+        try:
+            scenarios.append(
+                Scenario.regimen(
+                    sc["name"],
+                    _num(sc, "amount", w, positive=True),
+                    sc["route"],
+                    interval=sc.get("interval"),
+                    n_doses=int(sc.get("doses", 1)),
+                    start=float(sc.get("start", 0.0)),
+                    duration=float(sc.get("duration", 0.0)),
+                    unit=sc.get("unit", "mg"),
+                )
+            )
+        except ValueError as exc:
+            raise SpecError(w, str(exc)) from None
+    return scenarios
+
+
+def _parse_times(pr: dict) -> np.ndarray:
+    """``[predictions] times``: ``{start, stop, step}`` or a list."""
+    _check_keys(pr, "predictions", {"times"}, set())
+    t = pr["times"]
+    if isinstance(t, dict):
+        _check_keys(t, "predictions.times", {"start", "stop", "step"}, set())
+        times = np.arange(
+            float(t["start"]),
+            float(t["stop"]) + 1e-9 * float(t["step"]),
+            _num(t, "step", "predictions.times", positive=True),
+        )
+    elif isinstance(t, list) and t:
+        times = np.array(t, float)
+    else:
+        raise SpecError("predictions.times", "give {start, stop, step} or a list of times")
+    return times
+
+
+def _parse_targets(raw: list, by_name: dict) -> list:
+    """``[[targets]]``: bounds on named QoIs."""
+    targets = []
+    for i, tg in enumerate(raw):
+        w = f"targets[{i}]"
+        _check_keys(tg, w, {"qoi"}, {"lower", "upper", "name"})
+        if tg["qoi"] not in by_name:
+            raise SpecError(f"{w}.qoi", f"unknown QoI {tg['qoi']!r}; defined: {', '.join(by_name)}")
+        try:
+            targets.append(
+                Q.Target(by_name[tg["qoi"]], tg.get("lower"), tg.get("upper"), tg.get("name", ""))
+            )
+        except ValueError as exc:
+            raise SpecError(w, str(exc)) from None
+    return targets
+
+
 def _parse(doc: dict, path: Path, text: str) -> Study:
     _check_keys(
         doc,
@@ -205,82 +329,15 @@ def _parse(doc: dict, path: Path, text: str) -> Study:
         for i, s in enumerate(tw["specs"])
     ]
 
-    sampler = {"draws": 2000, "tune": 1000, "chains": 4, "target_accept": 0.95, "sampler": None}
-    raw = doc.get("sampler", {})
-    _check_keys(raw, "sampler", set(), set(sampler))
-    sampler.update(raw)
-    for k in ("draws", "tune", "chains"):
-        if not isinstance(sampler[k], int) or sampler[k] < 1:
-            raise SpecError(f"sampler.{k}", f"must be a positive integer, got {sampler[k]!r}")
-    gate_raw = doc.get("gate", {})
-    _check_keys(gate_raw, "gate", set(), set(Gate.__dataclass_fields__))
-    gate = Gate(**gate_raw)
-    comparison = {
-        "include_unconverged": False,
-        "max_refits": 10,
-        "kfold_k": 10,
-        "bma": False,
-        "weights": "stacking",
-    }
-    raw = doc.get("comparison", {})
-    _check_keys(raw, "comparison", set(), set(comparison))
-    comparison.update(raw)
-    if comparison["weights"] not in ("stacking", "pseudo_bma", "bma"):
-        raise SpecError("comparison.weights", "choose stacking, pseudo_bma or bma")
-    if comparison["weights"] == "bma":
-        comparison["bma"] = True
-
-    scenarios = []
-    for i, sc in enumerate(doc.get("scenarios", [])):
-        w = f"scenarios[{i}]"
-        _check_keys(
-            sc, w, {"name", "route", "amount"}, {"unit", "interval", "doses", "start", "duration"}
-        )
-        try:
-            scenarios.append(
-                Scenario.regimen(
-                    sc["name"],
-                    _num(sc, "amount", w, positive=True),
-                    sc["route"],
-                    interval=sc.get("interval"),
-                    n_doses=int(sc.get("doses", 1)),
-                    start=float(sc.get("start", 0.0)),
-                    duration=float(sc.get("duration", 0.0)),
-                    unit=sc.get("unit", "mg"),
-                )
-            )
-        except ValueError as exc:
-            raise SpecError(w, str(exc)) from None
-    times = None
-    if "predictions" in doc:
-        pr = doc["predictions"]
-        _check_keys(pr, "predictions", {"times"}, set())
-        t = pr["times"]
-        if isinstance(t, dict):
-            _check_keys(t, "predictions.times", {"start", "stop", "step"}, set())
-            times = np.arange(
-                float(t["start"]),
-                float(t["stop"]) + 1e-9 * float(t["step"]),
-                _num(t, "step", "predictions.times", positive=True),
-            )
-        elif isinstance(t, list) and t:
-            times = np.array(t, float)
-        else:
-            raise SpecError("predictions.times", "give {start, stop, step} or a list of times")
+    sampler, gate, ladder = (
+        _parse_sampler(doc.get("sampler", {})),
+        *_parse_gate(doc.get("gate", {})),
+    )
+    comparison = _parse_comparison(doc.get("comparison", {}))
+    scenarios = _parse_scenarios(doc.get("scenarios", []))
+    times = _parse_times(doc["predictions"]) if "predictions" in doc else None
     qois = _parse_qois(doc.get("qois", []), "qois")
-    by_name = {q.name: q for q in qois}
-    targets = []
-    for i, tg in enumerate(doc.get("targets", [])):
-        w = f"targets[{i}]"
-        _check_keys(tg, w, {"qoi"}, {"lower", "upper", "name"})
-        if tg["qoi"] not in by_name:
-            raise SpecError(f"{w}.qoi", f"unknown QoI {tg['qoi']!r}; defined: {', '.join(by_name)}")
-        try:
-            targets.append(
-                Q.Target(by_name[tg["qoi"]], tg.get("lower"), tg.get("upper"), tg.get("name", ""))
-            )
-        except ValueError as exc:
-            raise SpecError(w, str(exc)) from None
+    targets = _parse_targets(doc.get("targets", []), {q.name: q for q in qois})
     if scenarios and times is None:
         raise SpecError("predictions", "scenarios need [predictions] times")
     return Study(
@@ -292,6 +349,7 @@ def _parse(doc: dict, path: Path, text: str) -> Study:
         specs=specs,
         sampler=sampler,
         gate=gate,
+        ladder=ladder,
         comparison=comparison,
         scenarios=scenarios,
         times=times,
