@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Creates (or reuses) .venv with a Python >= 3.12 and installs twinbayes into it.
 # Usage: bash scripts/setup-venv.sh [extras]   e.g. "test" or "test,bench"
+# Installs the exact versions of requirements/run.lock (or test.lock with "test").
 # PyMC 6 and ArviZ 1 need Python >= 3.12; an older interpreter would silently get PyMC 5.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,6 +44,10 @@ else
   py=.venv/bin/python
   "$py" -m pip install -q --upgrade pip
 fi
-spec="."
-[ -n "$extras" ] && spec=".[$extras]"
-"$py" -m pip install -q -e "$spec"
+# Exact versions with hashes from the lock (requirements/*.lock, made by `bash scripts/lock.sh`):
+# same lock, same numbers. The project itself goes in without resolving anything again.
+lock=requirements/run.lock
+case ",$extras," in *,test,*) lock=requirements/test.lock ;; esac
+"$py" -m pip install -q --require-hashes -r "$lock"
+"$py" -m pip install -q --no-deps -e .
+case ",$extras," in *,bench,*) "$py" -m pip install -q "pystan>=3.10" ;; esac  # benchmarks only, not locked

@@ -74,3 +74,79 @@ def test_exit_codes(tmp_path, specs, code):
             assert twin["converged"]
     report = (tmp_path / "out" / "report.html").read_text()
     assert ("Outcome " in report) == (code != Outcome.OK)
+
+
+PK_STUDY = """
+[study]
+name = "pk-exclusion"
+seed = 2
+[patient]
+data = "bundled:indometacin.csv"
+subject = "1"
+[twins]
+specs = ["pk_1cmt_iv", "pk_sign.toml"]
+[sampler]
+draws = 1000
+tune = 500
+chains = 8
+[[scenarios]]
+name = "25 mg once"
+route = "iv"
+amount = 25
+[[scenarios]]
+name = "50 mg once"
+route = "iv"
+amount = 50
+[predictions]
+times = { start = 0, stop = 8, step = 0.5 }
+[[qois]]
+name = "C4"
+kind = "value_at"
+at = 4.0
+[[targets]]
+qoi = "C4"
+lower = 0.2
+"""
+
+
+def _pk_sign_spec() -> str:
+    """pk_1cmt_iv with CL = c^2 and a symmetric prior on c: the sign of c is not identified."""
+    from twinbayes import load_spec
+
+    text = load_spec("pk_1cmt_iv").text.replace('name = "pk_1cmt_iv"', 'name = "pk_sign"')
+    text = text.replace(
+        '[parameters.CL]\ndescription = "clearance"\nunit = "L/h"\nprior = { distribution = "lognormal", mu = 1.6, sigma = 1.0 }',
+        '[parameters.c]\ndescription = "square root of clearance"\nunit = "1"\nprior = { distribution = "normal", mu = 0.0, sigma = 3.0 }',
+    )
+    return text.replace(
+        "[derived.ke]",
+        '[derived.CL]\nexpression = "c * c"\nunit = "L/h"\ndescription = "clearance"\n\n[derived.ke]',
+    )
+
+
+def test_excluded_twin_is_named_next_to_the_share(tmp_path, capsys):
+    from twinbayes.pipeline import run_study
+    from twinbayes.plots import plot_disagreement_over_time
+    from twinbayes.study import load_study
+
+    (tmp_path / "pk_sign.toml").write_text(_pk_sign_spec())
+    (tmp_path / "study.toml").write_text(PK_STUDY)
+    result = run_study(
+        load_study(tmp_path / "study.toml"), tmp_path / "out", progress=False, figures=False
+    )
+    assert result.outcome == Outcome.TWIN_FAILED_GATE
+    assert [t.converged for t in result.twins] == [True, False] and len(
+        result.twins[1].attempts
+    ) == 3
+    printed = capsys.readouterr().out
+    assert "ladder exhausted: pk_sign is excluded" in printed
+    assert "excluded from the ensemble (no weight): pk_sign" in printed and "n/a" in printed
+    d = result.disagreement.data
+    assert np.isnan(d.qoi_between_share).all() and d.attrs["excluded"] == "pk_sign"
+    assert (
+        "excluded (no weight): pk_sign"
+        in plot_disagreement_over_time(result.disagreement).axes[0].get_title()
+    )
+    report = (tmp_path / "out" / "report.html").read_text()
+    assert "excluded from the ensemble (failed the gate or no weight): pk_sign" in report
+    assert "ladder exhausted, twin excluded" in report

@@ -105,10 +105,29 @@ class Disagreement:
         ``qoi_between_share``/``_mcse`` (scenario, qoi); ``qoi_w1``/``_mcse``
         (pair, scenario, qoi); ``p_meets``/``_mcse`` (source, scenario, target);
         ``best_scenario`` (source, target); ``p_recommend_differently`` and
-        ``weight_against_ensemble`` (target).
+        ``weight_against_ensemble`` (target).  Weight uncertainty and
+        sensitivity: ``traj_/qoi_between_share_q05/_q95`` (90 % over weight
+        draws) and ``_equal`` (converged twins at equal weight);
+        ``p_meets_ensemble_q05/_q95``, ``p_meets_equal`` (scenario, target);
+        ``p_ensemble_choice_changes`` (target).  Shared draws:
+        ``p_meets_diff``/``_mcse`` (source, scenario, target), the difference to
+        the first scenario.  Attributes ``excluded``, ``n_ensemble``,
+        ``weight_draws``, ``equal_weight_twins``.
     """
 
     data: xr.Dataset
+
+    def exclusion_note(self) -> str:
+        """What the ensemble leaves out, to print next to every share (empty when nothing is)."""
+        d = self.data
+        notes = []
+        if d.attrs.get("excluded"):
+            notes.append(f"excluded from the ensemble (no weight): {d.attrs['excluded']}")
+        if d.attrs.get("n_ensemble", 2) < 2:
+            notes.append(
+                "fewer than two twins in the ensemble: the between-twin share is undefined (n/a), not 0"
+            )
+        return "; ".join(notes)
 
     def decision_table(self, target: str | None = None) -> str:
         """Scenario x source table of P(meets target) +- MCSE, with the best scenario of each source."""
@@ -117,37 +136,61 @@ class Disagreement:
         lines = []
         for tg in targets:
             lines.append(f"P({tg})   [+- Monte Carlo SE]")
-            head = f"{'scenario':<28}" + "".join(f"{str(s):>24}" for s in d.source.values)
-            lines.append(head)
+            lines.append(f"{'scenario':<28}" + "".join(f"{str(s):>24}" for s in d.source.values))
             for sc in d.scenario.values:
                 cells = "".join(
-                    f"{float(d.p_meets.sel(source=s, scenario=sc, target=tg)):>15.3f} +- {float(d.p_meets_mcse.sel(source=s, scenario=sc, target=tg)):.3f}"
+                    f"{float(d.p_meets.sel(source=s, scenario=sc, target=tg)):>15.3f} +- "
+                    f"{float(d.p_meets_mcse.sel(source=s, scenario=sc, target=tg)):.3f}"
                     for s in d.source.values
                 )
-                lines.append(f"{str(sc):<28}{cells}")
-            lines.append(
-                f"{'best scenario':<28}"
-                + "".join(
-                    f"{str(d.best_scenario.sel(source=s, target=tg).values):>24}"
-                    for s in d.source.values
-                )
+                lines.append(f"{str(sc):<28}{cells}" + self._ensemble_spread(sc, tg))
+            best = "".join(
+                f"{str(d.best_scenario.sel(source=s, target=tg).values):>24}"
+                for s in d.source.values
             )
+            lines.append(f"{'best scenario':<28}{best}")
+            changes = float(d.p_ensemble_choice_changes.sel(target=tg))
             lines.append(
-                f"weight of twins recommending another scenario than the ensemble: {float(d.weight_against_ensemble.sel(target=tg)):.2f}; "
+                f"weight of twins recommending another scenario than the ensemble: "
+                f"{float(d.weight_against_ensemble.sel(target=tg)):.2f}; "
                 f"P(twins recommend different scenarios | MC error): {float(d.p_recommend_differently.sel(target=tg)):.2f}"
+                + (
+                    ""
+                    if np.isnan(changes)
+                    else f"; share of weight draws changing the ensemble's choice: {changes:.2f}"
+                )
             )
-        return "\n".join(lines)
+        note = self.exclusion_note()
+        return "\n".join(lines + ([f"note: {note}"] if note else []))
+
+    def _ensemble_spread(self, sc, tg) -> str:
+        d = self.data
+        lo, hi = (
+            float(d[v].sel(scenario=sc, target=tg))
+            for v in ("p_meets_ensemble_q05", "p_meets_ensemble_q95")
+        )
+        eq = float(d.p_meets_equal.sel(scenario=sc, target=tg))
+        spread = "" if np.isnan(lo) else f"   ensemble over weights {lo:.3f}-{hi:.3f}"
+        return spread + ("" if np.isnan(eq) else f"; equal weights {eq:.3f}")
 
     def share_table(self) -> str:
-        """Between-twin share of the predictive variance per scenario and QoI (+- MCSE)."""
+        """Between-twin share of the predictive variance per scenario and QoI: +- MCSE, over weights, at equal weights."""
         d = self.data
-        lines = [f"{'scenario':<28} {'qoi':<34} {'between-twin share':>20}"]
+        lines = [
+            f"{'scenario':<28} {'qoi':<34} {'between-twin share':>20}   90% over weights   equal weights"
+        ]
         for sc in d.scenario.values:
             for q in d.qoi.values:
-                v = float(d.qoi_between_share.sel(scenario=sc, qoi=q))
-                e = float(d.qoi_between_share_mcse.sel(scenario=sc, qoi=q))
-                lines.append(f"{str(sc):<28} {str(q):<34} {v:>12.3f} +- {e:.3f}")
-        return "\n".join(lines)
+                v, e, lo, hi, eq = (
+                    float(d[f"qoi_between_share{k}"].sel(scenario=sc, qoi=q))
+                    for k in ("", "_mcse", "_q05", "_q95", "_equal")
+                )
+                share = "n/a" if np.isnan(v) else f"{v:.3f} +- {e:.3f}"
+                spread = "-" if np.isnan(lo) else f"{lo:.3f}-{hi:.3f}"
+                equal = "n/a" if np.isnan(eq) else f"{eq:.3f}"
+                lines.append(f"{str(sc):<28} {str(q):<34} {share:>20}   {spread:>16}   {equal:>13}")
+        note = self.exclusion_note()
+        return "\n".join(lines + ([f"note: {note}"] if note else []))
 
     def __str__(self) -> str:
         return self.share_table() + "\n\n" + self.decision_table()
@@ -164,6 +207,7 @@ def disagreement(
     observable: str | None = None,
     n_blocks: int = 20,
     seed: int = 0,
+    weight_draws: Mapping[str, np.ndarray] | None = None,
 ) -> Disagreement:
     """Simulate scenarios under every twin and quantify how the twins disagree.
 
@@ -186,6 +230,21 @@ def disagreement(
         Jackknife blocks of contiguous draws per twin (a multiple of the chains keeps blocks within chains).
     seed : int
         Seeds the Monte Carlo draws of the recommendation-disagreement probability.
+    weight_draws : mapping twin name -> array (B,), optional
+        Draws from the uncertainty of ``weights`` (e.g. ``Comparison.weight_draws["stacking"]``,
+        Bayesian-bootstrap replicates).  The between-twin shares and the ensemble's
+        probabilities then carry 90 % intervals over them.
+
+    Notes
+    -----
+    With fewer than two twins of positive weight the between-twin share is
+    undefined (it would be 0 by construction): it is NaN, and the result's
+    ``excluded`` attribute names the twins left out.  ``..._equal`` variables
+    repeat the share and the ensemble's probabilities with every converged twin
+    at equal weight (a sensitivity line).  Monte Carlo errors of differences
+    between scenarios (``p_meets_diff_mcse``) and the probability that the twins
+    recommend different scenarios account for the posterior draws that the
+    scenarios of one twin share (joint jackknife over the same blocks).
     """
     twins = list(twins)
     w = _check_weights(twins, weights)
@@ -195,8 +254,8 @@ def disagreement(
     grid = np.unique(
         np.concatenate([np.asarray(times, float), [x for q in qois for x in q.required_times()]])
     )
-    ens = _Ensemble.of(w, twins, n_blocks)
-    per_scenario = []
+    ens = _Ensemble.of(w, twins, n_blocks, weight_draws)
+    per_scenario, values = [], []
     for sc in scenarios:
         ys = [
             predictive_draws(
@@ -204,35 +263,25 @@ def disagreement(
             ).values
             for t in twins
         ]
-        values = [
+        vs = [
             np.stack([q(grid, y) for q in qois], axis=1) if qois else np.zeros((len(y), 0))
             for y in ys
         ]
-        per_scenario.append(
-            {
-                **_trajectory_stats(ys, ens),
-                **_qoi_stats(values, ens),
-                **_target_stats(values, qois, targets, ens),
-            }
-        )
+        per_scenario.append({**_trajectory_stats(ys, ens), **_qoi_stats(vs, ens)})
+        values.append(vs)
     names = [t.name for t in twins]
+    scenario_names = [sc.name for sc in scenarios]
     data = {
         k: (_DIMS[k], np.stack([r[k] for r in per_scenario], axis=_DIMS[k].index("scenario")))
         for k in _DIMS
     }
-    decisions = _decisions(
-        data["p_meets"][1],
-        data["p_meets_mcse"][1],
-        [sc.name for sc in scenarios],
-        w,
-        ens.active,
-        seed,
-    )
+    target_data, reps = _target_stats(values, qois, targets, ens)
+    decisions = _decisions(target_data, reps, scenario_names, w, ens, seed)
     ds = xr.Dataset(
-        {**data, **decisions, "weight": (("source",), np.append(w, 1.0))},
+        {**data, **target_data, **decisions, "weight": (("source",), np.append(w, 1.0))},
         coords={
             "source": names + ["ensemble"],
-            "scenario": [sc.name for sc in scenarios],
+            "scenario": scenario_names,
             "time": grid,
             "qoi": [qoi_name(q) for q in qois],
             "target": [t.name for t in targets],
@@ -242,6 +291,10 @@ def disagreement(
             "observable": observable or next(iter(twins[0].design.times)),
             "time_unit": twins[0].spec.time_unit,
             "n_blocks": n_blocks,
+            "n_ensemble": len(ens.active),
+            "excluded": ", ".join(n for n, wk in zip(names, w) if wk == 0),
+            "weight_draws": 0 if ens.weight_draws is None else len(ens.weight_draws),
+            "equal_weight_twins": ", ".join(names[k] for k in ens.equal),
         },
     )
     return Disagreement(ds)
@@ -262,7 +315,14 @@ _DIMS = {
     **{k: ("source", "scenario", "qoi") for k in ("qoi_mean", "qoi_q05", "qoi_q95")},
     **{k: ("scenario", "qoi") for k in ("qoi_between_share", "qoi_between_share_mcse")},
     **{k: ("pair", "scenario", "qoi") for k in ("qoi_w1", "qoi_w1_mcse")},
-    **{k: ("source", "scenario", "target") for k in ("p_meets", "p_meets_mcse")},
+    **{
+        k: ("scenario", "time")
+        for k in ("traj_between_share_q05", "traj_between_share_q95", "traj_between_share_equal")
+    },
+    **{
+        k: ("scenario", "qoi")
+        for k in ("qoi_between_share_q05", "qoi_between_share_q95", "qoi_between_share_equal")
+    },
 }
 """Dimensions of every per-scenario result variable."""
 
@@ -280,39 +340,93 @@ def _check_weights(twins: list[Twin], weights: Mapping[str, float]) -> np.ndarra
 
 @dataclass(frozen=True)
 class _Ensemble:
-    """The twins in the ensemble (``active``, renormalised weights ``wa``), jackknife blocks and twin pairs."""
+    """Who is in the ensemble and with what weights, jackknife blocks, twin pairs.
 
+    ``active``: twins of positive weight, ``wa`` their renormalised weights,
+    ``weight_draws`` (B, len(active)) draws of those weights (or ``None``),
+    ``equal``: the converged twins, weighted equally in the sensitivity line.
+    """
+
+    w: np.ndarray
     active: np.ndarray
     wa: np.ndarray
     blocks: list[np.ndarray]
     n_blocks: int
     pairs: list[tuple[int, int]]
+    weight_draws: np.ndarray | None
+    equal: np.ndarray
 
     @classmethod
-    def of(cls, w: np.ndarray, twins: list[Twin], n_blocks: int) -> _Ensemble:
+    def of(cls, w: np.ndarray, twins: list[Twin], n_blocks: int, weight_draws=None) -> _Ensemble:
         active = np.flatnonzero(w > 0)
         sizes = [
-            twin.idata["posterior"].sizes["chain"] * twin.idata["posterior"].sizes["draw"]
-            for twin in twins
+            t.idata["posterior"].sizes["chain"] * t.idata["posterior"].sizes["draw"] for t in twins
         ]
         blocks = [np.arange(n) * n_blocks // n for n in sizes]
         pairs = [(a, b) for a in range(len(twins)) for b in range(a + 1, len(twins))]
-        return cls(active, w[active] / w[active].sum(), blocks, n_blocks, pairs)
+        draws = None
+        if weight_draws is not None:
+            missing = [twins[k].name for k in active if twins[k].name not in weight_draws]
+            if missing:
+                raise ValueError(
+                    f"weight_draws has no draws for twin(s) {missing} of positive weight"
+                )
+            draws = np.stack(
+                [np.asarray(weight_draws[twins[k].name], float) for k in active], axis=1
+            )
+            draws = draws / draws.sum(axis=1, keepdims=True)
+        equal = np.array([k for k, t in enumerate(twins) if t.converged], dtype=int)
+        return cls(w, active, w[active] / w[active].sum(), blocks, n_blocks, pairs, draws, equal)
 
     def jackknife(self, stat, samples: list[np.ndarray], members) -> tuple[np.ndarray, np.ndarray]:
         """``stat`` of the samples of twins ``members`` and its jackknife standard error."""
         return _jackknife(stat, samples, [self.blocks[k] for k in members], self.n_blocks)
 
+    def share(self, samples: list[np.ndarray]) -> dict[str, np.ndarray]:
+        """Between-twin share at the weights (with MCSE), its 90 % interval over weight draws, and at equal weights.
+
+        ``samples[k]`` are twin k's draws (draws first).  NaN where fewer than
+        two twins take part: the share is not defined there.
+        """
+        shape = samples[0].shape[1:]
+        nan = np.full(shape, np.nan)
+        out = dict.fromkeys(("share", "mcse", "q05", "q95", "equal"), nan)
+        means = np.array([x.mean(axis=0) for x in samples])
+        variances = np.array([x.var(axis=0) for x in samples])
+        if len(self.equal) >= 2:
+            out["equal"] = _share_of_moments(
+                means[self.equal],
+                variances[self.equal],
+                np.full(len(self.equal), 1 / len(self.equal)),
+            )
+        if len(self.active) < 2:
+            return out
+        act = [samples[k] for k in self.active]
+        out["share"], out["mcse"] = self.jackknife(lambda xs: _share(xs, self.wa), act, self.active)
+        if self.weight_draws is not None:
+            by_draw = _share_of_moments(
+                means[self.active], variances[self.active], self.weight_draws
+            )
+            out["q05"], out["q95"] = np.quantile(by_draw, [0.05, 0.95], axis=0)
+        return out
+
+
+def _share_of_moments(means: np.ndarray, variances: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Between-twin share from per-twin means and variances (first axis: twins) for weights ``w`` ((K,) or (B, K))."""
+    within = np.tensordot(w, variances, axes=(-1, 0))
+    grand = np.tensordot(w, means, axes=(-1, 0))
+    between = np.maximum(np.tensordot(w, means**2, axes=(-1, 0)) - grand**2, 0.0)
+    total = within + between
+    return np.divide(between, total, out=np.zeros_like(total, dtype=float), where=total > 0)
+
 
 def _trajectory_stats(ys: list[np.ndarray], ens: _Ensemble) -> dict[str, np.ndarray]:
-    """Bands per source, the variance decomposition and share, and W1 per pair, over time."""
+    """Bands per source, the variance decomposition and the between-twin share, and W1 per pair, over time."""
     act = [ys[k] for k in ens.active]
-    bands = np.stack(
-        [np.quantile(y, [0.05, 0.5, 0.95], axis=0) for y in ys]
-        + [weighted_quantile(act, ens.wa, [0.05, 0.5, 0.95])]
-    )
+    q = [0.05, 0.5, 0.95]
+    bands = np.stack([np.quantile(y, q, axis=0) for y in ys] + [weighted_quantile(act, ens.wa, q)])
     within, between = _decompose(act, ens.wa)
-    share, share_se = ens.jackknife(lambda xs: _share(xs, ens.wa), act, ens.active)
+    share = ens.share(ys)
     w1 = np.array([_w1(ys[a], ys[b]) for a, b in ens.pairs]).reshape(len(ens.pairs), ys[0].shape[1])
     return {
         "traj_q05": bands[:, 0],
@@ -320,26 +434,26 @@ def _trajectory_stats(ys: list[np.ndarray], ens: _Ensemble) -> dict[str, np.ndar
         "traj_q95": bands[:, 2],
         "traj_within_var": within,
         "traj_between_var": between,
-        "traj_between_share": share,
-        "traj_between_share_mcse": share_se,
+        "traj_between_share": share["share"],
+        "traj_between_share_mcse": share["mcse"],
+        "traj_between_share_q05": share["q05"],
+        "traj_between_share_q95": share["q95"],
+        "traj_between_share_equal": share["equal"],
         "traj_w1": w1,
     }
 
 
 def _qoi_stats(values: list[np.ndarray], ens: _Ensemble) -> dict[str, np.ndarray]:
     """Mean and 90 % interval per source, between-twin share and W1 per pair, per QoI (``values[k]``: draws x QoI)."""
-    n_q = values[0].shape[1]
+    n_q, n_pairs = values[0].shape[1], len(ens.pairs)
     act = [values[k] for k in ens.active]
     if n_q == 0:
         empty = np.zeros((len(values) + 1, 0))
+        shares = ("", "_mcse", "_q05", "_q95", "_equal")
         return {
-            "qoi_mean": empty,
-            "qoi_q05": empty,
-            "qoi_q95": empty,
-            "qoi_between_share": np.zeros(0),
-            "qoi_between_share_mcse": np.zeros(0),
-            "qoi_w1": np.zeros((len(ens.pairs), 0)),
-            "qoi_w1_mcse": np.zeros((len(ens.pairs), 0)),
+            **dict.fromkeys(("qoi_mean", "qoi_q05", "qoi_q95"), empty),
+            **{f"qoi_between_share{k}": np.zeros(0) for k in shares},
+            **dict.fromkeys(("qoi_w1", "qoi_w1_mcse"), np.zeros((n_pairs, 0))),
         }
     mean = np.stack(
         [v.mean(axis=0) for v in values] + [sum(wk * v.mean(axis=0) for wk, v in zip(ens.wa, act))]
@@ -348,7 +462,7 @@ def _qoi_stats(values: list[np.ndarray], ens: _Ensemble) -> dict[str, np.ndarray
         [np.quantile(v, [0.05, 0.95], axis=0) for v in values]
         + [weighted_quantile(act, ens.wa, [0.05, 0.95])]
     )
-    share, share_se = ens.jackknife(lambda xs: _share(xs, ens.wa), act, ens.active)
+    share = ens.share(values)
     w1 = [
         ens.jackknife(lambda xs: _w1(xs[0], xs[1]), [values[a], values[b]], (a, b))
         for a, b in ens.pairs
@@ -357,57 +471,129 @@ def _qoi_stats(values: list[np.ndarray], ens: _Ensemble) -> dict[str, np.ndarray
         "qoi_mean": mean,
         "qoi_q05": q[:, 0],
         "qoi_q95": q[:, 1],
-        "qoi_between_share": share,
-        "qoi_between_share_mcse": share_se,
-        "qoi_w1": np.array([x[0] for x in w1]).reshape(len(ens.pairs), n_q),
-        "qoi_w1_mcse": np.array([x[1] for x in w1]).reshape(len(ens.pairs), n_q),
+        "qoi_between_share": share["share"],
+        "qoi_between_share_mcse": share["mcse"],
+        "qoi_between_share_q05": share["q05"],
+        "qoi_between_share_q95": share["q95"],
+        "qoi_between_share_equal": share["equal"],
+        "qoi_w1": np.array([x[0] for x in w1]).reshape(n_pairs, n_q),
+        "qoi_w1_mcse": np.array([x[1] for x in w1]).reshape(n_pairs, n_q),
     }
 
 
+def _block_replicates(h: np.ndarray, blocks: np.ndarray, n_blocks: int) -> np.ndarray:
+    """Delete-one-block means of ``h`` (draws first): shape ``(n_blocks,) + h.shape[1:]``."""
+    total = h.sum(axis=0)
+    out = np.empty((n_blocks,) + h.shape[1:])
+    for j in range(n_blocks):
+        inside = blocks == j
+        out[j] = (total - h[inside].sum(axis=0)) / (len(h) - inside.sum())
+    return out
+
+
+def _jackknife_cov(reps: np.ndarray) -> np.ndarray:
+    """Jackknife covariance over the last-but-one axis pairs: ``reps`` (n_blocks, ..., S) -> (..., S, S)."""
+    n = reps.shape[0]
+    dev = reps - reps.mean(axis=0)
+    return (n - 1) / n * np.einsum("j...s,j...t->...st", dev, dev)
+
+
 def _target_stats(
-    values: list[np.ndarray], qois: list, targets: Sequence[Target], ens: _Ensemble
-) -> dict[str, np.ndarray]:
-    """P(QoI meets target) and its Monte Carlo SE per source (the ensemble last), per target."""
-    p = np.zeros((len(values) + 1, len(targets)))
-    se = np.zeros_like(p)
+    values, qois: list, targets: Sequence[Target], ens: _Ensemble
+) -> tuple[dict, np.ndarray]:
+    """P(QoI meets target) per source, scenario and target, with Monte Carlo errors that know the draws are shared.
+
+    ``values[s][k]`` are twin k's QoI draws under scenario s.  The scenarios of
+    one twin use the same posterior draws, so their estimates are correlated:
+    delete-one-block replicates are taken jointly over scenarios, giving the
+    MCSE of each probability, of its difference to the first scenario
+    (``p_meets_diff``), and the covariance used by :func:`_decisions`.
+    Returns the variables and the replicates ``(n_blocks, source, scenario, target)``.
+    """
+    n_src, n_sc, n_tg = len(values[0]) + 1, len(values), len(targets)
+    p = np.zeros((n_src, n_sc, n_tg))
+    reps = np.zeros((ens.n_blocks, n_src, n_sc, n_tg))
     for g, tg in enumerate(targets):
         j = qois.index(tg.qoi)
-        hits = [tg.meets(v[:, j]).astype(float) for v in values]
-        for k, h in enumerate(hits):
-            p[k, g], se[k, g] = ens.jackknife(lambda xs: xs[0].mean(), [h], [k])
-        p[-1, g], se[-1, g] = ens.jackknife(
-            lambda xs: sum(wk * x.mean() for wk, x in zip(ens.wa, xs)),
-            [hits[k] for k in ens.active],
-            ens.active,
-        )
-    return {"p_meets": p, "p_meets_mcse": se}
+        for k in range(n_src - 1):
+            hits = np.stack(
+                [tg.meets(values[s][k][:, j]).astype(float) for s in range(n_sc)], axis=1
+            )
+            p[k, :, g] = hits.mean(axis=0)
+            reps[:, k, :, g] = _block_replicates(hits, ens.blocks[k], ens.n_blocks)
+        p[-1, :, g] = sum(wk * p[k, :, g] for wk, k in zip(ens.wa, ens.active))
+        reps[:, -1, :, g] = sum(wk * reps[:, k, :, g] for wk, k in zip(ens.wa, ens.active))
+    n = ens.n_blocks
+    se = np.sqrt((n - 1) / n * ((reps - reps.mean(axis=0)) ** 2).sum(axis=0))
+    diff_reps = reps - reps[:, :, :1, :]
+    diff_se = np.sqrt((n - 1) / n * ((diff_reps - diff_reps.mean(axis=0)) ** 2).sum(axis=0))
+    out = {
+        "p_meets": (("source", "scenario", "target"), p),
+        "p_meets_mcse": (("source", "scenario", "target"), se),
+        "p_meets_diff": (("source", "scenario", "target"), p - p[:, :1, :]),
+        "p_meets_diff_mcse": (("source", "scenario", "target"), diff_se),
+        **_ensemble_over_weights(p, ens),
+    }
+    return out, reps
 
 
-def _decisions(p_meets, p_meets_mcse, scenario_names, w, active, seed) -> dict[str, tuple]:
-    """Best scenario per source and target, the weight against the ensemble's choice, and P(twins disagree | MC error).
+def _ensemble_over_weights(p: np.ndarray, ens: _Ensemble) -> dict[str, tuple]:
+    """The ensemble's P(meets) over weight draws (90 % interval) and at equal weights over converged twins."""
+    n_sc, n_tg = p.shape[1:]
+    nan = np.full((n_sc, n_tg), np.nan)
+    q05 = q95 = nan
+    if ens.weight_draws is not None:
+        by_draw = np.einsum("bk,kst->bst", ens.weight_draws, p[ens.active])
+        q05, q95 = np.quantile(by_draw, [0.05, 0.95], axis=0)
+    equal = p[ens.equal].mean(axis=0) if len(ens.equal) else nan
+    return {
+        "p_meets_ensemble_q05": (("scenario", "target"), q05),
+        "p_meets_ensemble_q95": (("scenario", "target"), q95),
+        "p_meets_equal": (("scenario", "target"), equal),
+    }
 
-    ``p_meets`` and its MCSE have dimensions (source, scenario, target), the ensemble last.
+
+def _decisions(
+    target_data: dict, reps: np.ndarray, scenario_names, w, ens: _Ensemble, seed
+) -> dict[str, tuple]:
+    """Best scenario per source and target, the weight against the ensemble's choice, and two probabilities.
+
+    ``p_recommend_differently``: that the twins of the ensemble would choose
+    different scenarios, given the Monte Carlo error of their probabilities
+    (drawn jointly over scenarios with the jackknife covariance, since one
+    twin's scenarios share its posterior draws).  ``p_ensemble_choice_changes``:
+    the share of weight draws under which the ensemble would choose another
+    scenario than at the point weights (NaN without weight draws).
     """
-    n_sources, n_scenarios, n_targets = p_meets.shape
-    best = np.array(
-        [
-            [scenario_names[int(np.argmax(p_meets[k, :, g]))] for g in range(n_targets)]
-            for k in range(n_sources)
-        ]
-    ).reshape(n_sources, n_targets)
+    p = target_data["p_meets"][1]
+    n_sources, n_scenarios, n_targets = p.shape
+    best_idx = p.argmax(axis=1)  # (source, target)
+    best = (
+        np.array(scenario_names, dtype=object)[best_idx].astype(str).reshape(n_sources, n_targets)
+    )
     against = np.array(
-        [sum(w[k] for k in active if best[k, g] != best[-1, g]) for g in range(n_targets)]
+        [sum(w[k] for k in ens.active if best[k, g] != best[-1, g]) for g in range(n_targets)]
     )
     rng = np.random.default_rng(seed)
     p_diff = np.zeros(n_targets)
+    changes = np.full(n_targets, np.nan)
     for g in range(n_targets):
-        sim = rng.normal(
-            p_meets[active, :, g], p_meets_mcse[active, :, g], size=(4000, len(active), n_scenarios)
+        cov = _jackknife_cov(reps[:, ens.active, :, g])  # (active, scenario, scenario)
+        sims = np.stack(
+            [
+                rng.multivariate_normal(p[k, :, g], c, size=4000, method="eigh")
+                for k, c in zip(ens.active, cov)
+            ],
+            axis=1,
         )
-        choice = sim.argmax(axis=2)
+        choice = sims.argmax(axis=2)
         p_diff[g] = np.mean(np.any(choice != choice[:, :1], axis=1))
+        if ens.weight_draws is not None:
+            ensemble = ens.weight_draws @ p[ens.active, :, g]
+            changes[g] = np.mean(ensemble.argmax(axis=1) != best_idx[-1, g])
     return {
         "best_scenario": (("source", "target"), best),
         "weight_against_ensemble": (("target",), against),
         "p_recommend_differently": (("target",), p_diff),
+        "p_ensemble_choice_changes": (("target",), changes),
     }

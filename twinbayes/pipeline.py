@@ -101,7 +101,7 @@ def run_study(
         skipped: list[str] = []
         comparison = _compare(twins, study, skipped, quiet)
         weights = _weights(twins, comparison, study)
-        result = _scenarios(twins, weights, study, skipped, quiet)
+        result = _scenarios(twins, weights, comparison, study, skipped, quiet)
         outcome = Outcome.of(twins, skipped)
         if outcome is not Outcome.OK:
             _say(
@@ -188,7 +188,7 @@ def _compare(twins: list[Twin], study: Study, skipped: list[str], quiet: bool) -
 
 
 def _scenarios(
-    twins, weights, study: Study, skipped: list[str], quiet: bool
+    twins, weights, comparison, study: Study, skipped: list[str], quiet: bool
 ) -> Disagreement | None:
     """The scenario study under every twin and the ensemble (``None`` when none was asked for or possible)."""
     if not study.scenarios:

@@ -193,7 +193,17 @@ def plot_disagreement_over_time(result, path: str | Path | None = None):
         share = d.traj_between_share.sel(scenario=sc)
         err = d.traj_between_share_mcse.sel(scenario=sc)
         axes[0].fill_between(t, share - 2 * err, share + 2 * err, color=f"C{i}", alpha=0.25, lw=0)
-        axes[0].plot(t, share, color=f"C{i}", label=str(sc))
+        axes[0].plot(t, share, color=f"C{i}", label=f"{sc} (+- 2 MCSE)")
+        if (
+            "traj_between_share_q05" in d
+            and np.isfinite(d.traj_between_share_q05.sel(scenario=sc)).any()
+        ):
+            for v in ("traj_between_share_q05", "traj_between_share_q95"):
+                axes[0].plot(t, d[v].sel(scenario=sc), color=f"C{i}", ls="--", lw=0.8)
+        if "traj_between_share_equal" in d:
+            axes[0].plot(
+                t, d.traj_between_share_equal.sel(scenario=sc), color=f"C{i}", ls=":", lw=1.0
+            )
         for j, pair in enumerate(d.pair.values):
             axes[1].plot(
                 t,
@@ -202,11 +212,24 @@ def plot_disagreement_over_time(result, path: str | Path | None = None):
                 ls=["-", "--", ":", "-."][j % 4],
                 label=f"{sc}: {pair}",
             )
+    title = "which twin is right: share of predictive variance"
+    if d.attrs.get("n_ensemble", 2) < 2:
+        title += "\nundefined: fewer than two twins in the ensemble"
+    if d.attrs.get("excluded"):
+        title += f"\nexcluded (no weight): {d.attrs['excluded']}"
     axes[0].set(
         xlabel=f"time ({d.attrs['time_unit']})",
         ylabel="between-twin share of variance",
         ylim=(0, 1),
-        title="which twin is right: share of predictive variance",
+        title=title,
+    )
+    axes[0].text(
+        0.01,
+        0.98,
+        "dashed: 90 % over weight draws; dotted: equal weights",
+        transform=axes[0].transAxes,
+        fontsize=7,
+        va="top",
     )
     axes[1].set(
         xlabel=f"time ({d.attrs['time_unit']})",

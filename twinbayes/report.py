@@ -61,6 +61,23 @@ def _ladder_text(attempts: list[dict], converged: bool) -> str:
     return steps + ("" if converged else "; ladder exhausted, twin excluded")
 
 
+def _share_cell(d, sc, q) -> str:
+    """Between-twin share ± MCSE, its interval over weight draws and at equal weights (n/a where undefined)."""
+    v, e, lo, hi, eq = (
+        float(d[f"qoi_between_share{k}"].sel(scenario=sc, qoi=q))
+        if f"qoi_between_share{k}" in d
+        else float("nan")
+        for k in ("", "_mcse", "_q05", "_q95", "_equal")
+    )
+    cell = "n/a" if v != v else f"{v:.3f} ± {e:.3f}"
+    if lo == lo:
+        cell += f" [{lo:.3f}-{hi:.3f}"
+        cell += f"; {eq:.3f}]" if eq == eq else "]"
+    elif eq == eq:
+        cell += f" [equal weights {eq:.3f}]"
+    return cell
+
+
 def write_report(folder: str | Path) -> Path:
     """Write ``report.html`` into a results folder from the files in it.
 
@@ -200,6 +217,13 @@ def write_report(folder: str | Path) -> Path:
     if (folder / "disagreement.nc").exists():
         d = xr.open_dataset(folder / "disagreement.nc", engine="h5netcdf")
         parts.append("<h2>Scenarios: how much the twins disagree</h2>")
+        if d.attrs.get("excluded") or d.attrs.get("n_ensemble", 2) < 2:
+            note = "excluded from the ensemble (failed the gate or no weight): " + str(
+                d.attrs.get("excluded") or "-"
+            )
+            if d.attrs.get("n_ensemble", 2) < 2:
+                note += "; with fewer than two twins in the ensemble the between-twin share is undefined (n/a), not 0"
+            parts.append(f"<p class='fail'>{html.escape(note)}</p>")
         for name, alt in [
             ("scenario_fans", "forecast fans per scenario"),
             ("disagreement_over_time", "between-twin share over time"),
@@ -232,7 +256,7 @@ def write_report(folder: str | Path) -> Path:
             [
                 str(sc),
                 str(q),
-                f"{float(d.qoi_between_share.sel(scenario=sc, qoi=q)):.3f} ± {float(d.qoi_between_share_mcse.sel(scenario=sc, qoi=q)):.3f}",
+                _share_cell(d, sc, q),
                 " / ".join(
                     f"{float(d.qoi_mean.sel(source=s, scenario=sc, qoi=q)):.3g}"
                     for s in d.source.values
@@ -247,7 +271,7 @@ def write_report(folder: str | Path) -> Path:
                 [
                     "scenario",
                     "QoI",
-                    "between-twin share ± MCSE",
+                    "between-twin share ± MCSE [90 % over weights; equal weights]",
                     "mean (" + " / ".join(map(str, d.source.values)) + ")",
                 ],
                 rows,

@@ -8,6 +8,7 @@ asked (``force=True``), and then only after the new one is complete.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -87,6 +88,11 @@ class ResultsFolder:
                 "table": comparison.table,
                 "pointwise": comparison.pointwise,
                 "pairwise": comparison.pairwise,
+                **(
+                    {"weight_draws": comparison.weight_draws}
+                    if comparison.weight_draws is not None
+                    else {}
+                ),
             }
         )
         tree.attrs["notes"] = json.dumps(comparison.notes)
@@ -147,6 +153,7 @@ class ResultsFolder:
             "python": sys.version,
             "platform": platform.platform(),
             "packages": {p: _version(p) for p in PACKAGES},
+            "lock": lock_files(),
             "patient": {
                 "id": twins[0].patient.id,
                 "source": twins[0].patient.data.attrs.get("source"),
@@ -183,6 +190,14 @@ class ResultsFolder:
         else:
             os.replace(self.staging, self.path)
         return self.path
+
+
+def lock_files() -> dict[str, str]:
+    """SHA-256 of the lock files next to the package (a source checkout); empty for an installed wheel."""
+    folder = Path(__file__).resolve().parents[1] / "requirements"
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.glob("*.lock"))
+    }
 
 
 def _version(package: str) -> str | None:

@@ -41,12 +41,24 @@ class Comparison:
         ``elpd_diff`` and ``se_diff`` for every ordered pair (twin, other).
     notes : list of str
         Flags: near-duplicate twins, possible selection bias, exclusions.
+    weight_draws : xarray.Dataset
+        ``stacking`` (Bayesian-bootstrap stacking weights) and ``pseudo_bma``
+        (its bootstrap replicates), each ``(replicate, twin)``: the weights'
+        uncertainty, for :func:`~twinbayes.disagreement.disagreement`.
     """
 
     table: xr.Dataset
     pointwise: xr.Dataset
     pairwise: xr.Dataset
     notes: list[str] = field(default_factory=list)
+    weight_draws: xr.Dataset | None = None
+
+    def weight_draws_of(self, method: str = "stacking") -> dict[str, np.ndarray] | None:
+        """Replicates of the ``method`` weights by twin name (for :func:`~twinbayes.disagreement.disagreement`)."""
+        if self.weight_draws is None or method not in self.weight_draws:
+            return None
+        da = self.weight_draws[method]
+        return {str(t): da.sel(twin=t).values for t in da.twin.values}
 
     @property
     def weights(self) -> dict[str, float]:
@@ -151,7 +163,7 @@ def compare(
             "no twin passed its convergence gate; pass include_unconverged=True to compare them anyway"
         )
     inc = np.flatnonzero(included)
-    weights = _weights(elpd_i, inc, n_bootstrap, seed)
+    weights, draws = _weights(elpd_i, inc, n_bootstrap, seed)
     pair = _pairwise(elpd_i, names)
     best = inc[np.argmax(elpd_i.sum(axis=0)[inc])]
     table = _table(
@@ -170,7 +182,12 @@ def compare(
     if bias:
         notes.append(bias)
     order = np.argsort(-(elpd_i.sum(axis=0) + np.where(included, 0, -1e12)))
-    return Comparison(table.isel(twin=order), _pointwise(results, elpd_i, names), pair, notes)
+    weight_draws = xr.Dataset(
+        {m: (("replicate", "twin"), v) for m, v in draws.items()}, coords={"twin": names}
+    )
+    return Comparison(
+        table.isel(twin=order), _pointwise(results, elpd_i, names), pair, notes, weight_draws
+    )
 
 
 def _names(twins: list[Twin]) -> list[str]:
@@ -200,19 +217,30 @@ def _check_same_data(twins: list[Twin]) -> None:
 
 def _weights(
     elpd_i: np.ndarray, inc: np.ndarray, n_bootstrap: int, seed: int
-) -> dict[str, np.ndarray]:
-    """Stacking (with its 90 % Bayesian-bootstrap interval) and pseudo-BMA+ weights; 0 for excluded twins."""
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Stacking (with its 90 % Bayesian-bootstrap interval) and pseudo-BMA+ weights; 0 for excluded twins.
+
+    Also their replicates, ``(replicate, twin)`` per method: the Bayesian-bootstrap
+    stacking weights and the pseudo-BMA+ bootstrap weights.
+    """
     k = elpd_i.shape[1]
     out = {name: np.zeros(k) for name in ("stacking", "stacking_q05", "stacking_q95", "pseudo_bma")}
+    draws = {"stacking": np.zeros((n_bootstrap, k)), "pseudo_bma": np.zeros((n_bootstrap, k))}
     if len(inc) == 1:
-        for v in out.values():
-            v[inc] = 1.0
-        return out
+        for v in (*out.values(), *draws.values()):
+            v[..., inc] = 1.0
+        return out, draws
     out["stacking"][inc] = stacking_weights(elpd_i[:, inc])
-    boot = bootstrap_stacking_weights(elpd_i[:, inc], n_bootstrap, seed)
-    out["stacking_q05"][inc], out["stacking_q95"][inc] = np.quantile(boot, [0.05, 0.95], axis=0)
-    out["pseudo_bma"][inc] = pseudo_bma_plus_weights(elpd_i[:, inc], seed=seed)[0]
-    return out
+    draws["stacking"][:, inc] = bootstrap_stacking_weights(elpd_i[:, inc], n_bootstrap, seed)
+    out["stacking_q05"][inc], out["stacking_q95"][inc] = np.quantile(
+        draws["stacking"][:, inc], [0.05, 0.95], axis=0
+    )
+    mean, replicates = pseudo_bma_plus_weights(
+        elpd_i[:, inc], n_bootstrap=max(1000, n_bootstrap), seed=seed
+    )
+    out["pseudo_bma"][inc] = mean
+    draws["pseudo_bma"][:, inc] = replicates[:n_bootstrap]
+    return out, draws
 
 
 def _row_notes(

@@ -1,0 +1,98 @@
+"""Disagreement that tells the truth: weight uncertainty, exclusions, and Monte Carlo errors of shared draws."""
+
+import numpy as np
+from test_disagreement import GRID, synthetic_twin
+
+from twinbayes.compare import bootstrap_stacking_weights
+from twinbayes.disagreement import disagreement
+from twinbayes.plots import plot_disagreement_over_time
+from twinbayes.qoi import ValueAt
+from twinbayes.scenarios import Scenario
+
+
+def _pooled_share(samples, w):
+    """Between-twin share of the mixture from scratch: pooled weighted moments (law of total variance)."""
+    x = np.concatenate(samples)
+    p = np.concatenate([np.full(len(s), wk / len(s)) for s, wk in zip(samples, w)])
+    mean = np.sum(p * x)
+    total = np.sum(p * (x - mean) ** 2)
+    means = np.array([s.mean() for s in samples])
+    between = np.sum(np.asarray(w) * (means - mean) ** 2)
+    return between / total
+
+
+def test_share_interval_covers_the_spread_over_stacking_weight_draws():
+    """Two near-equivalent twins on an 8-point series: the stacking weights are uncertain, and so is the share."""
+    rng = np.random.default_rng(3)
+    base, delta = rng.normal(-1.0, 0.3, 8), rng.normal(0.2, 1.0, 8)
+    elpd_i = np.stack([base + delta, base - delta], axis=1)  # each twin better at some points
+    draws = bootstrap_stacking_weights(elpd_i, n_bootstrap=200, seed=1)
+    spread = np.quantile(draws[:, 0], 0.95) - np.quantile(draws[:, 0], 0.05)
+    assert spread > 0.5  # the weights are barely known
+    a, b = synthetic_twin("a", 3.0, cl_sd=0.2, seed=1), synthetic_twin("b", 5.0, cl_sd=0.2, seed=2)
+    q = ValueAt(6.0, name="C6")
+    scenario = [Scenario.regimen("100 mg once", 100, "iv")]
+    res = disagreement(
+        [a, b],
+        {"a": 0.5, "b": 0.5},
+        scenario,
+        GRID,
+        qois=[q],
+        weight_draws={"a": draws[:, 0], "b": draws[:, 1]},
+    ).data
+    c6 = [
+        100.0 / 10.0 * np.exp(-t.idata["posterior"]["CL"].values.ravel() / 10.0 * 6.0)
+        for t in (a, b)
+    ]
+    by_draw = np.array([_pooled_share(c6, w) for w in draws])
+    lo, hi = float(res.qoi_between_share_q05.squeeze()), float(res.qoi_between_share_q95.squeeze())
+    np.testing.assert_allclose([lo, hi], np.quantile(by_draw, [0.05, 0.95]), rtol=1e-8)
+    assert hi - lo > 0.2 and hi - lo > 10 * float(
+        res.qoi_between_share_mcse.squeeze()
+    )  # weights dominate
+    assert float(res.qoi_between_share_equal.squeeze()) == np.float64(
+        _pooled_share(c6, [0.5, 0.5])
+    ).round(12) or (
+        abs(float(res.qoi_between_share_equal.squeeze()) - _pooled_share(c6, [0.5, 0.5])) < 1e-10
+    )
+
+
+def test_one_twin_left_gives_no_share_and_says_why():
+    a, b = synthetic_twin("a", 3.0, seed=1), synthetic_twin("b", 5.0, seed=2)
+    q = ValueAt(6.0, name="C6")
+    result = disagreement(
+        [a, b], {"a": 1.0, "b": 0.0}, [Scenario.regimen("once", 100, "iv")], GRID, qois=[q]
+    )
+    d = result.data
+    assert (
+        np.isnan(d.qoi_between_share).all() and np.isnan(d.traj_between_share).all()
+    )  # not 0 by construction
+    assert d.attrs["excluded"] == "b" and d.attrs["n_ensemble"] == 1
+    text = str(result)
+    assert "n/a" in text and "excluded from the ensemble (no weight): b" in text
+    title = plot_disagreement_over_time(result).axes[0].get_title()
+    assert "excluded (no weight): b" in title and "undefined" in title
+
+
+def test_mcse_of_scenario_differences_knows_the_draws_are_shared():
+    """Reported MCSE of P(meets | B) - P(meets | A) vs the spread over 40 independent posteriors (AR(1) chains)."""
+    from twinbayes.qoi import Target
+
+    target = Target(ValueAt(12.0, name="C12"), lower=0.1, name="C12 >= 0.1")  # P about 0.5
+    scenarios = [Scenario.regimen("100 mg", 100, "iv"), Scenario.regimen("110 mg", 110, "iv")]
+    diff, se_joint, se_naive = [], [], []
+    for seed in range(40):
+        a = synthetic_twin("a", 4.0, cl_sd=0.25, seed=2 * seed, phi=0.9)
+        b = synthetic_twin("b", 5.0, cl_sd=0.25, seed=2 * seed + 1, phi=0.9)
+        r = disagreement([a, b], {"a": 0.6, "b": 0.4}, scenarios, GRID, targets=[target]).data
+        sel = dict(scenario="110 mg", target=target.name)
+        diff.append(r.p_meets_diff.sel(**sel).values)
+        se_joint.append(r.p_meets_diff_mcse.sel(**sel).values)
+        se = r.p_meets_mcse.sel(target=target.name)
+        se_naive.append(
+            np.sqrt(se.sel(scenario="100 mg") ** 2 + se.sel(scenario="110 mg") ** 2).values
+        )
+    observed = np.std(diff, axis=0, ddof=1)  # per source: a, b, ensemble
+    ratio = observed / np.mean(se_joint, axis=0)
+    assert np.all((ratio > 0.7) & (ratio < 1.4)), ratio
+    assert np.all(np.mean(se_naive, axis=0) > 2 * observed)  # independence would overstate it
