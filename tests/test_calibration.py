@@ -20,8 +20,11 @@ def test_band_has_simultaneous_coverage_and_power():
 def test_loo_pit_of_a_fitted_twin(theoph4):
     from twinbayes import load_spec
     from twinbayes.fit import fit
+    from twinbayes.ladder import NO_LADDER
 
-    twin = fit(load_spec("pk_1cmt_oral"), theoph4, seed=4, draws=500, tune=500, chains=2)
+    twin = fit(
+        load_spec("pk_1cmt_oral"), theoph4, seed=4, draws=500, tune=500, chains=2, ladder=NO_LADDER
+    )
     pit = loo_pit(twin)
     assert pit.shape == (10,) and np.all((pit >= 0) & (pit <= 1))
     assert pit_uniformity_test(pit).calibrated

@@ -18,9 +18,10 @@ from twinbayes.compare import (
 )
 from twinbayes.ensemble import average_predictive
 from twinbayes.fit import Refitter, fit
+from twinbayes.ladder import NO_LADDER
 from twinbayes.simulate import simulate_patient
 
-QUICK = dict(draws=500, tune=500, chains=2)
+QUICK = dict(draws=500, tune=500, chains=2, ladder=NO_LADDER)  # short chains: no escalation
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +150,9 @@ def test_duplicates_flagged_and_unconverged_excluded(theoph4, spec_text):
         "team_b.toml", text=spec_text(**{'name = "pk_1cmt_oral"': 'name = "team_b_1cmt"'})
     )
     twin_c = fit(renamed, theoph4, seed=100)
-    broken = fit(load_spec("pk_2cmt_oral"), theoph4, seed=1, draws=40, tune=20, chains=2)
+    broken = fit(
+        load_spec("pk_2cmt_oral"), theoph4, seed=1, draws=40, tune=20, chains=2, ladder=NO_LADDER
+    )
     assert not broken.converged
     good = [t for t in (twin_a, twin_b) if t.converged]
     assert len(good) == 2, [t.reasons for t in (twin_a, twin_b)]

@@ -7,6 +7,7 @@ from scipy.optimize import least_squares
 from twinbayes import load_spec
 from twinbayes.diagnostics import Gate
 from twinbayes.fit import fit
+from twinbayes.ladder import NO_LADDER
 from twinbayes.library import list_specs
 from twinbayes.simulate import simulate_patient
 
@@ -56,7 +57,10 @@ def test_theophylline_subject4_agrees_with_classic_nls(theoph4, spec_text):
 
 def test_same_seed_same_numbers(theoph4):
     spec = load_spec("pk_1cmt_oral")
-    a, b, c = (fit(spec, theoph4, seed=s, draws=200, tune=300, chains=2) for s in (5, 5, 6))
+    a, b, c = (
+        fit(spec, theoph4, seed=s, draws=200, tune=300, chains=2, ladder=NO_LADDER)
+        for s in (5, 5, 6)
+    )
     for group in ("posterior", "log_likelihood", "posterior_predictive", "sample_stats"):
         for var in a.idata[group].data_vars:
             if a.idata[group][var].dtype.kind in "fiub":
@@ -67,7 +71,9 @@ def test_same_seed_same_numbers(theoph4):
 
 
 def test_fit_stores_pointwise_loglik_predictive_and_times(theoph4):
-    twin = fit(load_spec("pk_1cmt_oral"), theoph4, seed=1, draws=300, tune=500, chains=2)
+    twin = fit(
+        load_spec("pk_1cmt_oral"), theoph4, seed=1, draws=300, tune=500, chains=2, ladder=NO_LADDER
+    )
     ll = twin.idata["log_likelihood"]["concentration"]
     assert ll.shape == (2, 300, 10)  # the pre-dose sample (t = 0, value 0) is left out and reported
     assert twin.excluded == (("concentration", 0.0, 0.0),)
@@ -101,6 +107,7 @@ def test_gate_reports_an_unconverged_fit(theoph4):
         tune=10,
         chains=2,
         posterior_predictive=False,
+        ladder=NO_LADDER,
     )
     assert not twin.converged
     assert any("ESS" in r for r in twin.reasons)
@@ -132,8 +139,10 @@ def test_pymc_sampler_fallback_agrees_with_nutpie(theoph4):
         {"iv": ([0.0], [100.0])},
         seed=3,
     )
-    a = fit(spec, patient, seed=1, sampler="pymc", draws=500, tune=500, chains=2)
-    b = fit(spec, patient, seed=1, sampler="nutpie", draws=500, tune=500, chains=2)
+    a = fit(spec, patient, seed=1, sampler="pymc", draws=500, tune=500, chains=2, ladder=NO_LADDER)
+    b = fit(
+        spec, patient, seed=1, sampler="nutpie", draws=500, tune=500, chains=2, ladder=NO_LADDER
+    )
     for p in ("CL", "V"):
         assert abs(a.posterior_median(p) / b.posterior_median(p) - 1) < 0.05
 
