@@ -20,6 +20,18 @@ from .library import list_specs
 from .patient import Patient, PatientDataError
 from .spec.model_spec import SpecError, load_spec
 
+
+def _positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    return value
+
+
 EXIT_CODES = """exit codes:
   0  every twin passed its convergence gate; comparison and scenarios ran
   1  twinbayes specs check: a solution did not match the reference solve
@@ -52,9 +64,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
     run.add_argument("--seed", type=int, help="override the study's seed")
-    run.add_argument("--draws", type=int, help="override draws per chain")
-    run.add_argument("--tune", type=int, help="override warm-up iterations per chain")
-    run.add_argument("--chains", type=int, help="override the number of chains")
+    run.add_argument("--draws", type=_positive_int, help="override draws per chain")
+    run.add_argument("--tune", type=_positive_int, help="override warm-up iterations per chain")
+    run.add_argument("--chains", type=_positive_int, help="override the number of chains")
     run.add_argument(
         "--no-ladder",
         action="store_true",
@@ -181,7 +193,7 @@ def _specs(args) -> int:
 
 def _patient(args) -> int:
     p = Patient.from_csv(args.file, subject=args.subject)
-    print(f"{args.file}: valid; patient {p.id!r}, time unit {p.time_unit}")
+    print(f"{args.file}: valid; patient {p.label!r}, time unit {p.time_unit}")
     for name in p.observation_names:
         sel = p.data["obs_name"].values == name
         t = p.data["obs_time"].values[sel]

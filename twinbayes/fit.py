@@ -28,6 +28,8 @@ from .patient import Patient
 from .spec.model_spec import ModelSpec
 
 __all__ = [
+    "FitError",
+    "FailedFit",
     "Twin",
     "build_model",
     "build_weighted_model",
@@ -182,7 +184,7 @@ class Twin:
         )
 
     def __repr__(self) -> str:
-        return f"Twin({self.spec.name!r}, patient {self.patient.id!r}: {self.diagnostics})"
+        return f"Twin({self.spec.name!r}, patient {self.patient.label!r}: {self.diagnostics})"
 
 
 def fit(
@@ -248,13 +250,13 @@ def fit(
     log.info(
         "fitting %s to patient %s with %s (%d chains x %d+%d)",
         spec.name,
-        patient.id,
+        patient.label,
         sampler,
         chains,
         tune,
         draws,
     )
-    nuts = _Nuts(model, sampler)
+    nuts = _Nuts(model, sampler, spec.name)
     base = dict(
         sampler=sampler,
         draws=draws,
@@ -278,7 +280,7 @@ def fit(
     idata.attrs.update(
         spec=spec.name,
         spec_sha256=spec.sha256,
-        patient=patient.id,
+        patient=patient.label,
         patient_sha256=patient.sha256,
         seed=seed,
         gate_attempts=json.dumps([a.as_dict() for a in attempts]),
@@ -346,10 +348,35 @@ def _sample_with_ladder(
     return idata, settings, diagnostics, attempts, t_sample
 
 
+class FitError(RuntimeError):
+    """A fit could not run at all (no finite initial point, solver or sampler failure); names the spec and cause."""
+
+
+@dataclass
+class FailedFit:
+    """A twin whose fit failed outright: reported with its cause, never averaged in."""
+
+    spec: ModelSpec
+    patient: Patient
+    cause: str
+    converged: bool = False
+    attempts: tuple = ()
+    excluded: tuple = ()
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def reasons(self) -> list[str]:
+        return [f"fit failed: {self.cause}"]
+
+
 class _Nuts:
     """NUTS on one PyMC model, compiled once (nutpie) and sampled as often as the ladder asks."""
 
-    def __init__(self, model: pm.Model, sampler: str):
+    def __init__(self, model: pm.Model, sampler: str, spec_name: str = ""):
+        self.spec_name = spec_name
         self.model = model
         self.sampler = sampler
         self.compile_seconds = 0.0
@@ -362,6 +389,19 @@ class _Nuts:
             self.compile_seconds = time.perf_counter() - t0
 
     def sample(self, settings: dict, progress: bool):
+        """One run of NUTS with ``settings``; a sampler failure becomes :class:`FitError` naming the spec."""
+        try:
+            return self._sample(settings, progress)
+        except (RuntimeError, ValueError, FloatingPointError, ZeroDivisionError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            if "initialization points failed" in str(exc):
+                first = (
+                    "the log density is not finite at any initial point (an ODE that blows up or fails, "
+                    "or a density undefined near the prior's typical values)"
+                )
+            raise FitError(f"spec {self.spec_name!r}: {first}") from exc
+
+    def _sample(self, settings: dict, progress: bool):
         """One run of NUTS with ``settings`` (draws, tune, chains, seed, target_accept)."""
         s = settings
         if self.sampler == "nutpie":

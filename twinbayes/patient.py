@@ -35,6 +35,10 @@ COLUMNS = ("time", "time_unit", "event", "name", "value", "unit")
 EVENTS = ("observation", "dose", "input", "covariate")
 
 
+MAX_BYTES = 20_000_000
+"""Largest patient file read (bytes): one patient's data, not a cohort's."""
+
+
 class PatientDataError(ValueError):
     """Patient data are malformed; the message says where and how to fix them."""
 
@@ -58,7 +62,23 @@ class Patient:
     # ------------------------------------------------------------------ access
     @property
     def id(self) -> str:
+        """The identifier in the data (e.g. the CSV's ``subject``): never written to outputs by default."""
         return str(self.data.attrs.get("subject", ""))
+
+    @property
+    def label(self) -> str:
+        """What outputs show: a pseudonym (:mod:`twinbayes.privacy`), or the identifier when the user opted in."""
+        if self.data.attrs.get("keep_identifiers"):
+            return self.id
+        from .privacy import pseudonym
+
+        return pseudonym(self.id)
+
+    def keeping_identifiers(self) -> Patient:
+        """This patient with its identifier shown in outputs (an explicit opt-in)."""
+        data = self.data.copy()
+        data.attrs["keep_identifiers"] = 1
+        return type(self)(data)
 
     @property
     def time_unit(self) -> str:
@@ -77,7 +97,7 @@ class Patient:
         sel = self.data["obs_name"].values == name
         if not sel.any():
             raise PatientDataError(
-                f"patient {self.id!r} has no observations named {name!r}; it has {self.observation_names}"
+                f"patient {self.label!r} has no observations named {name!r}; it has {self.observation_names}"
             )
         t = self.data["obs_time"].values[sel] * conversion_factor(self.time_unit, time_unit)
         units = set(self.data["obs_unit"].values[sel].tolist())
@@ -87,7 +107,7 @@ class Patient:
                 y[self.data["obs_unit"].values[sel] == u] *= conversion_factor(u, unit)
             except UnitError as exc:
                 raise PatientDataError(
-                    f"observation {name!r} of patient {self.id!r}: {exc}"
+                    f"observation {name!r} of patient {self.label!r}: {exc}"
                 ) from None
         return t, y
 
@@ -108,7 +128,7 @@ class Patient:
         if name not in self.input_names:
             if name not in self.observation_names:
                 raise PatientDataError(
-                    f"patient {self.id!r} ({self.data.attrs.get('source')}) has no series {name!r} to drive the model; "
+                    f"patient {self.label!r} ({self.data.attrs.get('source')}) has no series {name!r} to drive the model; "
                     f"add 'input' or 'observation' rows named {name!r} (it has observations {self.observation_names}, "
                     f"inputs {self.input_names})"
                 )
@@ -120,7 +140,7 @@ class Patient:
             try:
                 v[self.data["input_unit"].values[sel] == u] *= conversion_factor(u, unit)
             except UnitError as exc:
-                raise PatientDataError(f"input {name!r} of patient {self.id!r}: {exc}") from None
+                raise PatientDataError(f"input {name!r} of patient {self.label!r}: {exc}") from None
         return t, v
 
     def doses(self, route: str, unit: str, time_unit: str) -> tuple[np.ndarray, np.ndarray]:
@@ -132,13 +152,13 @@ class Patient:
             try:
                 amt[i] *= conversion_factor(u, unit)
             except UnitError as exc:
-                raise PatientDataError(f"{route!r} dose of patient {self.id!r}: {exc}") from None
+                raise PatientDataError(f"{route!r} dose of patient {self.label!r}: {exc}") from None
         return t, amt
 
     def covariate(self, name: str, unit: str) -> float:
         var = self.data.get(f"covariate_{name}")
         if var is None:
-            raise PatientDataError(f"patient {self.id!r} has no covariate {name!r}")
+            raise PatientDataError(f"patient {self.label!r} has no covariate {name!r}")
         return float(var.values) * conversion_factor(var.attrs["unit"], unit)
 
     @property
@@ -147,7 +167,7 @@ class Patient:
 
     def __repr__(self) -> str:  # pragma: no cover - cosmetic
         return (
-            f"Patient(id={self.id!r}, {self.data.sizes.get('obs', 0)} observations of "
+            f"Patient({self.label!r}, {self.data.sizes.get('obs', 0)} observations of "
             f"{self.observation_names}, {self.data.sizes.get('dose', 0)} doses via {self.routes})"
         )
 
@@ -204,23 +224,27 @@ class Patient:
             raw = path.read_bytes()
         except FileNotFoundError:
             raise PatientDataError(f"{path}: file not found") from None
-        text = raw.decode("utf-8-sig")
+        except (IsADirectoryError, PermissionError) as exc:
+            raise PatientDataError(f"{path}: cannot read the file ({type(exc).__name__})") from None
+        if len(raw) > MAX_BYTES:
+            raise PatientDataError(
+                f"{path}: {len(raw) / 1e6:.0f} MB is more than one patient's data ({MAX_BYTES / 1e6:.0f} MB at most); "
+                "split a cohort file into one file per patient"
+            )
+        try:
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise PatientDataError(
+                f"{path}: byte {exc.start} is not UTF-8 text; save the file as UTF-8 (CSV UTF-8 in spreadsheet programs)"
+            ) from None
         if not text.strip():
             raise PatientDataError(
                 f"{path}: the file is empty; expected a header with columns {', '.join(COLUMNS)}"
             )
-        reader = csv.DictReader(text.splitlines())
-        header = [h.strip() for h in (reader.fieldnames or [])]
-        missing = [c for c in COLUMNS if c not in header]
-        if missing:
-            raise PatientDataError(
-                f"{path}: missing column(s) {', '.join(missing)}; the header must hold {', '.join(COLUMNS)}"
-                " (and 'subject' when the file holds several patients)"
-            )
-        records = []
-        for row in reader:
-            row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
-            records.append((reader.line_num, row))
+        try:
+            records, header = _read_rows(path, text)
+        except csv.Error as exc:
+            raise PatientDataError(f"{path}: not a readable CSV file ({exc})") from None
         if not records:
             raise PatientDataError(f"{path}: the file has a header but no data rows")
         if "subject" in header:
@@ -272,6 +296,28 @@ def _number(text: str, where: str) -> float:
             f"{where}: value is {text!r}; remove the row or give a finite number (missing data are left out, not NaN)"
         )
     return x
+
+
+def _read_rows(path: Path, text: str) -> tuple[list[tuple[int, dict]], list[str]]:
+    """(line number, row) of every data row, and the header; errors name the line."""
+    reader = csv.DictReader(text.splitlines())
+    header = [h.strip() for h in (reader.fieldnames or [])]
+    missing = [c for c in COLUMNS if c not in header]
+    if missing:
+        raise PatientDataError(
+            f"{path}: missing column(s) {', '.join(missing)}; the header must hold {', '.join(COLUMNS)}"
+            " (and 'subject' when the file holds several patients)"
+        )
+    records = []
+    for row in reader:
+        if None in row:  # more fields than the header
+            raise PatientDataError(
+                f"{path}, line {reader.line_num}: more fields than the header has columns; a decimal comma "
+                "(use a point) or an unquoted comma in a name?"
+            )
+        row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
+        records.append((reader.line_num, row))
+    return records, header
 
 
 def _build(rows, lines, subject, source, sha) -> Patient:

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from .compare import Comparison, compare
 from .disagreement import Disagreement, disagreement
-from .fit import Twin, fit
+from .dynamics.ode import OdeError
+from .fit import FailedFit, FitError, Twin, fit
 from .patient import Patient
 from .results import ResultsFolder
 from .spec.model_spec import load_spec
@@ -88,20 +89,24 @@ def run_study(
     folder = ResultsFolder.create(Path(out), force=force) if out is not None else None
     try:
         patient = Patient.from_csv(study.data, subject=study.subject)
+        if study.keep_identifiers:
+            patient = patient.keeping_identifiers()
         specs = [load_spec(p) for p in study.specs]
+        _check_distinct_names(specs)
         _say(
-            f"study {study.name}: {len(specs)} twin(s) of patient {patient.id!r} ({study.data.name})",
+            f"study {study.name}: {len(specs)} twin(s) of patient {patient.label!r} ({study.data.name})",
             quiet,
         )
         twins = [
             _fit_one(i, len(specs), spec, patient, study, folder, progress, quiet)
             for i, spec in enumerate(specs, 1)
         ]
-        _say("\n" + summary_table(twins) + "\n", quiet)
+        fitted = [t for t in twins if isinstance(t, Twin)]  # a FailedFit has no posterior
+        _say("\n" + summary_table(fitted) + "\n", quiet)
         skipped: list[str] = []
-        comparison = _compare(twins, study, skipped, quiet)
-        weights = _weights(twins, comparison, study)
-        result = _scenarios(twins, weights, comparison, study, skipped, quiet)
+        comparison = _compare(fitted, study, skipped, quiet)
+        weights = _weights(fitted, comparison, study)
+        result = _scenarios(fitted, weights, comparison, study, skipped, quiet)
         outcome = Outcome.of(twins, skipped)
         if outcome is not Outcome.OK:
             _say(
@@ -132,19 +137,45 @@ def run_study(
         raise
 
 
-def _fit_one(i, n, spec, patient, study, folder, progress, quiet) -> Twin:
-    """Fit twin ``i`` of ``n`` (seed ``study.seed + i``), say how it went, write it."""
+def _check_distinct_names(specs) -> None:
+    """Two twins with one ``model.name`` would overwrite each other's results."""
+    from .spec.model_spec import SpecError
+
+    seen: dict[str, str] = {}
+    for spec in specs:
+        if spec.name in seen:
+            raise SpecError(
+                "twins.specs",
+                f"{seen[spec.name]} and {spec.source} are both named {spec.name!r}; give each twin its own model.name",
+            )
+        seen[spec.name] = spec.source
+
+
+def _fit_one(i, n, spec, patient, study, folder, progress, quiet) -> Twin | FailedFit:
+    """Fit twin ``i`` of ``n`` (seed ``study.seed + i``), say how it went, write it.
+
+    A fit that cannot run at all (no finite initial point, a failing solver or
+    sampler) is a :class:`FailedFit` with its cause: reported, given no weight,
+    and the other twins go on.
+    """
     _say(f"[{i}/{n}] fitting {spec.name} ({spec.title}) ...", quiet)
     t0 = time.perf_counter()
-    twin = fit(
-        spec,
-        patient,
-        seed=study.seed + i,
-        gate=study.gate,
-        ladder=study.ladder,
-        progress=progress,
-        **study.sampler,
-    )
+    try:
+        twin = fit(
+            spec,
+            patient,
+            seed=study.seed + i,
+            gate=study.gate,
+            ladder=study.ladder,
+            progress=progress,
+            **study.sampler,
+        )
+    except (FitError, OdeError) as exc:
+        _say(
+            f"      FAILED after {time.perf_counter() - t0:.1f} s: {exc}; this twin gets no weight",
+            quiet,
+        )
+        return FailedFit(spec, patient, str(exc))
     _say(f"      {time.perf_counter() - t0:.1f} s; {twin.diagnostics}", quiet)
     _say_ladder(twin, quiet)
     if twin.excluded:
@@ -279,9 +310,12 @@ def _figures(folder, twins, comparison, result, weights, study) -> None:
     )
 
     for twin in twins:
-        plot_twin_checks(twin, folder.figure_path(f"{twin.name}_checks"))
+        if isinstance(twin, Twin):
+            plot_twin_checks(twin, folder.figure_path(f"{twin.name}_checks"))
     if comparison is not None and weights:
-        plot_average(twins, weights, folder.figure_path("average"))
+        plot_average(
+            [t for t in twins if isinstance(t, Twin)], weights, folder.figure_path("average")
+        )
     if result is not None:
         band = next(
             ((q.lower, q.upper) for q in study.qois if hasattr(q, "lower") and hasattr(q, "upper")),

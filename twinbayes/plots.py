@@ -124,7 +124,7 @@ def plot_average(
     ax.set(
         xlabel=f"time ({twins[0].spec.time_unit})",
         ylabel=f"{observable} ({unit})",
-        title=f"patient {twins[0].patient.id}: twins and their average",
+        title=f"patient {twins[0].patient.label}: twins and their average",
     )
     ax.legend(fontsize=7)
     fig.tight_layout()

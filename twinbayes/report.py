@@ -28,6 +28,10 @@ def _img(path: Path, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
+class Html(str):
+    """Markup that twinbayes wrote itself: the only text :func:`_table` does not escape."""
+
+
 def _table(header: list[str], rows: list[list], left: int = 1) -> str:
     th = "".join(
         f'<th class="{"l" if i < left else ""}">{html.escape(str(h))}</th>'
@@ -36,7 +40,7 @@ def _table(header: list[str], rows: list[list], left: int = 1) -> str:
     body = "".join(
         "<tr>"
         + "".join(
-            f'<td class="{"l" if i < left else ""}">{c if str(c).startswith("<") else html.escape(str(c))}</td>'
+            f'<td class="{"l" if i < left else ""}">{c if isinstance(c, Html) else html.escape(str(c))}</td>'
             for i, c in enumerate(r)
         )
         + "</tr>"
@@ -126,20 +130,23 @@ def write_report(folder: str | Path) -> Path:
     parts.append("<h2>Twins and convergence</h2>")
     rows = []
     for name, s in summary.items():
-        status = (
+        status = Html(
             "<span class='pass'>passed</span>"
             if s["converged"]
             else "<span class='fail'>FAILED</span>"
         )
-        worst_r = max(d["rhat"] for d in s["diagnostics"].values())
-        min_ess = min(min(d["ess_bulk"], d["ess_tail"]) for d in s["diagnostics"].values())
+        diag = s.get("diagnostics") or {
+            "-": {"rhat": float("nan"), "ess_bulk": float("nan"), "ess_tail": float("nan")}
+        }
+        worst_r = max(d["rhat"] for d in diag.values())
+        min_ess = min(min(d["ess_bulk"], d["ess_tail"]) for d in diag.values())
         rows.append(
             [
                 name,
                 status,
                 f"{worst_r:.4f}",
                 f"{min_ess:.0f}",
-                s["divergent"],
+                s.get("divergent", "-"),
                 _ladder_text(s.get("gate_attempts", []), s["converged"]),
                 "; ".join(s["reasons"]) or "-",
             ]
@@ -159,6 +166,8 @@ def write_report(folder: str | Path) -> Path:
         )
     )
     for name in summary:
+        if summary[name].get("failed"):
+            continue  # no posterior: the fit itself failed (its cause is in the table above)
         tree = xr.open_datatree(folder / "twins" / f"{name}.nc", engine="h5netcdf")
         post = tree["posterior"].to_dataset()
         rows = []

@@ -20,6 +20,8 @@ from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
+from .names import check_name, inside
+
 __all__ = ["ResultsFolder", "load_twin_data"]
 
 PACKAGES = (
@@ -34,6 +36,10 @@ PACKAGES = (
     "scipy",
     "xarray",
 )
+
+
+MARKER = ".twinbayes-results"
+"""The file that marks a folder as written by twinbayes (the only kind ``--force`` replaces)."""
 
 
 @dataclass
@@ -53,13 +59,20 @@ class ResultsFolder:
             If ``path`` exists and ``force`` is false.
         """
         path = Path(path)
-        if path.exists() and not force:
-            raise FileExistsError(
-                f"results folder {path} exists; choose another --out or pass --force to replace it"
-            )
+        if path.exists() or path.is_symlink():
+            if not force:
+                raise FileExistsError(
+                    f"results folder {path} exists; choose another --out or pass --force to replace it"
+                )
+            if path.is_symlink() or not path.is_dir() or not (path / MARKER).is_file():
+                raise FileExistsError(
+                    f"{path} is not a twinbayes results folder (it has no {MARKER} file): --force replaces "
+                    "only folders twinbayes wrote; choose another --out"
+                )
         path.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
         (staging / "twins").mkdir()
+        (staging / MARKER).write_text("written by twinbayes; --force may replace this folder\n")
         return cls(path, staging, force)
 
     def abort(self) -> None:
@@ -68,7 +81,7 @@ class ResultsFolder:
 
     def write_twin(self, twin) -> Path:
         """Write a twin's DataTree (posterior, log-likelihood, predictive, ...) as NetCDF."""
-        target = self.staging / "twins" / f"{twin.name}.nc"
+        target = inside(self.staging, "twins", f"{check_name(twin.name, 'model.name')}.nc")
         tree = twin.idata.copy()
         stats = tree["sample_stats"].to_dataset()
         drop = [
@@ -109,7 +122,9 @@ class ResultsFolder:
 
     def write_study(self, study) -> None:
         """Copy the study file and every spec it used, for reproducibility."""
-        (self.staging / "study.toml").write_text(study.text)
+        (self.staging / "study.toml").write_text(
+            study.text if study.keep_identifiers else _redacted(study.text)
+        )
         self.study_info = {
             "name": study.name,
             "source": study.source,
@@ -119,33 +134,17 @@ class ResultsFolder:
         specs = self.staging / "specs"
         specs.mkdir(exist_ok=True)
         for p in study.specs:
-            (specs / Path(p).name).write_text(Path(p).read_text())
+            inside(specs, Path(p).name).write_text(Path(p).read_text())
 
     def figure_path(self, name: str) -> Path:
         """Where to save a figure (``figures/NAME.png``)."""
         folder = self.staging / "figures"
         folder.mkdir(exist_ok=True)
-        return folder / f"{name}.png"
+        return inside(folder, f"{name}.png")
 
     def write_metadata(self, twins, command: list[str], outcome: dict | None = None) -> None:
         """Write ``summary.json`` (gate verdicts, diagnostics, the run's outcome) and ``provenance.json``."""
-        summary = {
-            t.name: {
-                "converged": t.converged,
-                "reasons": t.reasons,
-                "excluded_observations": [list(e) for e in t.excluded],
-                "diagnostics": {
-                    p: {
-                        k: float(t.diagnostics.table[k].sel(parameter=p))
-                        for k in ("rhat", "ess_bulk", "ess_tail")
-                    }
-                    for p in t.diagnostics.table.parameter.values.tolist()
-                },
-                "divergent": t.diagnostics.divergent,
-                "gate_attempts": [a.as_dict() for a in t.attempts],
-            }
-            for t in twins
-        }
+        summary = {t.name: _twin_summary(t) for t in twins}
         provenance = {
             "created": datetime.now(UTC).isoformat(),
             "study": self.study_info,
@@ -155,8 +154,8 @@ class ResultsFolder:
             "packages": {p: _version(p) for p in PACKAGES},
             "lock": lock_files(),
             "patient": {
-                "id": twins[0].patient.id,
-                "source": twins[0].patient.data.attrs.get("source"),
+                "id": twins[0].patient.label,
+                "source": Path(str(twins[0].patient.data.attrs.get("source"))).name,
                 "sha256": twins[0].patient.sha256,
             }
             if twins
@@ -165,8 +164,8 @@ class ResultsFolder:
                 t.name: {
                     "spec": t.spec.source,
                     "spec_sha256": t.spec.sha256,
-                    "settings": t.settings,
-                    "timings_s": t.timings,
+                    "settings": getattr(t, "settings", None),
+                    "timings_s": getattr(t, "timings", None),
                 }
                 for t in twins
             },
@@ -190,6 +189,37 @@ class ResultsFolder:
         else:
             os.replace(self.staging, self.path)
         return self.path
+
+
+def _redacted(study_text: str) -> str:
+    """The study text with the patient's ``subject`` line withheld (privacy by default)."""
+    import re
+
+    return re.sub(
+        r'(?m)^(\s*subject\s*=\s*)(".*?"|\'.*?\'|\S+)',
+        r'\1"(withheld: identifiers are kept only with [patient] keep_identifiers = true)"',
+        study_text,
+    )
+
+
+def _twin_summary(t) -> dict:
+    """Gate verdict, reasons, diagnostics and escalation attempts of one twin (or why its fit failed)."""
+    if not hasattr(t, "diagnostics"):  # a FailedFit
+        return {"converged": False, "failed": True, "reasons": t.reasons, "gate_attempts": []}
+    return {
+        "converged": t.converged,
+        "reasons": t.reasons,
+        "excluded_observations": [list(e) for e in t.excluded],
+        "diagnostics": {
+            p: {
+                k: float(t.diagnostics.table[k].sel(parameter=p))
+                for k in ("rhat", "ess_bulk", "ess_tail")
+            }
+            for p in t.diagnostics.table.parameter.values.tolist()
+        },
+        "divergent": t.diagnostics.divergent,
+        "gate_attempts": [a.as_dict() for a in t.attempts],
+    }
 
 
 def lock_files() -> dict[str, str]:

@@ -22,6 +22,7 @@ from . import qoi as Q
 from .diagnostics import Gate
 from .ladder import DEFAULT_LADDER, Ladder, Rung
 from .library import data_path, spec_path
+from .names import check_name
 from .scenarios import Scenario
 from .spec.model_spec import SpecError, _check_keys
 
@@ -59,6 +60,7 @@ class Study:
     gate: Gate
     comparison: dict[str, Any]
     ladder: Ladder = DEFAULT_LADDER
+    keep_identifiers: bool = False
     scenarios: list[Scenario] = field(default_factory=list)
     times: np.ndarray | None = None
     qois: list = field(default_factory=list)
@@ -69,6 +71,18 @@ class Study:
     @property
     def sha256(self) -> str:
         return hashlib.sha256(self.text.encode()).hexdigest()
+
+
+MAX_DOSES = 10_000
+"""Most doses in one scenario (a billion doses used to exhaust memory)."""
+
+
+def _count(raw: dict, key: str, where: str, most: int) -> int:
+    """A whole number from 1 to ``most`` (default 1 when absent)."""
+    v = raw.get(key, 1)
+    if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= most:
+        raise SpecError(f"{where}.{key}", f"must be a whole number from 1 to {most}, got {v!r}")
+    return v
 
 
 def _num(raw: dict, key: str, where: str, positive: bool = False) -> float:
@@ -183,9 +197,15 @@ def _parse_sampler(raw: dict) -> dict[str, Any]:
     sampler = {"draws": 2000, "tune": 1000, "chains": 4, "target_accept": 0.95, "sampler": None}
     _check_keys(raw, "sampler", set(), set(sampler))
     sampler.update(raw)
-    for k in ("draws", "tune", "chains"):
-        if not isinstance(sampler[k], int) or sampler[k] < 1:
-            raise SpecError(f"sampler.{k}", f"must be a positive integer, got {sampler[k]!r}")
+    for k, most in (("draws", 100_000), ("tune", 100_000), ("chains", 64)):
+        v = sampler[k]
+        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= most:
+            raise SpecError(f"sampler.{k}", f"must be a whole number from 1 to {most}, got {v!r}")
+    ta = sampler["target_accept"]
+    if isinstance(ta, bool) or not isinstance(ta, (int, float)) or not 0 < ta < 1:
+        raise SpecError("sampler.target_accept", f"must be a number between 0 and 1, got {ta!r}")
+    if sampler["sampler"] not in (None, "nutpie", "pymc"):
+        raise SpecError("sampler.sampler", f"choose nutpie or pymc, got {sampler['sampler']!r}")
     return sampler
 
 
@@ -194,6 +214,9 @@ def _parse_gate(raw: dict) -> tuple[Gate, Ladder]:
     raw = dict(raw)
     rungs = raw.pop("ladder", None)
     _check_keys(raw, "gate", set(), set(Gate.__dataclass_fields__))
+    for k, v in raw.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v) or v < 0:
+            raise SpecError(f"gate.{k}", f"must be a number >= 0 (no quotes), got {v!r}")
     gate = Gate(**raw)
     if rungs is None:
         return gate, DEFAULT_LADDER
@@ -232,7 +255,20 @@ def _parse_comparison(raw: dict) -> dict[str, Any]:
     }
     _check_keys(raw, "comparison", set(), set(comparison))
     comparison.update(raw)
-    if comparison["weights"] not in ("stacking", "pseudo_bma", "bma"):
+    for key in ("include_unconverged", "bma"):
+        if not isinstance(comparison[key], bool):
+            raise SpecError(
+                f"comparison.{key}", f"must be true or false (no quotes), got {comparison[key]!r}"
+            )
+    for key, low in (("max_refits", 0), ("kfold_k", 2)):
+        v = comparison[key]
+        if isinstance(v, bool) or not isinstance(v, int) or v < low:
+            raise SpecError(f"comparison.{key}", f"must be a whole number >= {low}, got {v!r}")
+    if not isinstance(comparison["weights"], str) or comparison["weights"] not in (
+        "stacking",
+        "pseudo_bma",
+        "bma",
+    ):
         raise SpecError("comparison.weights", "choose stacking, pseudo_bma or bma")
     if comparison["weights"] == "bma":
         comparison["bma"] = True
@@ -253,10 +289,10 @@ def _parse_scenarios(raw: list) -> list[Scenario]:
                     sc["name"],
                     _num(sc, "amount", w, positive=True),
                     sc["route"],
-                    interval=sc.get("interval"),
-                    n_doses=int(sc.get("doses", 1)),
-                    start=float(sc.get("start", 0.0)),
-                    duration=float(sc.get("duration", 0.0)),
+                    interval=_num(sc, "interval", w, positive=True) if "interval" in sc else None,
+                    n_doses=_count(sc, "doses", w, MAX_DOSES),
+                    start=_num(sc, "start", w) if "start" in sc else 0.0,
+                    duration=_num(sc, "duration", w) if "duration" in sc else 0.0,
                     unit=sc.get("unit", "mg"),
                 )
             )
@@ -313,7 +349,10 @@ def _parse(doc: dict, path: Path, text: str) -> Study:
     if isinstance(st["seed"], bool) or not isinstance(st["seed"], int) or st["seed"] < 0:
         raise SpecError("study.seed", f"must be a non-negative integer, got {st['seed']!r}")
     pt = doc["patient"]
-    _check_keys(pt, "patient", {"data"}, {"subject"})
+    _check_keys(pt, "patient", {"data"}, {"subject", "keep_identifiers"})
+    keep = pt.get("keep_identifiers", False)
+    if not isinstance(keep, bool):
+        raise SpecError("patient.keep_identifiers", f"must be true or false, got {keep!r}")
     data = _resolve(pt["data"], base, "patient.data", data_path)
     tw = doc["twins"]
     _check_keys(tw, "twins", {"specs"}, set())
@@ -341,11 +380,12 @@ def _parse(doc: dict, path: Path, text: str) -> Study:
     if scenarios and times is None:
         raise SpecError("predictions", "scenarios need [predictions] times")
     return Study(
-        name=str(st["name"]),
+        name=check_name(st["name"], "study.name", "study name"),
         description=str(st.get("description", "")),
         seed=int(st["seed"]),
         data=data,
         subject=None if pt.get("subject") is None else str(pt["subject"]),
+        keep_identifiers=keep,
         specs=specs,
         sampler=sampler,
         gate=gate,

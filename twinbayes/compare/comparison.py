@@ -284,7 +284,7 @@ def _table(
         },
         coords={"twin": names},
         attrs={
-            "patient": twins[0].patient.id,
+            "patient": twins[0].patient.label,
             "n_obs": int(elpd_i.shape[0]),
             "threshold": results[0].attrs["threshold"],
         },

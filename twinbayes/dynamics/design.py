@@ -105,13 +105,13 @@ def design_for(spec: ModelSpec, patient: Patient) -> Design:
     unknown = [r for r in patient.routes if r not in spec.routes]
     if unknown:
         raise PatientDataError(
-            f"patient {patient.id!r} ({patient.data.attrs.get('source')}) received doses by route(s) {unknown} "
+            f"patient {patient.label!r} ({patient.data.attrs.get('source')}) received doses by route(s) {unknown} "
             f"that spec {spec.name!r} ({spec.source}) does not model; its routes: {list(spec.routes)}"
         )
     names = [o for o in spec.observations if o in patient.observation_names]
     if not names:
         raise PatientDataError(
-            f"patient {patient.id!r} has observations {patient.observation_names}, none of which spec "
+            f"patient {patient.label!r} has observations {patient.observation_names}, none of which spec "
             f"{spec.name!r} models ({list(spec.observations)})"
         )
     doses = {r: patient.doses(r, spec.routes[r].unit, spec.time_unit) for r in patient.routes}
@@ -124,7 +124,7 @@ def design_for(spec: ModelSpec, patient: Patient) -> Design:
         excluded += [(o, float(ti), float(yi)) for ti, yi in zip(t[~keep], y[~keep])]
         if not keep.any():
             raise PatientDataError(
-                f"patient {patient.id!r}: no {o!r} observation after the first dose; "
+                f"patient {patient.label!r}: no {o!r} observation after the first dose; "
                 f"spec {spec.name!r} starts from zero and predicts 0 before any dose"
             )
         times[o], values[o] = t[keep], y[keep]
@@ -139,7 +139,7 @@ def _forcing(spec: ModelSpec, patient: Patient, t_end: float):
         t, v = patient.series(inp.series, inp.unit, spec.time_unit)
         if len(t) < 2 or t[0] > 0 or t[-1] < t_end:
             raise PatientDataError(
-                f"patient {patient.id!r} ({patient.data.attrs.get('source')}): series {inp.series!r}, which drives input "
+                f"patient {patient.label!r} ({patient.data.attrs.get('source')}): series {inp.series!r}, which drives input "
                 f"{name!r} of spec {spec.name!r}, must cover 0 to {t_end:g} {spec.time_unit} (the last observation) "
                 f"with at least two values; it has {len(t)} value(s) from {t.min() if len(t) else 'nan'} to "
                 f"{t.max() if len(t) else 'nan'}. Add values at both ends (interpolation does not extrapolate)"

@@ -31,6 +31,10 @@ class ExpressionError(ValueError):
 
 MAX_LENGTH = 4000
 """Longest expression accepted (characters); guards the parser against abuse."""
+MAX_DEPTH = 32
+"""Deepest nesting of operations and calls accepted (compiling 150 nested calls took minutes)."""
+MAX_NODES = 600
+"""Most operations, numbers and names in one expression."""
 
 
 class _Backend:
@@ -111,6 +115,24 @@ def _describe(node: ast.AST, source: str) -> str:
     return seg if seg is not None else type(node).__name__
 
 
+def _check_size(node: ast.AST, where: str, text: str) -> None:
+    """Refuse expressions nested deeper than :data:`MAX_DEPTH` or larger than :data:`MAX_NODES`."""
+    count, stack = 0, [(node, 1)]
+    while stack:
+        n, depth = stack.pop()
+        count += 1
+        if depth > MAX_DEPTH or count > MAX_NODES:
+            why = (
+                f"nested deeper than {MAX_DEPTH} levels"
+                if depth > MAX_DEPTH
+                else f"more than {MAX_NODES} terms"
+            )
+            raise ExpressionError(
+                f"{where}: expression {why}; split it into derived quantities: {text[:60]!r}..."
+            )
+        stack.extend((c, depth + 1) for c in ast.iter_child_nodes(n))
+
+
 def compile_expression(
     source: str, allowed_symbols: set[str] | frozenset[str], where: str = "expression"
 ) -> Expression:
@@ -141,7 +163,12 @@ def compile_expression(
         tree = ast.parse(source.strip(), mode="eval")
     except SyntaxError as exc:
         raise ExpressionError(f"{where}: cannot parse {source!r}: {exc.msg}") from None
+    except (RecursionError, MemoryError, ValueError) as exc:
+        raise ExpressionError(
+            f"{where}: cannot parse the expression ({type(exc).__name__}); simplify it"
+        ) from None
     text = source.strip()
+    _check_size(tree.body, where, text)
     symbols: set[str] = set()
 
     def bad(node: ast.AST, why: str) -> ExpressionError:

@@ -312,8 +312,10 @@ def _parse_model(m: dict) -> dict[str, Any]:
     time_unit = _unit({"unit": m["time_unit"]}, "model.time_unit")
     if parse_unit(time_unit).dims != (("time", 1),):
         raise SpecError("model.time_unit", f"{time_unit!r} is not a time unit (use h, min or d)")
+    from ..names import check_name
+
     return dict(
-        name=_string(m, "name", "model"),
+        name=check_name(m["name"], "model.name", "spec name"),
         title=_string(m, "title", "model"),
         hypothesis=_string(m, "hypothesis", "model"),
         references=tuple(refs),
@@ -577,6 +579,7 @@ def _positive(
     ok = (
         not isinstance(v, bool)
         and isinstance(v, (int, float))
+        and bool(np.isfinite(v))
         and (v >= 0 if allow_zero else v > 0)
     )
     ok = ok and (upper is None or v <= upper) and (not integer or float(v).is_integer())
@@ -629,6 +632,10 @@ def load_spec(source: str | Path, *, text: str | None = None) -> ModelSpec:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
             raise SpecError("<file>", "file not found", str(source)) from None
+        except (UnicodeDecodeError, IsADirectoryError, PermissionError) as exc:
+            raise SpecError(
+                "<file>", f"cannot read it as UTF-8 text ({type(exc).__name__})", str(source)
+            ) from None
         source = str(path)
     try:
         doc = tomllib.loads(text)
