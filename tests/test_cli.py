@@ -178,6 +178,8 @@ def test_bundled_example_is_reproducible_end_to_end(tmp_path, capsys):
                 np.testing.assert_array_equal(a[group][var].values, b[group][var].values)
     da, db = (xr.open_dataset(o / "disagreement.nc", engine="h5netcdf") for o in outs)
     xr.testing.assert_identical(da, db)
+    assert da.attrs["weight_draws"] == 200  # the comparison's weight draws reach the shares
+    assert np.isfinite(da.qoi_between_share_q05).all() or da.attrs["n_ensemble"] < 2
     assert set(da.scenario.values) == {"320 mg q12h", "160 mg q6h"}
     assert float(da.p_meets_mcse.max()) > 0
     ha, hb = ((o / "report.html").read_text() for o in outs)

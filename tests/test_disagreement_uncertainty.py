@@ -67,11 +67,13 @@ def test_one_twin_left_gives_no_share_and_says_why():
     assert (
         np.isnan(d.qoi_between_share).all() and np.isnan(d.traj_between_share).all()
     )  # not 0 by construction
-    assert d.attrs["excluded"] == "b" and d.attrs["n_ensemble"] == 1
+    assert (
+        d.attrs["zero_weight"] == "b" and d.attrs["excluded"] == "" and d.attrs["n_ensemble"] == 1
+    )
     text = str(result)
-    assert "n/a" in text and "excluded from the ensemble (no weight): b" in text
+    assert "n/a" in text and "weight 0 from the comparison: b" in text
     title = plot_disagreement_over_time(result).axes[0].get_title()
-    assert "excluded (no weight): b" in title and "undefined" in title
+    assert "weight 0: b" in title and "undefined" in title
 
 
 def test_mcse_of_scenario_differences_knows_the_draws_are_shared():

@@ -140,13 +140,16 @@ def test_excluded_twin_is_named_next_to_the_share(tmp_path, capsys):
     ) == 3
     printed = capsys.readouterr().out
     assert "ladder exhausted: pk_sign is excluded" in printed
-    assert "excluded from the ensemble (no weight): pk_sign" in printed and "n/a" in printed
+    assert (
+        "excluded from the ensemble (failed the convergence gate): pk_sign" in printed
+        and "n/a" in printed
+    )
     d = result.disagreement.data
     assert np.isnan(d.qoi_between_share).all() and d.attrs["excluded"] == "pk_sign"
     assert (
-        "excluded (no weight): pk_sign"
+        "excluded (failed the gate): pk_sign"
         in plot_disagreement_over_time(result.disagreement).axes[0].get_title()
     )
     report = (tmp_path / "out" / "report.html").read_text()
-    assert "excluded from the ensemble (failed the gate or no weight): pk_sign" in report
+    assert "excluded from the ensemble (failed the convergence gate): pk_sign" in report
     assert "ladder exhausted, twin excluded" in report

@@ -122,7 +122,11 @@ class Disagreement:
         d = self.data
         notes = []
         if d.attrs.get("excluded"):
-            notes.append(f"excluded from the ensemble (no weight): {d.attrs['excluded']}")
+            notes.append(
+                f"excluded from the ensemble (failed the convergence gate): {d.attrs['excluded']}"
+            )
+        if d.attrs.get("zero_weight"):
+            notes.append(f"weight 0 from the comparison: {d.attrs['zero_weight']}")
         if d.attrs.get("n_ensemble", 2) < 2:
             notes.append(
                 "fewer than two twins in the ensemble: the between-twin share is undefined (n/a), not 0"
@@ -292,7 +296,12 @@ def disagreement(
             "time_unit": twins[0].spec.time_unit,
             "n_blocks": n_blocks,
             "n_ensemble": len(ens.active),
-            "excluded": ", ".join(n for n, wk in zip(names, w) if wk == 0),
+            "excluded": ", ".join(
+                n for t, n, wk in zip(twins, names, w) if wk == 0 and not t.converged
+            ),
+            "zero_weight": ", ".join(
+                n for t, n, wk in zip(twins, names, w) if wk == 0 and t.converged
+            ),
             "weight_draws": 0 if ens.weight_draws is None else len(ens.weight_draws),
             "equal_weight_twins": ", ".join(names[k] for k in ens.equal),
         },

@@ -242,6 +242,9 @@ def _scenarios(
         qois=study.qois,
         targets=study.targets,
         seed=study.seed,
+        weight_draws=None
+        if comparison is None
+        else comparison.weight_draws_of(study.comparison["weights"]),
     )
     _say(str(result), quiet)
     return result

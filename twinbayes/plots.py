@@ -216,7 +216,9 @@ def plot_disagreement_over_time(result, path: str | Path | None = None):
     if d.attrs.get("n_ensemble", 2) < 2:
         title += "\nundefined: fewer than two twins in the ensemble"
     if d.attrs.get("excluded"):
-        title += f"\nexcluded (no weight): {d.attrs['excluded']}"
+        title += f"\nexcluded (failed the gate): {d.attrs['excluded']}"
+    if d.attrs.get("zero_weight"):
+        title += f"\nweight 0: {d.attrs['zero_weight']}"
     axes[0].set(
         xlabel=f"time ({d.attrs['time_unit']})",
         ylabel="between-twin share of variance",

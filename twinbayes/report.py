@@ -226,10 +226,15 @@ def write_report(folder: str | Path) -> Path:
     if (folder / "disagreement.nc").exists():
         d = xr.open_dataset(folder / "disagreement.nc", engine="h5netcdf")
         parts.append("<h2>Scenarios: how much the twins disagree</h2>")
-        if d.attrs.get("excluded") or d.attrs.get("n_ensemble", 2) < 2:
-            note = "excluded from the ensemble (failed the gate or no weight): " + str(
+        if (
+            d.attrs.get("excluded")
+            or d.attrs.get("zero_weight")
+            or d.attrs.get("n_ensemble", 2) < 2
+        ):
+            note = "excluded from the ensemble (failed the convergence gate): " + str(
                 d.attrs.get("excluded") or "-"
             )
+            note += "; weight 0 from the comparison: " + str(d.attrs.get("zero_weight") or "-")
             if d.attrs.get("n_ensemble", 2) < 2:
                 note += "; with fewer than two twins in the ensemble the between-twin share is undefined (n/a), not 0"
             parts.append(f"<p class='fail'>{html.escape(note)}</p>")
