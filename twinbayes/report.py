@@ -82,27 +82,8 @@ def _share_cell(d, sc, q) -> str:
     return cell
 
 
-def write_report(folder: str | Path) -> Path:
-    """Write ``report.html`` into a results folder from the files in it.
-
-    The report holds the study, each twin's convergence diagnostics and
-    posterior summary, PPC and LOO-PIT figures, the comparison table with the
-    weights and their uncertainty, averaged predictions, the scenario
-    disagreement (figures and tables, with Monte Carlo errors) and the
-    provenance.  Everything but the provenance section is a deterministic
-    function of the results (same seed, same report).
-    """
-    folder = Path(folder)
-    summary_doc = json.loads((folder / "summary.json").read_text())
-    summary = summary_doc["twins"]
-    outcome = summary_doc.get("outcome", {})
-    provenance = json.loads((folder / "provenance.json").read_text())
-    study = (
-        tomllib.loads((folder / "study.toml").read_text())
-        if (folder / "study.toml").exists()
-        else {}
-    )
-    figs = folder / "figures"
+def _head_section(folder: Path, study: dict, provenance: dict) -> list[str]:
+    """Title, description, patient (pseudonym) and seed."""
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>twinbayes report</title><style>{CSS}</style></head><body>"
     ]
@@ -114,7 +95,12 @@ def write_report(folder: str | Path) -> Path:
     parts.append(
         f"<p class='muted'>patient {html.escape(str(patient.get('id')))} from {html.escape(Path(str(patient.get('source'))).name)}; seed {html.escape(str(st.get('seed', '')))}</p>"
     )
+    return parts
 
+
+def _outcome_section(summary: dict, outcome: dict) -> list[str]:
+    """How the run ended, when not every twin converged or a step was skipped."""
+    parts: list[str] = []
     if outcome.get("code"):
         failed = [n for n, t in summary.items() if not t["converged"]]
         why = outcome.get("skipped") or [
@@ -127,6 +113,12 @@ def write_report(folder: str | Path) -> Path:
             + html.escape("; ".join(why))
             + "</p>"
         )
+    return parts
+
+
+def _convergence_section(summary: dict) -> list[str]:
+    """Gate verdict, diagnostics and escalation of every twin."""
+    parts: list[str] = []
     parts.append("<h2>Twins and convergence</h2>")
     rows = []
     for name, s in summary.items():
@@ -165,6 +157,12 @@ def write_report(folder: str | Path) -> Path:
             rows,
         )
     )
+    return parts
+
+
+def _posterior_section(folder: Path, summary: dict, figs: Path) -> list[str]:
+    """Posterior summary and checks of every fitted twin."""
+    parts: list[str] = []
     for name in summary:
         if summary[name].get("failed"):
             continue  # no posterior: the fit itself failed (its cause is in the table above)
@@ -181,7 +179,12 @@ def write_report(folder: str | Path) -> Path:
         fig = figs / f"{name}_checks.png"
         if fig.exists():
             parts.append(_img(fig, f"posterior predictive check and LOO-PIT of {name}"))
+    return parts
 
+
+def _comparison_section(folder: Path, figs: Path) -> list[str]:
+    """The comparison table, weights, notes and averaged predictions."""
+    parts: list[str] = []
     if (folder / "comparison.nc").exists():
         comp = xr.open_datatree(folder / "comparison.nc", engine="h5netcdf")
         t = comp["table"].to_dataset()
@@ -222,7 +225,12 @@ def write_report(folder: str | Path) -> Path:
             parts.append(f"<div class='note'>{html.escape(n)}</div>")
         if (figs / "average.png").exists():
             parts.append(_img(figs / "average.png", "twins and their weighted average"))
+    return parts
 
+
+def _disagreement_section(folder: Path, figs: Path) -> list[str]:
+    """Scenarios: decision tables, shares with their uncertainty, QoIs."""
+    parts: list[str] = []
     if (folder / "disagreement.nc").exists():
         d = xr.open_dataset(folder / "disagreement.nc", engine="h5netcdf")
         parts.append("<h2>Scenarios: how much the twins disagree</h2>")
@@ -292,11 +300,48 @@ def write_report(folder: str | Path) -> Path:
                 left=2,
             )
         )
+    return parts
 
+
+def _provenance_section(provenance: dict) -> list[str]:
+    """Versions, hashes, seeds, command (the only non-deterministic part)."""
+    parts: list[str] = []
     parts.append("<section id='provenance'><h2>Provenance</h2>")
     parts.append(
         f"<pre>{html.escape(json.dumps(provenance, indent=2, default=str))}</pre></section>"
     )
+    return parts
+
+
+def write_report(folder: str | Path) -> Path:
+    """Write ``report.html`` into a results folder from the files in it.
+
+    The report holds the study, each twin's convergence diagnostics and
+    posterior summary, PPC and LOO-PIT figures, the comparison table with the
+    weights and their uncertainty, averaged predictions, the scenario
+    disagreement (figures and tables, with Monte Carlo errors) and the
+    provenance.  Everything but the provenance section is a deterministic
+    function of the results (same seed, same report).
+    """
+    folder = Path(folder)
+    summary_doc = json.loads((folder / "summary.json").read_text())
+    summary = summary_doc["twins"]
+    provenance = json.loads((folder / "provenance.json").read_text())
+    study = (
+        tomllib.loads((folder / "study.toml").read_text())
+        if (folder / "study.toml").exists()
+        else {}
+    )
+    figs = folder / "figures"
+    parts = [
+        *_head_section(folder, study, provenance),
+        *_outcome_section(summary, summary_doc.get("outcome", {})),
+        *_convergence_section(summary),
+        *_posterior_section(folder, summary, figs),
+        *_comparison_section(folder, figs),
+        *_disagreement_section(folder, figs),
+        *_provenance_section(provenance),
+    ]
     parts.append("</body></html>")
     target = folder / "report.html"
     tmp = target.with_suffix(".html.tmp")
