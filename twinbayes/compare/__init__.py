@@ -7,7 +7,8 @@ One module per concern:
 * :mod:`~twinbayes.compare.weights` -- stacking, pseudo-BMA+, Bayesian-bootstrap stacking;
 * :mod:`~twinbayes.compare.marginal` -- SMC marginal likelihoods and BMA;
 * :mod:`~twinbayes.compare.notes` -- near-duplicate twins, selection-induced bias;
-* :mod:`~twinbayes.compare.comparison` -- :func:`compare` and its :class:`Comparison`.
+* :mod:`~twinbayes.compare.comparison` -- :func:`compare` and its :class:`Comparison`;
+* :mod:`~twinbayes.compare.wrapper` -- refits offered to ``arviz_stats.reloo`` (a ``SamplingWrapper``).
 """
 
 from .comparison import Comparison, compare

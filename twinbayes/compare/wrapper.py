@@ -1,0 +1,78 @@
+"""Refits for arviz-stats: a :class:`arviz_stats.SamplingWrapper` around a twin.
+
+arviz-stats 1.x computes exact leave-one-out refits (``reloo``) through a
+wrapper protocol: select the observations to leave out, sample without them,
+and give the log-likelihood of the held-out ones.  :class:`TwinSamplingWrapper`
+implements it with :class:`~twinbayes.fit.Refitter` (one compiled model, 0/1
+observation weights), so ``arviz_stats.reloo(TwinSamplingWrapper(twin))`` and
+:func:`twinbayes.compare.loo` refit the same way; with the same seeds they give
+the same numbers (tested), which checks our escalation against arviz-stats'.
+
+References
+----------
+Vehtari A, Gelman A, Gabry J (2017). Practical Bayesian model evaluation using
+leave-one-out cross-validation and WAIC. Stat Comput 27:1413-1432, sec. 2.1 and 4.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+from arviz_stats.loo.wrapper import SamplingWrapper
+
+from ..fit import Refitter, Twin
+from ..model import TwinModel
+from .loo import pointwise_loglik
+
+__all__ = ["TwinSamplingWrapper"]
+
+
+class TwinSamplingWrapper(SamplingWrapper):
+    """A twin's exact refits for ``arviz_stats.reloo``.
+
+    Parameters
+    ----------
+    twin : Twin
+    seed : int
+        The refit leaving out observation ``j`` uses seed ``seed + 1 + j``, as :func:`~twinbayes.compare.loo`.
+    **refit_kwargs
+        Sampler settings for the refits (default: the twin's own).
+
+    Examples
+    --------
+    >>> import arviz_stats as azs
+    >>> wrapper = TwinSamplingWrapper(twin)  # doctest: +SKIP
+    >>> exact = azs.reloo(wrapper, azs.loo(wrapper.idata_orig, pointwise=True, var_name="y"))  # doctest: +SKIP
+    """
+
+    def __init__(self, twin: Twin, seed: int = 0, **refit_kwargs):
+        tree = xr.DataTree.from_dict(
+            {
+                "posterior": twin.idata["posterior"].to_dataset(),
+                "log_likelihood": xr.Dataset({"y": pointwise_loglik(twin)}),
+            }
+        )
+        super().__init__(Refitter(twin, **refit_kwargs), idata_orig=tree)
+        self.twin = twin
+        self.seed = seed
+
+    def sel_observations(self, idx):
+        """``(j, holdout mask)`` for the refit, and the mask of the held-out observation."""
+        holdout = np.zeros(self.twin.design.n_obs, bool)
+        holdout[idx] = True
+        return (int(idx), holdout), holdout
+
+    def sample(self, modified_observed_data):
+        j, holdout = modified_observed_data
+        params, _ = self.model.posterior(holdout, self.seed + 1 + j)
+        return params
+
+    def get_inference_data(self, fitted_model):
+        return fitted_model
+
+    def log_likelihood__i(self, excluded_obs, idata__i) -> xr.DataArray:
+        """Log-likelihood of the held-out observation under each refit draw, dims ``(chain, draw)``."""
+        held_out = self.twin.design.split(excluded_obs)[1]
+        ll = TwinModel.of(self.twin.spec).log_likelihood(idata__i, held_out)
+        values = np.concatenate([v for v in ll.values()], axis=1)[:, 0]
+        return xr.DataArray(values[None, :], dims=("chain", "draw"))
