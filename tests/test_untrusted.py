@@ -247,3 +247,19 @@ def test_cli_refuses_non_positive_counts(tmp_path, capsys, flag, value):
     with pytest.raises(SystemExit) as stop:
         main(["run", str(_study(tmp_path)), "--out", str(tmp_path / "o"), flag, value])
     assert stop.value.code == 2 and "whole number >= 1" in capsys.readouterr().err
+
+
+def test_a_covariate_given_twice_with_different_values_is_refused(tmp_path):
+    from twinbayes import Patient
+    from twinbayes.patient import PatientDataError
+
+    path = tmp_path / "p.csv"
+    rows = [
+        "0,h,covariate,weight,70,kg",
+        "0,h,covariate,weight,80,kg",
+        "0,h,dose,iv,25,mg",
+        "1,h,observation,concentration,1,mg/L",
+    ]
+    path.write_text("time,time_unit,event,name,value,unit\n" + "\n".join(rows) + "\n")
+    with pytest.raises(PatientDataError, match="covariate 'weight' is given twice"):
+        Patient.from_csv(path)

@@ -344,6 +344,11 @@ def _build(rows, lines, subject, source, sha) -> Patient:
                 f"{where}, column 'time': negative time {t}; times count from 0 (the first dose or admission)"
             )
         if event == "covariate":
+            if name in covs and covs[name] != (v, unit):
+                raise PatientDataError(
+                    f"{where}: covariate {name!r} is given twice with different values "
+                    f"({covs[name][0]:g} {covs[name][1]} and {v:g} {unit}); keep one row per covariate"
+                )
             covs[name] = (v, unit)
             continue
         if t < last_t:
