@@ -263,3 +263,21 @@ def test_a_covariate_given_twice_with_different_values_is_refused(tmp_path):
     path.write_text("time,time_unit,event,name,value,unit\n" + "\n".join(rows) + "\n")
     with pytest.raises(PatientDataError, match="covariate 'weight' is given twice"):
         Patient.from_csv(path)
+
+
+def test_observations_the_spec_does_not_know_are_an_error_not_dropped(tmp_path):
+    from twinbayes import Patient
+    from twinbayes.dynamics.design import design_for
+    from twinbayes.patient import PatientDataError
+
+    path = tmp_path / "p.csv"
+    rows = [
+        "0,h,dose,iv,25,mg",
+        "1,h,observation,Concentration,1,mg/L",
+        "2,h,observation,concentration,0.5,mg/L",
+    ]
+    path.write_text("time,time_unit,event,name,value,unit\n" + "\n".join(rows) + "\n")
+    with pytest.raises(
+        PatientDataError, match=r"observations \['Concentration'\] that spec 'pk_1cmt_iv' neither"
+    ):
+        design_for(load_spec("pk_1cmt_iv"), Patient.from_csv(path))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 
@@ -107,6 +108,14 @@ def design_for(spec: ModelSpec, patient: Patient) -> Design:
         raise PatientDataError(
             f"patient {patient.label!r} ({patient.data.attrs.get('source')}) received doses by route(s) {unknown} "
             f"that spec {spec.name!r} ({spec.source}) does not model; its routes: {list(spec.routes)}"
+        )
+    used = set(spec.observations) | {i.series for i in spec.inputs.values()}
+    unknown = [o for o in patient.observation_names if o not in used]
+    if unknown:
+        raise PatientDataError(
+            f"patient {patient.label!r} ({Path(str(patient.data.attrs.get('source'))).name}) has observations "
+            f"{unknown} that spec {spec.name!r} neither models nor uses as an input (names are case-sensitive); "
+            f"rename them to one of {sorted(used)} or remove those rows"
         )
     names = [o for o in spec.observations if o in patient.observation_names]
     if not names:
