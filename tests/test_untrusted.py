@@ -281,3 +281,17 @@ def test_observations_the_spec_does_not_know_are_an_error_not_dropped(tmp_path):
         PatientDataError, match=r"observations \['Concentration'\] that spec 'pk_1cmt_iv' neither"
     ):
         design_for(load_spec("pk_1cmt_iv"), Patient.from_csv(path))
+
+
+@pytest.mark.parametrize("depth, fn", [(100, "max"), (150, "sigmoid")])
+def test_deeply_nested_expressions_are_refused_at_once(depth, fn):
+    """800 characters of nested max() used to take 409 s and 4.5 GB to compile; now a clear error."""
+    import time
+
+    from twinbayes.spec.expr import ExpressionError, compile_expression
+
+    text = f"{fn}(" * depth + "a" + (", 1)" if fn == "max" else ")") * depth
+    t0 = time.perf_counter()
+    with pytest.raises(ExpressionError, match="nested deeper than 32 levels"):
+        compile_expression(text, {"a"}, "dynamics.rhs.x")
+    assert time.perf_counter() - t0 < 1.0
