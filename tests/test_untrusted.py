@@ -106,7 +106,7 @@ def test_report_escapes_every_value():
 
 
 def test_hostile_names_in_a_study_report_run_no_script(tmp_path):
-    """Scenario, QoI and target names with markup end up escaped in report.html (checked in headless Chromium too)."""
+    """Scenario, QoI and target names with markup end up escaped in report.html (no browser check yet)."""
     extra = """
 [[scenarios]]
 name = "<img src=x onerror=alert(1)>"
