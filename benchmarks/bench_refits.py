@@ -9,8 +9,8 @@ rounds interleaved in one process; wall-clock seconds and their ratio.
 import time
 
 from twinbayes import Patient, load_spec
-from twinbayes.compare import kfold
-from twinbayes.fit import fit
+from twinbayes.comparison import kfold
+from twinbayes.fitting import fit
 from twinbayes.library import data_path
 
 

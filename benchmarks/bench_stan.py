@@ -36,7 +36,7 @@ import xarray as xr
 
 from twinbayes import Patient, load_spec
 from twinbayes.dynamics.design import design_for
-from twinbayes.fit import fit
+from twinbayes.fitting import fit
 from twinbayes.library import data_path
 
 PRIORS = """

@@ -19,7 +19,7 @@ def test_band_has_simultaneous_coverage_and_power():
 
 def test_loo_pit_of_a_fitted_twin(theoph4):
     from twinbayes import load_spec
-    from twinbayes.fit import fit
+    from twinbayes.fitting import fit
     from twinbayes.ladder import NO_LADDER
 
     twin = fit(

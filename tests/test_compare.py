@@ -7,7 +7,7 @@ import pytest
 from scipy.stats import multivariate_normal, norm
 
 from twinbayes import load_spec
-from twinbayes.compare import (
+from twinbayes.comparison import (
     compare,
     k_threshold,
     kfold,
@@ -17,7 +17,7 @@ from twinbayes.compare import (
     stacking_weights,
 )
 from twinbayes.ensemble import average_predictive
-from twinbayes.fit import Refitter, fit
+from twinbayes.fitting import Refitter, fit
 from twinbayes.ladder import NO_LADDER
 from twinbayes.simulate import simulate_patient
 
@@ -117,7 +117,7 @@ def test_high_k_observation_is_refitted_exactly(iv_twin):
 
 def test_weighted_model_leaves_observations_out_exactly(iv_twin):
     """Refits use one compiled model with 0/1 observation weights: its log density equals the reduced model's."""
-    from twinbayes.fit import build_model, build_weighted_model
+    from twinbayes.fitting import build_model, build_weighted_model
 
     keep = np.ones(8, bool)
     keep[[0, 5]] = False
@@ -183,7 +183,7 @@ def test_selection_bias_check_agrees_with_arviz():
 
     from arviz_stats.loo.compare import _order_stat_check
 
-    from twinbayes.compare import _selection_bias_note
+    from twinbayes.comparison import _selection_bias_note
 
     triggered = 0
     for seed in range(40):

@@ -12,14 +12,14 @@ import xarray as xr
 
 from twinbayes import Patient, load_spec
 from twinbayes.diagnostics import Diagnostics, Gate
-from twinbayes.disagreement import disagreement, weighted_quantile
 from twinbayes.dynamics import solve_reference, state_amounts
 from twinbayes.dynamics.predict import design_for
-from twinbayes.fit import Twin
+from twinbayes.fitting import Twin
 from twinbayes.qoi import AUC, Cmax, Custom, StaysInRange, Target, TimeInRange, Tmax, ValueAt
 from twinbayes.scenarios import Dose, Scenario
 from twinbayes.spec import SpecError
 from twinbayes.spec.expr import ExpressionError
+from twinbayes.twin_disagreement import disagreement, weighted_quantile
 
 SPEC = load_spec("pk_1cmt_iv")
 PATIENT = Patient.from_records([(1.0, "concentration", 5.0, "mg/L")], [(0.0, "iv", 100.0, "mg")])

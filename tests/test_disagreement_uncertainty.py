@@ -3,11 +3,11 @@
 import numpy as np
 from test_disagreement import GRID, synthetic_twin
 
-from twinbayes.compare import bootstrap_stacking_weights
-from twinbayes.disagreement import disagreement
+from twinbayes.comparison import bootstrap_stacking_weights
 from twinbayes.plots import plot_disagreement_over_time
 from twinbayes.qoi import ValueAt
 from twinbayes.scenarios import Scenario
+from twinbayes.twin_disagreement import disagreement
 
 
 def _pooled_share(samples, w):

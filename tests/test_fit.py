@@ -6,7 +6,7 @@ from scipy.optimize import least_squares
 
 from twinbayes import load_spec
 from twinbayes.diagnostics import Gate
-from twinbayes.fit import fit
+from twinbayes.fitting import fit
 from twinbayes.ladder import NO_LADDER
 from twinbayes.library import list_specs
 from twinbayes.simulate import simulate_patient
@@ -242,7 +242,7 @@ def test_pointwise_loglik_equals_pymc(spec_name, data, subject):
     import pymc as pm
 
     from twinbayes import Patient
-    from twinbayes.fit import build_model
+    from twinbayes.fitting import build_model
     from twinbayes.library import data_path
 
     twin = fit(

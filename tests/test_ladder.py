@@ -7,7 +7,7 @@ import numpy as np
 
 from twinbayes import Patient, load_spec
 from twinbayes.diagnostics import Gate
-from twinbayes.fit import fit
+from twinbayes.fitting import fit
 from twinbayes.ladder import NO_LADDER, Ladder, Rung
 from twinbayes.library import data_path
 

@@ -10,7 +10,7 @@ from twinbayes import Patient, load_spec
 from twinbayes.checks import check_ode_accuracy
 from twinbayes.dynamics.ode import Forcing, OdeError, ode_system, solve
 from twinbayes.dynamics.predict import Design, design_for, predict_observations
-from twinbayes.fit import build_model
+from twinbayes.fitting import build_model
 from twinbayes.library import data_path, list_specs
 from twinbayes.patient import PatientDataError
 from twinbayes.spec import SpecError

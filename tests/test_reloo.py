@@ -7,9 +7,9 @@ import numpy as np
 from test_compare import QUICK
 
 from twinbayes import load_spec
-from twinbayes.compare import loo
-from twinbayes.compare.wrapper import TwinSamplingWrapper
-from twinbayes.fit import fit
+from twinbayes.comparison import loo
+from twinbayes.comparison.wrapper import TwinSamplingWrapper
+from twinbayes.fitting import fit
 from twinbayes.simulate import simulate_patient
 
 

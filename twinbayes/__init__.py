@@ -14,18 +14,18 @@ from .units import UnitError
 __version__ = "0.1.0"
 
 _LAZY = {
-    "fit": "fit",
-    "Twin": "fit",
+    "fit": "fitting",
+    "Twin": "fitting",
     "Gate": "diagnostics",
-    "compare": "compare",
-    "Comparison": "compare",
+    "compare": "comparison",
+    "Comparison": "comparison",
     "average_predictive": "ensemble",
     "predictive_draws": "ensemble",
     "Scenario": "scenarios",
     "Dose": "scenarios",
     "Target": "qoi",
-    "disagreement": "disagreement",
-    "Disagreement": "disagreement",
+    "disagreement": "twin_disagreement",
+    "Disagreement": "twin_disagreement",
     "load_study": "study",
     "run_study": "pipeline",
     "simulate_patient": "simulate",
@@ -44,6 +44,13 @@ __all__ = [
 
 
 def __getattr__(name: str):
+    """Import the module that holds a public name on first use, then keep the name.
+
+    No submodule may carry a public name (``fit``, ``compare``, ...): importing it
+    would set the package attribute to the module and shadow the function.
+    """
     if name in _LAZY:
-        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
+        value = getattr(import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'twinbayes' has no attribute {name!r}")

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import binom
 
-from .fit import Twin
+from .fitting import Twin
 
 __all__ = ["loo_pit", "PitTest", "pit_uniformity_test"]
 

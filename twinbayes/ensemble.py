@@ -15,7 +15,7 @@ import xarray as xr
 
 from .dynamics.design import Design
 from .dynamics.linear import Doses
-from .fit import Twin, posterior_draws
+from .fitting import Twin, posterior_draws
 from .model import TwinModel
 
 __all__ = ["predictive_draws", "average_predictive"]

@@ -8,14 +8,14 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
 
-from .compare import Comparison, compare
-from .disagreement import Disagreement, disagreement
+from .comparison import Comparison, compare
 from .dynamics.ode import OdeError
-from .fit import FailedFit, FitError, Twin, fit
+from .fitting import FailedFit, FitError, Twin, fit
 from .patient import Patient
 from .results import ResultsFolder
 from .spec.model_spec import load_spec
 from .study import Study
+from .twin_disagreement import Disagreement, disagreement
 
 __all__ = ["StudyResult", "Outcome", "run_study"]
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from .calibration import loo_pit, pit_uniformity_test
 from .ensemble import average_predictive, predictive_draws
-from .fit import Twin
+from .fitting import Twin
 
 __all__ = [
     "plot_ppc",
@@ -139,7 +139,7 @@ def plot_scenario_fans(
 ):
     """Forecast fans (5-95 %) of every twin and the ensemble, one panel per scenario.
 
-    ``result`` is a :class:`~twinbayes.disagreement.Disagreement`; ``band``
+    ``result`` is a :class:`~twinbayes.twin_disagreement.Disagreement`; ``band``
     draws a target range (e.g. a therapeutic window) as a grey strip.
     """
     d = result.data

@@ -3,7 +3,7 @@
 Each QoI maps trajectories ``y`` of shape ``(draws, times)`` on a time grid
 ``t`` to one value per draw.  Window QoIs (``Cmax``, ``AUC``, time in range,
 ...) use the grid points inside the window; the grid is refined by the caller
-(:func:`twinbayes.disagreement.disagreement` adds every window bound and
+(:func:`twinbayes.twin_disagreement.disagreement` adds every window bound and
 evaluation time), so Cmax/Tmax are exact at grid resolution and AUC is the
 trapezoid rule on the grid.  A :class:`Custom` QoI combines others through a
 safe expression (the spec compiler's whitelist).

@@ -3,9 +3,9 @@
 arviz-stats 1.x computes exact leave-one-out refits (``reloo``) through a
 wrapper protocol: select the observations to leave out, sample without them,
 and give the log-likelihood of the held-out ones.  :class:`TwinSamplingWrapper`
-implements it with :class:`~twinbayes.fit.Refitter` (one compiled model, 0/1
+implements it with :class:`~twinbayes.fitting.Refitter` (one compiled model, 0/1
 observation weights), so ``arviz_stats.reloo(TwinSamplingWrapper(twin))`` and
-:func:`twinbayes.compare.loo` refit the same way; with the same seeds they give
+:func:`twinbayes.comparison.loo` refit the same way; with the same seeds they give
 the same numbers (tested), which checks our escalation against arviz-stats'.
 
 References
@@ -20,7 +20,7 @@ import numpy as np
 import xarray as xr
 from arviz_stats.loo.wrapper import SamplingWrapper
 
-from ..fit import Refitter, Twin
+from ..fitting import Refitter, Twin
 from ..model import TwinModel
 from .loo import pointwise_loglik
 
@@ -34,7 +34,7 @@ class TwinSamplingWrapper(SamplingWrapper):
     ----------
     twin : Twin
     seed : int
-        The refit leaving out observation ``j`` uses seed ``seed + 1 + j``, as :func:`~twinbayes.compare.loo`.
+        The refit leaving out observation ``j`` uses seed ``seed + 1 + j``, as :func:`~twinbayes.comparison.loo`.
     **refit_kwargs
         Sampler settings for the refits (default: the twin's own).
 

@@ -22,7 +22,7 @@ import numpy as np
 import xarray as xr
 from scipy.special import logsumexp
 
-from ..fit import Refitter, Twin
+from ..fitting import Refitter, Twin
 from .cv import heldout_elpd, kfold, standard_error
 
 __all__ = ["loo", "k_threshold", "pointwise_loglik"]

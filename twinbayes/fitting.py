@@ -65,7 +65,7 @@ def build_weighted_model(spec: ModelSpec, design: Design) -> pm.Model:
 class Refitter:
     """Refits of one twin with observations left out, compiling the model once.
 
-    Used by cross-validation (:mod:`twinbayes.compare`): each refit only
+    Used by cross-validation (:mod:`twinbayes.comparison`): each refit only
     changes the observation weights of :func:`build_weighted_model`.  With
     ``sampler="pymc"`` it falls back to fitting the reduced data set.
     """

@@ -1,6 +1,6 @@
 """Exact cross-validation by refits: held-out elpd and K-fold (Vehtari, Gelman & Gabry 2017, sec. 4.1).
 
-Refits go through :class:`~twinbayes.fit.Refitter`, which compiles the
+Refits go through :class:`~twinbayes.fitting.Refitter`, which compiles the
 twin's weighted model once and changes only 0/1 observation weights.
 """
 
@@ -12,7 +12,7 @@ import numpy as np
 import xarray as xr
 from scipy.special import logsumexp
 
-from ..fit import Refitter, Twin
+from ..fitting import Refitter, Twin
 from ..model import TwinModel
 
 __all__ = ["kfold", "heldout_elpd", "standard_error"]

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import xarray as xr
 
-from ..fit import Twin
+from ..fitting import Twin
 from .cv import standard_error
 from .loo import loo
 from .marginal import bma_weights
@@ -44,7 +44,7 @@ class Comparison:
     weight_draws : xarray.Dataset
         ``stacking`` (Bayesian-bootstrap stacking weights) and ``pseudo_bma``
         (its bootstrap replicates), each ``(replicate, twin)``: the weights'
-        uncertainty, for :func:`~twinbayes.disagreement.disagreement`.
+        uncertainty, for :func:`~twinbayes.twin_disagreement.disagreement`.
     """
 
     table: xr.Dataset
@@ -54,7 +54,7 @@ class Comparison:
     weight_draws: xr.Dataset | None = None
 
     def weight_draws_of(self, method: str = "stacking") -> dict[str, np.ndarray] | None:
-        """Replicates of the ``method`` weights by twin name (for :func:`~twinbayes.disagreement.disagreement`)."""
+        """Replicates of the ``method`` weights by twin name (for :func:`~twinbayes.twin_disagreement.disagreement`)."""
         if self.weight_draws is None or method not in self.weight_draws:
             return None
         da = self.weight_draws[method]

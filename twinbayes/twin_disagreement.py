@@ -31,7 +31,7 @@ import numpy as np
 import xarray as xr
 
 from .ensemble import predictive_draws
-from .fit import Twin
+from .fitting import Twin
 from .qoi import Target, qoi_name
 from .scenarios import Scenario
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import norm
 
-from ..fit import Twin
+from ..fitting import Twin
 
 __all__ = ["duplicate_notes", "selection_bias_note"]
 

@@ -1,0 +1,32 @@
+"""Out-of-sample comparison of twins of one patient, and their weights.
+
+One module per concern:
+
+* :mod:`~twinbayes.comparison.loo` -- PSIS-LOO with automatic escalation (exact refits, K-fold);
+* :mod:`~twinbayes.comparison.cv` -- exact held-out elpd and K-fold by refits;
+* :mod:`~twinbayes.comparison.weights` -- stacking, pseudo-BMA+, Bayesian-bootstrap stacking;
+* :mod:`~twinbayes.comparison.marginal` -- SMC marginal likelihoods and BMA;
+* :mod:`~twinbayes.comparison.notes` -- near-duplicate twins, selection-induced bias;
+* :mod:`~twinbayes.comparison.ranking` -- :func:`compare` and its :class:`Comparison`;
+* :mod:`~twinbayes.comparison.wrapper` -- refits offered to ``arviz_stats.reloo`` (a ``SamplingWrapper``).
+"""
+
+from .cv import kfold
+from .loo import k_threshold, loo
+from .marginal import log_marginal_likelihood
+from .notes import selection_bias_note as _selection_bias_note
+from .ranking import Comparison, compare
+from .weights import bootstrap_stacking_weights, pseudo_bma_plus_weights, stacking_weights
+
+__all__ = [
+    "Comparison",
+    "loo",
+    "kfold",
+    "compare",
+    "k_threshold",
+    "stacking_weights",
+    "pseudo_bma_plus_weights",
+    "bootstrap_stacking_weights",
+    "log_marginal_likelihood",
+    "_selection_bias_note",
+]
