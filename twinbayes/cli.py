@@ -193,7 +193,8 @@ def _specs(args) -> int:
 
 def _patient(args) -> int:
     p = Patient.from_csv(args.file, subject=args.subject)
-    print(f"{args.file}: valid; patient {p.label!r}, time unit {p.time_unit}")
+    who = repr(p.label) if p.id else "(one patient: the file has no subject column)"
+    print(f"{args.file}: valid; patient {who}, time unit {p.time_unit}")
     for name in p.observation_names:
         sel = p.data["obs_name"].values == name
         t = p.data["obs_time"].values[sel]

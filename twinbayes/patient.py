@@ -211,6 +211,7 @@ class Patient:
         Parameters
         ----------
         path : str or Path
+            A file, or ``"bundled:NAME"`` for a data file shipped with twinbayes.
         subject : str or int, optional
             Which subject to read when the file holds several.
 
@@ -219,7 +220,7 @@ class Patient:
         PatientDataError
             Naming the file, line and column, and how to fix the data.
         """
-        path = Path(path)
+        path = _resolve_bundled(path)
         try:
             raw = path.read_bytes()
         except FileNotFoundError:
@@ -253,7 +254,7 @@ class Patient:
                 if len(subjects) > 1:
                     raise PatientDataError(
                         f"{path}: the file holds {len(subjects)} subjects ({', '.join(subjects[:10])}"
-                        f"{', ...' if len(subjects) > 10 else ''}); pass subject=... to choose one"
+                        f"{', ...' if len(subjects) > 10 else ''}); choose one: --subject on the command line, subject= in Python, [patient] subject in a study"
                     )
                 subject = subjects[0]
             subject = str(subject)
@@ -318,6 +319,18 @@ def _read_rows(path: Path, text: str) -> tuple[list[tuple[int, dict]], list[str]
         row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
         records.append((reader.line_num, row))
     return records, header
+
+
+def _resolve_bundled(path: str | Path) -> Path:
+    """``"bundled:NAME"`` -> the bundled data file ``NAME``; any other path as given."""
+    if isinstance(path, str) and path.startswith("bundled:"):
+        from .library import data_path
+
+        try:
+            return data_path(path.removeprefix("bundled:"))
+        except FileNotFoundError as exc:
+            raise PatientDataError(f"{path}: {exc}") from None
+    return Path(path)
 
 
 def _build(rows, lines, subject, source, sha) -> Patient:

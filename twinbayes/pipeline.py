@@ -93,6 +93,7 @@ def run_study(
             patient = patient.keeping_identifiers()
         specs = [load_spec(p) for p in study.specs]
         _check_distinct_names(specs)
+        check_scenarios(study, specs)
         _say(
             f"study {study.name}: {len(specs)} twin(s) of patient {patient.label!r} ({study.data.name})",
             quiet,
@@ -149,6 +150,34 @@ def _check_distinct_names(specs) -> None:
                 f"{seen[spec.name]} and {spec.source} are both named {spec.name!r}; give each twin its own model.name",
             )
         seen[spec.name] = spec.source
+
+
+def check_scenarios(study: Study, specs: list) -> None:
+    """Every scenario must be simulable under every twin: routes and units, before any fit.
+
+    Raises
+    ------
+    SpecError
+        Naming the study file, the scenario and the routes each twin models.
+    """
+    from .spec.model_spec import SpecError
+    from .units import UnitError
+
+    for i, scenario in enumerate(study.scenarios):
+        for spec in specs:
+            try:
+                scenario.to_doses(spec)
+            except (ValueError, UnitError) as exc:
+                modelled = "; ".join(
+                    f"{s.name}: {', '.join(f'{r} ({s.routes[r].unit})' for r in s.routes) or 'none'}"
+                    for s in specs
+                )
+                raise SpecError(
+                    f"scenarios[{i}]",
+                    f"{exc}. The twins model these routes (unit): {modelled}. "
+                    "Use a route every twin models, or remove that twin from [twins] specs",
+                    study.source or None,
+                ) from None
 
 
 def _fit_one(i, n, spec, patient, study, folder, progress, quiet) -> Twin | FailedFit:

@@ -31,6 +31,8 @@ _MASS = {
     "pg": 1e-12,
 }
 _VOLUME = {"L": 1e-3, "dL": 1e-4, "mL": 1e-6, "uL": 1e-9, "µL": 1e-9}  # in m^3
+# UCUM reads the litre as "l" or "L" (https://ucum.org/ucum, section 4.2.2: "l" and "L" are the same unit)
+_VOLUME |= {k[:-1] + "l": v for k, v in _VOLUME.items()}
 _LENGTH = {"m": 1.0, "cm": 1e-2, "mm": 1e-3, "um": 1e-6}
 _TIME = {
     "s": 1.0,

@@ -142,6 +142,11 @@ def compare(
     twins = list(twins)
     if len(twins) < 2:
         raise ValueError("compare needs at least two twins")
+    included = np.array([t.converged or include_unconverged for t in twins])
+    if not included.any():
+        raise ValueError(
+            "no twin passed its convergence gate; to compare them anyway use --include-unconverged on the command line, include_unconverged=True in Python or [comparison] include_unconverged = true in a study"
+        )
     names = _names(twins)
     _check_same_data(twins)
     results = [
@@ -157,11 +162,6 @@ def compare(
         for t in twins
     ]
     elpd_i = np.stack([r["elpd_i"].values for r in results], axis=1)
-    included = np.array([t.converged or include_unconverged for t in twins])
-    if not included.any():
-        raise ValueError(
-            "no twin passed its convergence gate; pass include_unconverged=True to compare them anyway"
-        )
     inc = np.flatnonzero(included)
     weights, draws = _weights(elpd_i, inc, n_bootstrap, seed)
     pair = _pairwise(elpd_i, names)
