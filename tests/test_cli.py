@@ -160,7 +160,7 @@ def test_specs_and_patient_commands(tmp_path, capsys):
 
 
 def _strip_provenance(html: str) -> str:
-    return html.split("<section id='provenance'>")[0]
+    return html.split('<section id="provenance">')[0]
 
 
 def test_bundled_example_is_reproducible_end_to_end(tmp_path, capsys):

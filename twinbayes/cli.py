@@ -18,6 +18,7 @@ from . import __version__
 from .ladder import NO_LADDER
 from .library import list_specs
 from .patient import Patient, PatientDataError
+from .results import OutputError
 from .spec.model_spec import SpecError, load_spec
 
 
@@ -121,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             return _specs(args)
         if args.command == "patient":
             return _patient(args)
-    except (SpecError, PatientDataError, FileExistsError, FileNotFoundError) as exc:
+    except (SpecError, PatientDataError, OutputError, FileExistsError, FileNotFoundError) as exc:
         print(f"twinbayes: error: {exc}", file=sys.stderr)
         return 2
     return 0  # pragma: no cover

@@ -116,18 +116,19 @@ def run_study(
                 quiet,
             )
         if folder:
-            _write(
-                folder,
-                twins,
-                comparison,
-                result,
-                weights,
-                study,
-                figures,
-                command,
-                skipped,
-                outcome,
-            )
+            with folder.writing():
+                _write(
+                    folder,
+                    twins,
+                    comparison,
+                    result,
+                    weights,
+                    study,
+                    figures,
+                    command,
+                    skipped,
+                    outcome,
+                )
             _say(f"results written to {folder.path} (open {folder.path / 'report.html'})", quiet)
         return StudyResult(
             study, twins, comparison, result, folder.path if folder else None, skipped
@@ -213,7 +214,8 @@ def _fit_one(i, n, spec, patient, study, folder, progress, quiet) -> Twin | Fail
             quiet,
         )
     if folder:
-        folder.write_twin(twin)
+        with folder.writing():
+            folder.write_twin(twin)
     return twin
 
 
@@ -340,6 +342,7 @@ def _figures(folder, twins, comparison, result, weights, study) -> None:
         plot_scenario_fans,
         plot_twin_checks,
     )
+    from .report import decision_figure_name
 
     for twin in twins:
         if isinstance(twin, Twin):
@@ -355,8 +358,9 @@ def _figures(folder, twins, comparison, result, weights, study) -> None:
         )
         plot_scenario_fans(result, folder.figure_path("scenario_fans"), band=band)
         plot_disagreement_over_time(result, folder.figure_path("disagreement_over_time"))
-        if result.data.sizes["target"]:
-            plot_decision_table(result, path=folder.figure_path("decision_table"))
+        for i, target in enumerate(result.data.target.values):
+            name = decision_figure_name(i).removesuffix(".png")
+            plot_decision_table(result, str(target), path=folder.figure_path(name))
 
 
 def summary_table(twins) -> str:

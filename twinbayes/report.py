@@ -1,56 +1,216 @@
-"""The self-contained HTML report of a results folder (figures embedded, no external files)."""
+"""The self-contained HTML report of a results folder (figures embedded, no external files).
+
+The report opens with the answer to the study's question, in words, for every target; then the
+decision figures, the quantities of interest with their intervals, the comparison, each twin's
+convergence and posterior, and the provenance, collapsed.  It is rendered by Jinja2 with
+autoescaping on (every value from a spec, study or data file is text, never markup) and carries a
+Content-Security-Policy that allows no script and no external resource.
+"""
 
 from __future__ import annotations
 
 import base64
-import html
 import json
+import shlex
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 
+import jinja2
 import numpy as np
 import xarray as xr
 
-__all__ = ["write_report"]
+__all__ = ["write_report", "answers"]
 
 CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1150px;margin:2em auto;padding:0 1em;color:#222;line-height:1.45}
-h1{font-size:1.6em;margin-bottom:.2em} h2{border-bottom:2px solid #ddd;padding-bottom:.2em;margin-top:2em}
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1150px;margin:1.2em auto;padding:0 1em;color:#222;line-height:1.45}
+h1{font-size:1.5em;margin:.1em 0} h2{border-bottom:2px solid #ddd;padding-bottom:.2em;margin-top:1.6em;font-size:1.2em}
+.lead{margin:.3em 0} .answer{background:#f3f8ff;border:1px solid #bcd3f0;border-radius:6px;padding:.2em 1em .6em}
+.answer h2{border:none;margin-top:.4em} .verdict{font-size:1.15em;font-weight:600;margin:.3em 0}
+.answer ul{margin:.2em 0 .6em;padding-left:1.2em}
 table{border-collapse:collapse;margin:.8em 0;font-size:.88em} th,td{border:1px solid #ccc;padding:.25em .55em;text-align:right}
 th{background:#f3f3f3} td.l,th.l{text-align:left} .fail{color:#b00;font-weight:600} .pass{color:#070;font-weight:600}
-img{max-width:100%;border:1px solid #eee;margin:.5em 0} .note{background:#fff8e1;border-left:4px solid #f0b400;padding:.4em .8em;margin:.5em 0}
+img{max-width:100%;border:1px solid #eee;margin:.5em 0} .figs img{max-width:49%}
+.note{background:#fff8e1;border-left:4px solid #f0b400;padding:.4em .8em;margin:.5em 0}
 .muted{color:#666;font-size:.85em} pre{background:#f7f7f7;padding:.6em;overflow-x:auto;font-size:.8em}
+details{margin:.4em 0} summary{cursor:pointer;font-weight:600}
 """
 
-
-def _img(path: Path, alt: str) -> str:
-    data = base64.b64encode(path.read_bytes()).decode()
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
-
-
-class Html(str):
-    """Markup that twinbayes wrote itself: the only text :func:`_table` does not escape."""
+_ENV = jinja2.Environment(
+    loader=jinja2.PackageLoader("twinbayes", "templates"),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+    keep_trailing_newline=True,
+)
 
 
-def _table(header: list[str], rows: list[list], left: int = 1) -> str:
-    th = "".join(
-        f'<th class="{"l" if i < left else ""}">{html.escape(str(h))}</th>'
-        for i, h in enumerate(header)
-    )
-    body = "".join(
-        "<tr>"
-        + "".join(
-            f'<td class="{"l" if i < left else ""}">{c if isinstance(c, Html) else html.escape(str(c))}</td>'
-            for i, c in enumerate(r)
-        )
-        + "</tr>"
-        for r in rows
-    )
-    return f"<table><tr>{th}</tr>{body}</table>"
+@dataclass(frozen=True)
+class Answer:
+    """The plain-language answer for one target: a verdict and the figures behind it."""
+
+    target: str
+    verdict: str
+    lines: list[str]
+
+
+def _figure(path: Path, alt: str) -> dict | None:
+    if not path.exists():
+        return None
+    return {
+        "alt": alt,
+        "src": "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode(),
+    }
 
 
 def _fmt(x, digits=3) -> str:
     return f"{x:.{digits}g}" if isinstance(x, (float, np.floating)) else str(x)
+
+
+def _pct(x: float) -> str:
+    return "n/a" if x != x else f"{100 * x:.0f} %"
+
+
+def _value(d: xr.Dataset, var: str, **sel) -> float:
+    return float(d[var].sel(**sel)) if var in d else float("nan")
+
+
+def _preference(d: xr.Dataset, target: str, twins: list[str]) -> tuple[str, str]:
+    """(scenario the ensemble prefers, sentence on which twins agree)."""
+    best = {s: str(d.best_scenario.sel(source=s, target=target).values) for s in d.source.values}
+    choice = best["ensemble"]
+    against = [t for t in twins if best[t] != choice]
+    if not against:
+        who = "all twins" if len(twins) > 1 else f"the only twin ({twins[0]})"
+        return choice, f"{target}: {choice}. {who.capitalize()} and the ensemble prefer it"
+    others = "; ".join(f"{t} prefers {best[t]}" for t in against)
+    return choice, f"{target}: {choice} is the ensemble's choice, but the twins disagree: {others}"
+
+
+def _target_qoi(study: dict, target: str) -> str | None:
+    for t in study.get("targets", []):
+        if t.get("name", t.get("qoi")) == target:
+            return t.get("qoi")
+    return None
+
+
+def _answer(d: xr.Dataset, study: dict, target: str) -> Answer:
+    """Verdict, P(target) across twins and for the ensemble, share of disagreement, robustness."""
+    twins = [str(s) for s in d.source.values if s != "ensemble"]
+    choice, verdict = _preference(d, target, twins)
+    at = {"scenario": choice, "target": target}
+    p_twins = [_value(d, "p_meets", source=t, **at) for t in twins]
+    p_ens, p_mcse = (
+        _value(d, "p_meets", source="ensemble", **at),
+        _value(d, "p_meets_mcse", source="ensemble", **at),
+    )
+    lo, hi = _value(d, "p_meets_ensemble_q05", **at), _value(d, "p_meets_ensemble_q95", **at)
+    spread = f"{min(p_twins):.2f}-{max(p_twins):.2f} across twins" if len(twins) > 1 else ""
+    lines = [
+        f"P({target}) under {choice}: {spread}{'; ' if spread else ''}ensemble {p_ens:.2f} ± {p_mcse:.2f} "
+        f"(Monte Carlo SE); {lo:.2f}-{hi:.2f} over the uncertainty of the weights; "
+        f"{_value(d, 'p_meets_equal', **at):.2f} with equal weights."
+    ]
+    reference = str(d.scenario.values[0])
+    if choice != reference:
+        diff = _value(d, "p_meets_diff", source="ensemble", **at)
+        diff_se = _value(d, "p_meets_diff_mcse", source="ensemble", **at)
+        lines.append(f"Compared with {reference}: {diff:+.2f} ± {diff_se:.2f} (ensemble).")
+    qoi = _target_qoi(study, target)
+    if qoi is not None and qoi in d.qoi.values:
+        share = _value(d, "qoi_between_share", scenario=choice, qoi=qoi)
+        q95 = _value(d, "qoi_between_share_q95", scenario=choice, qoi=qoi)
+        lines.append(
+            f"Share of the uncertainty in '{qoi}' that comes from the twins disagreeing: {_pct(share)}"
+            + (f" (up to {_pct(q95)} over the weights)" if q95 == q95 else "")
+            + "; the rest is each twin's own uncertainty."
+        )
+    lines.append(
+        f"Probability that the twins recommend different scenarios, given the Monte Carlo error: "
+        f"{_value(d, 'p_recommend_differently', target=target):.2f}; that the ensemble's choice "
+        f"changes under the weights' uncertainty: {_value(d, 'p_ensemble_choice_changes', target=target):.2f}."
+    )
+    return Answer(target, verdict, lines)
+
+
+def answers(d: xr.Dataset, study: dict) -> list[Answer]:
+    """The plain-language answer for every target of a disagreement dataset."""
+    return [_answer(d, study, str(t)) for t in d.target.values]
+
+
+def _excluded_note(d: xr.Dataset) -> tuple[str, str]:
+    """(warning on twins excluded or a too small ensemble, neutral note on zero-weight twins)."""
+    attrs = d.attrs
+    warning = ""
+    if attrs.get("excluded") or attrs.get("n_ensemble", 2) < 2:
+        warning = "excluded from the ensemble (failed the convergence gate): " + str(
+            attrs.get("excluded") or "-"
+        )
+        if attrs.get("n_ensemble", 2) < 2:
+            warning += "; with fewer than two twins in the ensemble the between-twin share is undefined (n/a), not 0"
+    note = ""
+    if attrs.get("zero_weight"):
+        note = (
+            f"weight 0 from the comparison: {attrs['zero_weight']} (it adds nothing to the "
+            "ensemble's predictions beyond the other twins; it still counts in 'across twins')"
+        )
+    return warning, note
+
+
+def _comparison_headline(t: xr.Dataset, weights: str) -> str:
+    """Which twin predicts best out of sample and whether the others are distinguishable."""
+    names = [str(n) for n in t.twin.values]
+    column = weights if weights in t else "stacking"
+    behind = [
+        f"{n} {float(t.elpd_diff[i]):+.1f} ± {float(t.se_diff[i]):.1f}"
+        for i, n in enumerate(names[1:], 1)
+    ]
+    close = [
+        n for i, n in enumerate(names[1:], 1) if -float(t.elpd_diff[i]) < 2 * float(t.se_diff[i])
+    ]
+    text = f"Out of sample, {names[0]} predicts best (elpd {float(t.elpd[0]):.1f} ± {float(t.se[0]):.1f})"
+    if behind:
+        text += "; differences: " + ", ".join(behind)
+        text += (
+            f". Within 2 SE of the best, hence not distinguishable on these data: {', '.join(close)}"
+            if close
+            else ". Every other twin is more than 2 SE behind"
+        )
+    weights_text = ", ".join(f"{n} {float(t[column][i]):.2f}" for i, n in enumerate(names))
+    label = {"stacking": "Stacking", "pseudo_bma": "Pseudo-BMA+", "bma": "BMA"}.get(column, column)
+    return text + f". {label} weights: {weights_text}."
+
+
+def _share_cell(d: xr.Dataset, sc, q) -> str:
+    """Between-twin share ± MCSE, its interval over weight draws and at equal weights (n/a where undefined)."""
+    v, e, lo, hi, eq = (
+        _value(d, f"qoi_between_share{k}", scenario=sc, qoi=q)
+        for k in ("", "_mcse", "_q05", "_q95", "_equal")
+    )
+    cell = "n/a" if v != v else f"{v:.3f} ± {e:.3f}"
+    if lo == lo:
+        cell += f" [{lo:.3f}-{hi:.3f}" + (f"; {eq:.3f}]" if eq == eq else "]")
+    elif eq == eq:
+        cell += f" [equal weights {eq:.3f}]"
+    return cell
+
+
+def _qoi_rows(d: xr.Dataset) -> list[dict]:
+    """Per scenario and QoI: each source's mean [5 %, 95 %] and the between-twin share."""
+    return [
+        {
+            "scenario": str(sc),
+            "qoi": str(q),
+            "cells": [
+                f"{_value(d, 'qoi_mean', source=s, scenario=sc, qoi=q):.3g} "
+                f"[{_value(d, 'qoi_q05', source=s, scenario=sc, qoi=q):.3g}-"
+                f"{_value(d, 'qoi_q95', source=s, scenario=sc, qoi=q):.3g}]"
+                for s in d.source.values
+            ],
+            "share": _share_cell(d, sc, q),
+        }
+        for sc in d.scenario.values
+        for q in d.qoi.values
+    ]
 
 
 def _ladder_text(attempts: list[dict], converged: bool) -> str:
@@ -65,286 +225,196 @@ def _ladder_text(attempts: list[dict], converged: bool) -> str:
     return steps + ("" if converged else "; ladder exhausted, twin excluded")
 
 
-def _share_cell(d, sc, q) -> str:
-    """Between-twin share ± MCSE, its interval over weight draws and at equal weights (n/a where undefined)."""
-    v, e, lo, hi, eq = (
-        float(d[f"qoi_between_share{k}"].sel(scenario=sc, qoi=q))
-        if f"qoi_between_share{k}" in d
-        else float("nan")
-        for k in ("", "_mcse", "_q05", "_q95", "_equal")
-    )
-    cell = "n/a" if v != v else f"{v:.3f} ± {e:.3f}"
-    if lo == lo:
-        cell += f" [{lo:.3f}-{hi:.3f}"
-        cell += f"; {eq:.3f}]" if eq == eq else "]"
-    elif eq == eq:
-        cell += f" [equal weights {eq:.3f}]"
-    return cell
-
-
-def _head_section(folder: Path, study: dict, provenance: dict) -> list[str]:
-    """Title, description, patient (pseudonym) and seed."""
-    parts = [
-        f"<!doctype html><html><head><meta charset='utf-8'><title>twinbayes report</title><style>{CSS}</style></head><body>"
-    ]
-    st = study.get("study", {})
-    parts.append(f"<h1>twinbayes report: {html.escape(st.get('name', folder.name))}</h1>")
-    if st.get("description"):
-        parts.append(f"<p>{html.escape(st['description'])}</p>")
-    patient = provenance.get("patient") or {}
-    parts.append(
-        f"<p class='muted'>patient {html.escape(str(patient.get('id')))} from {html.escape(Path(str(patient.get('source'))).name)}; seed {html.escape(str(st.get('seed', '')))}</p>"
-    )
-    return parts
-
-
-def _outcome_section(summary: dict, outcome: dict) -> list[str]:
-    """How the run ended, when not every twin converged or a step was skipped."""
-    parts: list[str] = []
-    if outcome.get("code"):
-        failed = [n for n, t in summary.items() if not t["converged"]]
-        why = outcome.get("skipped") or [
-            f"failed the convergence gate after the escalation ladder: {', '.join(failed)}"
-        ]
-        parts.append(
-            "<p class='fail'><b>Outcome "
-            + html.escape(f"{outcome.get('name')} (exit code {outcome.get('code')})")
-            + ":</b> "
-            + html.escape("; ".join(why))
-            + "</p>"
-        )
-    return parts
-
-
-def _convergence_section(summary: dict) -> list[str]:
+def _convergence_rows(summary: dict) -> list[dict]:
     """Gate verdict, diagnostics and escalation of every twin."""
-    parts: list[str] = []
-    parts.append("<h2>Twins and convergence</h2>")
     rows = []
     for name, s in summary.items():
-        status = Html(
-            "<span class='pass'>passed</span>"
-            if s["converged"]
-            else "<span class='fail'>FAILED</span>"
-        )
         diag = s.get("diagnostics") or {
             "-": {"rhat": float("nan"), "ess_bulk": float("nan"), "ess_tail": float("nan")}
         }
-        worst_r = max(d["rhat"] for d in diag.values())
-        min_ess = min(min(d["ess_bulk"], d["ess_tail"]) for d in diag.values())
         rows.append(
-            [
-                name,
-                status,
-                f"{worst_r:.4f}",
-                f"{min_ess:.0f}",
-                s.get("divergent", "-"),
-                _ladder_text(s.get("gate_attempts", []), s["converged"]),
-                "; ".join(s["reasons"]) or "-",
-            ]
+            {
+                "name": name,
+                "passed": s["converged"],
+                "rhat": f"{max(d['rhat'] for d in diag.values()):.4f}",
+                "ess": f"{min(min(d['ess_bulk'], d['ess_tail']) for d in diag.values()):.0f}",
+                "divergent": s.get("divergent", "-"),
+                "ladder": _ladder_text(s.get("gate_attempts", []), s["converged"]),
+                "reasons": "; ".join(s["reasons"]) or "-",
+            }
         )
-    parts.append(
-        _table(
-            [
-                "twin",
-                "gate",
-                "max R-hat",
-                "min ESS (bulk/tail)",
-                "divergent",
-                "escalation",
-                "reasons",
-            ],
-            rows,
-        )
-    )
-    return parts
+    return rows
 
 
-def _posterior_section(folder: Path, summary: dict, figs: Path) -> list[str]:
-    """Posterior summary and checks of every fitted twin."""
-    parts: list[str] = []
-    for name in summary:
-        if summary[name].get("failed"):
-            continue  # no posterior: the fit itself failed (its cause is in the table above)
+def _posteriors(folder: Path, summary: dict) -> list[dict]:
+    """Posterior median and 90 % interval and the checks figure of every fitted twin."""
+    out = []
+    for name, s in summary.items():
+        if s.get("failed"):
+            continue  # no posterior: the fit itself failed (its cause is in the convergence table)
         tree = xr.open_datatree(folder / "twins" / f"{name}.nc", engine="h5netcdf")
         post = tree["posterior"].to_dataset()
         rows = []
         for var in post.data_vars:
             q = np.quantile(post[var].values, [0.05, 0.5, 0.95])
             rows.append([var, _fmt(q[1]), _fmt(q[0]), _fmt(q[2])])
-        parts.append(
-            f"<h3>{html.escape(name)}: posterior</h3>"
-            + _table(["quantity", "median", "5 %", "95 %"], rows)
+        figure = _figure(
+            folder / "figures" / f"{name}_checks.png",
+            f"posterior predictive check and LOO-PIT of {name}",
         )
-        fig = figs / f"{name}_checks.png"
-        if fig.exists():
-            parts.append(_img(fig, f"posterior predictive check and LOO-PIT of {name}"))
-    return parts
+        out.append({"name": name, "rows": rows, "figure": figure})
+    return out
 
 
-def _comparison_section(folder: Path, figs: Path) -> list[str]:
-    """The comparison table, weights, notes and averaged predictions."""
-    parts: list[str] = []
-    if (folder / "comparison.nc").exists():
-        comp = xr.open_datatree(folder / "comparison.nc", engine="h5netcdf")
-        t = comp["table"].to_dataset()
-        parts.append("<h2>Out-of-sample comparison and weights</h2>")
-        rows = [
-            [
-                str(t.twin.values[i]),
-                f"{float(t.elpd[i]):.2f}",
-                f"{float(t.se[i]):.2f}",
-                f"{float(t.elpd_diff[i]):.2f}",
-                f"{float(t.se_diff[i]):.2f}",
-                f"{float(t.p_loo[i]):.2f}",
-                f"{float(t.stacking[i]):.2f} ({float(t.stacking_q05[i]):.2f}-{float(t.stacking_q95[i]):.2f})",
-                f"{float(t.pseudo_bma[i]):.2f}",
-                str(t.cv_method.values[i]),
-                str(t.note.values[i]) or "-",
-            ]
-            for i in range(t.sizes["twin"])
+def _comparison(folder: Path) -> dict | None:
+    """The comparison table, its notes and the averaged predictions."""
+    if not (folder / "comparison.nc").exists():
+        return None
+    comp = xr.open_datatree(folder / "comparison.nc", engine="h5netcdf")
+    t = comp["table"].to_dataset()
+    header = ["twin", "elpd", "SE", "elpd diff", "SE diff", "p_loo", "stacking (90 % BB)"]
+    header += ["pseudo-BMA+", "cv", "note"]
+    rows = [
+        [
+            str(t.twin.values[i]),
+            *(f"{float(t[v][i]):.2f}" for v in ("elpd", "se", "elpd_diff", "se_diff", "p_loo")),
+            f"{float(t.stacking[i]):.2f} ({float(t.stacking_q05[i]):.2f}-{float(t.stacking_q95[i]):.2f})",
+            f"{float(t.pseudo_bma[i]):.2f}",
+            str(t.cv_method.values[i]),
+            str(t.note.values[i]) or "-",
         ]
-        parts.append(
-            _table(
-                [
-                    "twin",
-                    "elpd",
-                    "SE",
-                    "elpd diff",
-                    "SE diff",
-                    "p_loo",
-                    "stacking (90 % BB)",
-                    "pseudo-BMA+",
-                    "cv",
-                    "note",
-                ],
-                rows,
+        for i in range(t.sizes["twin"])
+    ]
+    figure = _figure(folder / "figures" / "average.png", "twins and their weighted average")
+    return {
+        "header": header,
+        "rows": rows,
+        "notes": json.loads(comp.attrs.get("notes", "[]")),
+        "figures": [figure] if figure else [],
+        "table": t,
+    }
+
+
+def _provenance_items(provenance: dict) -> list[tuple[str, str]]:
+    """The provenance as readable key/value rows (the JSON itself is one click further)."""
+    study = provenance.get("study") or {}
+    patient = provenance.get("patient") or {}
+    items = [
+        ("created", provenance.get("created", "")),
+        (
+            "study",
+            f"{study.get('name')} ({study.get('source')}; sha256 {str(study.get('sha256'))[:12]})",
+        ),
+        ("seed", str(study.get("seed", ""))),
+        ("command", shlex.join(map(str, provenance.get("command", [])))),
+        (
+            "patient",
+            f"{patient.get('id')} from {patient.get('source')} (sha256 {str(patient.get('sha256'))[:12]})",
+        ),
+        ("python", str(provenance.get("python", "")).split(" (")[0]),
+        ("platform", str(provenance.get("platform", ""))),
+        ("packages", ", ".join(f"{k} {v}" for k, v in (provenance.get("packages") or {}).items())),
+        (
+            "lock files",
+            ", ".join(f"{k} {str(v)[:12]}" for k, v in (provenance.get("lock") or {}).items()),
+        ),
+    ]
+    for name, t in (provenance.get("twins") or {}).items():
+        settings = t.get("settings") or {}
+        timings = t.get("timings_s") or {}
+        items.append(
+            (
+                f"twin {name}",
+                f"{t.get('spec')} (sha256 {str(t.get('spec_sha256'))[:12]}); "
+                + ", ".join(f"{k} {v}" for k, v in settings.items())
+                + "; "
+                + ", ".join(
+                    f"{k} {v:.1f} s" for k, v in timings.items() if isinstance(v, (int, float))
+                ),
             )
         )
-        for n in json.loads(comp.attrs.get("notes", "[]")):
-            parts.append(f"<div class='note'>{html.escape(n)}</div>")
-        if (figs / "average.png").exists():
-            parts.append(_img(figs / "average.png", "twins and their weighted average"))
-    return parts
+    return items
 
 
-def _disagreement_section(folder: Path, figs: Path) -> list[str]:
-    """Scenarios: decision tables, shares with their uncertainty, QoIs."""
-    parts: list[str] = []
+def _context(folder: Path) -> dict:
+    """Everything the template shows, read from the files of a results folder."""
+    summary_doc = json.loads((folder / "summary.json").read_text())
+    summary = summary_doc["twins"]
+    provenance = json.loads((folder / "provenance.json").read_text())
+    study_path = folder / "study.toml"
+    study = tomllib.loads(study_path.read_text()) if study_path.exists() else {}
+    head = study.get("study", {})
+    figs = folder / "figures"
+    outcome = summary_doc.get("outcome", {})
+    failed = [n for n, t in summary.items() if not t["converged"]]
+    why = outcome.get("skipped") or [
+        f"failed the convergence gate after the escalation ladder: {', '.join(failed)}"
+    ]
+    comparison = _comparison(folder)
+    d = None
     if (folder / "disagreement.nc").exists():
         d = xr.open_dataset(folder / "disagreement.nc", engine="h5netcdf")
-        parts.append("<h2>Scenarios: how much the twins disagree</h2>")
-        if (
-            d.attrs.get("excluded")
-            or d.attrs.get("zero_weight")
-            or d.attrs.get("n_ensemble", 2) < 2
-        ):
-            note = "excluded from the ensemble (failed the convergence gate): " + str(
-                d.attrs.get("excluded") or "-"
-            )
-            note += "; weight 0 from the comparison: " + str(d.attrs.get("zero_weight") or "-")
-            if d.attrs.get("n_ensemble", 2) < 2:
-                note += "; with fewer than two twins in the ensemble the between-twin share is undefined (n/a), not 0"
-            parts.append(f"<p class='fail'>{html.escape(note)}</p>")
-        for name, alt in [
-            ("scenario_fans", "forecast fans per scenario"),
-            ("disagreement_over_time", "between-twin share over time"),
-            ("decision_table", "decision table"),
-        ]:
-            if (figs / f"{name}.png").exists():
-                parts.append(_img(figs / f"{name}.png", alt))
-        for tg in d.target.values:
-            rows = [
-                [str(sc)]
-                + [
-                    f"{float(d.p_meets.sel(source=s, scenario=sc, target=tg)):.3f} ± {float(d.p_meets_mcse.sel(source=s, scenario=sc, target=tg)):.3f}"
-                    for s in d.source.values
-                ]
-                for sc in d.scenario.values
-            ]
-            rows.append(
-                ["best scenario"]
-                + [str(d.best_scenario.sel(source=s, target=tg).values) for s in d.source.values]
-            )
-            parts.append(
-                f"<h3>P({html.escape(str(tg))}) ± Monte Carlo SE</h3>"
-                + _table(["scenario", *map(str, d.source.values)], rows)
-            )
-            parts.append(
-                f"<p>Ensemble weight of twins that recommend another scenario than the ensemble: {float(d.weight_against_ensemble.sel(target=tg)):.2f}; "
-                f"probability, given the Monte Carlo error, that the twins recommend different scenarios: {float(d.p_recommend_differently.sel(target=tg)):.2f}.</p>"
-            )
-        rows = [
-            [
-                str(sc),
-                str(q),
-                _share_cell(d, sc, q),
-                " / ".join(
-                    f"{float(d.qoi_mean.sel(source=s, scenario=sc, qoi=q)):.3g}"
-                    for s in d.source.values
-                ),
-            ]
-            for sc in d.scenario.values
-            for q in d.qoi.values
-        ]
-        parts.append(
-            "<h3>Quantities of interest</h3>"
-            + _table(
-                [
-                    "scenario",
-                    "QoI",
-                    "between-twin share ± MCSE [90 % over weights; equal weights]",
-                    "mean (" + " / ".join(map(str, d.source.values)) + ")",
-                ],
-                rows,
-                left=2,
-            )
+    targets = [str(t) for t in d.target.values] if d is not None else []
+    return {
+        "css": CSS,
+        "title": head.get("name", folder.name),
+        "description": head.get("description", ""),
+        "patient": (provenance.get("patient") or {}).get("id"),
+        "data_file": Path(str((provenance.get("patient") or {}).get("source"))).name,
+        "seed": head.get("seed", ""),
+        "n_twins": len(summary),
+        "outcome": {**outcome, "why": "; ".join(why)} if outcome.get("code") else None,
+        "answers": answers(d, study) if d is not None else [],
+        "no_target_text": "The study defines no targets, so there is no decision to state; "
+        "the comparison below says which twin predicts best.",
+        "excluded_note": _excluded_note(d) if d is not None else ("", ""),
+        "comparison_headline": _comparison_headline(
+            comparison["table"], study.get("comparison", {}).get("weights", "stacking")
         )
-    return parts
+        if comparison
+        else "",
+        "decision_figures": [
+            f
+            for i, t in enumerate(targets)
+            if (f := _figure(figs / decision_figure_name(i), f"P({t}) per scenario and twin"))
+        ],
+        "qoi_rows": _qoi_rows(d) if d is not None else [],
+        "qoi_sources": [str(s) for s in d.source.values] if d is not None else [],
+        "scenario_figures": [
+            f
+            for name, alt in [
+                ("scenario_fans", "forecast fans per scenario"),
+                ("disagreement_over_time", "between-twin share over time"),
+            ]
+            if (f := _figure(figs / f"{name}.png", alt))
+        ],
+        "comparison": comparison,
+        "convergence": _convergence_rows(summary),
+        "posteriors": _posteriors(folder, summary),
+        "provenance": _provenance_items(provenance),
+        "provenance_json": json.dumps(provenance, indent=2, default=str),
+    }
 
 
-def _provenance_section(provenance: dict) -> list[str]:
-    """Versions, hashes, seeds, command (the only non-deterministic part)."""
-    parts: list[str] = []
-    parts.append("<section id='provenance'><h2>Provenance</h2>")
-    parts.append(
-        f"<pre>{html.escape(json.dumps(provenance, indent=2, default=str))}</pre></section>"
-    )
-    return parts
+def decision_figure_name(index: int) -> str:
+    """File name of the decision figure of the ``index``-th target (names from studies never become paths)."""
+    return "decision_table.png" if index == 0 else f"decision_table_{index + 1}.png"
 
 
 def write_report(folder: str | Path) -> Path:
     """Write ``report.html`` into a results folder from the files in it.
 
-    The report holds the study, each twin's convergence diagnostics and
-    posterior summary, PPC and LOO-PIT figures, the comparison table with the
-    weights and their uncertainty, averaged predictions, the scenario
-    disagreement (figures and tables, with Monte Carlo errors) and the
-    provenance.  Everything but the provenance section is a deterministic
-    function of the results (same seed, same report).
+    The report opens with the answer for every target (the preferred scenario, P(target) across
+    twins and for the ensemble with Monte Carlo and weight uncertainty, the share of the
+    uncertainty that comes from the twins disagreeing), then the decision figures, the QoIs with
+    90 % intervals, the comparison, each twin's convergence, posterior and checks, and the
+    provenance (collapsed).  Everything but the provenance is a deterministic function of the
+    results (same seed, same report).
     """
     folder = Path(folder)
-    summary_doc = json.loads((folder / "summary.json").read_text())
-    summary = summary_doc["twins"]
-    provenance = json.loads((folder / "provenance.json").read_text())
-    study = (
-        tomllib.loads((folder / "study.toml").read_text())
-        if (folder / "study.toml").exists()
-        else {}
-    )
-    figs = folder / "figures"
-    parts = [
-        *_head_section(folder, study, provenance),
-        *_outcome_section(summary, summary_doc.get("outcome", {})),
-        *_convergence_section(summary),
-        *_posterior_section(folder, summary, figs),
-        *_comparison_section(folder, figs),
-        *_disagreement_section(folder, figs),
-        *_provenance_section(provenance),
-    ]
-    parts.append("</body></html>")
+    html = _ENV.get_template("report.html.j2").render(**_context(folder))
     target = folder / "report.html"
     tmp = target.with_suffix(".html.tmp")
-    tmp.write_text("\n".join(parts), encoding="utf-8")
+    tmp.write_text(html, encoding="utf-8")
     tmp.replace(target)
     return target

@@ -15,6 +15,8 @@ import platform
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
@@ -22,7 +24,7 @@ from pathlib import Path
 
 from .names import check_name, inside
 
-__all__ = ["ResultsFolder", "load_twin_data"]
+__all__ = ["ResultsFolder", "OutputError", "load_twin_data"]
 
 PACKAGES = (
     "twinbayes",
@@ -36,6 +38,10 @@ PACKAGES = (
     "scipy",
     "xarray",
 )
+
+
+class OutputError(RuntimeError):
+    """The results cannot be written (read-only folder, full disk, ...); nothing was replaced."""
 
 
 MARKER = ".twinbayes-results"
@@ -69,11 +75,34 @@ class ResultsFolder:
                     f"{path} is not a twinbayes results folder (it has no {MARKER} file): --force replaces "
                     "only folders twinbayes wrote; choose another --out"
                 )
-        path.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
-        (staging / "twins").mkdir()
-        (staging / MARKER).write_text("written by twinbayes; --force may replace this folder\n")
+        try:  # before any fit: a folder that cannot be written is found in a second, not after hours
+            path.parent.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
+            (staging / "twins").mkdir()
+            (staging / MARKER).write_text("written by twinbayes; --force may replace this folder\n")
+        except OSError as exc:
+            raise OutputError(
+                f"cannot write results into {path.parent}: {exc.strerror or exc}; "
+                "choose another --out, in a folder you can write to"
+            ) from exc
         return cls(path, staging, force)
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """Turn a failed write (full disk, folder made read-only) into an :class:`OutputError`.
+
+        The caller aborts the run; the partial folder is removed and an existing folder at
+        :attr:`path` stays as it was.
+        """
+        try:
+            yield
+        except OSError as exc:
+            where = f" ({exc.filename})" if exc.filename else ""
+            raise OutputError(
+                f"writing the results failed: {exc.strerror or exc}{where}. Nothing was replaced: "
+                f"{self.path} is as it was and the partial results were removed. Free some space "
+                "or choose another --out, then run again"
+            ) from exc
 
     def abort(self) -> None:
         """Remove the partial folder after a failure."""
@@ -162,7 +191,9 @@ class ResultsFolder:
             else None,
             "twins": {
                 t.name: {
-                    "spec": t.spec.source,
+                    "spec": Path(
+                        t.spec.source
+                    ).name,  # the file name only: no user paths in outputs
                     "spec_sha256": t.spec.sha256,
                     "settings": getattr(t, "settings", None),
                     "timings_s": getattr(t, "timings", None),
