@@ -9,9 +9,6 @@ import pytest
 
 from twinbayes import load_spec
 from twinbayes.cli import main
-from twinbayes.names import inside
-from twinbayes.pipeline import Outcome
-from twinbayes.results import MARKER, ResultsFolder
 from twinbayes.spec import SpecError
 
 STUDY = """
@@ -72,6 +69,9 @@ def test_spec_and_study_names_cannot_become_paths(tmp_path, name):
 
 
 def test_every_written_path_stays_inside_the_results_folder(tmp_path):
+    from twinbayes.names import inside
+    from twinbayes.results import ResultsFolder
+
     with pytest.raises(ValueError, match="outside the results folder"):
         inside(tmp_path / "res", "..", "x.nc")
     folder = ResultsFolder.create(tmp_path / "res")
@@ -81,6 +81,8 @@ def test_every_written_path_stays_inside_the_results_folder(tmp_path):
 
 
 def test_force_replaces_only_folders_twinbayes_wrote(tmp_path, capsys):
+    from twinbayes.results import MARKER, ResultsFolder
+
     victim = tmp_path / "victim"
     victim.mkdir()
     (victim / "thesis.tex").write_text("years of work")
@@ -210,6 +212,8 @@ def test_identifiers_are_kept_on_request(tmp_path):
 
 def test_one_twin_whose_ode_blows_up_does_not_take_the_study_down(tmp_path):
     """rhs.V = a V^2 from V0: no finite initial point.  The other twin's results and the report are complete."""
+    from twinbayes.pipeline import Outcome
+
     blowup = (
         load_spec("tumor_exponential")
         .text.replace('name = "tumor_exponential"', 'name = "blowup"')
@@ -340,6 +344,8 @@ def test_deeply_nested_expressions_are_refused_at_once(depth, fn):
 
 def _old_results(tmp_path):
     """A results folder from an earlier run (with the marker), which --force may replace."""
+    from twinbayes.results import MARKER
+
     old = tmp_path / "out"
     old.mkdir()
     (old / MARKER).write_text("earlier run\n")
