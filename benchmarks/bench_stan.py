@@ -19,7 +19,7 @@ model parameters.
 Run::
 
     bash scripts/setup-venv.sh bench
-    .venv/bin/python benchmarks/bench_stan.py --rounds 3
+    .venv-bench/bin/python benchmarks/bench_stan.py --rounds 3  (Python 3.12: pystan fails on 3.13)
 """
 
 from __future__ import annotations

@@ -1,21 +1,31 @@
 #!/usr/bin/env bash
 # Creates (or reuses) .venv with a Python >= 3.12 and installs twinbayes into it.
-# Usage: bash scripts/setup-venv.sh [extras]   e.g. "test" or "test,bench"
+# Usage: bash scripts/setup-venv.sh [extras]   e.g. "test" or "bench"
 # Installs the exact versions of requirements/run.lock (or test.lock with "test").
 # PyMC 6 and ArviZ 1 need Python >= 3.12; an older interpreter would silently get PyMC 5.
+# "bench" makes a separate .venv-bench with Python 3.12 exactly: pystan's compiled models
+# (httpstan) fail to import on 3.13 ("undefined symbol: _PyThreadState_UncheckedGet").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="${1:-}"
+venv=.venv
+want='sys.version_info >= (3, 12)'
+want_text="Python >= 3.12"
+candidates="python3.14 python3.13 python3.12 python3 python"
+case ",$extras," in *,bench,*)
+  venv=.venv-bench; want='sys.version_info[:2] == (3, 12)'; want_text="Python 3.12 (pystan needs it)"
+  candidates="python3.12 python3 python" ;;
+esac
 
-is_ok() { "$1" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 12) else 1)' >/dev/null 2>&1; }
+is_ok() { "$1" -c "import sys; sys.exit(0 if $want else 1)" >/dev/null 2>&1; }
 
 find_python() {
   local c
   if [ -n "${PYTHON:-}" ]; then
     is_ok "$PYTHON" && { echo "$PYTHON"; return 0; }
-    echo "twinbayes setup: \$PYTHON=$PYTHON is not Python >= 3.12" >&2; return 1
+    echo "twinbayes setup: \$PYTHON=$PYTHON is not $want_text" >&2; return 1
   fi
-  for c in python3.14 python3.13 python3.12 python3 python; do
+  for c in $candidates; do
     if command -v "$c" >/dev/null 2>&1 && is_ok "$(command -v "$c")"; then command -v "$c"; return 0; fi
   done
   local roots=()
@@ -29,19 +39,19 @@ find_python() {
   return 1
 }
 
-if [ -x .venv/bin/python ] && is_ok .venv/bin/python; then
-  py=.venv/bin/python
+if [ -x $venv/bin/python ] && is_ok $venv/bin/python; then
+  py=$venv/bin/python
 else
   base=$(find_python) || {
-    echo "twinbayes setup: no Python >= 3.12 found (PyMC 6 and ArviZ 1 need it)." >&2
+    echo "twinbayes setup: no $want_text found (PyMC 6 and ArviZ 1 need >= 3.12)." >&2
     echo "  Install one (e.g. 'pyenv install 3.12', or your system's python3.12 package)," >&2
     echo "  or point PYTHON at it: PYTHON=/path/to/python3.12 bash $0" >&2
     exit 1
   }
-  echo "twinbayes setup: creating .venv with $base ($("$base" --version 2>&1))"
-  rm -rf .venv
-  "$base" -m venv .venv
-  py=.venv/bin/python
+  echo "twinbayes setup: creating $venv with $base ($("$base" --version 2>&1))"
+  rm -rf $venv
+  "$base" -m venv $venv
+  py=$venv/bin/python
   "$py" -m pip install -q --upgrade pip
 fi
 # Exact versions with hashes from the lock (requirements/*.lock, made by `bash scripts/lock.sh`):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import faulthandler
 import logging
 import sys
 from pathlib import Path
@@ -106,6 +107,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # A native crash (a segfault in compiled sampler code) still prints the Python stack, which
+    # names the twin being fitted; known causes (no finite initial point) are caught before sampling.
+    if not faulthandler.is_enabled():
+        faulthandler.enable()
     argv = sys.argv[1:] if argv is None else list(argv)
     args = _parser().parse_args(argv or ["run"])
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
