@@ -221,3 +221,16 @@ def test_bad_scenarios_are_rejected():
     with pytest.raises(ValueError, match="sum to 1"):
         disagreement([a], {"a": 0.5}, SCENARIOS, GRID)
     assert isinstance(SpecError("f", "m"), ValueError)
+
+
+@pytest.mark.parametrize(("n_a", "n_b"), [(500, 500), (400, 300), (7, 1000)])
+def test_wasserstein_distance_matches_scipy(n_a, n_b):
+    from scipy.stats import wasserstein_distance
+
+    from twinbayes.twin_disagreement import _w1
+
+    rng = np.random.default_rng(n_a + n_b)
+    a = rng.lognormal(0.0, 0.5, (n_a, 3))
+    b = rng.gamma(2.0, 0.7, (n_b, 3))
+    expected = [wasserstein_distance(a[:, j], b[:, j]) for j in range(3)]
+    np.testing.assert_allclose(_w1(a, b), expected, rtol=1e-12)

@@ -98,3 +98,17 @@ def test_mcse_of_scenario_differences_knows_the_draws_are_shared():
     ratio = observed / np.mean(se_joint, axis=0)
     assert np.all((ratio > 0.7) & (ratio < 1.4)), ratio
     assert np.all(np.mean(se_naive, axis=0) > 2 * observed)  # independence would overstate it
+
+
+def test_delete_one_block_moments_equal_the_direct_computation():
+    """One pass over block sums gives what deleting each block and recomputing mean and variance gives."""
+    from twinbayes.twin_disagreement import _moment_replicates
+
+    rng = np.random.default_rng(5)
+    x = 1e3 + rng.normal(size=(4003, 7))  # a large mean: the centring keeps the variances exact
+    blocks = np.arange(len(x)) * 20 // len(x)
+    means, variances = _moment_replicates(x, blocks, 20)
+    for j in range(20):
+        kept = x[blocks != j]
+        np.testing.assert_allclose(means[j], kept.mean(axis=0), rtol=1e-13)
+        np.testing.assert_allclose(variances[j], kept.var(axis=0), rtol=1e-9)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
@@ -56,11 +58,38 @@ class StudyResult:
     disagreement: Disagreement | None
     path: Path | None
     skipped: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    """Wall-clock seconds per stage: fits (and their compile/sample parts), compare, scenarios, write."""
 
     @property
     def outcome(self) -> Outcome:
         """How the run ended (the CLI's exit code)."""
         return Outcome.of(self.twins, self.skipped)
+
+
+class Stopwatch:
+    """Wall-clock seconds per named stage of a run (``with watch("compare"): ...``)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - t0
+
+    def add_fit_parts(self, twins: list) -> None:
+        """Compile and sample seconds summed over the twins (from each fit's own timings)."""
+        for part in ("compile", "sample"):
+            self.seconds[f"fits: {part}"] = sum(
+                getattr(t, "timings", {}).get(part, 0.0) for t in twins
+            )
+
+    def __str__(self) -> str:
+        return ", ".join(f"{k} {v:.1f} s" for k, v in self.seconds.items())
 
 
 def _say(message: str, quiet: bool) -> None:
@@ -87,6 +116,7 @@ def run_study(
     how the run ended.
     """
     folder = ResultsFolder.create(Path(out), force=force) if out is not None else None
+    watch = Stopwatch()
     try:
         patient = Patient.from_csv(study.data, subject=study.subject)
         if study.keep_identifiers:
@@ -98,16 +128,20 @@ def run_study(
             f"study {study.name}: {len(specs)} twin(s) of patient {patient.label!r} ({study.data.name})",
             quiet,
         )
-        twins = [
-            _fit_one(i, len(specs), spec, patient, study, folder, progress, quiet)
-            for i, spec in enumerate(specs, 1)
-        ]
+        with watch("fits"):
+            twins = [
+                _fit_one(i, len(specs), spec, patient, study, folder, progress, quiet)
+                for i, spec in enumerate(specs, 1)
+            ]
         fitted = [t for t in twins if isinstance(t, Twin)]  # a FailedFit has no posterior
+        watch.add_fit_parts(fitted)
         _say("\n" + summary_table(fitted) + "\n", quiet)
         skipped: list[str] = []
-        comparison = _compare(fitted, study, skipped, quiet)
+        with watch("compare"):
+            comparison = _compare(fitted, study, skipped, quiet)
         weights = _weights(fitted, comparison, study)
-        result = _scenarios(fitted, weights, comparison, study, skipped, quiet)
+        with watch("scenarios"):
+            result = _scenarios(fitted, weights, comparison, study, skipped, quiet)
         outcome = Outcome.of(twins, skipped)
         if outcome is not Outcome.OK:
             _say(
@@ -128,10 +162,18 @@ def run_study(
                     command,
                     skipped,
                     outcome,
+                    watch,
                 )
             _say(f"results written to {folder.path} (open {folder.path / 'report.html'})", quiet)
+        _say(f"time: {watch}", quiet)
         return StudyResult(
-            study, twins, comparison, result, folder.path if folder else None, skipped
+            study,
+            twins,
+            comparison,
+            result,
+            folder.path if folder else None,
+            skipped,
+            watch.seconds,
         )
     except BaseException:
         if folder:
@@ -282,24 +324,27 @@ def _scenarios(
 
 
 def _write(
-    folder, twins, comparison, result, weights, study, figures, command, skipped, outcome
+    folder, twins, comparison, result, weights, study, figures, command, skipped, outcome, watch
 ) -> None:
     """Everything after the fits into the staging folder, then the atomic commit."""
     from .report import write_report
 
-    if comparison is not None:
-        folder.write_comparison(comparison)
-    if result is not None:
-        folder.write_disagreement(result)
+    with watch("files"):
+        if comparison is not None:
+            folder.write_comparison(comparison)
+        if result is not None:
+            folder.write_disagreement(result)
     if figures:
-        _figures(folder, twins, comparison, result, weights, study)
+        with watch("figures"):
+            _figures(folder, twins, comparison, result, weights, study)
     folder.write_study(study)
     folder.write_metadata(
         twins,
         command=command or sys.argv,
         outcome={"code": int(outcome), "name": outcome.name, "skipped": skipped},
     )
-    write_report(folder.staging)
+    with watch("report"):
+        write_report(folder.staging)
     folder.commit()
 
 

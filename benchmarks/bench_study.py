@@ -1,0 +1,103 @@
+"""The bundled example study end to end, cold and warm, stage by stage.
+
+What a user waits for: ``twinbayes run`` on the bundled example (three oral PK twins of
+Theophylline subject 1, comparison, two scenarios, figures, report).  Each round runs the study
+in fresh processes: *cold* with an empty PyTensor compile directory, then *warm* with the
+directory the cold run filled.  Reported per stage (fits, of which compile and sample; compare;
+scenarios; files; figures; report) and for the whole process (imports included), median over
+rounds; and whether cold and warm runs gave bit-identical arrays (SHA-256 over every array of
+every NetCDF file in the results folder).
+
+Run::
+
+    .venv/bin/python benchmarks/bench_study.py [--rounds 3] [--json benchmarks/results_study.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+CHILD = r"""
+import hashlib, json, sys
+from pathlib import Path
+import xarray as xr
+from twinbayes.pipeline import run_study
+from twinbayes.study import example_study_path, load_study
+
+out = Path(sys.argv[1])
+result = run_study(load_study(example_study_path()), out, force=True, progress=False, quiet=True)
+h = hashlib.sha256()
+for nc in sorted(out.rglob("*.nc")):
+    tree = xr.open_datatree(nc, engine="h5netcdf")
+    for node in tree.subtree:
+        for name, var in sorted(node.dataset.data_vars.items()):
+            h.update(f"{nc.name}{node.path}{name}".encode())
+            h.update(var.values.tobytes())
+print(json.dumps({"timings": result.timings, "digest": h.hexdigest(), "outcome": int(result.outcome)}))
+"""
+
+
+def run_once(compiledir: Path, out: Path) -> dict:
+    """One study run in a fresh process with the given PyTensor compile directory."""
+    env = {**os.environ, "PYTENSOR_FLAGS": f"base_compiledir={compiledir}", "MPLBACKEND": "Agg"}
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, str(out)], env=env, capture_output=True, text=True
+    )
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr[-3000:])
+    record = json.loads(proc.stdout.strip().splitlines()[-1])
+    record["timings"]["process (imports included)"] = wall
+    return record
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args()
+    runs: dict[str, list[dict]] = {"cold": [], "warm": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(args.rounds):
+            compiledir = Path(tmp) / f"compiledir{r}"
+            for kind in ("cold", "warm"):
+                rec = run_once(compiledir, Path(tmp) / f"out{r}{kind}")
+                runs[kind].append(rec)
+                print(f"round {r} {kind}: {rec['timings']['process (imports included)']:.1f} s", flush=True)
+    digests = {rec["digest"] for kind in runs for rec in runs[kind]}
+    stages = list(runs["cold"][0]["timings"])
+    table = {
+        kind: {s: statistics.median(rec["timings"].get(s, 0.0) for rec in runs[kind]) for s in stages}
+        for kind in runs
+    }
+    print(f"\n{'stage':<28} {'cold (s)':>9} {'warm (s)':>9}   median of {args.rounds}")
+    for s in stages:
+        print(f"{s:<28} {table['cold'][s]:>9.1f} {table['warm'][s]:>9.1f}")
+    print(f"bit-identical cold and warm: {len(digests) == 1} ({len(digests)} digest(s))")
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {
+                    "date": time.strftime("%Y-%m-%d"),
+                    "cpus": os.cpu_count(),
+                    "rounds": args.rounds,
+                    "median_s": table,
+                    "runs": runs,
+                    "bit_identical": len(digests) == 1,
+                },
+                indent=2,
+            )
+        )
+
+
+if __name__ == "__main__":
+    main()
