@@ -72,11 +72,16 @@ def main() -> None:
             for kind in ("cold", "warm"):
                 rec = run_once(compiledir, Path(tmp) / f"out{r}{kind}")
                 runs[kind].append(rec)
-                print(f"round {r} {kind}: {rec['timings']['process (imports included)']:.1f} s", flush=True)
+                print(
+                    f"round {r} {kind}: {rec['timings']['process (imports included)']:.1f} s",
+                    flush=True,
+                )
     digests = {rec["digest"] for kind in runs for rec in runs[kind]}
     stages = list(runs["cold"][0]["timings"])
     table = {
-        kind: {s: statistics.median(rec["timings"].get(s, 0.0) for rec in runs[kind]) for s in stages}
+        kind: {
+            s: statistics.median(rec["timings"].get(s, 0.0) for rec in runs[kind]) for s in stages
+        }
         for kind in runs
     }
     print(f"\n{'stage':<28} {'cold (s)':>9} {'warm (s)':>9}   median of {args.rounds}")

@@ -99,8 +99,10 @@ class Refitter:
             return posterior_draws(refit), refit.diagnostics
         import nutpie
 
-        if self._compiled is None:
-            self._compiled = nutpie.compile_pymc_model(
+        if (
+            self._compiled is None
+        ):  # the fit's own compiled model, or (a twin made elsewhere) a new one
+            self._compiled = self.twin.compiled or nutpie.compile_pymc_model(
                 build_weighted_model(self.twin.spec, self.twin.design)
             )
         model = self._compiled.with_data(obs_weight=(~holdout).astype(float))
@@ -146,6 +148,10 @@ class Twin:
         The data the twin was fitted to, in the spec's units.
     attempts : tuple of Attempt
         Every fit of the gate's escalation ladder (:mod:`twinbayes.ladder`), the last one kept.
+    compiled : object, optional
+        nutpie's compiled model of the observation-weighted density (all weights 1 for the
+        fit), kept so that cross-validation refits change weights, not code: one compilation
+        per twin for the fit, the ladder, exact LOO refits and K-fold.  Not saved to files.
     """
 
     spec: ModelSpec
@@ -157,6 +163,7 @@ class Twin:
     excluded: tuple = ()
     design: Design | None = None
     attempts: tuple = ()
+    compiled: Any = field(default=None, repr=False, compare=False)
 
     @property
     def name(self) -> str:
@@ -245,7 +252,8 @@ def fit(
     if sampler not in ("nutpie", "pymc"):
         raise ValueError(f"unknown sampler {sampler!r}; use 'nutpie' or 'pymc'")
     t0 = time.perf_counter()
-    model = TwinModel.of(spec).pymc_model(design)
+    # nutpie: the observation-weighted density (weights 1), which refits reuse with other weights
+    model = TwinModel.of(spec).pymc_model(design, weighted=sampler == "nutpie")
     t_build = time.perf_counter() - t0
     log.info(
         "fitting %s to patient %s with %s (%d chains x %d+%d)",
@@ -256,7 +264,7 @@ def fit(
         tune,
         draws,
     )
-    nuts = _Nuts(model, sampler, spec.name)
+    nuts = _Nuts(model, sampler, spec.name, design)
     base = dict(
         sampler=sampler,
         draws=draws,
@@ -295,6 +303,7 @@ def fit(
         design.excluded,
         design,
         tuple(attempts),
+        nuts.compiled,
     )
     if design.excluded:
         log.info(
@@ -375,8 +384,9 @@ class FailedFit:
 class _Nuts:
     """NUTS on one PyMC model, compiled once (nutpie) and sampled as often as the ladder asks."""
 
-    def __init__(self, model: pm.Model, sampler: str, spec_name: str = ""):
+    def __init__(self, model: pm.Model, sampler: str, spec_name: str = "", design=None):
         self.spec_name = spec_name
+        self.design = design
         self.model = model
         self.sampler = sampler
         self.compile_seconds = 0.0
@@ -387,6 +397,11 @@ class _Nuts:
             t0 = time.perf_counter()
             self._compiled = nutpie.compile_pymc_model(model)
             self.compile_seconds = time.perf_counter() - t0
+
+    @property
+    def compiled(self):
+        """nutpie's compiled model (``None`` with the PyMC sampler)."""
+        return self._compiled
 
     def sample(self, settings: dict, progress: bool):
         """One run of NUTS with ``settings``; a sampler failure becomes :class:`FitError` naming the spec."""
@@ -417,13 +432,10 @@ class _Nuts:
                 progress_bar=progress,
                 save_warmup=False,
             )
-            model = self.model
-            observed = {
-                rv.name: (obs_dim(rv.name), model.rvs_to_values[rv].data)
-                for rv in model.observed_RVs
-            }
+            values = self.design.values
             idata["observed_data"] = xr.Dataset(
-                observed, coords={d: np.asarray(model.coords[d]) for d in model.coords}
+                {n: (obs_dim(n), np.asarray(y, float)) for n, y in values.items()},
+                coords={obs_dim(n): np.arange(len(y)) for n, y in values.items()},
             )
             return idata
         with self.model:
