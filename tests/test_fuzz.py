@@ -4,11 +4,14 @@ Budgets: each generated input is handled within hypothesis' deadline of 2 s
 (parsing and validation only, no fitting), and whatever happens only
 twinbayes' own error types come out (``SpecError``, ``PatientDataError``),
 nothing is written outside the temporary folder, and nothing there is
-modified.  Memory is bounded by the size limits under test (expressions of at
-most 4000 characters, 32 levels, 600 terms).
+modified.  Memory: the peak resident memory of the test process grows by less
+than 512 MB over the whole suite (checked at the end of the module); the size
+limits under test keep it there (expressions of at most 4000 characters, 32
+levels, 600 terms; patient files of at most 20 MB; at most 10 000 doses).
 """
 
 import os
+import resource
 import string
 from pathlib import Path
 
@@ -50,6 +53,16 @@ VALUES = st.one_of(
 
 
 REPO = Path(__file__).resolve().parents[1]
+MEMORY_BUDGET_MB = 512
+
+
+@pytest.fixture(scope="module", autouse=True)
+def memory_budget():
+    """Peak RSS growth over the module (ru_maxrss is in kB on Linux)."""
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    yield
+    grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown < MEMORY_BUDGET_MB, f"peak memory grew by {grown:.0f} MB"
 
 
 def _files(roots: list[Path], skip: Path) -> dict[str, float]:

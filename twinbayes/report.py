@@ -105,10 +105,12 @@ def _answer(d: xr.Dataset, study: dict, target: str) -> Answer:
     )
     lo, hi = _value(d, "p_meets_ensemble_q05", **at), _value(d, "p_meets_ensemble_q95", **at)
     spread = f"{min(p_twins):.2f}-{max(p_twins):.2f} across twins" if len(twins) > 1 else ""
+    equal = _value(d, "p_meets_equal", **at)
     lines = [
         f"P({target}) under {choice}: {spread}{'; ' if spread else ''}ensemble {p_ens:.2f} ± {p_mcse:.2f} "
-        f"(Monte Carlo SE); {lo:.2f}-{hi:.2f} over the uncertainty of the weights; "
-        f"{_value(d, 'p_meets_equal', **at):.2f} with equal weights."
+        "(Monte Carlo SE)"
+        + (f"; {lo:.2f}-{hi:.2f} over the uncertainty of the weights" if lo == lo else "")
+        + (f"; {equal:.2f} with equal weights." if equal == equal else ".")
     ]
     reference = str(d.scenario.values[0])
     if choice != reference:
