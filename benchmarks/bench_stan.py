@@ -37,6 +37,7 @@ import xarray as xr
 from twinbayes import Patient, load_spec
 from twinbayes.dynamics.design import design_for
 from twinbayes.fitting import fit
+from twinbayes.ladder import NO_LADDER
 from twinbayes.library import data_path
 
 PRIORS = """
@@ -262,6 +263,7 @@ def run_twinbayes(spec, patient, seed, chains, tune, draws, target_accept):
         draws=draws,
         target_accept=target_accept,
         posterior_predictive=False,
+        ladder=NO_LADDER,  # one run of NUTS, as on the Stan side (the gate's escalation is not sampler speed)
     )
     names = list(spec.parameters)
     return (
