@@ -84,6 +84,11 @@ class TwinModel:
 
     # ------------------------------------------------------------------ means
 
+    def constants(self, design: Design) -> dict[str, float]:
+        """Everything but the parameters that expressions may use: fixed values, the patient's
+        covariates and the forcing inputs' baselines (all in the spec's units)."""
+        return {**self.spec.fixed_values(), **design.covariates, **design.baselines}
+
     def means(self, env: Mapping[str, Any], design: Design, backend=NUMPY) -> dict[str, Any]:
         """Mean of each observable at the design's times.
 
@@ -92,7 +97,7 @@ class TwinModel:
         shape ``(S, n_times)``.  With PyTensor, one graph per observable.
         """
         spec = self.spec
-        env = {**spec.evaluate_derived(env, backend), **design.baselines}
+        env = spec.evaluate_derived({**env, **self.constants(design)}, backend)
         batch = (
             {np.shape(v)[0] for v in env.values() if np.ndim(v) > 0} if backend is NUMPY else set()
         )
@@ -184,6 +189,7 @@ class TwinModel:
             env: dict[str, Any] = {
                 name: p.prior.to_pymc(name) for name, p in self.spec.parameters.items()
             }
+            env.update(self.constants(design))
             for d in self.spec.derived.values():
                 env[d.name] = pm.Deterministic(d.name, d.expression(env, PYTENSOR))
             terms, start = [], 0

@@ -11,6 +11,7 @@ from enum import IntEnum
 from pathlib import Path
 
 from .comparison import Comparison, compare
+from .dynamics.design import design_for
 from .dynamics.ode import OdeError
 from .fitting import FailedFit, FitError, Twin, fit
 from .patient import Patient
@@ -124,6 +125,10 @@ def run_study(
         specs = [load_spec(p) for p in study.specs]
         _check_distinct_names(specs)
         check_scenarios(study, specs)
+        for (
+            spec
+        ) in specs:  # data every twin needs (observables, routes, covariates), before any fit
+            design_for(spec, patient)
         _say(
             f"study {study.name}: {len(specs)} twin(s) of patient {patient.label!r} ({study.data.name})",
             quiet,

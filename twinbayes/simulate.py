@@ -28,6 +28,7 @@ def simulate_patient(
     seed: int,
     subject: str = "simulated",
     inputs: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    covariates: Mapping[str, float] | None = None,
 ) -> Patient:
     """A patient whose observations are drawn from ``spec`` with ``params``.
 
@@ -46,7 +47,16 @@ def simulate_patient(
     inputs : mapping, optional
         Forcing input -> (times, values) in the spec's units, for specs with
         ``[inputs]``; written to the patient as ``input`` rows.
+    covariates : mapping, optional
+        A value (in the spec's unit) for every ``[covariates]`` entry of the spec; written to
+        the patient as ``covariate`` rows.
     """
+    covariates = dict(covariates or {})
+    missing = set(spec.covariates) - set(covariates)
+    if missing:
+        raise ValueError(
+            f"simulate_patient: spec {spec.name} uses covariate(s) {sorted(missing)}; pass covariates={{name: value}}"
+        )
     missing = set(spec.parameters) - set(params)
     if missing:
         raise ValueError(
@@ -65,7 +75,12 @@ def simulate_patient(
         i.baseline: float(np.interp(0.0, *inputs[n])) for n, i in spec.inputs.items() if i.baseline
     }
     design = Design(
-        {o: times for o in spec.observations}, {}, doses, inputs=inputs, baselines=baselines
+        {o: times for o in spec.observations},
+        {},
+        doses,
+        inputs=inputs,
+        baselines=baselines,
+        covariates={c: float(covariates[c]) for c in spec.covariates},
     )
     y = TwinModel.of(spec).simulate(params, design, np.random.default_rng(seed))
     obs = [(t, o, v, spec.observations[o].unit) for o in y for t, v in zip(times, y[o])]
@@ -84,4 +99,5 @@ def simulate_patient(
         time_unit=spec.time_unit,
         subject=subject,
         source=f"simulated from {spec.name}",
+        covariates={c: (float(covariates[c]), spec.covariates[c].unit) for c in spec.covariates},
     )

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..patient import Patient, PatientDataError
 from ..spec.model_spec import ModelSpec
+from ..units import UnitError, conversion_factor
 from .linear import Doses
 
 __all__ = ["Design", "design_for"]
@@ -38,6 +39,8 @@ class Design:
         Forcing input -> (times, values), interpolated linearly by the ODE engine.
     baselines : dict
         Baseline symbol -> value of its input at t = 0.
+    covariates : dict
+        The spec's covariates -> the patient's values, in the spec's units.
     """
 
     times: dict[str, np.ndarray]
@@ -46,6 +49,7 @@ class Design:
     excluded: tuple[tuple[str, float, float], ...] = ()
     inputs: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     baselines: dict[str, float] = field(default_factory=dict)
+    covariates: dict[str, float] = field(default_factory=dict)
 
     def with_values(self, values: Mapping[str, np.ndarray]) -> Design:
         return replace(self, values={k: np.asarray(v, float) for k, v in values.items()})
@@ -138,7 +142,42 @@ def design_for(spec: ModelSpec, patient: Patient) -> Design:
             )
         times[o], values[o] = t[keep], y[keep]
     inputs, baselines = _forcing(spec, patient, max(float(t.max()) for t in times.values()))
-    return Design(times, values, doses, tuple(excluded), inputs, baselines)
+    covariates = _covariates(spec, patient)
+    return Design(times, values, doses, tuple(excluded), inputs, baselines, covariates)
+
+
+def _covariates(spec: ModelSpec, patient: Patient) -> dict[str, float]:
+    """The patient's value of every covariate the spec declares, in the spec's unit.
+
+    Raises
+    ------
+    PatientDataError
+        Naming the patient file, the covariate, its unit and how to add it, when the patient
+        lacks one or gives it in a unit of another dimension.
+    """
+    source = Path(str(patient.data.attrs.get("source"))).name
+    out = {}
+    for c in spec.covariates.values():
+        var = patient.data.get(f"covariate_{c.name}")
+        if var is None:
+            have = [
+                str(k).removeprefix("covariate_")
+                for k in patient.data.data_vars
+                if str(k).startswith("covariate_")
+            ]
+            raise PatientDataError(
+                f"{source}: patient {patient.label!r} has no covariate {c.name!r}, which spec {spec.name!r} "
+                f"uses ({c.description}, in {c.unit}); add a row 'SUBJECT,0,{patient.time_unit},covariate,"
+                f"{c.name},VALUE,{c.unit}'. Covariates of this patient: {have or 'none'}"
+            )
+        try:
+            out[c.name] = float(var.values) * conversion_factor(var.attrs["unit"], c.unit)
+        except UnitError as exc:
+            raise PatientDataError(
+                f"{source}: covariate {c.name!r} of patient {patient.label!r} is in {var.attrs['unit']!r}, "
+                f"which cannot be converted to the {c.unit!r} that spec {spec.name!r} expects ({exc})"
+            ) from None
+    return out
 
 
 def _forcing(spec: ModelSpec, patient: Patient, t_end: float):

@@ -89,8 +89,8 @@ class OdeSystem:
     states : tuple of str
         State order in ``y``.
     params : tuple of str
-        Symbols in ``p``: parameters, derived quantities and input baselines the
-        right-hand sides read (in this order of the spec).
+        Symbols in ``p``: parameters, fixed quantities, covariates, derived quantities and
+        input baselines the right-hand sides read (in this order of the spec).
     inputs : tuple of str
         Forcing inputs in ``u``.
     source : str
@@ -117,6 +117,8 @@ def system_definition(spec: ModelSpec) -> SystemDefinition:
     used = set().union(*(spec.rhs[s].symbols for s in states))
     quantities = [
         *spec.parameters,
+        *spec.fixed,
+        *spec.covariates,
         *spec.derived,
         *(i.baseline for i in spec.inputs.values() if i.baseline),
     ]

@@ -30,6 +30,8 @@ from .priors import Prior
 __all__ = [
     "SpecError",
     "Parameter",
+    "Fixed",
+    "Covariate",
     "Derived",
     "State",
     "Input",
@@ -68,6 +70,31 @@ class Parameter:
     prior: Prior
     unit: str
     description: str
+
+
+@dataclass(frozen=True)
+class Fixed:
+    """A quantity the spec fixes rather than estimates (e.g. a published typical value)."""
+
+    name: str
+    value: float
+    unit: str
+    description: str
+
+
+@dataclass(frozen=True)
+class Covariate:
+    """A patient characteristic the spec uses (e.g. body weight), read from the patient's data.
+
+    The value is converted to ``unit``; ``reference`` (e.g. 70 kg) is the value used where no
+    patient is at hand (checks of the spec against a reference solution) and documents the
+    normalisation of the covariate model.
+    """
+
+    name: str
+    unit: str
+    description: str
+    reference: float
 
 
 @dataclass(frozen=True)
@@ -148,6 +175,8 @@ class ModelSpec:
     routes: dict[str, Route]
     observations: dict[str, Observation]
     inputs: dict[str, Input] = field(default_factory=dict)
+    fixed: dict[str, Fixed] = field(default_factory=dict)
+    covariates: dict[str, Covariate] = field(default_factory=dict)
     rtol: float | None = None
     atol: float | None = None
     max_steps: int | None = None
@@ -190,8 +219,16 @@ class ModelSpec:
         return [[cols[j][i] for j in range(len(names))] for i in range(len(names))]
 
     def typical_values(self) -> dict[str, float]:
-        """Prior medians of all parameters."""
-        return {p.name: p.prior.median() for p in self.parameters.values()}
+        """Prior medians of all parameters, with the fixed values and the covariates' references."""
+        return {
+            **{p.name: p.prior.median() for p in self.parameters.values()},
+            **self.fixed_values(),
+            **{c.name: c.reference for c in self.covariates.values()},
+        }
+
+    def fixed_values(self) -> dict[str, float]:
+        """The spec's fixed quantities (``[fixed.*]``)."""
+        return {f.name: f.value for f in self.fixed.values()}
 
 
 # ---------------------------------------------------------------------------
@@ -268,7 +305,7 @@ def _parse(doc: dict) -> dict[str, Any]:
         doc,
         "<top level>",
         {"format", "model", "parameters", "states", "dynamics", "observations"},
-        {"derived", "routes", "inputs"},
+        {"derived", "routes", "inputs", "fixed", "covariates"},
     )
     if doc["format"] != FORMAT_VERSION:
         raise SpecError(
@@ -278,6 +315,8 @@ def _parse(doc: dict) -> dict[str, Any]:
     meta = _parse_model(_table(doc["model"], "model"))
     taken: set[str] = set()
     params = _parse_parameters(_table(doc["parameters"], "parameters"), taken)
+    fixed = _parse_fixed(_table(doc.get("fixed", {}), "fixed"), taken)
+    covariates = _parse_covariates(_table(doc.get("covariates", {}), "covariates"), taken)
     derived = _parse_derived(_table(doc.get("derived", {}), "derived"), taken)
     inputs = _parse_inputs(_table(doc.get("inputs", {}), "inputs"), taken)
     quantities = set(taken) - set(inputs)
@@ -299,6 +338,8 @@ def _parse(doc: dict) -> dict[str, Any]:
         routes=routes,
         observations=observations,
         inputs=inputs,
+        fixed=fixed,
+        covariates=covariates,
         **dynamics,
     )
 
@@ -339,6 +380,49 @@ def _parse_parameters(raw_params: dict, taken: set[str]) -> dict[str, Parameter]
     if not params:
         raise SpecError("parameters", "a spec needs at least one parameter")
     return params
+
+
+def _finite(raw: dict, key: str, where: str, default: float | None = None) -> float:
+    v = raw.get(key, default)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v):
+        raise SpecError(f"{where}.{key}", f"must be a finite number, got {v!r}")
+    return float(v)
+
+
+def _parse_fixed(raw_fixed: dict, taken: set[str]) -> dict[str, Fixed]:
+    """``[fixed.*]``: quantities the spec fixes (value, unit, description), e.g. published typical values."""
+    fixed = {}
+    for name, raw in raw_fixed.items():
+        where = f"fixed.{name}"
+        _name(name, where, taken)
+        raw = _table(raw, where)
+        _check_keys(raw, where, {"value", "unit", "description"}, set())
+        fixed[name] = Fixed(
+            name,
+            _finite(raw, "value", where),
+            _unit(raw, where),
+            _string(raw, "description", where),
+        )
+        taken.add(name)
+    return fixed
+
+
+def _parse_covariates(raw_covs: dict, taken: set[str]) -> dict[str, Covariate]:
+    """``[covariates.*]``: patient characteristics read from the patient file (unit, description, reference)."""
+    covs = {}
+    for name, raw in raw_covs.items():
+        where = f"covariates.{name}"
+        _name(name, where, taken)
+        raw = _table(raw, where)
+        _check_keys(raw, where, {"unit", "description"}, {"reference"})
+        covs[name] = Covariate(
+            name,
+            _unit(raw, where),
+            _string(raw, "description", where),
+            _finite(raw, "reference", where, default=1.0),
+        )
+        taken.add(name)
+    return covs
 
 
 def _parse_derived(raw_derived: dict, taken: set[str]) -> dict[str, Derived]:
