@@ -25,6 +25,7 @@ from .dynamics.design import Design, design_for
 from .ladder import DEFAULT_LADDER, Attempt, Ladder
 from .model import TwinModel, obs_dim
 from .patient import Patient
+from .sensitivity import power_scaling_sensitivity
 from .spec.model_spec import ModelSpec
 
 __all__ = [
@@ -152,6 +153,9 @@ class Twin:
         nutpie's compiled model of the observation-weighted density (all weights 1 for the
         fit), kept so that cross-validation refits change weights, not code: one compilation
         per twin for the fit, the ladder, exact LOO refits and K-fold.  Not saved to files.
+    sensitivity : Sensitivity, optional
+        Prior and likelihood power-scaling sensitivity and the prior-data conflict flag
+        (:mod:`twinbayes.sensitivity`), computed after every fit.
     """
 
     spec: ModelSpec
@@ -164,6 +168,7 @@ class Twin:
     design: Design | None = None
     attempts: tuple = ()
     compiled: Any = field(default=None, repr=False, compare=False)
+    sensitivity: Any = None
 
     @property
     def name(self) -> str:
@@ -305,6 +310,7 @@ def fit(
         tuple(attempts),
         nuts.compiled,
     )
+    twin.sensitivity = power_scaling_sensitivity(twin)
     if design.excluded:
         log.info(
             "%s: left out %d pre-dose observation(s) (predicted 0 by construction): %s",

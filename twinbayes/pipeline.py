@@ -254,6 +254,8 @@ def _fit_one(i, n, spec, patient, study, folder, progress, quiet) -> Twin | Fail
         )
         return FailedFit(spec, patient, str(exc))
     _say(f"      {time.perf_counter() - t0:.1f} s; {twin.diagnostics}", quiet)
+    if twin.sensitivity is not None:
+        _say(f"      {twin.sensitivity}", quiet)
     _say_ladder(twin, quiet)
     if twin.excluded:
         _say(

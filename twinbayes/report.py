@@ -227,6 +227,18 @@ def _ladder_text(attempts: list[dict], converged: bool) -> str:
     return steps + ("" if converged else "; ladder exhausted, twin excluded")
 
 
+def _prior_text(sensitivity: dict) -> str:
+    """Parameters whose prior conflicts with the data or dominates a weak likelihood."""
+    worry = ("prior-data conflict", "strong prior, weak likelihood")
+    flagged = [
+        f"{n}: {v['diagnosis']} (prior {v['prior']:.2f}, likelihood {v['likelihood']:.2f}, "
+        f"prior quantile {v['prior_quantile']:.3g})"
+        for n, v in sensitivity.items()
+        if v["diagnosis"] in worry
+    ]
+    return "; ".join(flagged) or ("none" if sensitivity else "-")
+
+
 def _convergence_rows(summary: dict) -> list[dict]:
     """Gate verdict, diagnostics and escalation of every twin."""
     rows = []
@@ -243,6 +255,7 @@ def _convergence_rows(summary: dict) -> list[dict]:
                 "divergent": s.get("divergent", "-"),
                 "ladder": _ladder_text(s.get("gate_attempts", []), s["converged"]),
                 "reasons": "; ".join(s["reasons"]) or "-",
+                "prior": _prior_text(s.get("prior_sensitivity") or {}),
             }
         )
     return rows
@@ -370,6 +383,18 @@ def _context(folder: Path) -> dict:
         "no_target_text": "The study defines no targets, so there is no decision to state; "
         "the comparison below says which twin predicts best.",
         "excluded_note": _excluded_note(d) if d is not None else ("", ""),
+        "conflicts": [
+            f"prior-data conflict in twin {name}: {', '.join(c)} (its prior disagrees with this "
+            "patient's data; see the twins table)"
+            for name, t in summary.items()
+            if (
+                c := [
+                    p
+                    for p, v in (t.get("prior_sensitivity") or {}).items()
+                    if v["diagnosis"] == "prior-data conflict"
+                ]
+            )
+        ],
         "comparison_headline": _comparison_headline(
             comparison["table"], study.get("comparison", {}).get("weights", "stacking")
         )

@@ -250,6 +250,7 @@ def _twin_summary(t) -> dict:
         },
         "divergent": t.diagnostics.divergent,
         "gate_attempts": [a.as_dict() for a in t.attempts],
+        "prior_sensitivity": t.sensitivity.as_dict() if getattr(t, "sensitivity", None) else {},
     }
 
 

@@ -114,10 +114,18 @@ class Prior:
 
     def median(self) -> float:
         """The prior median (a typical value, used for spec checks)."""
+        return float(self.scipy().median())
+
+    def logpdf(self, x: np.ndarray) -> np.ndarray:
+        """Log prior density at ``x`` (SciPy; the same parametrisation as PyMC's)."""
+        return self.scipy().logpdf(x)
+
+    def scipy(self):
+        """The prior as a frozen SciPy distribution."""
         from scipy import stats
 
         a = self.kwargs
-        dist = {
+        return {
             "normal": lambda: stats.norm(a["mu"], a["sigma"]),
             "lognormal": lambda: stats.lognorm(a["sigma"], scale=np.exp(a["mu"])),
             "halfnormal": lambda: stats.halfnorm(scale=a["sigma"]),
@@ -127,4 +135,3 @@ class Prior:
             "uniform": lambda: stats.uniform(a["lower"], a["upper"] - a["lower"]),
             "beta": lambda: stats.beta(a["alpha"], a["beta"]),
         }[self.family]()
-        return float(dist.median())
