@@ -364,19 +364,32 @@ def _parse_model(m: dict) -> dict[str, Any]:
     )
 
 
+def _section(raw: dict, section: str, taken: set[str], required: set, optional: set, make) -> dict:
+    """The entries of ``[section.*]``: each name checked and unique, each table's keys checked,
+    ``make(name, entry, where)`` building the value; names are added to ``taken`` in order."""
+    out = {}
+    for name, entry in raw.items():
+        where = f"{section}.{name}"
+        _name(name, where, taken)
+        entry = _table(entry, where)
+        _check_keys(entry, where, required, optional)
+        out[name] = make(name, entry, where)
+        taken.add(name)
+    return out
+
+
 def _parse_parameters(raw_params: dict, taken: set[str]) -> dict[str, Parameter]:
     """``[parameters.*]``: priors, units, descriptions (names added to ``taken``)."""
-    params = {}
-    for pname, raw in raw_params.items():
-        where = f"parameters.{pname}"
-        _name(pname, where, taken)
-        raw = _table(raw, where)
-        _check_keys(raw, where, {"prior", "unit", "description"}, set())
-        prior = Prior.from_dict(raw["prior"], f"{where}.prior")
-        params[pname] = Parameter(
-            pname, prior, _unit(raw, where), _string(raw, "description", where)
-        )
-        taken.add(pname)
+    params = _section(
+        raw_params,
+        "parameters",
+        taken,
+        {"prior", "unit", "description"},
+        set(),
+        lambda n, e, w: Parameter(
+            n, Prior.from_dict(e["prior"], f"{w}.prior"), _unit(e, w), _string(e, "description", w)
+        ),
+    )
     if not params:
         raise SpecError("parameters", "a spec needs at least one parameter")
     return params
@@ -391,52 +404,45 @@ def _finite(raw: dict, key: str, where: str, default: float | None = None) -> fl
 
 def _parse_fixed(raw_fixed: dict, taken: set[str]) -> dict[str, Fixed]:
     """``[fixed.*]``: quantities the spec fixes (value, unit, description), e.g. published typical values."""
-    fixed = {}
-    for name, raw in raw_fixed.items():
-        where = f"fixed.{name}"
-        _name(name, where, taken)
-        raw = _table(raw, where)
-        _check_keys(raw, where, {"value", "unit", "description"}, set())
-        fixed[name] = Fixed(
-            name,
-            _finite(raw, "value", where),
-            _unit(raw, where),
-            _string(raw, "description", where),
-        )
-        taken.add(name)
-    return fixed
+    return _section(
+        raw_fixed,
+        "fixed",
+        taken,
+        {"value", "unit", "description"},
+        set(),
+        lambda n, e, w: Fixed(n, _finite(e, "value", w), _unit(e, w), _string(e, "description", w)),
+    )
 
 
 def _parse_covariates(raw_covs: dict, taken: set[str]) -> dict[str, Covariate]:
     """``[covariates.*]``: patient characteristics read from the patient file (unit, description, reference)."""
-    covs = {}
-    for name, raw in raw_covs.items():
-        where = f"covariates.{name}"
-        _name(name, where, taken)
-        raw = _table(raw, where)
-        _check_keys(raw, where, {"unit", "description"}, {"reference"})
-        covs[name] = Covariate(
-            name,
-            _unit(raw, where),
-            _string(raw, "description", where),
-            _finite(raw, "reference", where, default=1.0),
-        )
-        taken.add(name)
-    return covs
+    return _section(
+        raw_covs,
+        "covariates",
+        taken,
+        {"unit", "description"},
+        {"reference"},
+        lambda n, e, w: Covariate(
+            n, _unit(e, w), _string(e, "description", w), _finite(e, "reference", w, default=1.0)
+        ),
+    )
 
 
 def _parse_derived(raw_derived: dict, taken: set[str]) -> dict[str, Derived]:
     """``[derived.*]``: expressions of the parameters and earlier derived quantities."""
-    derived = {}
-    for dname, raw in raw_derived.items():
-        where = f"derived.{dname}"
-        _name(dname, where, taken)
-        raw = _table(raw, where)
-        _check_keys(raw, where, {"expression", "unit", "description"}, set())
-        expr = _expr(raw["expression"], taken.copy(), f"{where}.expression")
-        derived[dname] = Derived(dname, expr, _unit(raw, where), _string(raw, "description", where))
-        taken.add(dname)
-    return derived
+    return _section(
+        raw_derived,
+        "derived",
+        taken,
+        {"expression", "unit", "description"},
+        set(),
+        lambda n, e, w: Derived(
+            n,
+            _expr(e["expression"], taken.copy(), f"{w}.expression"),
+            _unit(e, w),
+            _string(e, "description", w),
+        ),
+    )
 
 
 def _parse_inputs(raw_inputs: dict, taken: set[str]) -> dict[str, Input]:
