@@ -351,6 +351,63 @@ def _provenance_items(provenance: dict) -> list[tuple[str, str]]:
     return items
 
 
+def _conflicts(summary: dict) -> list[str]:
+    """One line per twin whose prior conflicts with the patient's data."""
+    out = []
+    for name, t in summary.items():
+        params = [
+            p
+            for p, v in (t.get("prior_sensitivity") or {}).items()
+            if v["diagnosis"] == "prior-data conflict"
+        ]
+        if params:
+            out.append(
+                f"prior-data conflict in twin {name}: {', '.join(params)} (its prior disagrees with "
+                "this patient's data; see the twins table)"
+            )
+    return out
+
+
+def _figures(figs: Path, d: xr.Dataset | None) -> dict[str, list]:
+    """The decision figure of every target and the scenario figures, embedded."""
+    targets = [str(t) for t in d.target.values] if d is not None else []
+    scenario = [
+        ("scenario_fans", "forecast fans per scenario"),
+        ("disagreement_over_time", "between-twin share over time"),
+    ]
+    return {
+        "decision_figures": [
+            f
+            for i, t in enumerate(targets)
+            if (f := _figure(figs / decision_figure_name(i), f"P({t}) per scenario and twin"))
+        ],
+        "scenario_figures": [
+            f for name, alt in scenario if (f := _figure(figs / f"{name}.png", alt))
+        ],
+    }
+
+
+def _head(folder: Path, summary_doc: dict, provenance: dict, study: dict) -> dict:
+    """Title, description, patient pseudonym, data file, seed and the outcome line."""
+    head = study.get("study", {})
+    summary, outcome = summary_doc["twins"], summary_doc.get("outcome", {})
+    failed = [n for n, t in summary.items() if not t["converged"]]
+    why = outcome.get("skipped") or [
+        f"failed the convergence gate after the escalation ladder: {', '.join(failed)}"
+    ]
+    patient = provenance.get("patient") or {}
+    return {
+        "css": CSS,
+        "title": head.get("name", folder.name),
+        "description": head.get("description", ""),
+        "patient": patient.get("id"),
+        "data_file": Path(str(patient.get("source"))).name,
+        "seed": head.get("seed", ""),
+        "n_twins": len(summary),
+        "outcome": {**outcome, "why": "; ".join(why)} if outcome.get("code") else None,
+    }
+
+
 def _context(folder: Path) -> dict:
     """Everything the template shows, read from the files of a results folder."""
     summary_doc = json.loads((folder / "summary.json").read_text())
@@ -358,63 +415,24 @@ def _context(folder: Path) -> dict:
     provenance = json.loads((folder / "provenance.json").read_text())
     study_path = folder / "study.toml"
     study = tomllib.loads(study_path.read_text()) if study_path.exists() else {}
-    head = study.get("study", {})
-    figs = folder / "figures"
-    outcome = summary_doc.get("outcome", {})
-    failed = [n for n, t in summary.items() if not t["converged"]]
-    why = outcome.get("skipped") or [
-        f"failed the convergence gate after the escalation ladder: {', '.join(failed)}"
-    ]
     comparison = _comparison(folder)
     d = None
     if (folder / "disagreement.nc").exists():
         d = xr.open_dataset(folder / "disagreement.nc", engine="h5netcdf")
-    targets = [str(t) for t in d.target.values] if d is not None else []
+    weights = study.get("comparison", {}).get("weights", "stacking")
     return {
-        "css": CSS,
-        "title": head.get("name", folder.name),
-        "description": head.get("description", ""),
-        "patient": (provenance.get("patient") or {}).get("id"),
-        "data_file": Path(str((provenance.get("patient") or {}).get("source"))).name,
-        "seed": head.get("seed", ""),
-        "n_twins": len(summary),
-        "outcome": {**outcome, "why": "; ".join(why)} if outcome.get("code") else None,
+        **_head(folder, summary_doc, provenance, study),
         "answers": answers(d, study) if d is not None else [],
         "no_target_text": "The study defines no targets, so there is no decision to state; "
         "the comparison below says which twin predicts best.",
         "excluded_note": _excluded_note(d) if d is not None else ("", ""),
-        "conflicts": [
-            f"prior-data conflict in twin {name}: {', '.join(c)} (its prior disagrees with this "
-            "patient's data; see the twins table)"
-            for name, t in summary.items()
-            if (
-                c := [
-                    p
-                    for p, v in (t.get("prior_sensitivity") or {}).items()
-                    if v["diagnosis"] == "prior-data conflict"
-                ]
-            )
-        ],
-        "comparison_headline": _comparison_headline(
-            comparison["table"], study.get("comparison", {}).get("weights", "stacking")
-        )
+        "conflicts": _conflicts(summary),
+        "comparison_headline": _comparison_headline(comparison["table"], weights)
         if comparison
         else "",
-        "decision_figures": [
-            f
-            for i, t in enumerate(targets)
-            if (f := _figure(figs / decision_figure_name(i), f"P({t}) per scenario and twin"))
-        ],
+        **_figures(folder / "figures", d),
         "qoi_rows": _qoi_rows(d) if d is not None else [],
         "qoi_sources": [str(s) for s in d.source.values] if d is not None else [],
-        "scenario_figures": [
-            f
-            for name, alt in [
-                ("scenario_fans", "forecast fans per scenario"),
-                ("disagreement_over_time", "between-twin share over time"),
-            ]
-            if (f := _figure(figs / f"{name}.png", alt))
-        ],
         "comparison": comparison,
         "convergence": _convergence_rows(summary),
         "posteriors": _posteriors(folder, summary),
