@@ -119,20 +119,7 @@ def run_study(
     folder = ResultsFolder.create(Path(out), force=force) if out is not None else None
     watch = Stopwatch()
     try:
-        patient = Patient.from_csv(study.data, subject=study.subject)
-        if study.keep_identifiers:
-            patient = patient.keeping_identifiers()
-        specs = [load_spec(p) for p in study.specs]
-        _check_distinct_names(specs)
-        check_scenarios(study, specs)
-        for (
-            spec
-        ) in specs:  # data every twin needs (observables, routes, covariates), before any fit
-            design_for(spec, patient)
-        _say(
-            f"study {study.name}: {len(specs)} twin(s) of patient {patient.label!r} ({study.data.name})",
-            quiet,
-        )
+        patient, specs = _prepare(study, quiet)
         with watch("fits"):
             twins = [
                 _fit_one(i, len(specs), spec, patient, study, folder, progress, quiet)
@@ -184,6 +171,23 @@ def run_study(
         if folder:
             folder.abort()
         raise
+
+
+def _prepare(study: Study, quiet: bool) -> tuple[Patient, list]:
+    """The patient and the specs, with everything checked that can be checked before any fit."""
+    patient = Patient.from_csv(study.data, subject=study.subject)
+    if study.keep_identifiers:
+        patient = patient.keeping_identifiers()
+    specs = [load_spec(p) for p in study.specs]
+    _check_distinct_names(specs)
+    check_scenarios(study, specs)
+    for spec in specs:
+        design_for(spec, patient)  # observables, routes and covariates every twin needs
+    _say(
+        f"study {study.name}: {len(specs)} twin(s) of patient {patient.label!r} ({study.data.name})",
+        quiet,
+    )
+    return patient, specs
 
 
 def _check_distinct_names(specs) -> None:
