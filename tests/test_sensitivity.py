@@ -66,3 +66,15 @@ def test_the_conflict_reaches_summary_and_report(tmp_path):
     assert twin["prior_sensitivity"]["CL"]["diagnosis"] == "prior-data conflict"
     report = (out / "report.html").read_text()
     assert "prior-data conflict in twin pk_1cmt_iv: CL" in report
+
+
+def test_a_failing_sensitivity_never_takes_the_fit_down(monkeypatch):
+    import twinbayes.fitting
+
+    def broken(twin):
+        raise ValueError("psense failed")
+
+    monkeypatch.setattr(twinbayes.fitting, "power_scaling_sensitivity", broken)
+    patient = simulate_patient(SPEC, ADULT, TIMES, DOSE, seed=1)
+    twin = fit(SPEC, patient, seed=2, draws=200, tune=200, chains=2, ladder=NO_LADDER)
+    assert twin.sensitivity is None and twin.idata["posterior"]["CL"].size == 400

@@ -310,7 +310,10 @@ def fit(
         tuple(attempts),
         nuts.compiled,
     )
-    twin.sensitivity = power_scaling_sensitivity(twin)
+    try:  # a diagnostic: it must never take a finished fit down
+        twin.sensitivity = power_scaling_sensitivity(twin)
+    except (ValueError, FloatingPointError, RuntimeError, KeyError, IndexError) as exc:
+        log.warning("%s: prior sensitivity not computed (%s)", spec.name, exc)
     if design.excluded:
         log.info(
             "%s: left out %d pre-dose observation(s) (predicted 0 by construction): %s",
