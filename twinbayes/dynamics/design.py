@@ -15,7 +15,7 @@ import numpy as np
 
 from ..patient import Patient, PatientDataError
 from ..spec.model_spec import ModelSpec
-from ..units import UnitError, conversion_factor
+from ..units import UnitError
 from .linear import Doses
 
 __all__ = ["Design", "design_for"]
@@ -158,8 +158,9 @@ def _covariates(spec: ModelSpec, patient: Patient) -> dict[str, float]:
     source = Path(str(patient.data.attrs.get("source"))).name
     out = {}
     for c in spec.covariates.values():
-        var = patient.data.get(f"covariate_{c.name}")
-        if var is None:
+        try:
+            out[c.name] = patient.covariate(c.name, c.unit)
+        except PatientDataError:
             have = [
                 str(k).removeprefix("covariate_")
                 for k in patient.data.data_vars
@@ -169,13 +170,11 @@ def _covariates(spec: ModelSpec, patient: Patient) -> dict[str, float]:
                 f"{source}: patient {patient.label!r} has no covariate {c.name!r}, which spec {spec.name!r} "
                 f"uses ({c.description}, in {c.unit}); add a row 'SUBJECT,0,{patient.time_unit},covariate,"
                 f"{c.name},VALUE,{c.unit}'. Covariates of this patient: {have or 'none'}"
-            )
-        try:
-            out[c.name] = float(var.values) * conversion_factor(var.attrs["unit"], c.unit)
+            ) from None
         except UnitError as exc:
             raise PatientDataError(
-                f"{source}: covariate {c.name!r} of patient {patient.label!r} is in {var.attrs['unit']!r}, "
-                f"which cannot be converted to the {c.unit!r} that spec {spec.name!r} expects ({exc})"
+                f"{source}: covariate {c.name!r} of patient {patient.label!r} cannot be converted to "
+                f"the {c.unit!r} that spec {spec.name!r} expects ({exc})"
             ) from None
     return out
 
