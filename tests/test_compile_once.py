@@ -1,8 +1,13 @@
-"""One compilation per twin: the fit, the gate's ladder, exact LOO refits and K-fold share it."""
+"""One compilation per twin: the fit, the gate's ladder, exact LOO refits and K-fold share it;
+and the compiled callbacks come from the on-disk cache in a second process, sampling the same
+draws as nutpie's own compilation."""
 
-import nutpie
+import json
+import os
+import subprocess
+import sys
 
-from twinbayes import Patient, fit, load_spec
+from twinbayes import Patient, fit, fitting, load_spec
 from twinbayes.comparison import kfold, loo
 from twinbayes.ladder import NO_LADDER
 from twinbayes.library import data_path
@@ -12,13 +17,13 @@ SHORT = dict(draws=200, tune=200, chains=2, ladder=NO_LADDER)
 
 def test_fit_refits_and_kfold_compile_once(monkeypatch):
     calls = []
-    real = nutpie.compile_pymc_model
+    real = fitting.compile_model
 
     def counting(model, *args, **kwargs):
         calls.append(model)
         return real(model, *args, **kwargs)
 
-    monkeypatch.setattr(nutpie, "compile_pymc_model", counting)
+    monkeypatch.setattr(fitting, "compile_model", counting)
     patient = Patient.from_csv(data_path("indometacin.csv"), subject=1)
     twin = fit(load_spec("pk_2cmt_iv"), patient, seed=3, **SHORT)
     assert len(calls) == 1
@@ -26,3 +31,42 @@ def test_fit_refits_and_kfold_compile_once(monkeypatch):
     assert folds.attrs["k"] == 4 and len(calls) == 1
     refitted = loo(twin, threshold=-1.0, max_refits=100, seed=2)  # every observation refitted
     assert (refitted["method"].values == "refit").all() and len(calls) == 1
+
+
+CHILD = r"""
+import json, sys
+import numpy as np
+import nutpie
+from twinbayes import Patient, load_spec
+from twinbayes.compiled_model import compile_model
+from twinbayes.dynamics.design import design_for
+from twinbayes.model import TwinModel
+spec = load_spec("pk_1cmt_oral")
+design = design_for(spec, Patient.from_csv("bundled:theophylline.csv", subject="1"))
+model = TwinModel.of(spec).pymc_model(design, weighted=True)
+weights = np.ones(design.n_obs)
+weights[2] = 0.0
+ours = compile_model(model)
+draws = {}
+for label, compiled in (("ours", ours), ("nutpie", nutpie.compile_pymc_model(model))):
+    idata = nutpie.sample(compiled.with_data(obs_weight=weights), draws=100, tune=100, chains=2,
+                          seed=5, progress_bar=False)
+    draws[label] = {v: idata.posterior[v].values.ravel().tolist() for v in idata.posterior.data_vars}
+hits = [ours.compiled_logp_func.cache_hits, ours.compiled_expand_func.cache_hits]
+print(json.dumps({"hits": hits, "same": draws["ours"] == draws["nutpie"]}))
+"""
+
+
+def test_compiled_callbacks_are_cached_across_processes(tmp_path):
+    env = {**os.environ, "PYTENSOR_FLAGS": f"base_compiledir={tmp_path / 'cache'}"}
+    runs = []
+    for _ in range(2):
+        proc = subprocess.run(
+            [sys.executable, "-c", CHILD], env=env, capture_output=True, text=True, check=False
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    cold, warm = runs
+    assert cold["hits"] == [0, 0]  # compiled in the first process ...
+    assert warm["hits"] == [1, 1]  # ... loaded from disk in the second
+    assert cold["same"] and warm["same"]  # the same draws as nutpie's own compilation, with weights

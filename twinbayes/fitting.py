@@ -20,6 +20,7 @@ import numpy as np
 import pymc as pm
 import xarray as xr
 
+from .compiled_model import compile_model
 from .diagnostics import Diagnostics, Gate, check_convergence
 from .dynamics.design import Design, design_for
 from .ladder import DEFAULT_LADDER, Attempt, Ladder
@@ -103,7 +104,7 @@ class Refitter:
         if (
             self._compiled is None
         ):  # the fit's own compiled model, or (a twin made elsewhere) a new one
-            self._compiled = self.twin.compiled or nutpie.compile_pymc_model(
+            self._compiled = self.twin.compiled or compile_model(
                 build_weighted_model(self.twin.spec, self.twin.design)
             )
         model = self._compiled.with_data(obs_weight=(~holdout).astype(float))
@@ -401,10 +402,8 @@ class _Nuts:
         self.compile_seconds = 0.0
         self._compiled = None
         if sampler == "nutpie":
-            import nutpie
-
             t0 = time.perf_counter()
-            self._compiled = nutpie.compile_pymc_model(model)
+            self._compiled = compile_model(model)
             self.compile_seconds = time.perf_counter() - t0
 
     @property

@@ -1,0 +1,232 @@
+"""nutpie models whose machine code is cached across processes.
+
+``nutpie.compile_pymc_model`` turns a PyMC model into two C callbacks (the log density with
+its gradient, and the expansion of a draw into every traced variable) by wrapping PyTensor's
+Numba functions in ``numba.cfunc`` closures.  PyTensor caches its own Numba functions on disk,
+but the closures cannot be cached, so every process pays 2-4 s of LLVM compilation per twin
+for two wrappers a few lines long (measured in ``benchmarks/bench_study.py``).
+
+:func:`compile_model` builds the same callbacks from generated *source* that refers to the
+PyTensor functions as globals, and registers it with PyTensor's Numba cache locator under a key
+made of PyTensor's own graph key and the wrapper source.  A second process with the same graph
+loads the machine code instead of compiling it.  The code is the same either way, so results
+are bit-identical with and without the cache (checked by ``benchmarks/bench_study.py``, which
+compares cold and warm runs, and by ``tests/test_compile_once.py``).
+
+Where PyTensor gives a graph no cache key (an Op without one), nutpie's own compilation is used.
+
+This relies on nutpie's model-building helpers (``_make_functions``, ``make_user_data``,
+``CompiledPyMCModel``), pinned with nutpie in ``requirements/*.lock``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from typing import Any
+
+import numba
+import numpy as np
+from numba.core import types
+from numba.extending import intrinsic
+
+_LOGP_SRC = """
+def logp_cfunc(dim, x_, out_, logp_, user_data_):
+    if dim != {n_dim}:
+        return -1
+    try:
+        x = carray(x_, ({n_dim},))
+        out = carray(out_, ({n_dim},))
+        logp = carray(logp_, ())
+{shared}
+        logp_val, grad = inner(x{args})
+        logp[()] = logp_val
+        out[...] = grad
+        if not np.all(np.isfinite(out)):
+            return 3
+        if not np.isfinite(logp_val):
+            return 4
+    except Exception:
+        return 1
+    return 0
+"""
+
+_EXPAND_SRC = """
+def expand_cfunc(dim, expanded, x_, out_, user_data_):
+    if dim != {n_dim}:
+        return -1
+    if expanded != {n_expanded}:
+        return -1
+    try:
+        x = carray(x_, ({n_dim},))
+        out = carray(out_, ({n_expanded},))
+{shared}
+        (values,) = inner(x{args})
+        out[...] = values
+    except Exception:
+        return -2
+    return 0
+"""
+
+
+def _shared_lines(
+    keys: list[str], all_keys: list[str], shapes: dict[str, tuple]
+) -> tuple[str, str]:
+    """Source lines reading each shared array from nutpie's user-data record, and the call arguments.
+
+    The record (``nutpie.compile_pymc.make_user_data``) starts with one ``uintp`` data pointer per
+    shared variable, in ``all_keys`` order; shapes are fixed when the model is compiled.
+    """
+    lines = (
+        [f"        ptrs = carray(as_uint64_ptr(user_data_), ({len(all_keys)},))"] if keys else []
+    )
+    args = []
+    for j, key in enumerate(keys):
+        i = all_keys.index(key)
+        lines.append(f"        s{j} = carray(as_double_ptr(ptrs[{i}]), {tuple(shapes[key])!r})")
+        args.append(f", s{j}")
+    return "\n".join(lines), "".join(args)
+
+
+@intrinsic
+def as_uint64_ptr(typingctx, src):
+    """``(uint64 *) src`` for a ``void *``: the start of nutpie's user-data record."""
+
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(args[0], context.get_value_type(sig.return_type))
+
+    return types.CPointer(types.uint64)(src), codegen
+
+
+@intrinsic
+def as_double_ptr(typingctx, src):
+    """``(double *) src`` for an address held as an integer: one shared array's data."""
+
+    def codegen(context, builder, sig, args):
+        return builder.inttoptr(args[0], context.get_value_type(sig.return_type))
+
+    return types.CPointer(types.float64)(src), codegen
+
+
+def _cached_cfunc(src: str, name: str, inner, signature) -> Any:
+    """``numba.cfunc(signature, cache=True)`` of generated ``src``, keyed by PyTensor's graph key.
+
+    Returns ``None`` when PyTensor has no cache key for ``inner`` (the caller falls back).
+    """
+    from pytensor.link.numba.cache import CACHED_SRC_FUNCTIONS, compile_numba_function_src
+
+    graph_key = CACHED_SRC_FUNCTIONS.get(getattr(inner, "py_func", None))
+    if graph_key is None:
+        return None
+    key = hashlib.sha256(f"twinbayes-cfunc-1\n{graph_key}\n{src}".encode()).hexdigest()
+    env = {
+        "__name__": __name__,  # numba rebuilds a cached function's environment from this module
+        "inner": inner,
+        "carray": numba.carray,
+        "np": np,
+        "as_uint64_ptr": as_uint64_ptr,
+        "as_double_ptr": as_double_ptr,
+    }
+    fn = compile_numba_function_src(src, name, global_env=env, cache_key=key)
+    with warnings.catch_warnings():  # an uncacheable wrapper still works, compiled as nutpie would
+        warnings.filterwarnings("ignore", "Cannot cache", numba.NumbaWarning)
+        return numba.cfunc(signature, cache=True)(fn)
+
+
+def _signatures():
+    import numba.types as nt
+
+    logp = nt.int64(
+        nt.uint64,
+        nt.CPointer(nt.double),
+        nt.CPointer(nt.double),
+        nt.CPointer(nt.double),
+        nt.voidptr,
+    )
+    expand = nt.int64(
+        nt.uint64, nt.uint64, nt.CPointer(nt.double), nt.CPointer(nt.double), nt.voidptr
+    )
+    return logp, expand
+
+
+def compile_model(model) -> Any:
+    """nutpie's compiled model of ``model``, its two C callbacks cached on disk.
+
+    Parameters
+    ----------
+    model : pymc.Model
+        A model whose shared data (``pm.Data``) are float64 arrays; ``with_data`` may change their
+        values, not their shapes.
+
+    Returns
+    -------
+    nutpie.compile_pymc.CompiledPyMCModel
+        The same object ``nutpie.compile_pymc_model(model)`` returns, sampling the same draws.
+    """
+    import nutpie
+    from nutpie import compile_pymc as cp
+    from pymc.initial_point import make_initial_point_fn
+
+    initial = cp._wrap_with_lock(
+        make_initial_point_fn(
+            model=model,
+            default_strategy="support_point",
+            jitter_rvs=set(model.free_RVs),
+            return_transformed=True,
+        )
+    )
+    n_dim, n_expanded, logp_pt, expand_pt, initial_point_fn, shape_info, reparam = (
+        cp._make_functions(
+            model,
+            mode="NUMBA",
+            compute_grad=True,
+            join_expanded=True,
+            pymc_initial_point_fn=initial,
+        )
+    )
+    shared_vars = list(dict.fromkeys([*logp_pt.get_shared(), *expand_pt.get_shared()]))
+    if any(np.asarray(v.get_value()).dtype != np.float64 for v in shared_vars):
+        return nutpie.compile_pymc_model(model)
+    keys = {var: f"shared{i}" for i, var in enumerate(shared_vars)}
+    data = {
+        keys[v]: np.array(v.get_value(), dtype=float, order="C", copy=True) for v in shared_vars
+    }
+    for value in data.values():
+        value.flags.writeable = False
+    all_keys = list(keys.values())
+    shapes = {k: v.shape for k, v in data.items()}
+    sig_logp, sig_expand = _signatures()
+    shared, args = _shared_lines([keys[v] for v in logp_pt.get_shared()], all_keys, shapes)
+    logp = _cached_cfunc(
+        _LOGP_SRC.format(n_dim=n_dim, shared=shared, args=args),
+        "logp_cfunc",
+        logp_pt.vm.jit_fn,
+        sig_logp,
+    )
+    shared, args = _shared_lines([keys[v] for v in expand_pt.get_shared()], all_keys, shapes)
+    expand = _cached_cfunc(
+        _EXPAND_SRC.format(n_dim=n_dim, n_expanded=n_expanded, shared=shared, args=args),
+        "expand_cfunc",
+        expand_pt.vm.jit_fn,
+        sig_expand,
+    )
+    if logp is None or expand is None:
+        return nutpie.compile_pymc_model(model)
+    dims, coords = cp._prepare_dims_and_coords(model, shape_info, reparam)
+    return cp.CompiledPyMCModel(
+        _n_dim=n_dim,
+        dims=dims,
+        _coords=coords,
+        _shapes={name: tuple(shape) for name, _, shape in zip(*shape_info)},
+        compiled_logp_func=logp,
+        compiled_expand_func=expand,
+        initial_point_func=initial_point_fn,
+        shared_data=data,
+        shared_var_keys=keys,
+        user_data=cp.make_user_data(keys, data),
+        n_expanded=n_expanded,
+        shape_info=shape_info,
+        logp_func=logp_pt,
+        expand_func=expand_pt,
+        reparameterized_names=reparam,
+    )
