@@ -29,6 +29,8 @@ _LAZY = {
     "load_study": "study",
     "run_study": "pipeline",
     "simulate_patient": "simulate",
+    "fit_population": "population",
+    "PopulationFit": "population",
 }
 
 __all__ = [

@@ -123,6 +123,7 @@ class TwinModel:
     def moments(self, params: Mapping[str, Any], design: Design) -> Moments:
         """Observable -> (error model, mean, residual SD), for NumPy parameter values or draws."""
         columns = {k: (np.asarray(v)[:, None] if np.ndim(v) > 0 else v) for k, v in params.items()}
+        columns = {**self.spec.fixed_values(), **columns}  # a residual SD may be fixed
         return {
             name: (self.errors[name], m, self.errors[name].sd(columns, m))
             for name, m in self.means(params, design).items()

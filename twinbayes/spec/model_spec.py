@@ -25,6 +25,7 @@ import numpy as np
 from ..units import UnitError, parse_unit
 from .errors import ERROR_MODELS, ErrorModel
 from .expr import FUNCTIONS, Expression, ExpressionError, compile_expression
+from .population import Population
 from .priors import Prior
 
 __all__ = [
@@ -177,6 +178,7 @@ class ModelSpec:
     inputs: dict[str, Input] = field(default_factory=dict)
     fixed: dict[str, Fixed] = field(default_factory=dict)
     covariates: dict[str, Covariate] = field(default_factory=dict)
+    population: Population | None = None
     rtol: float | None = None
     atol: float | None = None
     max_steps: int | None = None
@@ -305,7 +307,7 @@ def _parse(doc: dict) -> dict[str, Any]:
         doc,
         "<top level>",
         {"format", "model", "parameters", "states", "dynamics", "observations"},
-        {"derived", "routes", "inputs", "fixed", "covariates"},
+        {"derived", "routes", "inputs", "fixed", "covariates", "population"},
     )
     if doc["format"] != FORMAT_VERSION:
         raise SpecError(
@@ -317,7 +319,17 @@ def _parse(doc: dict) -> dict[str, Any]:
     params = _parse_parameters(_table(doc["parameters"], "parameters"), taken)
     fixed = _parse_fixed(_table(doc.get("fixed", {}), "fixed"), taken)
     covariates = _parse_covariates(_table(doc.get("covariates", {}), "covariates"), taken)
-    derived = _parse_derived(_table(doc.get("derived", {}), "derived"), taken)
+    population, etas = None, {}
+    if "population" in doc:
+        population, z_params, etas = _parse_population(
+            _table(doc["population"], "population"), taken
+        )
+        params = {**params, **z_params}
+    if not params:
+        raise SpecError(
+            "parameters", "a spec needs at least one parameter (or a [population] section)"
+        )
+    derived = {**etas, **_parse_derived(_table(doc.get("derived", {}), "derived"), taken)}
     inputs = _parse_inputs(_table(doc.get("inputs", {}), "inputs"), taken)
     quantities = set(taken) - set(inputs)
     states = _parse_states(_table(doc["states"], "states"), taken)
@@ -328,7 +340,7 @@ def _parse(doc: dict) -> dict[str, Any]:
     _check_dynamics_kind(dynamics, routes, states)
     scope = quantities | set(states) | set(inputs)
     observations = _parse_observations(
-        _table(doc["observations"], "observations"), params, scope, states, routes
+        _table(doc["observations"], "observations"), {**params, **fixed}, scope, states, routes
     )
     return dict(
         **meta,
@@ -340,6 +352,7 @@ def _parse(doc: dict) -> dict[str, Any]:
         inputs=inputs,
         fixed=fixed,
         covariates=covariates,
+        population=population,
         **dynamics,
     )
 
@@ -390,8 +403,6 @@ def _parse_parameters(raw_params: dict, taken: set[str]) -> dict[str, Parameter]
             n, Prior.from_dict(e["prior"], f"{w}.prior"), _unit(e, w), _string(e, "description", w)
         ),
     )
-    if not params:
-        raise SpecError("parameters", "a spec needs at least one parameter")
     return params
 
 
@@ -426,6 +437,33 @@ def _parse_covariates(raw_covs: dict, taken: set[str]) -> dict[str, Covariate]:
             n, _unit(e, w), _string(e, "description", w), _finite(e, "reference", w, default=1.0)
         ),
     )
+
+
+def _parse_population(raw: dict, taken: set[str]):
+    """``[population]``: the deviations as derived quantities of standard-normal parameters.
+
+    Returns the :class:`~twinbayes.spec.population.Population`, the parameters ``<eta>_z`` and
+    the derived deviations ``eta = L z`` (names added to ``taken``).
+    """
+    from .population import parse_population
+
+    population = parse_population(raw)
+    z_params, etas = {}, {}
+    standard = Prior.from_dict({"distribution": "normal", "mu": 0.0, "sigma": 1.0}, "population")
+    for z in population.z_names:
+        _name(z, "population.etas", taken)
+        z_params[z] = Parameter(z, standard, "1", "standardised individual deviation (non-centred)")
+        taken.add(z)
+    for eta, src in population.eta_expressions().items():
+        _name(eta, "population.etas", taken)
+        etas[eta] = Derived(
+            eta,
+            _expr(src, taken.copy(), "population.etas"),
+            "1",
+            "individual deviation from the typical value (log scale)",
+        )
+        taken.add(eta)
+    return population, z_params, etas
 
 
 def _parse_derived(raw_derived: dict, taken: set[str]) -> dict[str, Derived]:
@@ -615,7 +653,9 @@ def _parse_error(err_raw: dict, where: str, params: dict) -> ErrorModel:
     for k in keys:
         if err_raw[k] not in params:
             raise SpecError(
-                f"{where}.{k}", f"{err_raw[k]!r} is not a parameter; declare it under [parameters]"
+                f"{where}.{k}",
+                f"{err_raw[k]!r} is not a parameter or fixed value; declare it under [parameters] "
+                "(or [fixed])",
             )
     return ERROR_MODELS[kind](**{k: err_raw[k] for k in keys})
 

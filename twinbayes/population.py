@@ -1,0 +1,279 @@
+"""Hierarchical (NLME) fits of a cohort, and the population prior they give a new patient's twin.
+
+A spec with a ``[population]`` section (:mod:`twinbayes.spec.population`) is a population model:
+its ``[parameters]`` are the population's (typical values, covariate effects, residual error),
+its ``etas`` the individual deviations.  :func:`fit_population` samples the joint posterior of a
+cohort with NUTS, the deviations non-centred (``eta_ik = omega_k z_ik``, ``z_ik ~ N(0, 1)``;
+Betancourt & Girolami 2015, "Hamiltonian Monte Carlo for hierarchical models"), and gates it like
+every fit.  :meth:`PopulationFit.individual_spec` turns the posterior into the spec of one new
+patient's twin: the population parameters fixed at their posterior medians and the deviations'
+prior ``N(0, diag(omega)^2)`` at the posterior medians of ``omega`` -- the population prior of
+Bayesian forecasting (Sheiner & Beal 1982, J Pharm Sci 71:1344), here with the full posterior of
+the patient's deviations rather than only its mode (the empirical Bayes estimate).
+
+The etas' correlations are not estimated (a diagonal ``Omega``, as in NONMEM's
+``$OMEGA DIAGONAL``); a spec whose ``[population]`` gives correlations is refused by the cohort fit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import tomllib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from .diagnostics import Diagnostics, Gate, check_convergence
+from .dynamics.design import Design, design_for
+from .model import TwinModel, ieee_numerics
+from .patient import Patient
+from .spec.expr import PYTENSOR
+from .spec.model_spec import ModelSpec, SpecError, load_spec
+
+__all__ = ["PopulationFit", "fit_population"]
+
+
+def omega_name(eta: str) -> str:
+    """The name of the standard deviation of ``eta`` in a cohort posterior."""
+    return f"omega_{eta}"
+
+
+@dataclass(frozen=True)
+class PopulationFit:
+    """The posterior of a hierarchical fit of a cohort.
+
+    Attributes
+    ----------
+    spec : ModelSpec
+        The population spec.
+    subjects : tuple of str
+        The cohort's subject labels (pseudonyms unless the patients opted in to identifiers), in
+        the order of the ``subject`` dimension.
+    idata : xarray.DataTree
+        Posterior of the population parameters, ``omega_<eta>``, the deviations ``eta``
+        (``subject`` x ``deviation``) and each subject's derived quantities (e.g. ``CL``, ``V``).
+    diagnostics : Diagnostics
+        The gate's verdict on the population parameters and ``omega``.
+    seconds : float
+        Wall time of compilation and sampling.
+    """
+
+    spec: ModelSpec
+    subjects: tuple[str, ...]
+    idata: Any
+    diagnostics: Diagnostics
+    seconds: float
+    ids: tuple[str, ...] = dataclasses.field(default=(), repr=False)
+
+    @property
+    def converged(self) -> bool:
+        return self.diagnostics.passed
+
+    @property
+    def population_names(self) -> list[str]:
+        """The population parameters and the deviations' standard deviations."""
+        return population_parameters(self.spec) + [omega_name(e) for e in self.spec.population.etas]
+
+    def summary(self) -> dict[str, tuple[float, float, float]]:
+        """Name -> (posterior median, 5 % and 95 % quantiles) of each population quantity."""
+        post = self.idata["posterior"].to_dataset()
+        out = {}
+        for name in self.population_names:
+            x = post[name].values.ravel()
+            out[name] = tuple(float(v) for v in np.quantile(x, [0.5, 0.05, 0.95]))
+        return out
+
+    def individual(self, subject: str, name: str) -> np.ndarray:
+        """Posterior draws of ``name`` (a derived quantity or deviation) for one cohort subject,
+        given by its identifier in the data or its label."""
+        post = self.idata["posterior"].to_dataset()
+        subject = str(subject)
+        i = self.ids.index(subject) if subject in self.ids else self.subjects.index(subject)
+        if name in self.spec.population.etas:
+            return post["eta"].isel(subject=i).sel(deviation=name).values.ravel()
+        return post[name].isel(subject=i).values.ravel()
+
+    def individual_spec(self) -> ModelSpec:
+        """The spec of a new patient's twin with this cohort's posterior as its prior.
+
+        Population parameters become ``[fixed]`` at their posterior medians and
+        ``[population] sd`` the posterior medians of ``omega``; the text says where they came
+        from, so the spec file can be saved and reviewed (``spec.text``).
+        """
+        import tomli_w
+
+        doc = tomllib.loads(self.spec.text)
+        est = self.summary()
+        fixed = doc.setdefault("fixed", {})
+        for name in population_parameters(self.spec):
+            raw = doc["parameters"].pop(name)
+            med, lo, hi = est[name]
+            fixed[name] = {
+                "value": med,
+                "unit": raw["unit"],
+                "description": f"{raw['description']} (posterior median of a cohort fit of "
+                f"{len(self.subjects)} subjects; 90% interval {lo:.4g} to {hi:.4g})",
+            }
+        doc["population"]["sd"] = [est[omega_name(e)][0] for e in self.spec.population.etas]
+        doc["population"].pop("sd_prior", None)
+        doc["model"]["name"] = f"{self.spec.name}-individual"
+        doc["model"]["title"] = f"{self.spec.title} (population prior from a cohort fit)"
+        text = (
+            f"# Generated by twinbayes from a cohort fit of {self.spec.source} "
+            f"({len(self.subjects)} subjects).\n" + tomli_w.dumps(doc)
+        )
+        return load_spec(f"{self.spec.name}-individual.toml", text=text)
+
+
+def population_parameters(spec: ModelSpec) -> list[str]:
+    """The spec's parameters other than the standardised deviations (the population's)."""
+    z = set(spec.population.z_names) if spec.population else set()
+    return [p for p in spec.parameters if p not in z]
+
+
+def _cohort_spec(spec: ModelSpec) -> ModelSpec:
+    """``spec`` without the one-patient deviations (``eta = L z``): the cohort model supplies them."""
+    pop = spec.population
+    return dataclasses.replace(
+        spec,
+        parameters={k: v for k, v in spec.parameters.items() if k not in pop.z_names},
+        derived={k: v for k, v in spec.derived.items() if k not in pop.etas},
+    )
+
+
+def _check_population_spec(spec: ModelSpec) -> None:
+    pop = spec.population
+    if pop is None:
+        raise SpecError(
+            "population",
+            f"spec {spec.name!r} has no [population] section: declare the individual deviations "
+            '(etas = ["eta_CL", ...], sd = [...]) to fit a cohort',
+            spec.source,
+        )
+    if not np.allclose(pop.correlation, np.eye(len(pop.etas))):
+        raise SpecError(
+            "population.correlation",
+            "a cohort fit estimates uncorrelated deviations only (diagonal Omega); "
+            "remove the correlation matrix to fit the cohort",
+            spec.source,
+        )
+
+
+def population_model(spec: ModelSpec, designs: list[Design], subjects: list[str]):
+    """The PyMC model of a cohort: population priors, non-centred deviations, every subject's likelihood."""
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    ieee_numerics()
+    pop = spec.population
+    cohort = _cohort_spec(spec)
+    twin = TwinModel.of(cohort)
+    per_subject = [d.name for d in cohort.derived.values()]
+    with pm.Model(coords={"subject": subjects, "deviation": list(pop.etas)}) as model:
+        shared = {name: cohort.parameters[name].prior.to_pymc(name) for name in cohort.parameters}
+        omega = pt.stack([pop.sd_prior.to_pymc(omega_name(e)) for e in pop.etas])
+        z = pm.Normal("eta_z", 0.0, 1.0, dims=("subject", "deviation"))
+        eta = pm.Deterministic("eta", z * omega[None, :], dims=("subject", "deviation"))
+        terms, derived = [], {n: [] for n in per_subject}
+        for i, design in enumerate(designs):
+            twin.check_data(design)
+            env = {**shared, **{e: eta[i, k] for k, e in enumerate(pop.etas)}}
+            full = cohort.evaluate_derived({**env, **twin.constants(design)}, PYTENSOR)
+            for n in per_subject:
+                derived[n].append(pt.as_tensor(full[n]))
+            for name, mu in twin.means(env, design, PYTENSOR).items():
+                err = twin.errors[name]
+                dist, kwargs = err.pymc(mu, err.sd(full, mu, pt))
+                terms.append(pm.logp(dist.dist(**kwargs), design.values[name]).sum())
+        pm.Potential("loglik", pt.add(*terms))
+        for n, values in derived.items():
+            if all(v.ndim == 0 for v in values):
+                pm.Deterministic(n, pt.stack(values), dims="subject")
+    return model
+
+
+def fit_population(
+    spec: ModelSpec | str,
+    patients: list[Patient],
+    *,
+    draws: int = 1000,
+    tune: int = 1000,
+    chains: int = 4,
+    seed: int = 0,
+    target_accept: float = 0.9,
+    gate: Gate = Gate(),
+    progress: bool = False,
+) -> PopulationFit:
+    """Fit a population spec to a cohort: the joint posterior of population and individuals.
+
+    Parameters
+    ----------
+    spec : ModelSpec or str
+        A spec with a ``[population]`` section (or its path / bundled name).
+    patients : list of Patient
+        The cohort, e.g. ``[Patient.from_csv(path, subject=s) for s in ...]``.
+    draws, tune, chains, seed, target_accept
+        NUTS settings (nutpie).
+    gate : Gate
+        Convergence thresholds for the population parameters and ``omega``.
+
+    Returns
+    -------
+    PopulationFit
+        Check ``converged`` (and ``diagnostics.reasons``) before using it.
+
+    References
+    ----------
+    Sheiner LB, Rosenberg B, Marathe VV (1977). Estimation of population characteristics of
+    pharmacokinetic parameters from routine clinical data. J Pharmacokinet Biopharm 5:445-479.
+    """
+    import nutpie
+
+    from .compiled_model import compile_model
+
+    spec = spec if isinstance(spec, ModelSpec) else load_spec(spec)
+    _check_population_spec(spec)
+    if not patients:
+        raise ValueError("fit_population needs at least one patient")
+    designs = [design_for(spec, p) for p in patients]
+    ids = [p.id for p in patients]
+    if len(set(ids)) != len(ids):
+        raise ValueError("each patient of a cohort must be a different subject")
+    subjects = [p.label for p in patients]
+    t0 = time.perf_counter()
+    compiled = compile_model(population_model(spec, designs, subjects))
+    idata = nutpie.sample(
+        compiled,
+        draws=draws,
+        tune=tune,
+        chains=chains,
+        seed=seed,
+        target_accept=target_accept,
+        progress_bar=progress,
+    )
+    seconds = time.perf_counter() - t0
+    names = population_parameters(spec) + [omega_name(e) for e in spec.population.etas]
+    diagnostics = check_convergence(idata, names, gate)
+    return PopulationFit(spec, tuple(subjects), idata, diagnostics, seconds, tuple(ids))
+
+
+def subjects_in(path) -> list[str]:
+    """The subject identifiers of a multi-subject patient file, in file order."""
+    import csv
+
+    from .patient import _resolve_bundled
+
+    with open(_resolve_bundled(path), newline="") as fh:
+        return list(dict.fromkeys(row["subject"] for row in csv.DictReader(fh)))
+
+
+def posterior_table(fit: PopulationFit) -> xr.Dataset:
+    """The population summary as a Dataset (``statistic`` = median, q05, q95) for files and reports."""
+    est = fit.summary()
+    return xr.Dataset(
+        {n: ("statistic", list(v)) for n, v in est.items()},
+        coords={"statistic": ["median", "q05", "q95"]},
+    )
