@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import numpy as np
+
 from twinbayes import Patient, fit, fitting, load_spec
 from twinbayes.comparison import kfold, loo
 from twinbayes.ladder import NO_LADDER
@@ -37,6 +39,7 @@ CHILD = r"""
 import json, sys
 import numpy as np
 import nutpie
+import numpy as np
 from twinbayes import Patient, load_spec
 from twinbayes.compiled_model import compile_model
 from twinbayes.dynamics.design import design_for
@@ -70,3 +73,39 @@ def test_compiled_callbacks_are_cached_across_processes(tmp_path):
     assert cold["hits"] == [0, 0]  # compiled in the first process ...
     assert warm["hits"] == [1, 1]  # ... loaded from disk in the second
     assert cold["same"] and warm["same"]  # the same draws as nutpie's own compilation, with weights
+
+
+def _infant(weight: float, levels: tuple[float, float]) -> Patient:
+    """A simulated infant on a fixed protocol (loading and maintenance dose, two levels)."""
+    return Patient.from_records(
+        observations=[
+            (2.0, "concentration", levels[0], "mg/L"),
+            (30.0, "concentration", levels[1], "mg/L"),
+        ],
+        doses=[(0.0, "iv", 20.0, "mg"), (12.0, "iv", 3.0, "mg"), (24.0, "iv", 3.0, "mg")],
+        covariates={"weight": (weight, "kg"), "asphyxia": (0.0, "1")},
+        subject=f"w{weight}",
+    )
+
+
+def test_patients_on_one_protocol_share_a_compiled_model(monkeypatch):
+    """The weighted model holds the patient's levels and covariates as data: a second patient with
+    the same times and doses reuses the compiled model, and gets the draws a fresh compilation gives."""
+    calls = []
+    real = fitting.compile_model
+    monkeypatch.setattr(fitting, "compile_model", lambda m: calls.append(m) or real(m))
+    spec = load_spec("phenobarbital_neonate_nonmem")
+    a, b = _infant(1.1, (15.0, 18.0)), _infant(2.4, (8.0, 10.5))
+    fitting._COMPILED.clear()
+    fit(spec, a, seed=4, **SHORT)
+    shared = fit(spec, b, seed=4, **SHORT)
+    assert len(calls) == 1
+    fitting._COMPILED.clear()
+    fresh = fit(spec, b, seed=4, **SHORT)
+    assert len(calls) == 2
+    for name in ("CL", "V", "eta_CL_z"):
+        assert np.array_equal(
+            shared.idata["posterior"][name].values, fresh.idata["posterior"][name].values
+        )
+    # the heavier infant's own data and weight reached the shared model
+    assert float(shared.idata["posterior"]["V"].median()) > 2.0

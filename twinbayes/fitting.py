@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +25,7 @@ from .compiled_model import compile_model
 from .diagnostics import Diagnostics, Gate, check_convergence
 from .dynamics.design import Design, design_for
 from .ladder import DEFAULT_LADDER, Attempt, Ladder
-from .model import TwinModel, obs_dim
+from .model import TwinModel, obs_dim, patient_data
 from .patient import Patient
 from .sensitivity import power_scaling_sensitivity
 from .spec.model_spec import ModelSpec
@@ -270,7 +271,7 @@ def fit(
         tune,
         draws,
     )
-    nuts = _Nuts(model, sampler, spec.name, design)
+    nuts = _Nuts(model, sampler, spec, design)
     base = dict(
         sampler=sampler,
         draws=draws,
@@ -391,11 +392,34 @@ class FailedFit:
         return [f"fit failed: {self.cause}"]
 
 
+_COMPILED: OrderedDict[tuple[str, str], Any] = OrderedDict()
+"""Compiled weighted models of this process by (spec hash, design structure), most recent last."""
+COMPILED_CACHE_SIZE = 32
+
+
+def compiled_for(spec: ModelSpec, design: Design, model: pm.Model):
+    """nutpie's compiled ``model`` (the weighted model of ``spec`` and ``design``) with this
+    patient's data: compiled once per spec and design structure in a process, so other patients
+    with the same times and doses (a cohort on one protocol, simulated patients) reuse it.
+
+    The machine code and data are those a fresh compilation would use: same draws.
+    """
+    key = (spec.sha256, design.structure_key())
+    if key in _COMPILED:
+        _COMPILED.move_to_end(key)
+        return _COMPILED[key].with_data(obs_weight=np.ones(design.n_obs), **patient_data(design))
+    compiled = compile_model(model)
+    _COMPILED[key] = compiled
+    while len(_COMPILED) > COMPILED_CACHE_SIZE:
+        _COMPILED.popitem(last=False)
+    return compiled
+
+
 class _Nuts:
     """NUTS on one PyMC model, compiled once (nutpie) and sampled as often as the ladder asks."""
 
-    def __init__(self, model: pm.Model, sampler: str, spec_name: str = "", design=None):
-        self.spec_name = spec_name
+    def __init__(self, model: pm.Model, sampler: str, spec: ModelSpec, design: Design):
+        self.spec_name = spec.name
         self.design = design
         self.model = model
         self.sampler = sampler
@@ -403,7 +427,7 @@ class _Nuts:
         self._compiled = None
         if sampler == "nutpie":
             t0 = time.perf_counter()
-            self._compiled = compile_model(model)
+            self._compiled = compiled_for(spec, design, model)
             self.compile_seconds = time.perf_counter() - t0
 
     @property

@@ -64,6 +64,24 @@ def obs_dim(name: str) -> str:
     return f"{name}_obs"
 
 
+def covariate_data_name(name: str) -> str:
+    """The name of a covariate's ``pm.Data`` in the weighted model (not a spec name: it has a colon)."""
+    return f"covariate:{name}"
+
+
+def design_values(design: Design) -> np.ndarray:
+    """The observed values of all observables, concatenated in the design's order."""
+    return np.concatenate([np.asarray(design.values[n], float) for n in design.times])
+
+
+def patient_data(design: Design) -> dict[str, np.ndarray]:
+    """The ``pm.Data`` of the weighted model that hold one patient's values (see :meth:`TwinModel.pymc_model`)."""
+    return {
+        "obs_value": design_values(design),
+        **{covariate_data_name(c): np.asarray(v, float) for c, v in design.covariates.items()},
+    }
+
+
 @dataclass(frozen=True)
 class TwinModel:
     """A spec's dynamics and error models, with the means, likelihood and simulator built on them.
@@ -97,7 +115,8 @@ class TwinModel:
         shape ``(S, n_times)``.  With PyTensor, one graph per observable.
         """
         spec = self.spec
-        env = spec.evaluate_derived({**env, **self.constants(design)}, backend)
+        # constants first: values already in env (a covariate held as data) take precedence
+        env = spec.evaluate_derived({**self.constants(design), **env}, backend)
         batch = (
             {np.shape(v)[0] for v in env.values() if np.ndim(v) > 0} if backend is NUMPY else set()
         )
@@ -175,7 +194,10 @@ class TwinModel:
         one ``Potential`` ``sum_i w_i log p(y_i | theta)`` with
         ``pm.Data("obs_weight")`` (``weighted=True``; weight 0 leaves an
         observation out exactly, so cross-validation refits change data, not
-        the graph, and the model compiles once).
+        the graph, and the model compiles once).  The weighted model also holds
+        the observed values (``obs_value``) and the covariates as data, so the
+        compiled model of one patient serves every patient with the same design
+        (times, doses, inputs): see :func:`patient_data`.
         """
         import pymc as pm
         import pytensor.tensor as pt
@@ -186,11 +208,19 @@ class TwinModel:
             {} if weighted else {obs_dim(n): np.arange(len(t)) for n, t in design.times.items()}
         )
         with pm.Model(coords=coords) as model:
-            weight = pm.Data("obs_weight", np.ones(design.n_obs)) if weighted else None
             env: dict[str, Any] = {
                 name: p.prior.to_pymc(name) for name, p in self.spec.parameters.items()
             }
             env.update(self.constants(design))
+            if weighted:  # the patient's values as data: other patients of one design reuse the compiled model
+                weight = pm.Data("obs_weight", np.ones(design.n_obs))
+                observed = pm.Data("obs_value", design_values(design))
+                env.update(
+                    {
+                        c: pm.Data(covariate_data_name(c), np.asarray(v, float))
+                        for c, v in design.covariates.items()
+                    }
+                )
             for d in self.spec.derived.values():
                 env[d.name] = pm.Deterministic(d.name, d.expression(env, PYTENSOR))
             terms, start = [], 0
@@ -198,8 +228,11 @@ class TwinModel:
                 err, y = self.errors[name], design.values[name]
                 dist, kwargs = err.pymc(mu, err.sd(env, mu, pt))
                 if weighted:
+                    y_data = observed[start : start + len(y)]
                     terms.append(
-                        (weight[start : start + len(y)] * pm.logp(dist.dist(**kwargs), y)).sum()
+                        (
+                            weight[start : start + len(y)] * pm.logp(dist.dist(**kwargs), y_data)
+                        ).sum()
                     )
                 else:
                     dist(name, **kwargs, observed=y, dims=obs_dim(name))

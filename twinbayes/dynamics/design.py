@@ -7,6 +7,7 @@ spec on a design.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -62,6 +63,24 @@ class Design:
     @property
     def n_obs(self) -> int:
         return sum(len(t) for t in self.times.values())
+
+    def structure_key(self) -> str:
+        """SHA-256 of everything but the patient's values: observation times, doses, inputs,
+        baselines and which covariates.  Two designs with one key share a compiled model."""
+        h = hashlib.sha256()
+        for name, t in self.times.items():
+            h.update(f"obs:{name}".encode() + np.asarray(t, float).tobytes())
+        for route, entry in sorted(self.doses.items()):
+            h.update(f"dose:{route}".encode())
+            for part in entry:
+                h.update(np.asarray(part, float).tobytes() + b"|")
+        for name, (kt, kv) in sorted(self.inputs.items()):
+            h.update(f"input:{name}".encode() + np.asarray(kt, float).tobytes())
+            h.update(np.asarray(kv, float).tobytes())
+        for name, value in sorted(self.baselines.items()):
+            h.update(f"baseline:{name}={float(value)!r}".encode())
+        h.update(("covariates:" + ",".join(sorted(self.covariates))).encode())
+        return h.hexdigest()
 
     def index(self) -> list[tuple[str, int]]:
         """(observable, position) of every observation, in the order used by pointwise results."""
