@@ -169,3 +169,16 @@ def test_phenobarbital_cohort_fit_matches_nonmem_and_gives_the_individual_prior(
         # the cohort posterior of the same infant agrees too
         assert float(np.median(pop.individual(subject, "CL"))) == pytest.approx(cl_ref, rel=0.05)
         assert float(np.median(pop.individual(subject, "V"))) == pytest.approx(v_ref, rel=0.05)
+
+
+def test_the_console_shows_a_population_twins_individual_quantities(infants):
+    from twinbayes.pipeline import summary_table
+
+    twin = fit(load_spec("phenobarbital_neonate_nonmem"), infants["28"], seed=1)
+    table = summary_table([twin])
+    rows = table.splitlines()[1:]
+    shown = [rows[0].split()[1]] + [
+        row.split()[0] for row in rows[1:]
+    ]  # first row starts with the twin
+    assert shown == ["eta_CL", "eta_V", "CL", "V", "ke"]
+    assert twin.name in table.splitlines()[1] and "passed" in table.splitlines()[1]

@@ -419,21 +419,40 @@ def _figures(folder, twins, comparison, result, weights, study) -> None:
             plot_decision_table(result, str(target), path=folder.figure_path(name))
 
 
+def _shown_quantities(spec) -> list[str]:
+    """The quantities a summary shows: the parameters, or for a population twin its individual ones."""
+    if spec.population is None:
+        return list(spec.parameters)
+    z = set(spec.population.z_names)
+    return [p for p in spec.parameters if p not in z] + list(spec.derived)
+
+
 def summary_table(twins) -> str:
-    """Posterior median and 95 % interval, R-hat and bulk ESS of every parameter of every twin."""
+    """Posterior median and 95 % interval, R-hat and bulk ESS of every parameter of every twin.
+
+    A population twin shows its individual quantities (deviations and derived quantities such as
+    CL and V) instead of the standardised deviations it samples; those rows have no R-hat (the
+    gate checks the sampled parameters).
+    """
     import numpy as np
 
+    width = max([20, *(len(tw.name) + 1 for tw in twins)])
     lines = [
-        f"{'twin':<20} {'parameter':<12} {'median':>10} {'2.5%':>10} {'97.5%':>10} {'R-hat':>7} {'ESS':>6}  gate"
+        f"{'twin':<{width}} {'parameter':<12} {'median':>10} {'2.5%':>10} {'97.5%':>10} {'R-hat':>7} {'ESS':>6}  gate"
     ]
     for tw in twins:
         post = tw.idata["posterior"]
-        for j, p in enumerate(tw.spec.parameters):
+        checked = list(tw.diagnostics.table.parameter.values)
+        for j, p in enumerate(_shown_quantities(tw.spec)):
             q = np.quantile(post[p].values, [0.5, 0.025, 0.975])
-            row = tw.diagnostics.table.sel(parameter=p)
+            if p in checked:
+                row = tw.diagnostics.table.sel(parameter=p)
+                rhat, ess = f"{float(row.rhat):>7.3f}", f"{float(row.ess_bulk):>6.0f}"
+            else:
+                rhat, ess = f"{'-':>7}", f"{'-':>6}"
             gate = ("passed" if tw.converged else "FAILED") if j == 0 else ""
             name = tw.name if j == 0 else ""
             lines.append(
-                f"{name:<20} {p:<12} {q[0]:>10.4g} {q[1]:>10.4g} {q[2]:>10.4g} {float(row.rhat):>7.3f} {float(row.ess_bulk):>6.0f}  {gate}"
+                f"{name:<{width}} {p:<12} {q[0]:>10.4g} {q[1]:>10.4g} {q[2]:>10.4g} {rhat} {ess}  {gate}"
             )
     return "\n".join(lines)
