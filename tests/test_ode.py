@@ -254,7 +254,7 @@ def test_input_specs_are_validated(spec_text):
         load_spec("y.toml", text=linear_forced)
 
 
-def test_nonlinear_specs_need_initial_values_and_take_no_doses(spec_text):
+def test_nonlinear_specs_need_initial_values_and_take_boluses_only(spec_text):
     no_init = load_spec("tumor_gompertz").text.replace(AS_ODE["tumor_gompertz"], "")
     with pytest.raises(
         SpecError,
@@ -268,8 +268,14 @@ def test_nonlinear_specs_need_initial_values_and_take_no_doses(spec_text):
             'solution.central = "ka / (ka - ke) * (exp(-ke * tad) - exp(-ka * tad))"\n': "",
         }
     )
-    with pytest.raises(SpecError, match="routes: doses into nonlinear ODEs are not supported yet"):
-        load_spec("y.toml", text=dosed)
+    with pytest.raises(SpecError, match="dynamics.initial: a nonlinear ODE without closed form"):
+        load_spec("y.toml", text=dosed)  # doses are accepted, initial values still needed
+    lagged = dosed.replace(
+        '[routes.oral]\nstate = "depot"', '[routes.oral]\nstate = "depot"\nlag = "ka"'
+    )
+    assert lagged != dosed
+    with pytest.raises(SpecError, match=r"routes.oral.lag: doses into a nonlinear ODE are bolus"):
+        load_spec("z.toml", text=lagged)
 
 
 def test_a_stiff_system_is_reported_as_stiff():

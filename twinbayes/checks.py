@@ -88,7 +88,8 @@ def check_ode_accuracy(
     """Largest relative error of the ODE engine against ``solve_ivp`` (Radau, rtol 1e-11).
 
     For nonlinear specs without a closed form; parameters around the prior
-    medians (each scaled by a factor in ``[e^-0.5, e^0.5]``).  The times are
+    medians (each scaled by a factor in ``[e^-0.5, e^0.5]``); a spec with dose
+    routes gets four boluses by each route (:data:`CHECK_DOSES`).  The times are
     those of ``design`` (a :class:`~twinbayes.dynamics.predict.Design`), else
     20 over ``span`` time units; specs driven by forcing inputs need a design,
     which supplies the input series and baselines.  The error is scaled by
@@ -105,11 +106,15 @@ def check_ode_accuracy(
     typical = spec.typical_values()
     if design is None:
         times, inputs, baselines = np.linspace(span / 20, span, 20), {}, {}
+        doses = {route: CHECK_DOSES for route in spec.routes}
+        if doses:  # four boluses by each route, outputs around and at the dose times
+            times = CHECK_TIMES
     else:
-        times, inputs, baselines = (
+        times, inputs, baselines, doses = (
             np.unique(np.concatenate(list(design.times.values()))),
             design.inputs,
             design.baselines,
+            design.doses,
         )
     worst = 0.0
     for _ in range(n_draws):
@@ -120,8 +125,8 @@ def check_ode_accuracy(
             | baselines
         )
         x0 = {s: float(spec.initial[s](env)) for s in spec.states}
-        ref = solve_reference(spec, env, times, {}, x0=x0, forcing=inputs)
-        got = ode_trajectories(spec, env, times, list(spec.states), inputs=inputs)
+        ref = solve_reference(spec, env, times, doses, x0=x0, forcing=inputs)
+        got = ode_trajectories(spec, env, times, list(spec.states), inputs=inputs, doses=doses)
         for s in spec.states:
             scale = np.abs(ref[s]).max()
             if scale > 0:

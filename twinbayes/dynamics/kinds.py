@@ -115,7 +115,7 @@ class OdeSolution:
     def states_at(self, env, times, doses, states, backend=NUMPY, inputs=None):
         from .ode import ode_trajectories
 
-        return ode_trajectories(self.spec, env, times, states, backend, inputs)
+        return ode_trajectories(self.spec, env, times, states, backend, inputs, doses)
 
 
 def dynamics_for(spec: ModelSpec) -> Dynamics:

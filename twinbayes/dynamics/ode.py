@@ -177,15 +177,19 @@ def _compile_system(definition: SystemDefinition) -> OdeSystem:
 
 @dataclass(frozen=True)
 class Forcing:
-    """Output times, and where the integrator must restart: input knots.
+    """Output times, and where the integrator must restart: input knots and bolus doses.
 
     Attributes
     ----------
     times : ndarray
         Output times (any order, repeats allowed).
     stops : ndarray
-        0, every input knot inside the output range, and the last output
-        time: sorted, unique.  Between stops the inputs are linear.
+        0, every input knot and dose time inside the output range, and the last
+        output time: sorted, unique.  Between stops the inputs are linear.
+    jumps : ndarray
+        Amount added to each state at ``stops[k]`` before interval ``k`` is
+        integrated (bolus doses), shape ``(len(stops), n_states)``.  An output at a
+        dose time is the amount just before the dose (as for the linear engine).
     u0, du : ndarray
         Input values at the start of interval ``k`` (``stops[k]..stops[k+1]``)
         and their slopes there, shape ``(len(stops) - 1, n_inputs)``.
@@ -193,6 +197,7 @@ class Forcing:
 
     times: np.ndarray
     stops: np.ndarray
+    jumps: np.ndarray
     u0: np.ndarray
     du: np.ndarray
 
@@ -202,28 +207,37 @@ class Forcing:
         times: np.ndarray,
         inputs: Mapping[str, tuple[np.ndarray, np.ndarray]],
         names: tuple[str, ...],
+        boluses: tuple[tuple[np.ndarray, np.ndarray], ...] = (),
     ) -> Forcing:
+        """``boluses``: per state (in the system's order), dose (times, amounts); empty for none."""
         times = np.asarray(times, float)
         tmax = float(times.max()) if times.size else 0.0
         knots = [np.asarray(inputs[n][0], float) for n in names]
+        knots += [np.asarray(t, float) for t, _ in boluses]
         stops = np.unique(np.concatenate([[0.0, tmax], *[k[(k > 0) & (k < tmax)] for k in knots]]))
+        jumps = np.zeros((len(stops), len(boluses)))
+        for i, (bt, amounts) in enumerate(boluses):
+            for t, a in zip(np.asarray(bt, float), np.asarray(amounts, float), strict=True):
+                if 0.0 <= t < tmax:
+                    jumps[np.searchsorted(stops, t), i] += a
         u0 = np.zeros((max(len(stops) - 1, 0), len(names)))
         du = np.zeros_like(u0)
         for j, n in enumerate(names):
             kt, kv = (np.asarray(a, float) for a in inputs[n])
             lo, hi = np.interp(stops[:-1], kt, kv), np.interp(stops[1:], kt, kv)
             u0[:, j], du[:, j] = lo, (hi - lo) / np.diff(stops)
-        return cls(times, stops, u0, du)
+        return cls(times, stops, jumps, u0, du)
 
-    @property
-    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """``(times, stops, u0, du)``, the integrator's first arguments after ``p, y0``."""
-        return self.times, self.stops, self.u0, self.du
+    def arrays_for(self, n_states: int) -> tuple[np.ndarray, ...]:
+        """``(times, stops, jumps, u0, du)``, the integrator's arguments after ``p, y0``
+        (``jumps`` widened to ``n_states`` zeros when there are no doses)."""
+        jumps = self.jumps if self.jumps.shape[1] else np.zeros((len(self.stops), n_states))
+        return self.times, self.stops, jumps, self.u0, self.du
 
     @property
     def key(self) -> str:
         h = hashlib.sha256()
-        for a in (self.times, self.stops, self.u0, self.du):
+        for a in (self.times, self.stops, self.jumps, self.u0, self.du):
             h.update(np.ascontiguousarray(a).tobytes())
         return h.hexdigest()[:16]
 
@@ -237,10 +251,10 @@ class Forcing:
 class Integrator(NamedTuple):
     """Compiled solvers of one system.
 
-    ``one(p, y0, times, stops, u0, du, rtol, atol, max_step, max_steps, sens) -> (Y, S, status, t)``
+    ``one(p, y0, times, stops, jumps, u0, du, rtol, atol, max_step, max_steps, sens) -> (Y, S, status, t)``
     solves for one parameter vector (``Y[i]`` the states at ``times[i]``,
     ``S[i]`` their sensitivities to ``(y0, p)``, zeros unless ``sens``);
-    ``many(P, Y0, times, stops, u0, du, rtol, atol, max_step, max_steps) -> Y``
+    ``many(P, Y0, times, stops, jumps, u0, du, rtol, atol, max_step, max_steps) -> Y``
     solves row by row for draws (no sensitivities; NaN rows where a solve failed).
     """
 
@@ -450,7 +464,7 @@ def _make_loop(n, k, deriv, step, factor, dense, initial_step, stages):
 
 
 _LOOP = """
-def integrate(p, y0, times, stops, u0, du, rtol, atol, max_step, max_steps, sens):
+def integrate(p, y0, times, stops, jumps, u0, du, rtol, atol, max_step, max_steps, sens):
     size = n + n * m if sens else n
     T = len(times)
     order = np.argsort(times)
@@ -473,10 +487,17 @@ def integrate(p, y0, times, stops, u0, du, rtol, atol, max_step, max_steps, sens
         if r >= T:
             break
         t0, t1 = stops[seg], stops[seg + 1]
-        if seg == 0:  # later segments start from the last stage (FSAL; inputs are continuous)
+        jumped = False
+        for i in range(n):  # bolus doses at t0: the states jump (the sensitivities do not)
+            if jumps[seg, i] != 0.0:
+                z[i] += jumps[seg, i]
+                jumped = True
+        if seg == 0 or jumped:  # otherwise the last stage is f(t0, z) (FSAL; inputs are continuous)
             for j in range(u.shape[0]):
-                u[j] = u0[0, j]
+                u[j] = u0[seg, j]
             deriv(t0, z, p, u, sens, k0, jy, jp)
+            if jumped:
+                h = -1.0  # a new initial step after a dose
         if h <= 0.0:
             h = initial_step(t0, t1, z, k0, p, u, jy, jp, tmp, k1, d, rtol, atol, max_step, n)
         t = t0
@@ -543,12 +564,12 @@ def _make_many(one, n: int):
     import numba
 
     @numba.njit
-    def many(P, Y0, times, stops, u0, du, rtol, atol, max_step, max_steps):
+    def many(P, Y0, times, stops, jumps, u0, du, rtol, atol, max_step, max_steps):
         out = np.empty((P.shape[0], len(times), n))
         for s in range(P.shape[0]):
-            out[s] = one(P[s], Y0[s], times, stops, u0, du, rtol, atol, max_step, max_steps, False)[
-                0
-            ]
+            out[s] = one(
+                P[s], Y0[s], times, stops, jumps, u0, du, rtol, atol, max_step, max_steps, False
+            )[0]
         return out
 
     return many
@@ -575,7 +596,11 @@ def solve(
     """
     system = ode_system(spec)
     Y, S, status, t = integrator(system).one(
-        np.asarray(p, float), np.asarray(y0, float), *forcing.arrays, *_settings(spec), sens
+        np.asarray(p, float),
+        np.asarray(y0, float),
+        *forcing.arrays_for(len(system.states)),
+        *_settings(spec),
+        sens,
     )
     if status != OK:
         raise OdeError(_failure(spec, status, t, _settings(spec)[3]))
@@ -637,7 +662,8 @@ def _op_type():
         def perform(self, node, inputs, outputs):
             p, y0 = inputs
             f = self.forcing
-            Y, S, _, _ = integrator(self.system).one(p, y0, *f.arrays, *self.settings, True)
+            arrays = f.arrays_for(len(self.system.states))
+            Y, S, _, _ = integrator(self.system).one(p, y0, *arrays, *self.settings, True)
             outputs[0][0], outputs[1][0] = (
                 Y,
                 S,
@@ -673,13 +699,13 @@ def _register_numba(op_type) -> None:
 
         integrate = integrator(op.system).one
         f = op.forcing
-        times, stops, u0, du = f.times, f.stops, f.u0, f.du
+        times, stops, jumps, u0, du = f.arrays_for(len(op.system.states))
         rtol, atol, max_step, max_steps = op.settings
 
         @numba.njit
         def solve_op(p, y0):
             Y, S, _, _ = integrate(
-                p, y0, times, stops, u0, du, rtol, atol, max_step, max_steps, True
+                p, y0, times, stops, jumps, u0, du, rtol, atol, max_step, max_steps, True
             )
             return Y, S
 
@@ -689,6 +715,30 @@ def _register_numba(op_type) -> None:
 # ---------------------------------------------------------------- entry point
 
 
+def boluses(spec: ModelSpec, system: OdeSystem, doses: Mapping[str, tuple]) -> tuple:
+    """Per state of ``system``, the (times, amounts) of the bolus doses it receives.
+
+    Raises
+    ------
+    OdeError
+        For an infusion (duration > 0): not supported into a nonlinear ODE yet.
+    """
+    if not doses:
+        return ()
+    per_state = {s: ([], []) for s in system.states}
+    for route, entry in doses.items():
+        t, amount = np.asarray(entry[0], float), np.asarray(entry[1], float)
+        if len(entry) > 2 and np.any(np.asarray(entry[2], float) > 0):
+            raise OdeError(
+                f"spec {spec.name!r}: route {route!r} has an infusion (duration > 0); infusions into "
+                "nonlinear ODEs are not supported yet: give the dose as a bolus or use a linear spec"
+            )
+        target = per_state[spec.routes[route].state]
+        target[0].extend(t.tolist())
+        target[1].extend(amount.tolist())
+    return tuple((np.array(ts), np.array(am)) for ts, am in per_state.values())
+
+
 def ode_trajectories(
     spec: ModelSpec,
     env: Mapping[str, Any],
@@ -696,8 +746,12 @@ def ode_trajectories(
     states: list[str],
     backend=NUMPY,
     inputs: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    doses: Mapping[str, tuple] | None = None,
 ) -> dict[str, Any]:
     """States at ``times`` from the initial values ``dynamics.initial`` at t = 0.
+
+    ``doses`` (route -> (times, amounts[, durations])) are bolus doses: the route's
+    state jumps by the amount at each dose time and the integrator restarts there.
 
     ``env`` holds parameters, derived quantities and input baselines.  With
     NumPy draw arrays in ``env`` (length S) each result has shape
@@ -705,7 +759,7 @@ def ode_trajectories(
     ``inputs`` maps each forcing input of the spec to its (times, values).
     """
     system = ode_system(spec)
-    forcing = Forcing.build(times, inputs or {}, system.inputs)
+    forcing = Forcing.build(times, inputs or {}, system.inputs, boluses(spec, system, doses or {}))
     y0 = [spec.initial[s](env, backend) for s in system.states]
     p = [env[q] for q in system.params]
     if backend is PYTENSOR:
@@ -731,6 +785,9 @@ def ode_trajectories(
     )
     Y0 = np.stack([np.broadcast_to(np.asarray(v, float), shape) for v in y0], axis=1)
     Y = integrator(system).many(
-        np.ascontiguousarray(P), np.ascontiguousarray(Y0), *forcing.arrays, *_settings(spec)
+        np.ascontiguousarray(P),
+        np.ascontiguousarray(Y0),
+        *forcing.arrays_for(len(system.states)),
+        *_settings(spec),
     )
     return {s: Y[:, :, system.states.index(s)].T for s in states}
