@@ -99,3 +99,16 @@ def test_a_saturable_twin_fits_repeated_doses():
     for name in ("Vmax", "V"):
         lo, hi = np.quantile(post[name].values, [0.01, 0.99])
         assert lo < truth[name] < hi, (name, lo, hi)
+
+
+def test_pre_dose_levels_are_left_out_of_a_dosed_twin_starting_from_zero():
+    """Theophylline subject 1 has a level at t = 0, before the dose: a twin whose states start at 0
+    predicts exactly 0 there (proportional error: an infinite density), so, as for linear twins,
+    the level is left out and reported."""
+    from twinbayes import Patient
+    from twinbayes.dynamics.design import design_for
+
+    patient = Patient.from_csv("bundled:theophylline.csv", subject="1")
+    design = design_for(ORAL_MM, patient)
+    assert design.excluded == (("concentration", 0.0, 0.74),)
+    assert design.times["concentration"].min() > 0

@@ -108,7 +108,8 @@ class Design:
 def design_for(spec: ModelSpec, patient: Patient) -> Design:
     """Match a patient's data to a spec: observables, routes and units.
 
-    A linear spec starts from zero amounts, so its prediction at or before
+    A linear spec (or a dosed nonlinear one whose initial values are 0) starts
+    from zero amounts, so its prediction at or before
     the first dose is exactly zero whatever the parameters: such pre-dose
     samples carry no information about the twin, and a zero value there makes
     the likelihood unbounded as the additive error SD goes to zero.  They are
@@ -151,7 +152,7 @@ def design_for(spec: ModelSpec, patient: Patient) -> Design:
     times, values, excluded = {}, {}, []
     for o in names:
         t, y = patient.observations(o, spec.observations[o].unit, spec.time_unit)
-        keep = t > first_dose if spec.linear else np.ones(len(t), bool)
+        keep = t > first_dose if starts_from_zero(spec) else np.ones(len(t), bool)
         keep &= t >= spec.observations[o].valid_from
         excluded += [(o, float(ti), float(yi)) for ti, yi in zip(t[~keep], y[~keep])]
         if not keep.any():
@@ -163,6 +164,16 @@ def design_for(spec: ModelSpec, patient: Patient) -> Design:
     inputs, baselines = _forcing(spec, patient, max(float(t.max()) for t in times.values()))
     covariates = _covariates(spec, patient)
     return Design(times, values, doses, tuple(excluded), inputs, baselines, covariates)
+
+
+def starts_from_zero(spec: ModelSpec) -> bool:
+    """Whether every state is 0 until the first dose: linear specs, and dosed nonlinear specs whose
+    initial values are all the constant 0 (their predictions before a dose carry no information)."""
+    if spec.linear:
+        return True
+    if not spec.routes or spec.solution:
+        return False
+    return all(not e.symbols and float(e({})) == 0.0 for e in spec.initial.values())
 
 
 def _covariates(spec: ModelSpec, patient: Patient) -> dict[str, float]:
