@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -31,3 +33,14 @@ def test_docs_build_strict(tmp_path):
     assert "WARNING" not in proc.stderr, proc.stderr
     api = (tmp_path / "site" / "api" / "index.html").read_text()
     assert "state_amounts" in api and "disagreement" in api  # docstrings rendered
+
+
+@pytest.mark.parametrize(
+    "path", sorted((ROOT / "docs" / "examples").glob("*.toml")), ids=lambda p: p.name
+)
+def test_example_studies_load(path):
+    """Every study in docs/examples is a valid study file (specs, data, scenarios resolved)."""
+    from twinbayes.study import load_study
+
+    study = load_study(path)
+    assert study.specs and study.scenarios
