@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import xarray as xr
 
 from .diagnostics import Diagnostics, Gate, check_convergence
 from .dynamics.design import Design, design_for
@@ -268,12 +267,3 @@ def subjects_in(path) -> list[str]:
 
     with open(_resolve_bundled(path), newline="") as fh:
         return list(dict.fromkeys(row["subject"] for row in csv.DictReader(fh)))
-
-
-def posterior_table(fit: PopulationFit) -> xr.Dataset:
-    """The population summary as a Dataset (``statistic`` = median, q05, q95) for files and reports."""
-    est = fit.summary()
-    return xr.Dataset(
-        {n: ("statistic", list(v)) for n, v in est.items()},
-        coords={"statistic": ["median", "q05", "q95"]},
-    )
