@@ -189,11 +189,16 @@ def recovery(spec_name: str, seed: int, level: float = 0.95, **settings) -> dict
     spec = load_spec(spec_name)
     truth = spec.typical_values()
     times, doses, inputs = recovery_design(spec)
-    patient = simulate_patient(spec, truth, times, doses, seed=seed, inputs=inputs)
+    covariates = {c.name: c.reference for c in spec.covariates.values()}
+    patient = simulate_patient(
+        spec, truth, times, doses, seed=seed, inputs=inputs, covariates=covariates
+    )
     twin = fit(spec, patient, seed=seed, **settings)
     post = twin.idata["posterior"]
     out = {}
     for p, v in truth.items():
+        if p not in spec.parameters:  # fixed values and covariates are not estimated
+            continue
         lo, hi = np.quantile(post[p].values, [(1 - level) / 2, (1 + level) / 2])
         out[p] = bool(lo <= v <= hi)
     return out
