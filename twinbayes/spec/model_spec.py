@@ -25,7 +25,7 @@ import numpy as np
 from ..units import UnitError, parse_unit
 from .errors import ERROR_MODELS, ErrorModel
 from .expr import FUNCTIONS, Expression, ExpressionError, compile_expression
-from .population import Population
+from .population import Population, parse_population
 from .priors import Prior
 
 __all__ = [
@@ -445,8 +445,6 @@ def _parse_population(raw: dict, taken: set[str]):
     Returns the :class:`~twinbayes.spec.population.Population`, the parameters ``<eta>_z`` and
     the derived deviations ``eta = L z`` (names added to ``taken``).
     """
-    from .population import parse_population
-
     population = parse_population(raw)
     z_params, etas = {}, {}
     standard = Prior.from_dict({"distribution": "normal", "mu": 0.0, "sigma": 1.0}, "population")
