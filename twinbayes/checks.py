@@ -16,13 +16,16 @@ CHECK_TIMES = np.array(
     [0.0, 0.05, 0.25, 0.5, 1.0, 2.0, 3.5, 6.0, 6.01, 9.0, 12.0, 18.0, 24.0, 30.5, 48.0]
 )
 CHECK_DOSES = (np.array([0.0, 6.0, 12.0, 30.0]), np.array([320.0, 100.0, 100.0, 250.0]))
+CHECK_INFUSIONS = (*CHECK_DOSES, np.array([1.0, 0.5, 2.0, 0.25]))
+"""The doses of :data:`CHECK_DOSES` as zero-order infusions (durations in the spec's time unit)."""
 
 
 def check_exact_solution(spec: ModelSpec, n_draws: int = 5, seed: int = 1) -> float:
     """Largest relative error of the exact solutions against a numerical ODE solve.
 
     For parameter values around the prior medians (each scaled by a factor in
-    ``[e^-1, e]``), four doses by each route are simulated over 48 time units
+    ``[e^-1, e]``), four doses by each route, as boluses and as zero-order
+    infusions (:data:`CHECK_INFUSIONS`), are simulated over 48 time units
     with both exact paths -- the spec's closed-form unit-dose solutions (if
     any) and the matrix exponential -- and compared with
     :func:`~twinbayes.dynamics.reference.solve_reference` (Radau, rtol 1e-11).
@@ -45,16 +48,19 @@ def check_exact_solution(spec: ModelSpec, n_draws: int = 5, seed: int = 1) -> fl
             f"{spec.name}: nonlinear and without a closed-form trajectory: nothing exact to check"
         )
     expm_spec = dataclasses.replace(
-        spec, routes={k: dataclasses.replace(r, solution={}) for k, r in spec.routes.items()}
+        spec,
+        routes={
+            k: dataclasses.replace(r, solution={}, infusion={}) for k, r in spec.routes.items()
+        },
     )
-    variants = [spec, expm_spec] if any(r.solution for r in spec.routes.values()) else [expm_spec]
+    closed = any(r.solution or r.infusion for r in spec.routes.values())
+    variants = [spec, expm_spec] if closed else [expm_spec]
     worst = 0.0
     for _ in range(n_draws):
         env = spec.evaluate_derived(
             {k: v * float(np.exp(rng.uniform(-1.0, 1.0))) for k, v in typical.items()}
         )
-        for route in spec.routes:
-            doses = {route: CHECK_DOSES}
+        for doses in [{r: d} for r in spec.routes for d in (CHECK_DOSES, CHECK_INFUSIONS)]:
             ref = solve_reference(spec, env, CHECK_TIMES, doses)
             for variant in variants:
                 got = state_amounts(variant, env, CHECK_TIMES, doses)

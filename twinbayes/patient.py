@@ -9,7 +9,8 @@ The tidy CSV format has one row per event::
 
 ``subject`` is optional (needed when a file holds several patients);
 ``event`` is ``observation``, ``dose`` (``name`` is the route, e.g. ``oral`` or
-``iv``), ``input`` (a series that drives a model without being modelled, e.g. an
+``iv``; an optional ``duration`` column, in the row's time unit, makes a dose a
+zero-order infusion of ``value`` over that time, empty or 0 for a bolus), ``input`` (a series that drives a model without being modelled, e.g. an
 assumed inflow waveform; see forcing inputs in ``docs/spec-format.md``) or
 ``covariate``.  Rows of one subject must be in time order.  All
 validation errors name the file, the line and the column, and say how to fix
@@ -155,6 +156,13 @@ class Patient:
                 raise PatientDataError(f"{route!r} dose of patient {self.label!r}: {exc}") from None
         return t, amt
 
+    def infusion_durations(self, route: str, time_unit: str) -> np.ndarray:
+        """Durations of the doses given by ``route`` (0 for a bolus), in ``time_unit``."""
+        sel = self.data["dose_route"].values == route
+        if "dose_duration" not in self.data:  # data saved before infusions were read
+            return np.zeros(int(sel.sum()))
+        return self.data["dose_duration"].values[sel] * conversion_factor(self.time_unit, time_unit)
+
     def covariate(self, name: str, unit: str) -> float:
         var = self.data.get(f"covariate_{name}")
         if var is None:
@@ -189,13 +197,14 @@ class Patient:
         Parameters
         ----------
         observations : list of (time, name, value, unit)
-        doses : list of (time, route, amount, unit)
+        doses : list of (time, route, amount, unit) or (time, route, amount, unit, duration)
+            A duration > 0 (in ``time_unit``) makes the dose a zero-order infusion.
         covariates : dict name -> (value, unit)
         inputs : list of (time, name, value, unit)
             Forcing series (``input`` rows).
         """
         rows = [(float(t), time_unit, "observation", n, float(v), u) for t, n, v, u in observations]
-        rows += [(float(t), time_unit, "dose", r, float(a), u) for t, r, a, u in doses]
+        rows += [(float(d[0]), time_unit, "dose", d[1], float(d[2]), d[3], *d[4:5]) for d in doses]
         rows += [(float(t), time_unit, "input", n, float(v), u) for t, n, v, u in inputs]
         rows += [
             (0.0, time_unit, "covariate", n, float(v), u)
@@ -282,7 +291,9 @@ class Patient:
                 raise PatientDataError(
                     f"{where}, column 'name': empty; name the observable, route or covariate"
                 )
-            rows.append((t, r["time_unit"], event, r["name"], v, r["unit"]))
+            rows.append(
+                (t, r["time_unit"], event, r["name"], v, r["unit"], _duration(r, event, where))
+            )
             lines.append(ln)
         return _build(rows, lines, subject or "", str(path), sha=hashlib.sha256(raw).hexdigest())
 
@@ -297,6 +308,23 @@ def _number(text: str, where: str) -> float:
             f"{where}: value is {text!r}; remove the row or give a finite number (missing data are left out, not NaN)"
         )
     return x
+
+
+def _duration(row: dict, event: str, where: str) -> float:
+    """The optional ``duration`` of a dose row (0: a bolus); other rows must leave it empty."""
+    text = row.get("duration", "")
+    if not text:
+        return 0.0
+    if event != "dose":
+        raise PatientDataError(
+            f"{where}, column 'duration': only dose rows have a duration (an infusion); leave it empty for {event} rows"
+        )
+    d = _number(text, f"{where}, column 'duration'")
+    if d < 0:
+        raise PatientDataError(
+            f"{where}, column 'duration': negative infusion duration {d}; give the infusion's length, or 0 for a bolus"
+        )
+    return d
 
 
 def _read_rows(path: Path, text: str) -> tuple[list[tuple[int, dict]], list[str]]:
@@ -340,12 +368,13 @@ def _build(rows, lines, subject, source, sha) -> Patient:
     time_unit = rows[0][1]
     obs, doses, inputs, covs = [], [], [], {}
     last_t = -math.inf
-    for (t, tu, event, name, v, unit), ln in zip(rows, lines):
+    for (t, tu, event, name, v, unit, *duration), ln in zip(rows, lines):
         where = f"{source}, line {ln}"
         try:
             if parse_unit(tu).dims != (("time", 1),):
                 raise UnitError(f"{tu!r} is not a time unit (use h, min or d)")
             t = t * conversion_factor(tu, time_unit)
+            duration = float(duration[0]) * conversion_factor(tu, time_unit) if duration else 0.0
         except UnitError as exc:
             raise PatientDataError(f"{where}, column 'time_unit': {exc}") from None
         try:
@@ -376,7 +405,11 @@ def _build(rows, lines, subject, source, sha) -> Patient:
         else:
             if v <= 0:
                 raise PatientDataError(f"{where}, column 'value': dose amount must be > 0, got {v}")
-            doses.append((t, name, v, unit))
+            if duration < 0:
+                raise PatientDataError(
+                    f"{where}: negative infusion duration {duration}; give 0 for a bolus"
+                )
+            doses.append((t, name, v, unit, duration))
     if not obs:
         raise PatientDataError(
             f"{source}: no observations for subject {subject!r}; a twin needs data to be fitted to"
@@ -397,6 +430,7 @@ def _build(rows, lines, subject, source, sha) -> Patient:
             "dose_route": ("dose", np.array([d[1] for d in doses], dtype=str)),
             "dose_amount": ("dose", np.array([d[2] for d in doses], float)),
             "dose_unit": ("dose", np.array([d[3] for d in doses], dtype=str)),
+            "dose_duration": ("dose", np.array([d[4] for d in doses], float)),
             "input_time": ("input", np.array([d[0] for d in inputs], float)),
             "input_name": ("input", np.array([d[1] for d in inputs], dtype=str)),
             "input_value": ("input", np.array([d[2] for d in inputs], float)),

@@ -147,8 +147,8 @@ def design_for(spec: ModelSpec, patient: Patient) -> Design:
             f"patient {patient.label!r} has observations {patient.observation_names}, none of which spec "
             f"{spec.name!r} models ({list(spec.observations)})"
         )
-    doses = {r: patient.doses(r, spec.routes[r].unit, spec.time_unit) for r in patient.routes}
-    first_dose = min((float(t.min()) for t, _ in doses.values() if len(t)), default=np.inf)
+    doses = {r: _doses(spec, patient, r) for r in patient.routes}
+    first_dose = min((float(e[0].min()) for e in doses.values() if len(e[0])), default=np.inf)
     times, values, excluded = {}, {}, []
     for o in names:
         t, y = patient.observations(o, spec.observations[o].unit, spec.time_unit)
@@ -164,6 +164,13 @@ def design_for(spec: ModelSpec, patient: Patient) -> Design:
     inputs, baselines = _forcing(spec, patient, max(float(t.max()) for t in times.values()))
     covariates = _covariates(spec, patient)
     return Design(times, values, doses, tuple(excluded), inputs, baselines, covariates)
+
+
+def _doses(spec: ModelSpec, patient: Patient, route: str) -> tuple[np.ndarray, ...]:
+    """(times, amounts) of the route's doses, with the infusion durations when any dose is an infusion."""
+    t, amount = patient.doses(route, spec.routes[route].unit, spec.time_unit)
+    duration = patient.infusion_durations(route, spec.time_unit)
+    return (t, amount, duration) if np.any(duration > 0) else (t, amount)
 
 
 def starts_from_zero(spec: ModelSpec) -> bool:

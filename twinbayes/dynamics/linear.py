@@ -57,9 +57,10 @@ def _response(
     ``int_0^tad e^{A u} du e_c``, from the exponential of the augmented matrix
     ``[[A, e_c], [0, 0]]`` (Van Loan 1978, IEEE Trans Autom Control 23:395).
     """
-    if route.solution and not step:
+    closed = route.infusion if step else route.solution
+    if closed and all(s in closed for s in states):
         e = {**env, "tad": tad}
-        return {s: route.solution[s](e, backend) for s in states}
+        return {s: closed[s](e, backend) for s in states}
     names = list(spec.states)
     n = len(names)
     c = names.index(route.state)

@@ -135,7 +135,10 @@ class Route:
 
     ``solution`` maps state names to closed-form amounts at time-after-dose
     ``tad`` following a unit dose (the impulse response of the linear system);
-    doses superpose (linearity).  Without it, the matrix exponential is used.
+    doses superpose (linearity).  ``infusion`` maps state names to the amounts
+    ``tad`` after a unit-rate input is switched on (the step response, the
+    integral of the impulse response from 0 to ``tad``); a zero-order infusion
+    is the difference of two steps.  Without them, the matrix exponential is used.
     """
 
     name: str
@@ -144,6 +147,7 @@ class Route:
     lag: Expression | None
     bioavailability: Expression | None
     solution: dict[str, Expression]
+    infusion: dict[str, Expression] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -582,7 +586,9 @@ def _parse_routes(
         if not _NAME.match(rname):
             raise SpecError(where, f"{rname!r} is not a valid route name")
         raw = _table(raw, where)
-        _check_keys(raw, where, {"state", "unit"}, {"lag", "bioavailability", "solution"})
+        _check_keys(
+            raw, where, {"state", "unit"}, {"lag", "bioavailability", "solution", "infusion"}
+        )
         state = _string(raw, "state", where)
         if state not in states:
             raise SpecError(
@@ -594,21 +600,31 @@ def _parse_routes(
             if "bioavailability" in raw
             else None
         )
-        sol = {}
-        for sname, src in _table(raw.get("solution", {}), f"{where}.solution").items():
-            if sname not in states:
-                raise SpecError(
-                    f"{where}.solution.{sname}",
-                    f"unknown state {sname!r}; states: {', '.join(states)}",
-                )
-            sol[sname] = _expr(src, quantities | {"tad"}, f"{where}.solution.{sname}")
-        if sol and not linear:
-            raise SpecError(
-                f"{where}.solution",
-                "closed-form unit-dose solutions need dynamics.linear = true (superposition)",
-            )
-        routes[rname] = Route(rname, state, _unit(raw, where), lag, fbio, sol)
+        sol, inf = (
+            _closed_forms(raw, key, where, states, quantities, linear)
+            for key in ("solution", "infusion")
+        )
+        routes[rname] = Route(rname, state, _unit(raw, where), lag, fbio, sol, inf)
     return routes
+
+
+def _closed_forms(
+    raw: dict, key: str, where: str, states: dict, quantities: set[str], linear: bool
+) -> dict[str, Expression]:
+    """``routes.<name>.solution`` or ``.infusion``: state -> closed-form amount in ``tad``."""
+    forms = {}
+    for sname, src in _table(raw.get(key, {}), f"{where}.{key}").items():
+        if sname not in states:
+            raise SpecError(
+                f"{where}.{key}.{sname}", f"unknown state {sname!r}; states: {', '.join(states)}"
+            )
+        forms[sname] = _expr(src, quantities | {"tad"}, f"{where}.{key}.{sname}")
+    if forms and not linear:
+        raise SpecError(
+            f"{where}.{key}",
+            "closed-form unit-dose solutions need dynamics.linear = true (superposition)",
+        )
+    return forms
 
 
 def _check_dynamics_kind(dynamics: dict, routes: dict, states: dict) -> None:
