@@ -5,7 +5,7 @@ One module per concern:
 * :mod:`~twinbayes.comparison.loo` -- PSIS-LOO with automatic escalation (exact refits, K-fold);
 * :mod:`~twinbayes.comparison.cv` -- exact held-out elpd and K-fold by refits;
 * :mod:`~twinbayes.comparison.weights` -- stacking, pseudo-BMA+, Bayesian-bootstrap stacking;
-* :mod:`~twinbayes.comparison.marginal` -- SMC marginal likelihoods and BMA;
+* :mod:`~twinbayes.comparison.marginal` -- marginal likelihoods (SMC, prior importance sampling) and BMA;
 * :mod:`~twinbayes.comparison.notes` -- near-duplicate twins, selection-induced bias;
 * :mod:`~twinbayes.comparison.ranking` -- :func:`compare` and its :class:`Comparison`;
 * :mod:`~twinbayes.comparison.wrapper` -- refits offered to ``arviz_stats.reloo`` (a ``SamplingWrapper``).
@@ -13,7 +13,7 @@ One module per concern:
 
 from .cv import kfold
 from .loo import k_threshold, loo
-from .marginal import log_marginal_likelihood
+from .marginal import MarginalEstimate, log_marginal_likelihood, prior_importance_log_ml
 from .notes import selection_bias_note as _selection_bias_note
 from .ranking import Comparison, compare
 from .weights import bootstrap_stacking_weights, pseudo_bma_plus_weights, stacking_weights
@@ -28,5 +28,7 @@ __all__ = [
     "pseudo_bma_plus_weights",
     "bootstrap_stacking_weights",
     "log_marginal_likelihood",
+    "prior_importance_log_ml",
+    "MarginalEstimate",
     "_selection_bias_note",
 ]
