@@ -222,7 +222,10 @@ class TwinModel:
                     }
                 )
             for d in self.spec.derived.values():
-                env[d.name] = pm.Deterministic(d.name, d.expression(env, PYTENSOR))
+                value = d.expression(env, PYTENSOR)  # a float where it uses fixed values only
+                env[d.name] = pm.Deterministic(
+                    d.name, pt.as_tensor_variable(value, dtype="float64")
+                )
             terms, start = [], 0
             for name, mu in self.means(env, design, PYTENSOR).items():
                 err, y = self.errors[name], design.values[name]

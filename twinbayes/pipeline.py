@@ -293,6 +293,7 @@ def _compare(twins: list[Twin], study: Study, skipped: list[str], quiet: bool) -
             max_refits=c["max_refits"],
             kfold_k=c["kfold_k"],
             bma=c["bma"],
+            bma_method=c.get("bma_method", "smc"),
         )
     except ValueError as exc:  # e.g. no twin passed its gate
         skipped.append(f"comparison skipped: {exc}")

@@ -251,6 +251,7 @@ def _parse_comparison(raw: dict) -> dict[str, Any]:
         "max_refits": 10,
         "kfold_k": 10,
         "bma": False,
+        "bma_method": "smc",
         "weights": "stacking",
     }
     _check_keys(raw, "comparison", set(), set(comparison))
@@ -270,6 +271,11 @@ def _parse_comparison(raw: dict) -> dict[str, Any]:
         "bma",
     ):
         raise SpecError("comparison.weights", "choose stacking, pseudo_bma or bma")
+    if comparison["bma_method"] not in ("smc", "importance"):
+        raise SpecError(
+            "comparison.bma_method",
+            f"choose smc (general) or importance (population-prior twins with few levels), got {comparison['bma_method']!r}",
+        )
     if comparison["weights"] == "bma":
         comparison["bma"] = True
     return comparison

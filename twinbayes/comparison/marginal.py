@@ -102,30 +102,53 @@ def log_marginal_likelihood(
 
     with model:
         tr = pm.sample_smc(draws=draws, chains=chains, random_seed=seed, progressbar=False, cores=1)
-    stages = tr["sample_stats"]["log_marginal_likelihood"].values.reshape(
-        chains, -1
-    )  # (chain, stage), last is final
-    per_chain = np.array([float(row[-1]) for row in stages])
+    stages = tr["sample_stats"]["log_marginal_likelihood"].values.reshape(chains, -1)
+    per_chain = np.array([_final_stage(row) for row in stages])
     return float(per_chain.mean()), float(per_chain.std(ddof=1) / np.sqrt(chains))
 
 
-def bma_weights(twins, inc: np.ndarray, draws: int, seed: int) -> dict[str, np.ndarray]:
-    """BMA weights of the twins at positions ``inc`` from SMC log marginal likelihoods (0 elsewhere).
+def _final_stage(row) -> float:
+    """The last stage's estimate of one SMC chain; PyMC stores a chain's stages as numbers, or as
+    one list when chains ran a different number of stages."""
+    values = np.concatenate([np.ravel(np.asarray(v, dtype=float)) for v in row])
+    return float(values[np.isfinite(values)][-1])
 
-    The estimator's error is propagated by drawing ``log ML ~ Normal(estimate, se)``;
-    returns ``log_ml``, ``log_ml_se``, ``bma`` and its 90 % interval ``bma_q05``/``bma_q95``.
+
+def bma_weights(
+    twins, inc: np.ndarray, draws: int | None, seed: int, method: str = "smc"
+) -> dict[str, np.ndarray]:
+    """BMA weights of the twins at positions ``inc`` from log marginal likelihoods (0 elsewhere).
+
+    ``method`` is ``"smc"`` (:func:`log_marginal_likelihood`, ``draws`` per chain, default
+    2000) or ``"importance"`` (:func:`prior_importance_log_ml`, ``draws`` prior draws, default
+    20000; adds ``log_ml_ess``).  The estimator's error is propagated by drawing
+    ``log ML ~ Normal(estimate, se)``; returns ``log_ml``, ``log_ml_se``, ``bma`` and its 90 %
+    interval ``bma_q05``/``bma_q95``.
     """
     from ..model import TwinModel
 
-    k = len(twins)
-    lml = np.array(
-        [
-            log_marginal_likelihood(
-                TwinModel.of(t.spec).pymc_model(t.design), draws=draws, seed=seed
-            )
-            for t in twins
-        ]
-    )
+    if method == "smc":
+        lml = np.array(
+            [
+                log_marginal_likelihood(
+                    TwinModel.of(t.spec).pymc_model(t.design), draws=draws or 2000, seed=seed
+                )
+                for t in twins
+            ]
+        )
+        extra = {}
+    elif method == "importance":
+        est = [prior_importance_log_ml(t.spec, t.design, draws or 20_000, seed) for t in twins]
+        lml = np.array([(e.log_ml, e.se) for e in est])
+        extra = {"log_ml_ess": np.array([e.ess for e in est])}
+    else:
+        raise ValueError(f"bma_method must be 'smc' or 'importance', got {method!r}")
+    return {**_weights_from_log_ml(lml, inc, seed), **extra}
+
+
+def _weights_from_log_ml(lml: np.ndarray, inc: np.ndarray, seed: int) -> dict[str, np.ndarray]:
+    """Normalised ``exp(log ML)`` over ``inc``, with a 90 % interval from the estimators' errors."""
+    k = len(lml)
     w = np.zeros(k)
     z = lml[inc, 0] - lml[inc, 0].max()
     w[inc] = np.exp(z) / np.exp(z).sum()

@@ -111,7 +111,8 @@ def compare(
     refit: bool = True,
     n_bootstrap: int = 200,
     bma: bool = False,
-    bma_draws: int = 2000,
+    bma_method: str = "smc",
+    bma_draws: int | None = None,
     duplicate_tol: float = 0.1,
     seed: int = 0,
     **refit_kwargs,
@@ -130,7 +131,14 @@ def compare(
     n_bootstrap : int
         Bayesian-bootstrap replicates for the stacking-weight uncertainty.
     bma : bool
-        Also compute BMA weights from SMC marginal likelihoods (slow).
+        Also compute BMA weights from marginal likelihoods.
+    bma_method : {"smc", "importance"}
+        How: sequential Monte Carlo (:func:`~twinbayes.comparison.log_marginal_likelihood`;
+        general, seconds per twin) or importance sampling from the prior
+        (:func:`~twinbayes.comparison.prior_importance_log_ml`; milliseconds, for
+        population-prior twins with a few levels; its effective sample size is reported).
+    bma_draws : int, optional
+        SMC draws per chain (default 2000) or prior draws (default 20000).
     duplicate_tol : float
         Two twins whose predictive means at every observed time differ by
         less than this many predictive standard deviations are flagged as
@@ -170,7 +178,7 @@ def compare(
         twins, names, results, elpd_i, pair, best, weights, included, include_unconverged
     )
     if bma:
-        for var, values in bma_weights(twins, inc, bma_draws, seed).items():
+        for var, values in bma_weights(twins, inc, bma_draws, seed, bma_method).items():
             table[var] = ("twin", values)
     notes = []
     if (~included).any():
