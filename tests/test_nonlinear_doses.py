@@ -1,5 +1,6 @@
-"""Doses into nonlinear ODE twins (bolus state jumps): the engine against SciPy's Radau with the
-doses as restarts, sensitivities against finite differences, saturable exposure, and a fit.
+"""Doses into nonlinear ODE twins (bolus state jumps, zero-order infusions as piecewise-constant
+rates): the engine against SciPy's Radau with the doses as restarts, sensitivities against finite
+differences, saturable exposure, and a fit.
 
 Reference solutions: :func:`twinbayes.dynamics.reference.solve_reference` integrates the spec's
 right-hand sides with ``scipy.integrate.solve_ivp`` (Radau, rtol 1e-11) between dose events,
@@ -10,7 +11,14 @@ import numpy as np
 import pytest
 
 from twinbayes import fit, load_spec, simulate_patient
-from twinbayes.dynamics.ode import Forcing, OdeError, boluses, ode_system, ode_trajectories, solve
+from twinbayes.dynamics.ode import (
+    Forcing,
+    boluses,
+    infusions,
+    ode_system,
+    ode_trajectories,
+    solve,
+)
 from twinbayes.dynamics.reference import solve_reference
 from twinbayes.ladder import NO_LADDER
 from twinbayes.spec.model_spec import SpecError
@@ -21,6 +29,8 @@ ENV = {"ka": 1.2, "Vmax": 30.0, "Km": 4.0, "V": 25.0, "sigma_prop": 0.1}
 # loading and maintenance doses; observations before, at (pre-dose) and between doses
 DOSES = (np.array([0.0, 12.0, 24.0, 36.0]), np.array([600.0, 300.0, 300.0, 300.0]))
 TIMES = np.array([0.0, 0.5, 1.0, 3.0, 6.0, 11.9, 12.0, 12.1, 18.0, 24.0, 30.0, 36.0, 40.0, 60.0])
+# the same doses as infusions of 1 h, 2 h, 0.5 h and a bolus; outputs during and after each
+INFUSIONS = (*DOSES, np.array([1.0, 2.0, 0.5, 0.0]))
 
 
 @pytest.mark.parametrize("spec", [ORAL_MM, IV_MM], ids=lambda s: s.name)
@@ -37,19 +47,40 @@ def test_multiple_boluses_match_radau(spec):
     assert got[spec.routes[route].state][i] < got[spec.routes[route].state][i + 1]
 
 
-def test_sensitivities_across_doses_match_finite_differences():
+@pytest.mark.parametrize("spec", [ORAL_MM, IV_MM], ids=lambda s: s.name)
+def test_infusions_match_radau(spec):
+    """Infusions add a constant rate to the route's state between start and end (Radau: an
+    input switched on and off between restarts)."""
+    route = next(iter(spec.routes))
+    env = spec.evaluate_derived({k: v for k, v in ENV.items() if k in spec.parameters})
+    times = np.union1d(TIMES, [0.25, 0.99, 1.0, 13.0, 14.0, 24.3])
+    ref = solve_reference(spec, env, times, {route: INFUSIONS})
+    got = ode_trajectories(spec, env, times, list(spec.states), doses={route: INFUSIONS})
+    for s in spec.states:
+        scale = np.abs(ref[s]).max()
+        assert np.abs(got[s] - ref[s]).max() / scale < 1e-6, s
+    # an infusion raises its state while it runs, from zero at its start
+    c = got[spec.routes[route].state]
+    assert c[list(times).index(0.25)] < c[list(times).index(0.99)]
+
+
+@pytest.mark.parametrize("doses", [DOSES, INFUSIONS], ids=["boluses", "infusions"])
+def test_sensitivities_across_doses_match_finite_differences(doses):
     """The engine's forward sensitivities against central differences of the Radau reference
     (rtol 1e-11: smooth in the parameters, unlike differences of an adaptive explicit solve)."""
     system = ode_system(ORAL_MM)
     p = np.array([ENV[q] for q in system.params])
     y0 = np.zeros(len(system.states))
-    forcing = Forcing.build(TIMES, {}, system.inputs, boluses(ORAL_MM, system, {"oral": DOSES}))
+    dosing = {"oral": doses}
+    forcing = Forcing.build(
+        TIMES, {}, system.inputs, boluses(ORAL_MM, system, dosing), infusions(ORAL_MM, dosing)
+    )
     _, S = solve(ORAL_MM, p, y0, forcing, sens=True)
     n = len(system.states)
 
     def reference(values):
         env = ORAL_MM.evaluate_derived(dict(zip(system.params, values)))
-        ref = solve_reference(ORAL_MM, env, TIMES, {"oral": DOSES})
+        ref = solve_reference(ORAL_MM, env, TIMES, dosing)
         return np.column_stack([ref[s] for s in system.states])
 
     for j, name in enumerate(system.params):
@@ -74,16 +105,12 @@ def test_saturable_elimination_makes_exposure_grow_faster_than_the_dose():
     assert auc(200.0) > 2.2 * auc(100.0) and auc(800.0) > 2.5 * auc(400.0)
 
 
-def test_lag_bioavailability_and_infusions_are_refused_clearly():
+def test_lag_and_bioavailability_are_refused_clearly():
     with pytest.raises(SpecError, match=r"routes.oral.lag: doses into a nonlinear ODE"):
         load_spec(
             "x.toml",
             text=ORAL_MM.text.replace('state = "depot"', 'state = "depot"\nlag = "ka"'),
         )
-    system = ode_system(IV_MM)
-    infusion = {"iv": (np.array([0.0]), np.array([100.0]), np.array([1.0]))}
-    with pytest.raises(OdeError, match="infusions into nonlinear ODEs are not supported yet"):
-        boluses(IV_MM, system, infusion)
 
 
 @pytest.mark.slow

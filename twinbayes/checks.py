@@ -16,8 +16,9 @@ CHECK_TIMES = np.array(
     [0.0, 0.05, 0.25, 0.5, 1.0, 2.0, 3.5, 6.0, 6.01, 9.0, 12.0, 18.0, 24.0, 30.5, 48.0]
 )
 CHECK_DOSES = (np.array([0.0, 6.0, 12.0, 30.0]), np.array([320.0, 100.0, 100.0, 250.0]))
-CHECK_INFUSIONS = (*CHECK_DOSES, np.array([1.0, 0.5, 2.0, 0.25]))
-"""The doses of :data:`CHECK_DOSES` as zero-order infusions (durations in the spec's time unit)."""
+CHECK_INFUSIONS = (*CHECK_DOSES, np.array([1.0, 0.5, 2.0, 0.0]))
+"""The doses of :data:`CHECK_DOSES` as three zero-order infusions and a bolus (durations in the
+spec's time unit)."""
 
 
 def check_exact_solution(spec: ModelSpec, n_draws: int = 5, seed: int = 1) -> float:
@@ -95,7 +96,7 @@ def check_ode_accuracy(
 
     For nonlinear specs without a closed form; parameters around the prior
     medians (each scaled by a factor in ``[e^-0.5, e^0.5]``); a spec with dose
-    routes gets four boluses by each route (:data:`CHECK_DOSES`).  The times are
+    routes gets by each route the doses of :data:`CHECK_INFUSIONS` (three infusions, one bolus).  The times are
     those of ``design`` (a :class:`~twinbayes.dynamics.predict.Design`), else
     20 over ``span`` time units; specs driven by forcing inputs need a design,
     which supplies the input series and baselines.  The error is scaled by
@@ -112,8 +113,8 @@ def check_ode_accuracy(
     typical = spec.typical_values()
     if design is None:
         times, inputs, baselines = np.linspace(span / 20, span, 20), {}, {}
-        doses = {route: CHECK_DOSES for route in spec.routes}
-        if doses:  # four boluses by each route, outputs around and at the dose times
+        doses = {route: CHECK_INFUSIONS for route in spec.routes}
+        if doses:  # by each route three infusions and a bolus, outputs around and at the doses
             times = CHECK_TIMES
     else:
         times, inputs, baselines, doses = (

@@ -11,8 +11,12 @@ prior ``N(0, diag(omega)^2)`` at the posterior medians of ``omega`` -- the popul
 Bayesian forecasting (Sheiner & Beal 1982, J Pharm Sci 71:1344), here with the full posterior of
 the patient's deviations rather than only its mode (the empirical Bayes estimate).
 
-The etas' correlations are not estimated (a diagonal ``Omega``, as in NONMEM's
-``$OMEGA DIAGONAL``); a spec whose ``[population]`` gives correlations is refused by the cohort fit.
+A spec whose ``[population]`` gives a ``correlation`` matrix asks for a full ``Omega`` (NONMEM's
+``$OMEGA BLOCK``): the cohort fit then estimates ``Omega = diag(omega) R diag(omega)`` with an
+LKJ(2) prior on the correlations (Lewandowski, Kurowicka & Joe 2009, J Multivar Anal
+100:1989), ``eta_i = L z_i`` with ``L`` its Cholesky factor, and reports each correlation as
+``corr_<eta_a>_<eta_b>``; the spec's own correlation values are only the one-patient prior.
+Without ``correlation`` the deviations are independent (``$OMEGA DIAGONAL``).
 """
 
 from __future__ import annotations
@@ -35,9 +39,27 @@ from .spec.model_spec import ModelSpec, SpecError, load_spec
 __all__ = ["PopulationFit", "fit_population"]
 
 
+LKJ_ETA = 2.0
+"""Shape of the LKJ prior on the deviations' correlations: mildly favours small ones."""
+
+
 def omega_name(eta: str) -> str:
     """The name of the standard deviation of ``eta`` in a cohort posterior."""
     return f"omega_{eta}"
+
+
+def correlation_names(spec: ModelSpec) -> list[str]:
+    """``corr_<a>_<b>`` for each pair of deviations whose correlation a cohort fit estimates."""
+    pop = spec.population
+    if pop is None or not correlated(spec):
+        return []
+    return [f"corr_{a}_{b}" for i, a in enumerate(pop.etas) for b in pop.etas[i + 1 :]]
+
+
+def correlated(spec: ModelSpec) -> bool:
+    """Whether the spec asks for correlated deviations (a ``correlation`` matrix other than I)."""
+    pop = spec.population
+    return pop is not None and not np.allclose(pop.correlation, np.eye(len(pop.etas)))
 
 
 @dataclass(frozen=True)
@@ -74,7 +96,12 @@ class PopulationFit:
     @property
     def population_names(self) -> list[str]:
         """The population parameters and the deviations' standard deviations."""
-        return population_parameters(self.spec) + [omega_name(e) for e in self.spec.population.etas]
+        etas = self.spec.population.etas
+        return (
+            population_parameters(self.spec)
+            + [omega_name(e) for e in etas]
+            + correlation_names(self.spec)
+        )
 
     def summary(self) -> dict[str, tuple[float, float, float]]:
         """Name -> (posterior median, 5 % and 95 % quantiles) of each population quantity."""
@@ -99,7 +126,9 @@ class PopulationFit:
         """The spec of a new patient's twin with this cohort's posterior as its prior.
 
         Population parameters become ``[fixed]`` at their posterior medians and
-        ``[population] sd`` the posterior medians of ``omega``; the text says where they came
+        ``[population] sd`` the posterior medians of ``omega``; estimated correlations become
+        ``[population] correlation``, the posterior mean of the correlation matrix (a mean of
+        correlation matrices is one, positive definite).  The text says where the values came
         from, so the spec file can be saved and reviewed (``spec.text``).
         """
         import tomli_w
@@ -117,6 +146,9 @@ class PopulationFit:
                 f"{len(self.subjects)} subjects; 90% interval {lo:.4g} to {hi:.4g})",
             }
         doc["population"]["sd"] = [est[omega_name(e)][0] for e in self.spec.population.etas]
+        if correlated(self.spec):
+            corr = self.idata["posterior"]["omega_corr"].values
+            doc["population"]["correlation"] = corr.reshape(-1, *corr.shape[-2:]).mean(0).tolist()
         doc["population"].pop("sd_prior", None)
         doc["model"]["name"] = f"{self.spec.name}-individual"
         doc["model"]["title"] = f"{self.spec.title} (population prior from a cohort fit)"
@@ -152,13 +184,6 @@ def _check_population_spec(spec: ModelSpec) -> None:
             '(etas = ["eta_CL", ...], sd = [...]) to fit a cohort',
             spec.source,
         )
-    if not np.allclose(pop.correlation, np.eye(len(pop.etas))):
-        raise SpecError(
-            "population.correlation",
-            "a cohort fit estimates uncorrelated deviations only (diagonal Omega); "
-            "remove the correlation matrix to fit the cohort",
-            spec.source,
-        )
 
 
 def population_model(spec: ModelSpec, designs: list[Design], subjects: list[str]):
@@ -171,11 +196,11 @@ def population_model(spec: ModelSpec, designs: list[Design], subjects: list[str]
     cohort = _cohort_spec(spec)
     twin = TwinModel.of(cohort)
     per_subject = [d.name for d in cohort.derived.values()]
-    with pm.Model(coords={"subject": subjects, "deviation": list(pop.etas)}) as model:
+    coords = {"subject": subjects, "deviation": list(pop.etas), "deviation_": list(pop.etas)}
+    with pm.Model(coords=coords) as model:
         shared = {name: cohort.parameters[name].prior.to_pymc(name) for name in cohort.parameters}
-        omega = pt.stack([pop.sd_prior.to_pymc(omega_name(e)) for e in pop.etas])
         z = pm.Normal("eta_z", 0.0, 1.0, dims=("subject", "deviation"))
-        eta = pm.Deterministic("eta", z * omega[None, :], dims=("subject", "deviation"))
+        eta = pm.Deterministic("eta", _deviations(spec, z), dims=("subject", "deviation"))
         terms, derived = [], {n: [] for n in per_subject}
         for i, design in enumerate(designs):
             twin.check_data(design)
@@ -192,6 +217,34 @@ def population_model(spec: ModelSpec, designs: list[Design], subjects: list[str]
             if all(v.ndim == 0 for v in values):
                 pm.Deterministic(n, pt.stack(values), dims="subject")
     return model
+
+
+def _deviations(spec: ModelSpec, z):
+    """``eta = z diag(omega)`` (independent), or ``eta_i = L z_i`` with ``L L^T = Omega`` under
+    an LKJ prior on the correlations (inside the model context)."""
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    pop = spec.population
+    if not correlated(spec):
+        omega = pt.stack([pop.sd_prior.to_pymc(omega_name(e)) for e in pop.etas])
+        return z * omega[None, :]
+    k = len(pop.etas)
+    chol, corr, sds = pm.LKJCholeskyCov(
+        "omega_chol",
+        n=k,
+        eta=LKJ_ETA,
+        sd_dist=pop.sd_prior.to_pymc_dist(shape=k),
+        compute_corr=True,
+    )
+    for i, e in enumerate(pop.etas):
+        pm.Deterministic(omega_name(e), sds[i])
+    pm.Deterministic("omega_corr", corr, dims=("deviation", "deviation_"))
+    names = iter(correlation_names(spec))
+    for i in range(k):
+        for j in range(i + 1, k):
+            pm.Deterministic(next(names), corr[i, j])
+    return z @ chol.T
 
 
 def fit_population(
@@ -254,7 +307,11 @@ def fit_population(
         progress_bar=progress,
     )
     seconds = time.perf_counter() - t0
-    names = population_parameters(spec) + [omega_name(e) for e in spec.population.etas]
+    names = (
+        population_parameters(spec)
+        + [omega_name(e) for e in spec.population.etas]
+        + correlation_names(spec)
+    )
     diagnostics = check_convergence(idata, names, gate)
     return PopulationFit(spec, tuple(subjects), idata, diagnostics, seconds, tuple(ids))
 

@@ -15,7 +15,10 @@ the solver without leaving machine code.
 
 Forcing inputs (an insulin series, an inflow waveform) are interpolated
 linearly; the integrator stops at every knot, so each step sees a smooth
-right-hand side.
+right-hand side.  Doses enter the state of their route: a bolus as a jump at
+the dose time, a zero-order infusion as a constant rate added to that state's
+right-hand side between its start and end (an input slot of the compiled system
+that is 0 elsewhere), the integrator stopping at both.
 
 Failure is never silent: a system that needs more than ``dynamics.max_steps``
 steps (stiff at these parameters, or blowing up) or produces non-finite
@@ -36,6 +39,7 @@ import numpy as np
 
 from ..spec.expr import NUMPY, PYTENSOR
 from ..spec.model_spec import ModelSpec
+from ..spec.nodes import add
 from ..spec.symbolic import Node, derivative, helpers, parse, to_statements
 from .tableau import DOPRI5, ButcherTableau
 
@@ -57,6 +61,10 @@ CACHE_SIZE = 32
 """Compiled systems and integrators kept per process (least recently used are dropped)."""
 
 OK, TOO_MANY_STEPS, NOT_FINITE = 0, 1, 2
+
+INFUSION = "__infusion_"
+"""Prefix of the input slot that carries the infusion rate into a dosed state (no spec name
+can start with an underscore)."""
 
 
 class OdeError(RuntimeError):
@@ -111,9 +119,20 @@ class OdeSystem:
         return hashlib.sha256(self.source.encode()).hexdigest()[:16]
 
 
+def dosed_states(spec: ModelSpec) -> tuple[str, ...]:
+    """The states that receive doses of a spec integrated numerically (in route order)."""
+    if spec.linear or spec.solution:
+        return ()
+    return tuple(dict.fromkeys(r.state for r in spec.routes.values()))
+
+
 def system_definition(spec: ModelSpec) -> SystemDefinition:
-    """The content of ``spec`` that its compiled system depends on."""
+    """The content of ``spec`` that its compiled system depends on.
+
+    Each dosed state's right-hand side gets ``+ u[k]``, the rate of the infusions into it.
+    """
     states = tuple(spec.states)
+    dosed = dosed_states(spec)
     used = set().union(*(spec.rhs[s].symbols for s in states))
     quantities = [
         *spec.parameters,
@@ -123,8 +142,12 @@ def system_definition(spec: ModelSpec) -> SystemDefinition:
         *(i.baseline for i in spec.inputs.values() if i.baseline),
     ]
     params = tuple(q for q in quantities if q in used)
+    trees = tuple(
+        add(parse(spec.rhs[s]), ("sym", INFUSION + s)) if s in dosed else parse(spec.rhs[s])
+        for s in states
+    )
     return SystemDefinition(
-        states, params, tuple(spec.inputs), tuple(parse(spec.rhs[s]) for s in states)
+        states, params, tuple(spec.inputs) + tuple(INFUSION + s for s in dosed), trees
     )
 
 
@@ -192,7 +215,8 @@ class Forcing:
         dose time is the amount just before the dose (as for the linear engine).
     u0, du : ndarray
         Input values at the start of interval ``k`` (``stops[k]..stops[k+1]``)
-        and their slopes there, shape ``(len(stops) - 1, n_inputs)``.
+        and their slopes there, shape ``(len(stops) - 1, n_inputs)``; an infusion
+        rate is constant over each interval (its start and end are stops).
     """
 
     times: np.ndarray
@@ -208,12 +232,16 @@ class Forcing:
         inputs: Mapping[str, tuple[np.ndarray, np.ndarray]],
         names: tuple[str, ...],
         boluses: tuple[tuple[np.ndarray, np.ndarray], ...] = (),
+        infusions: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None,
     ) -> Forcing:
-        """``boluses``: per state (in the system's order), dose (times, amounts); empty for none."""
+        """``boluses``: per state (in the system's order), dose (times, amounts); empty for none.
+        ``infusions``: input name -> (starts, ends, rates) for the infusion slots in ``names``."""
         times = np.asarray(times, float)
         tmax = float(times.max()) if times.size else 0.0
-        knots = [np.asarray(inputs[n][0], float) for n in names]
+        infusions = dict(infusions or {})
+        knots = [np.asarray(inputs[n][0], float) for n in names if n not in infusions]
         knots += [np.asarray(t, float) for t, _ in boluses]
+        knots += [np.concatenate([a, b]) for a, b, _ in infusions.values()]
         stops = np.unique(np.concatenate([[0.0, tmax], *[k[(k > 0) & (k < tmax)] for k in knots]]))
         jumps = np.zeros((len(stops), len(boluses)))
         for i, (bt, amounts) in enumerate(boluses):
@@ -222,7 +250,12 @@ class Forcing:
                     jumps[np.searchsorted(stops, t), i] += a
         u0 = np.zeros((max(len(stops) - 1, 0), len(names)))
         du = np.zeros_like(u0)
+        mid = 0.5 * (stops[:-1] + stops[1:])
         for j, n in enumerate(names):
+            if n in infusions:  # constant over each interval: the sum of the infusions running
+                starts, ends, rates = infusions[n]
+                u0[:, j] = ((mid[:, None] >= starts) & (mid[:, None] < ends)) @ rates
+                continue
             kt, kv = (np.asarray(a, float) for a in inputs[n])
             lo, hi = np.interp(stops[:-1], kt, kv), np.interp(stops[1:], kt, kv)
             u0[:, j], du[:, j] = lo, (hi - lo) / np.diff(stops)
@@ -492,6 +525,11 @@ def integrate(p, y0, times, stops, jumps, u0, du, rtol, atol, max_step, max_step
             if jumps[seg, i] != 0.0:
                 z[i] += jumps[seg, i]
                 jumped = True
+        if seg > 0:  # an infusion starting or ending at t0: the inputs jump
+            for j in range(u.shape[0]):
+                end = u0[seg - 1, j] + du[seg - 1, j] * (t0 - stops[seg - 1])
+                if abs(end - u0[seg, j]) > 1e-9 * (1.0 + abs(u0[seg, j])):
+                    jumped = True
         if seg == 0 or jumped:  # otherwise the last stage is f(t0, z) (FSAL; inputs are continuous)
             for j in range(u.shape[0]):
                 u[j] = u0[seg, j]
@@ -716,27 +754,42 @@ def _register_numba(op_type) -> None:
 
 
 def boluses(spec: ModelSpec, system: OdeSystem, doses: Mapping[str, tuple]) -> tuple:
-    """Per state of ``system``, the (times, amounts) of the bolus doses it receives.
-
-    Raises
-    ------
-    OdeError
-        For an infusion (duration > 0): not supported into a nonlinear ODE yet.
-    """
+    """Per state of ``system``, the (times, amounts) of the bolus doses it receives
+    (doses with a duration > 0 are infusions: :func:`infusions`)."""
     if not doses:
         return ()
     per_state = {s: ([], []) for s in system.states}
     for route, entry in doses.items():
-        t, amount = np.asarray(entry[0], float), np.asarray(entry[1], float)
-        if len(entry) > 2 and np.any(np.asarray(entry[2], float) > 0):
-            raise OdeError(
-                f"spec {spec.name!r}: route {route!r} has an infusion (duration > 0); infusions into "
-                "nonlinear ODEs are not supported yet: give the dose as a bolus or use a linear spec"
-            )
+        t, amount, duration = _dose_arrays(entry)
+        bolus = duration == 0
         target = per_state[spec.routes[route].state]
-        target[0].extend(t.tolist())
-        target[1].extend(amount.tolist())
+        target[0].extend(t[bolus].tolist())
+        target[1].extend(amount[bolus].tolist())
     return tuple((np.array(ts), np.array(am)) for ts, am in per_state.values())
+
+
+def infusions(spec: ModelSpec, doses: Mapping[str, tuple]) -> dict[str, tuple[np.ndarray, ...]]:
+    """Infusion slot -> (starts, ends, rates) of the zero-order infusions into each dosed state."""
+    per_state: dict[str, list] = {s: [] for s in dosed_states(spec)}
+    for route, entry in (doses or {}).items():
+        t, amount, duration = _dose_arrays(entry)
+        on = duration > 0
+        per_state[spec.routes[route].state] += zip(
+            t[on], t[on] + duration[on], amount[on] / duration[on]
+        )
+    return {
+        INFUSION + s: tuple(np.array(col, float) for col in zip(*rows))
+        if rows
+        else (np.zeros(0),) * 3
+        for s, rows in per_state.items()
+    }
+
+
+def _dose_arrays(entry: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(times, amounts, durations) of one route's doses; durations 0 when not given."""
+    t, amount = np.asarray(entry[0], float), np.asarray(entry[1], float)
+    duration = np.asarray(entry[2], float) if len(entry) > 2 else np.zeros_like(t)
+    return t, amount, duration
 
 
 def ode_trajectories(
@@ -750,8 +803,10 @@ def ode_trajectories(
 ) -> dict[str, Any]:
     """States at ``times`` from the initial values ``dynamics.initial`` at t = 0.
 
-    ``doses`` (route -> (times, amounts[, durations])) are bolus doses: the route's
-    state jumps by the amount at each dose time and the integrator restarts there.
+    ``doses`` (route -> (times, amounts[, durations])): a bolus (duration 0) makes the
+    route's state jump by the amount at the dose time, an infusion adds ``amount / duration``
+    to its rate of change from the dose time for ``duration``; the integrator restarts at
+    each.
 
     ``env`` holds parameters, derived quantities and input baselines.  With
     NumPy draw arrays in ``env`` (length S) each result has shape
@@ -759,7 +814,10 @@ def ode_trajectories(
     ``inputs`` maps each forcing input of the spec to its (times, values).
     """
     system = ode_system(spec)
-    forcing = Forcing.build(times, inputs or {}, system.inputs, boluses(spec, system, doses or {}))
+    doses = doses or {}
+    forcing = Forcing.build(
+        times, inputs or {}, system.inputs, boluses(spec, system, doses), infusions(spec, doses)
+    )
     y0 = [spec.initial[s](env, backend) for s in system.states]
     p = [env[q] for q in system.params]
     if backend is PYTENSOR:

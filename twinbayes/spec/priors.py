@@ -90,6 +90,12 @@ class Prior:
 
         return getattr(pm, PRIOR_FAMILIES[self.family][0])(name, **self.kwargs)
 
+    def to_pymc_dist(self, shape: int | None = None):
+        """The unnamed PyMC distribution (``.dist``), e.g. the ``sd_dist`` of an LKJ prior."""
+        import pymc as pm
+
+        return getattr(pm, PRIOR_FAMILIES[self.family][0]).dist(**self.kwargs, shape=shape)
+
     def sample(self, rng: np.random.Generator, size=None) -> np.ndarray:
         """Draw from the prior with NumPy (for simulation and prior checks)."""
         a = self.kwargs
