@@ -1,7 +1,9 @@
 """twinbayes vs Stan: min bulk ESS per second of sampling, same model, priors and data.
 
 Models: the bundled ``pk_1cmt_oral`` and ``pk_2cmt_oral`` specs on Theophylline
-subject 1 (the pre-dose sample at t = 0 left out for both, as twinbayes does),
+subject 1 (the pre-dose sample at t = 0 left out for both, as twinbayes does), the
+Michaelis-Menten ``pk_1cmt_oral_mm`` on the same data (Stan: ``ode_rk45_tol`` and
+``ode_bdf_tol``, the engine's tolerances),
 and the nonlinear ``glucose_minimal`` and ``glucose_minimal_delay`` ODE specs
 on the Pacini & Bergman (1986) IVGTT (glucose from 8 min, measured insulin as
 forcing).  Each has a line-by-line Stan translation below.  The ODE models
@@ -162,7 +164,34 @@ model {
     # the step-size control): Stan's usual way to write a forcing input
     "glucose_minimal_one_solve": GLUCOSE_ONE_SOLVE,
 }
-SPEC = {"glucose_minimal_one_solve": "glucose_minimal"}
+MM_ORAL = """
+functions {
+  vector rhs(real t, vector z, real ka, real Vmax, real Km, real V) {
+    vector[2] dz;
+    dz[1] = -ka * z[1];
+    dz[2] = ka * z[1] - Vmax * (z[2] / V) / (Km + z[2] / V);
+    return dz;
+  }
+}
+data { int<lower=1> N; array[N] real t; vector[N] y; real dose; real rtol; real atol; int max_steps; }
+parameters { real<lower=0> ka; real<lower=0> Vmax; real<lower=0> Km; real<lower=0> V; real<lower=0> sigma_prop; }
+model {
+  array[N] vector[2] z = %(solver)s(rhs, [dose, 0]', 0, t, rtol, atol, max_steps, ka, Vmax, Km, V);
+  vector[N] mu;
+  for (i in 1:N) mu[i] = z[i][2] / V;
+  ka ~ lognormal(0.0, 1.0);
+  Vmax ~ lognormal(2.3, 1.0);
+  Km ~ lognormal(1.6, 1.0);
+  V ~ lognormal(3.4, 0.7);
+  sigma_prop ~ normal(0, 0.2);
+  y ~ normal(mu, sigma_prop * mu);
+}
+"""
+# Michaelis-Menten elimination after one oral dose (issue #16): one solve from the dose, with Stan's
+# explicit Dormand-Prince (as twinbayes) and with its implicit BDF (CVODES), same tolerances
+STAN["pk_1cmt_oral_mm"] = MM_ORAL % dict(solver="ode_rk45_tol")
+STAN["pk_1cmt_oral_mm_bdf"] = MM_ORAL % dict(solver="ode_bdf_tol")
+SPEC = {"glucose_minimal_one_solve": "glucose_minimal", "pk_1cmt_oral_mm_bdf": "pk_1cmt_oral_mm"}
 
 
 def pk_data(spec, patient):
@@ -222,7 +251,17 @@ def glucose_one_solve_data(spec, patient):
     }
 
 
+def mm_data(spec, patient):
+    """One oral dose at t = 0 (the pre-dose sample left out, as twinbayes does); the engine's tolerances."""
+    from twinbayes.dynamics.ode import _settings
+
+    rtol, atol, _, max_steps = _settings(spec)
+    return {**pk_data(spec, patient), "rtol": rtol, "atol": atol, "max_steps": max_steps}
+
+
 DATA = {
+    "pk_1cmt_oral_mm": ("theophylline.csv", 1, mm_data),
+    "pk_1cmt_oral_mm_bdf": ("theophylline.csv", 1, mm_data),
     "glucose_minimal_one_solve": ("ivgtt_pacini_bergman_1986.csv", None, glucose_one_solve_data),
     "pk_1cmt_oral": ("theophylline.csv", 1, pk_data),
     "pk_2cmt_oral": ("theophylline.csv", 1, pk_data),

@@ -7,13 +7,18 @@ import pytest
 from nbclient import NotebookClient
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
+SLOW = {"06_linear_vs_saturable.ipynb"}  # an ODE twin's compilation and escalation: minutes
 
 
 def test_there_are_notebooks():
     assert len(NOTEBOOKS) >= 3
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path",
+    [pytest.param(p, marks=pytest.mark.slow) if p.name in SLOW else p for p in NOTEBOOKS],
+    ids=lambda p: p.name,
+)
 def test_notebook_executes(path, tmp_path, monkeypatch):
     monkeypatch.setenv("TWINBAYES_NOTEBOOK_QUICK", "1")  # notebooks with long studies run a subset
     nb = nbformat.read(path, as_version=4)

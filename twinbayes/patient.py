@@ -10,7 +10,8 @@ The tidy CSV format has one row per event::
 ``subject`` is optional (needed when a file holds several patients);
 ``event`` is ``observation``, ``dose`` (``name`` is the route, e.g. ``oral`` or
 ``iv``; an optional ``duration`` column, in the row's time unit, makes a dose a
-zero-order infusion of ``value`` over that time, empty or 0 for a bolus), ``input`` (a series that drives a model without being modelled, e.g. an
+zero-order infusion of ``value`` over that time, empty or 0 for a bolus),
+``input`` (a series that drives a model without being modelled, e.g. an
 assumed inflow waveform; see forcing inputs in ``docs/spec-format.md``) or
 ``covariate``.  Rows of one subject must be in time order.  All
 validation errors name the file, the line and the column, and say how to fix

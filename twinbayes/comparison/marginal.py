@@ -78,6 +78,8 @@ def prior_importance_log_ml(
         log_lik.append(sum(np.asarray(v).reshape(n, -1).sum(axis=1) for v in parts.values()))
     ll = np.concatenate(log_lik)
     ll[~np.isfinite(ll)] = -np.inf
+    if not np.isfinite(ll.max()):  # no prior draw can produce these data
+        return MarginalEstimate(-np.inf, np.inf, 0.0, draws)
     log_ml = float(logsumexp(ll) - np.log(draws))
     w = np.exp(ll - ll.max())
     ess = float(w.sum() ** 2 / (w**2).sum())

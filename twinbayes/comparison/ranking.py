@@ -180,7 +180,7 @@ def compare(
     if bma:
         for var, values in bma_weights(twins, inc, bma_draws, seed, bma_method).items():
             table[var] = ("twin", values)
-    notes = []
+    notes = _marginal_notes(table, names)
     if (~included).any():
         notes.append(
             f"excluded from the weights (failed convergence gate): {', '.join(np.array(names)[~included])}"
@@ -196,6 +196,19 @@ def compare(
     return Comparison(
         table.isel(twin=order), _pointwise(results, elpd_i, names), pair, notes, weight_draws
     )
+
+
+def _marginal_notes(table: xr.Dataset, names: list[str]) -> list[str]:
+    """A warning where prior importance sampling had too few effective draws to trust its BMA weight."""
+    if "log_ml_ess" not in table:
+        return []
+    low = [n for n, e in zip(names, table["log_ml_ess"].values) if e < 100]
+    if not low:
+        return []
+    return [
+        f"BMA by prior importance sampling is unreliable for {', '.join(low)} (fewer than 100 effective "
+        'prior draws: the data dominate the prior); use bma_method = "smc"'
+    ]
 
 
 def _names(twins: list[Twin]) -> list[str]:
