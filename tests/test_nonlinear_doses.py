@@ -81,8 +81,11 @@ def test_infusions_match_radau(spec):
     assert c[list(times).index(0.25)] < c[list(times).index(0.99)]
 
 
-@pytest.mark.parametrize("doses", [DOSES, INFUSIONS], ids=["boluses", "infusions"])
-@pytest.mark.parametrize("spec", [ORAL_MM, IV_2CMT_MM, IDR], ids=lambda s: s.name)
+@pytest.mark.parametrize(
+    "spec, doses",
+    [(ORAL_MM, DOSES), (ORAL_MM, INFUSIONS), (IV_2CMT_MM, INFUSIONS), (IDR, INFUSIONS)],
+    ids=["oral_mm-boluses", "oral_mm-infusions", "2cmt_iv_mm-infusions", "idr-infusions"],
+)  # INFUSIONS ends with a bolus: both kinds for every spec
 def test_sensitivities_across_doses_match_finite_differences(spec, doses):
     """The engine's forward sensitivities against central differences of the Radau reference
     (rtol 1e-11: smooth in the parameters, unlike differences of an adaptive explicit solve)."""

@@ -7,7 +7,8 @@ import pytest
 from nbclient import NotebookClient
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
-SLOW = {"06_linear_vs_saturable.ipynb"}  # an ODE twin's compilation and escalation: minutes
+# an ODE twin's compilation and escalation; 120 -> 6 patients x 3 published models: minutes each
+SLOW = {"05_vancomycin_mipd.ipynb", "06_linear_vs_saturable.ipynb"}
 
 
 def test_there_are_notebooks():

@@ -154,8 +154,11 @@ def test_correlated_deviations_get_an_lkj_prior_in_the_cohort_model(infants):
         model.named_vars
     )
     point = model.initial_point()
-    fn = model.compile_fn(
-        [model["eta"], model["omega_corr"]], inputs=model.value_vars, on_unused_input="ignore"
+    fn = model.compile_fn(  # Python implementations: no C compilation for one evaluation
+        [model["eta"], model["omega_corr"]],
+        inputs=model.value_vars,
+        on_unused_input="ignore",
+        mode="FAST_COMPILE",
     )
     eta, corr = fn(point)
     assert eta.shape == (len(patients), 2) and np.allclose(np.diag(corr), 1.0)
