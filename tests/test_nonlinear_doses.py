@@ -28,7 +28,13 @@ IV_MM = load_spec("pk_1cmt_iv_mm")
 IV_2CMT_MM = load_spec("pk_2cmt_iv_mm")
 IDR = load_spec("indirect_response_inhibition")
 ENV = {"ka": 1.2, "Vmax": 30.0, "Km": 4.0, "V": 25.0, "sigma_prop": 0.1}
-DOSED = [ORAL_MM, IV_MM, IV_2CMT_MM, IDR]
+DOSED = [
+    ORAL_MM,
+    IV_MM,
+    # the two-compartment and indirect-response specs under -m slow (the default run's budget)
+    pytest.param(IV_2CMT_MM, marks=pytest.mark.slow, id="pk_2cmt_iv_mm"),
+    pytest.param(IDR, marks=pytest.mark.slow, id="indirect_response_inhibition"),
+]
 # relative error allowed against Radau: saturable PK 1e-6 of each state's range; the indirect
 # response (a production inhibited by the drug, nonlinear in the concentration) 1e-5
 TOLERANCE = {IDR.name: 1e-5}
@@ -48,7 +54,7 @@ TIMES = np.array([0.0, 0.5, 1.0, 3.0, 6.0, 11.9, 12.0, 12.1, 18.0, 24.0, 30.0, 3
 INFUSIONS = (*DOSES, np.array([1.0, 2.0, 0.5, 0.0]))
 
 
-@pytest.mark.parametrize("spec", DOSED, ids=lambda s: s.name)
+@pytest.mark.parametrize("spec", DOSED, ids=lambda s: getattr(s, "name", s))
 def test_multiple_boluses_match_radau(spec):
     route = next(iter(spec.routes))
     env = parameters(spec)
@@ -63,7 +69,7 @@ def test_multiple_boluses_match_radau(spec):
     assert got[spec.routes[route].state][i] < got[spec.routes[route].state][i + 1]
 
 
-@pytest.mark.parametrize("spec", DOSED, ids=lambda s: s.name)
+@pytest.mark.parametrize("spec", DOSED, ids=lambda s: getattr(s, "name", s))
 def test_infusions_match_radau(spec):
     """Infusions add a constant rate to the route's state between start and end (Radau: an
     input switched on and off between restarts)."""
