@@ -41,6 +41,7 @@ from ..spec.expr import NUMPY, PYTENSOR
 from ..spec.model_spec import ModelSpec
 from ..spec.nodes import add
 from ..spec.symbolic import Node, derivative, helpers, parse, to_statements
+from .linear import _unpack
 from .tableau import DOPRI5, ButcherTableau
 
 __all__ = [
@@ -760,7 +761,7 @@ def boluses(spec: ModelSpec, system: OdeSystem, doses: Mapping[str, tuple]) -> t
         return ()
     per_state = {s: ([], []) for s in system.states}
     for route, entry in doses.items():
-        t, amount, duration = _dose_arrays(entry)
+        t, amount, duration = _unpack(entry)
         bolus = duration == 0
         target = per_state[spec.routes[route].state]
         target[0].extend(t[bolus].tolist())
@@ -772,7 +773,7 @@ def infusions(spec: ModelSpec, doses: Mapping[str, tuple]) -> dict[str, tuple[np
     """Infusion slot -> (starts, ends, rates) of the zero-order infusions into each dosed state."""
     per_state: dict[str, list] = {s: [] for s in dosed_states(spec)}
     for route, entry in (doses or {}).items():
-        t, amount, duration = _dose_arrays(entry)
+        t, amount, duration = _unpack(entry)
         on = duration > 0
         per_state[spec.routes[route].state] += zip(
             t[on], t[on] + duration[on], amount[on] / duration[on]
@@ -783,13 +784,6 @@ def infusions(spec: ModelSpec, doses: Mapping[str, tuple]) -> dict[str, tuple[np
         else (np.zeros(0),) * 3
         for s, rows in per_state.items()
     }
-
-
-def _dose_arrays(entry: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(times, amounts, durations) of one route's doses; durations 0 when not given."""
-    t, amount = np.asarray(entry[0], float), np.asarray(entry[1], float)
-    duration = np.asarray(entry[2], float) if len(entry) > 2 else np.zeros_like(t)
-    return t, amount, duration
 
 
 def ode_trajectories(
