@@ -2,8 +2,9 @@
 
 ``twinbayes`` alone runs the bundled example study (three oral PK twins of
 Theophylline subject 1 and a dosing question); ``twinbayes run STUDY`` runs a
-study file; ``twinbayes specs``, ``twinbayes patient`` and ``twinbayes report``
-check inputs and rebuild reports.
+study file; ``twinbayes update RESULTS NEW.csv`` adds new observations to a
+results folder and runs its study again; ``twinbayes specs``, ``twinbayes
+patient`` and ``twinbayes report`` check inputs and rebuild reports.
 """
 
 from __future__ import annotations
@@ -63,22 +64,26 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("study", nargs="?", help="study.toml (default: the bundled example)")
     run.add_argument("--out", help="results folder (default: results/<study name>)")
     run.add_argument("--force", action="store_true", help="replace an existing results folder")
-    run.add_argument("--quiet", action="store_true", help="no progress bars")
-    run.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
-    run.add_argument("--seed", type=int, help="override the study's seed")
-    run.add_argument("--draws", type=_positive_int, help="override draws per chain")
-    run.add_argument("--tune", type=_positive_int, help="override warm-up iterations per chain")
-    run.add_argument("--chains", type=_positive_int, help="override the number of chains")
-    run.add_argument(
-        "--no-ladder",
-        action="store_true",
-        help="do not refit twins that fail the gate with escalated sampler settings",
+    _run_options(run)
+
+    update = sub.add_parser(
+        "update",
+        help="add new observations to a results folder and run its study again",
+        description="Check the new observations against the folder's data so far (later than the last "
+        "observation, no duplicates, convertible units, the same patient), refit every twin, recompute "
+        "the comparison and the disagreement, append to history.json and replace the folder atomically. "
+        "A refused update leaves the folder as it was.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    run.add_argument(
-        "--include-unconverged",
-        action="store_true",
-        help="give weight to twins that failed the convergence gate",
+    update.add_argument("results", help="a results folder written by twinbayes run")
+    update.add_argument(
+        "data", help="tidy CSV with the new rows (same columns as the patient file)"
     )
+    update.add_argument(
+        "--subject", default=None, help="which subject, when the file holds several"
+    )
+    _run_options(update)
 
     report = sub.add_parser("report", help="rebuild report.html of a results folder")
     report.add_argument("results")
@@ -106,6 +111,26 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _run_options(p: argparse.ArgumentParser) -> None:
+    """Options shared by ``run`` and ``update``: output and sampler overrides."""
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
+    p.add_argument("--seed", type=int, help="override the study's seed")
+    p.add_argument("--draws", type=_positive_int, help="override draws per chain")
+    p.add_argument("--tune", type=_positive_int, help="override warm-up iterations per chain")
+    p.add_argument("--chains", type=_positive_int, help="override the number of chains")
+    p.add_argument(
+        "--no-ladder",
+        action="store_true",
+        help="do not refit twins that fail the gate with escalated sampler settings",
+    )
+    p.add_argument(
+        "--include-unconverged",
+        action="store_true",
+        help="give weight to twins that failed the convergence gate",
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     # A native crash (a segfault in compiled sampler code) still prints the Python stack, which
     # names the twin being fitted; known causes (no finite initial point) are caught before sampling.
@@ -118,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _run(args, argv)
+        if args.command == "update":
+            return _update(args, argv)
         if args.command == "report":
             from .report import write_report
 
@@ -137,12 +164,41 @@ def _run(args, argv) -> int:
     from .pipeline import run_study
     from .study import example_study_path, load_study
 
-    study = load_study(args.study or example_study_path())
+    study = _with_overrides(load_study(args.study or example_study_path()), args)
+    out = Path(args.out) if args.out else Path("results") / study.name
+    result = run_study(
+        study,
+        out,
+        force=args.force,
+        progress=not args.quiet,
+        figures=not args.no_figures,
+        command=["twinbayes", *argv],
+    )
+    return _finish(result)
+
+
+def _update(args, argv) -> int:
+    from .updates import update_results
+
+    result = update_results(
+        args.results,
+        args.data,
+        subject=args.subject,
+        progress=not args.quiet,
+        figures=not args.no_figures,
+        command=["twinbayes", *argv],
+        adjust=lambda study: _with_overrides(study, args),
+    )
+    return _finish(result)
+
+
+def _with_overrides(study, args):
+    """The study with the command line's sampler, seed, ladder and inclusion overrides."""
     sampler = dict(study.sampler)
     for key in ("draws", "tune", "chains"):
         if getattr(args, key) is not None:
             sampler[key] = getattr(args, key)
-    study = dataclasses.replace(
+    return dataclasses.replace(
         study,
         ladder=NO_LADDER if args.no_ladder else study.ladder,
         seed=study.seed if args.seed is None else args.seed,
@@ -153,15 +209,10 @@ def _run(args, argv) -> int:
             or args.include_unconverged,
         },
     )
-    out = Path(args.out) if args.out else Path("results") / study.name
-    result = run_study(
-        study,
-        out,
-        force=args.force,
-        progress=not args.quiet,
-        figures=not args.no_figures,
-        command=["twinbayes", *argv],
-    )
+
+
+def _finish(result) -> int:
+    """Warn about twins that failed their gate; the run's exit code."""
     failed = [t.name for t in result.twins if not t.converged]
     if failed:
         print(

@@ -174,6 +174,80 @@ class Patient:
     def sha256(self) -> str:
         return self.data.attrs.get("sha256", "")
 
+    def rows(self) -> list[tuple[float, str, str, str, float, str, float]]:
+        """Every event as ``(time, time_unit, event, name, value, unit, duration)``, covariates
+        first, then in time order (observations before doses and inputs at one time)."""
+        d, tu = self.data, self.time_unit
+        rows = [
+            (
+                0.0,
+                tu,
+                "covariate",
+                k.removeprefix("covariate_"),
+                float(v.values),
+                v.attrs["unit"],
+                0.0,
+            )
+            for k, v in d.data_vars.items()
+            if k.startswith("covariate_")
+        ]
+        events = [
+            (float(t), tu, "observation", str(n), float(v), str(u), 0.0)
+            for t, n, v, u in zip(
+                d.obs_time.values, d.obs_name.values, d.obs_value.values, d.obs_unit.values
+            )
+        ]
+        durations = (
+            d["dose_duration"].values if "dose_duration" in d else np.zeros(d.sizes.get("dose", 0))
+        )
+        events += [
+            (float(t), tu, "dose", str(r), float(a), str(u), float(dur))
+            for t, r, a, u, dur in zip(
+                d.dose_time.values,
+                d.dose_route.values,
+                d.dose_amount.values,
+                d.dose_unit.values,
+                durations,
+            )
+        ]
+        if "input_time" in d:
+            events += [
+                (float(t), tu, "input", str(n), float(v), str(u), 0.0)
+                for t, n, v, u in zip(
+                    d.input_time.values,
+                    d.input_name.values,
+                    d.input_value.values,
+                    d.input_unit.values,
+                )
+            ]
+        return rows + sorted(
+            events, key=lambda r: r[0]
+        )  # stable: the data's own order at equal times
+
+    def write_csv(self, path: str | Path, subject: str | None = None) -> Path:
+        """Write the tidy CSV this patient reads back from (``subject`` column: ``subject``, default :attr:`label`).
+
+        Values are written with ``repr`` (shortest round-trip form), so ``from_csv`` gives the same numbers.
+        """
+        path = Path(path)
+        with path.open("w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(("subject", *COLUMNS, "duration"))
+            for t, tu, event, name, v, unit, dur in self.rows():
+                w.writerow(
+                    (
+                        self.label if subject is None else subject,
+                        repr(t),
+                        tu,
+                        event,
+                        name,
+                        repr(v),
+                        unit,
+                        repr(dur) if dur else "",
+                    )
+                )
+        return path
+
     def __repr__(self) -> str:  # pragma: no cover - cosmetic
         return (
             f"Patient({self.label!r}, {self.data.sizes.get('obs', 0)} observations of "

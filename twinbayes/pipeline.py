@@ -107,6 +107,8 @@ def run_study(
     figures: bool = True,
     quiet: bool = False,
     command: list[str] | None = None,
+    patient: Patient | None = None,
+    history: list[dict] | None = None,
 ) -> StudyResult:
     """Run ``study`` and (when ``out`` is given) write its results folder atomically.
 
@@ -114,12 +116,14 @@ def run_study(
     comparison and the scenario simulation use ``study.seed``.  A twin that
     fails its convergence gate after the escalation ladder is reported and,
     unless the study opts in, gets no weight.  ``StudyResult.outcome`` says
-    how the run ended.
+    how the run ended.  ``patient`` replaces the study's data file (an update,
+    :func:`~twinbayes.updates.update_results`); the run is appended to ``history``
+    (earlier runs) in the folder's ``history.json``.
     """
     folder = ResultsFolder.create(Path(out), force=force) if out is not None else None
     watch = Stopwatch()
     try:
-        patient, specs = _prepare(study, quiet)
+        patient, specs = _prepare(study, quiet, patient)
         with watch("fits"):
             twins = [
                 _fit_one(i, len(specs), spec, patient, study, folder, progress, quiet)
@@ -143,6 +147,7 @@ def run_study(
             )
         if folder:
             with folder.writing():
+                _write_history(folder, patient, fitted, comparison, result, history, figures)
                 _write(
                     folder,
                     twins,
@@ -173,9 +178,10 @@ def run_study(
         raise
 
 
-def _prepare(study: Study, quiet: bool) -> tuple[Patient, list]:
+def _prepare(study: Study, quiet: bool, patient: Patient | None) -> tuple[Patient, list]:
     """The patient and the specs, with everything checked that can be checked before any fit."""
-    patient = Patient.from_csv(study.data, subject=study.subject)
+    if patient is None:
+        patient = Patient.from_csv(study.data, subject=study.subject)
     if study.keep_identifiers:
         patient = patient.keeping_identifiers()
     specs = [load_spec(p) for p in study.specs]
@@ -280,11 +286,16 @@ def _compare(twins: list[Twin], study: Study, skipped: list[str], quiet: bool) -
     """The comparison of two or more twins (``None``, with the reason in ``skipped``, when it cannot run)."""
     if len(twins) < 2:
         return None
+    c = study.comparison
     _say(
-        "comparing the twins out of sample (PSIS-LOO; exact refits where Pareto k is high) ...",
+        "comparing the twins out of sample "
+        + (
+            "(PSIS-LOO; exact refits where Pareto k is high) ..."
+            if c["cv"] == "loo"
+            else f"(leave-future-out, {c['lfo_horizon']}-step forecasts from {c['lfo_min_points']} time points) ..."
+        ),
         quiet,
     )
-    c = study.comparison
     try:
         comparison = compare(
             twins,
@@ -294,6 +305,10 @@ def _compare(twins: list[Twin], study: Study, skipped: list[str], quiet: bool) -
             kfold_k=c["kfold_k"],
             bma=c["bma"],
             bma_method=c.get("bma_method", "smc"),
+            cv=c["cv"],
+            lfo_min_points=c["lfo_min_points"],
+            lfo_horizon=c["lfo_horizon"],
+            lfo_method=c["lfo_method"],
         )
     except ValueError as exc:  # e.g. no twin passed its gate
         skipped.append(f"comparison skipped: {exc}")
@@ -358,6 +373,19 @@ def _write(
     with watch("report"):
         write_report(folder.staging)
     folder.commit()
+
+
+def _write_history(folder, patient, twins, comparison, result, history, figures) -> None:
+    """The patient's data so far and the history with this run appended (and its figure from two runs on)."""
+    from .updates import history_entry
+
+    folder.write_patient(patient)
+    entries = [*(history or []), history_entry(patient, twins, comparison, result)]
+    folder.write_history(entries)
+    if figures and len(entries) > 1:
+        from .plots import plot_history
+
+        plot_history(entries, folder.figure_path("history"))
 
 
 def _say_ladder(twin: Twin, quiet: bool) -> None:

@@ -280,3 +280,48 @@ def plot_decision_table(result, target: str | None = None, path: str | Path | No
         fig.savefig(path, dpi=110)
         plt.close(fig)
     return fig
+
+
+def plot_history(entries: list[dict], path: str | Path | None = None):
+    """The twins over time as data accrue: stacking weights, elpd per observation, between-twin share.
+
+    One point per run of a results folder (:func:`~twinbayes.updates.update_results`),
+    at the time of its last observation.
+    """
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+    t = [e["last_time"] for e in entries]
+    twins = list(dict.fromkeys(n for e in entries for n in e["twins"]))
+    for i, name in enumerate(twins):
+        rows = [e["twins"].get(name, {}) for e in entries]
+        weight = [r.get("stacking", np.nan) for r in rows]
+        per_obs = [r.get("elpd", np.nan) / e["n_obs"] for r, e in zip(rows, entries)]
+        axes[0].plot(t, weight, "o-", color=f"C{i}", label=name)
+        axes[1].plot(t, per_obs, "o-", color=f"C{i}", label=name)
+    scenarios = list(dict.fromkeys(s for e in entries for s in e.get("between_share", {})))
+    for sc in scenarios:
+        axes[2].plot(
+            t, [e.get("between_share", {}).get(sc, np.nan) for e in entries], "o-", label=sc
+        )
+    unit = entries[-1]["time_unit"]
+    axes[0].set(
+        xlabel=f"last observation ({unit})", ylabel="stacking weight", ylim=(0, 1), title="weights"
+    )
+    axes[1].set(
+        xlabel=f"last observation ({unit})",
+        ylabel="elpd per observation",
+        title="out-of-sample fit",
+    )
+    axes[2].set(
+        xlabel=f"last observation ({unit})",
+        ylabel="between-twin share (mean over time)",
+        ylim=(0, 1),
+        title="disagreement between twins",
+    )
+    axes[0].legend(fontsize=7)
+    if scenarios:
+        axes[2].legend(fontsize=7)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+    return fig

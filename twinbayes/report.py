@@ -310,6 +310,32 @@ def _comparison(folder: Path) -> dict | None:
     }
 
 
+def _history(folder: Path) -> dict | None:
+    """One row per run of the folder (from two runs on): data extent, weights, between-twin share."""
+    path = folder / "history.json"
+    entries = json.loads(path.read_text()) if path.exists() else []
+    if len(entries) < 2:
+        return None
+    twins = list(dict.fromkeys(n for e in entries for n in e["twins"]))
+    scenarios = list(dict.fromkeys(s for e in entries for s in e.get("between_share", {})))
+    header = ["run", "last observation", "observations"]
+    header += [f"weight {n}" for n in twins] + [f"between-twin share: {s}" for s in scenarios]
+    rows = [
+        [
+            str(i + 1),
+            f"{e['last_time']:g} {e['time_unit']}",
+            str(e["n_obs"]),
+            *(_fmt(e["twins"].get(n, {}).get("stacking", float("nan")), 2) for n in twins),
+            *(_pct(e.get("between_share", {}).get(s, float("nan"))) for s in scenarios),
+        ]
+        for i, e in enumerate(entries)
+    ]
+    figure = _figure(
+        folder / "figures" / "history.png", "weights, elpd and between-twin share over time"
+    )
+    return {"header": header, "rows": rows, "figure": figure}
+
+
 def _provenance_items(provenance: dict) -> list[tuple[str, str]]:
     """The provenance as readable key/value rows (the JSON itself is one click further)."""
     study = provenance.get("study") or {}
@@ -434,6 +460,7 @@ def _context(folder: Path) -> dict:
         "qoi_rows": _qoi_rows(d) if d is not None else [],
         "qoi_sources": [str(s) for s in d.source.values] if d is not None else [],
         "comparison": comparison,
+        "history": _history(folder),
         "convergence": _convergence_rows(summary),
         "posteriors": _posteriors(folder, summary),
         "provenance": _provenance_items(provenance),

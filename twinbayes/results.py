@@ -165,6 +165,17 @@ class ResultsFolder:
         for p in study.specs:
             inside(specs, Path(p).name).write_text(Path(p).read_text())
 
+    def write_patient(self, patient) -> Path:
+        """The patient's data so far as tidy CSV (``patient.csv``; subject: :attr:`Patient.label`),
+        so that :func:`~twinbayes.updates.update_results` can add to it."""
+        return patient.write_csv(self.staging / "patient.csv")
+
+    def write_history(self, entries: list[dict]) -> Path:
+        """``history.json``: one entry per run of this folder (see :func:`~twinbayes.updates.history_entry`)."""
+        target = self.staging / "history.json"
+        _write_json(target, entries)
+        return target
+
     def figure_path(self, name: str) -> Path:
         """Where to save a figure (``figures/NAME.png``)."""
         folder = self.staging / "figures"

@@ -253,6 +253,10 @@ def _parse_comparison(raw: dict) -> dict[str, Any]:
         "bma": False,
         "bma_method": "smc",
         "weights": "stacking",
+        "cv": "loo",
+        "lfo_min_points": 3,
+        "lfo_horizon": 1,
+        "lfo_method": "approx",
     }
     _check_keys(raw, "comparison", set(), set(comparison))
     comparison.update(raw)
@@ -261,7 +265,7 @@ def _parse_comparison(raw: dict) -> dict[str, Any]:
             raise SpecError(
                 f"comparison.{key}", f"must be true or false (no quotes), got {comparison[key]!r}"
             )
-    for key, low in (("max_refits", 0), ("kfold_k", 2)):
+    for key, low in (("max_refits", 0), ("kfold_k", 2), ("lfo_min_points", 1), ("lfo_horizon", 1)):
         v = comparison[key]
         if isinstance(v, bool) or not isinstance(v, int) or v < low:
             raise SpecError(f"comparison.{key}", f"must be a whole number >= {low}, got {v!r}")
@@ -276,6 +280,11 @@ def _parse_comparison(raw: dict) -> dict[str, Any]:
             "comparison.bma_method",
             f"choose smc (general) or importance (population-prior twins with few levels), got {comparison['bma_method']!r}",
         )
+    for key, choices in (("cv", ("loo", "lfo")), ("lfo_method", ("approx", "exact"))):
+        if comparison[key] not in choices:
+            raise SpecError(
+                f"comparison.{key}", f"choose {' or '.join(choices)}, got {comparison[key]!r}"
+            )
     if comparison["weights"] == "bma":
         comparison["bma"] = True
     return comparison

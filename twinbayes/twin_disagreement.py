@@ -35,7 +35,7 @@ from .fitting import Twin
 from .qoi import Target, qoi_name
 from .scenarios import Scenario
 
-__all__ = ["Disagreement", "disagreement", "weighted_quantile"]
+__all__ = ["Disagreement", "disagreement", "weighted_quantile", "between_share"]
 
 
 def weighted_quantile(
@@ -94,6 +94,18 @@ def _share(samples, w):
     within, between = _decompose(samples, w)
     total = within + between
     return np.divide(between, total, out=np.zeros_like(total, dtype=float), where=total > 0)
+
+
+def between_share(samples: list[np.ndarray], weights: np.ndarray) -> np.ndarray:
+    r"""Share of the mixture's predictive variance that comes from the twins disagreeing.
+
+    .. math:: \frac{\sum_k w_k (m_k - \bar m)^2}{\sum_k w_k v_k + \sum_k w_k (m_k - \bar m)^2},
+              \quad \bar m = \sum_k w_k m_k
+
+    (law of total variance over the mixture ``sum_k w_k p_k``), from draws ``samples[k]``
+    of twin ``k`` (draws along axis 0); 0 where the total variance is 0.
+    """
+    return _share(samples, np.asarray(weights, float))
 
 
 def _jackknife(stat, samples: list[np.ndarray], blocks: list[np.ndarray], n_blocks: int):

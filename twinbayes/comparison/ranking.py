@@ -14,6 +14,7 @@ import xarray as xr
 
 from ..fitting import Twin
 from .cv import standard_error
+from .lfo import lfo
 from .loo import loo
 from .marginal import bma_weights
 from .notes import duplicate_notes, selection_bias_note
@@ -70,9 +71,11 @@ class Comparison:
     def __str__(self) -> str:
         t = self.table
         cols = f"{'twin':<20} {'elpd':>8} {'se':>6} {'diff':>7} {'dse':>6} {'p_loo':>6} {'stacking (90% BB)':>20} {'pBMA+':>6}"
-        has_bma = "bma" in t
+        has_bma, has_crps = "bma" in t, "crps" in t
         if has_bma:
             cols += f" {'BMA':>6}"
+        if has_crps:
+            cols += f" {'CRPS':>8}"
         lines = [cols + "  cv / note"]
         for i in range(t.sizes["twin"]):
             r = t.isel(twin=i)
@@ -85,6 +88,8 @@ class Comparison:
             )
             if has_bma:
                 line += f" {float(r.bma):>6.2f}"
+            if has_crps:
+                line += f" {float(r.crps):>8.3g}"
             note = str(r.note.values)
             lines.append(line + f"  {str(r.cv_method.values)}" + (f"; {note}" if note else ""))
         return "\n".join(lines + [f"note: {n}" for n in self.notes])
@@ -114,6 +119,10 @@ def compare(
     bma_method: str = "smc",
     bma_draws: int | None = None,
     duplicate_tol: float = 0.1,
+    cv: str = "loo",
+    lfo_min_points: int = 3,
+    lfo_horizon: int = 1,
+    lfo_method: str = "approx",
     seed: int = 0,
     **refit_kwargs,
 ) -> Comparison:
@@ -143,6 +152,15 @@ def compare(
         Two twins whose predictive means at every observed time differ by
         less than this many predictive standard deviations are flagged as
         near-duplicates.
+    cv : {"loo", "lfo"}
+        Score each twin by PSIS-LOO (how well it predicts left-out points) or by
+        leave-future-out CV (how well it *forecasts*, :func:`~twinbayes.comparison.lfo`);
+        the weights stack the chosen predictive densities.  With ``"lfo"`` the
+        pointwise ``obs`` dimension indexes forecast origins (``time``: the first
+        time forecast), ``p_loo`` holds ``p_lfo``, ``n_high_k`` the refits PSIS
+        could not avoid, and the table gains each twin's mean ``crps``.
+    lfo_min_points, lfo_horizon, lfo_method
+        See :func:`~twinbayes.comparison.lfo` (``min_points``, ``horizon``, ``method``).
     seed : int
     **refit_kwargs
         Sampler settings for exact refits.
@@ -157,16 +175,10 @@ def compare(
         )
     names = _names(twins)
     _check_same_data(twins)
+    lfo_kwargs = dict(min_points=lfo_min_points, horizon=lfo_horizon, method=lfo_method)
+    loo_kwargs = dict(threshold=threshold, max_refits=max_refits, kfold_k=kfold_k, refit=refit)
     results = [
-        loo(
-            t,
-            threshold=threshold,
-            max_refits=max_refits,
-            kfold_k=kfold_k,
-            seed=seed,
-            refit=refit and (t.converged or include_unconverged),
-            **refit_kwargs,
-        )
+        _score(t, cv, loo_kwargs, lfo_kwargs, include_unconverged, seed, refit_kwargs)
         for t in twins
     ]
     elpd_i = np.stack([r["elpd_i"].values for r in results], axis=1)
@@ -177,6 +189,9 @@ def compare(
     table = _table(
         twins, names, results, elpd_i, pair, best, weights, included, include_unconverged
     )
+    table.attrs["cv"] = cv
+    if cv == "lfo":
+        table["crps"] = ("twin", [r.attrs["crps"] for r in results])
     if bma:
         for var, values in bma_weights(twins, inc, bma_draws, seed, bma_method).items():
             table[var] = ("twin", values)
@@ -196,6 +211,44 @@ def compare(
     return Comparison(
         table.isel(twin=order), _pointwise(results, elpd_i, names), pair, notes, weight_draws
     )
+
+
+def _score(twin, cv, loo_kwargs, lfo_kwargs, include_unconverged, seed, refit_kwargs) -> xr.Dataset:
+    """A twin's pointwise out-of-sample scores by PSIS-LOO or LFO, in the shape :func:`compare` tabulates."""
+    if cv == "lfo":
+        return _lfo_as_rows(lfo(twin, seed=seed, **lfo_kwargs, **refit_kwargs))
+    if cv != "loo":
+        raise ValueError(f"cv must be 'loo' or 'lfo', got {cv!r}")
+    loo_kwargs = loo_kwargs | {
+        "refit": loo_kwargs["refit"] and (twin.converged or include_unconverged)
+    }
+    return loo(twin, seed=seed, **loo_kwargs, **refit_kwargs)
+
+
+def _lfo_as_rows(ds: xr.Dataset) -> xr.Dataset:
+    """An LFO result in the shape :func:`compare` tabulates (one row per forecast origin)."""
+    method = ds.attrs["method"]
+    fits = ds.attrs["n_refits"] + 1
+    out = xr.Dataset(
+        {
+            "elpd_i": ("obs", ds["elpd_i"].values),
+            "pareto_k": ("obs", ds["pareto_k"].values),
+            "method": ("obs", np.where(ds["refit"].values, "refit", "psis")),
+        },
+        coords={"obs": ds["origin"].values, "time": ("obs", ds["forecast_time"].values)},
+    )
+    out.attrs.update(
+        se=ds.attrs["se"],
+        p_loo=ds.attrs["p_lfo"],
+        n_high_k=ds.attrs["n_refits"] if method == "approx" else 0,
+        cv_method=f"{'psis' if method == 'approx' else 'exact'}-lfo {ds.attrs['horizon']}-step, {fits} fit{'s' * (fits > 1)}",
+        elpd_waic=np.nan,
+        refits=fits,
+        refits_unconverged=ds.attrs["refits_unconverged"],
+        threshold=ds.attrs["k_threshold"],
+        crps=ds.attrs["crps"],
+    )
+    return out
 
 
 def _marginal_notes(table: xr.Dataset, names: list[str]) -> list[str]:

@@ -22,9 +22,10 @@ from arviz_stats.loo.wrapper import SamplingWrapper
 
 from ..fitting import Refitter, Twin
 from ..model import TwinModel
+from .lfo import point_sums, time_points
 from .loo import pointwise_loglik
 
-__all__ = ["TwinSamplingWrapper"]
+__all__ = ["TwinSamplingWrapper", "TwinLFOWrapper"]
 
 
 class TwinSamplingWrapper(SamplingWrapper):
@@ -76,3 +77,74 @@ class TwinSamplingWrapper(SamplingWrapper):
         ll = TwinModel.of(self.twin.spec).log_likelihood(idata__i, held_out)
         values = np.concatenate([v for v in ll.values()], axis=1)[:, 0]
         return xr.DataArray(values[None, :], dims=("chain", "draw"))
+
+
+class TwinLFOWrapper(SamplingWrapper):
+    """A twin's forecast refits for ``arviz_stats.lfo_cv`` (leave-future-out CV).
+
+    ``lfo_cv`` needs one log-likelihood value per time point: observables measured at
+    one time are summed into their joint density (dimension ``time``, the distinct
+    observation times).  A refit excluding time points ``cutoff, ...`` uses seed
+    ``seed + cutoff``, as :func:`~twinbayes.comparison.lfo`, so the two give the same
+    numbers (tested): a check of our PSIS-LFO loop against arviz-stats'.
+
+    Parameters
+    ----------
+    twin : Twin
+    seed : int
+    **refit_kwargs
+        Sampler settings for the refits (default: the twin's own).
+
+    Examples
+    --------
+    >>> import arviz_stats as azs
+    >>> wrapper = TwinLFOWrapper(twin)  # doctest: +SKIP
+    >>> azs.lfo_cv(wrapper.idata_orig, wrapper, min_observations=3, forecast_horizon=1)  # doctest: +SKIP
+    """
+
+    def __init__(self, twin: Twin, seed: int = 0, **refit_kwargs):
+        self.points, self.point_of_obs = time_points(twin.design)
+        joint = point_sums(pointwise_loglik(twin).values, self.point_of_obs, len(self.points))
+        tree = xr.DataTree.from_dict(
+            {
+                "posterior": twin.idata["posterior"].to_dataset(),
+                "log_likelihood": xr.Dataset(
+                    {"y": (("chain", "draw", "time"), joint)}, coords={"time": self.points}
+                ),
+            }
+        )
+        super().__init__(Refitter(twin, **refit_kwargs), idata_orig=tree)
+        self.twin = twin
+        self.seed = seed
+
+    def sel_observations(self, idx):
+        """Train on the time points before ``idx[0]``; the excluded points are ``idx``."""
+        cutoff = int(np.min(idx))
+        return (cutoff, self.point_of_obs >= cutoff), np.asarray(idx)
+
+    def sample(self, modified_observed_data):
+        cutoff, future = modified_observed_data
+        params, _ = self.model.posterior(future, self.seed + cutoff)
+        return params
+
+    def get_inference_data(self, fitted_model):
+        """The refit's draws as a one-chain posterior (the draws of all chains pooled)."""
+        return xr.DataTree.from_dict(
+            {
+                "posterior": xr.Dataset(
+                    {k: (("chain", "draw"), v[None, :]) for k, v in fitted_model.items()}
+                )
+            }
+        )
+
+    def log_likelihood__i(self, excluded_obs, idata__i) -> xr.DataArray:
+        """Joint log density of each excluded time point under each refit draw, ``(chain, draw, time)``."""
+        cutoff = int(np.min(excluded_obs))
+        future = self.point_of_obs >= cutoff
+        params = {k: v.values[0] for k, v in idata__i["posterior"].data_vars.items()}
+        held_out = self.twin.design.split(future)[1]
+        ll = np.concatenate(
+            list(TwinModel.of(self.twin.spec).log_likelihood(params, held_out).values()), axis=1
+        )
+        joint = point_sums(ll, self.point_of_obs[future] - cutoff, len(excluded_obs))
+        return xr.DataArray(joint[None], dims=("chain", "draw", "time"))
