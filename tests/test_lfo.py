@@ -9,6 +9,7 @@ import pytest
 from scipy.stats import norm
 
 from twinbayes import Patient, fit, load_spec
+from twinbayes.comparison import over_time
 from twinbayes.comparison.lfo import lfo, time_points, weighted_crps
 from twinbayes.comparison.wrapper import TwinLFOWrapper
 from twinbayes.ladder import NO_LADDER
@@ -116,3 +117,19 @@ def test_bad_windows_are_refused(pk_twin):
         lfo(pk_twin, min_points=11)
     with pytest.raises(ValueError, match="approx"):
         lfo(pk_twin, method="psis")
+
+
+def test_over_time_forecast_densities_are_the_exact_lfo_terms(tumour_twin):
+    other = fit(load_spec("tumor_exponential"), tumour_twin.patient, seed=2, **SETTINGS)
+    history = over_time([tumour_twin, other], min_points=4, seed=3, **SETTINGS)
+    for i, twin in enumerate([tumour_twin, other]):
+        exact = lfo(twin, min_points=4, method="exact", seed=3, **SETTINGS)
+        np.testing.assert_allclose(
+            history["lpd_next"].values[:, i], exact["elpd_i"].values, rtol=1e-12
+        )
+    for var in ("loo_weight", "pseudo_bma_weight"):
+        np.testing.assert_allclose(history[var].sum("twin"), 1.0, atol=1e-6)
+    np.testing.assert_allclose(history["lfo_weight"].values[2:].sum(axis=1), 1.0, atol=1e-6)
+    assert np.isnan(history["lfo_weight"].values[:2]).all()
+    share = history["between_share"].sel(observable="volume")
+    assert ((share >= 0) & (share <= 1)).all() and (share.sel(weighting="equal") > 0).all()

@@ -32,7 +32,7 @@ from ..fitting import Refitter, Twin
 from ..model import TwinModel
 from ..twin_disagreement import between_share
 from .lfo import time_points
-from .weights import stacking_weights
+from .weights import pseudo_bma_plus_weights, stacking_weights
 
 __all__ = ["over_time"]
 
@@ -58,12 +58,13 @@ def over_time(
     xarray.Dataset
         Dimensions ``origin`` (time points fitted; coordinates ``time``, the last
         time fitted, and ``next_time``) and ``twin``: ``loo_weight`` (stacking on
-        PSIS-LOO of the data so far), ``lfo_weight`` (stacking on the forecast
-        densities of the earlier origins; NaN before two origins),
-        ``elpd_loo`` and ``lpd_next`` (log predictive density of the next time point)
-        per twin, and ``between_share`` of the next point's predictive variance under the
-        LOO weights and ``between_share_equal`` under equal weights (how far the twins
-        themselves disagree, whatever their weights), per observable (``observable``).
+        PSIS-LOO of the data so far), ``pseudo_bma_weight`` (pseudo-BMA+ on the same),
+        ``lfo_weight`` (stacking on the forecast densities of the earlier origins; NaN
+        before two origins), ``elpd_loo`` and ``lpd_next`` (log predictive density of the
+        next time point) per twin, and ``between_share`` of the next point's predictive
+        variance per ``observable`` and ``weighting`` (``stacking``, ``pseudo_bma`` or
+        ``equal``: how far the twins themselves disagree, whatever their weights).  With
+        a few points stacking often puts all weight on one twin, and its share is then 0.
     """
     from .ranking import _check_same_data, _names
 
@@ -79,29 +80,36 @@ def over_time(
     steps = [[_step(r, point_of_obs, int(L), seed + int(L)) for r in refitters] for L in origins]
     elpd = np.array([[s.elpd_loo_i.sum() for s in row] for row in steps])
     lpd = np.array([[s.lpd_next for s in row] for row in steps])
-    loo_w = np.array(
-        [stacking_weights(np.column_stack([s.elpd_loo_i for s in row])) for row in steps]
-    )
-    lfo_w = np.full_like(loo_w, np.nan)
+    loo_i = [np.column_stack([s.elpd_loo_i for s in row]) for row in steps]
+    weights = {
+        "stacking": np.array([stacking_weights(e) for e in loo_i]),
+        "pseudo_bma": np.array([pseudo_bma_plus_weights(e, seed=seed)[0] for e in loo_i]),
+        "equal": np.full((len(origins), len(twins)), 1.0 / len(twins)),
+    }
+    lfo_w = np.full_like(weights["stacking"], np.nan)
     for i in range(2, len(origins)):
         lfo_w[i] = stacking_weights(lpd[:i])
     names = list(twins[0].design.times)
-    share = np.array([[_share_of(row, w, n) for n in names] for row, w in zip(steps, loo_w)])
-    equal = np.full(len(twins), 1.0 / len(twins))
-    share_equal = np.array([[_share_of(row, equal, n) for n in names] for row in steps])
+    share = np.array(
+        [
+            [[_share_of(row, w[i], n) for w in weights.values()] for n in names]
+            for i, row in enumerate(steps)
+        ]
+    )
     return xr.Dataset(
         {
-            "loo_weight": (("origin", "twin"), loo_w),
+            "loo_weight": (("origin", "twin"), weights["stacking"]),
+            "pseudo_bma_weight": (("origin", "twin"), weights["pseudo_bma"]),
             "lfo_weight": (("origin", "twin"), lfo_w),
             "elpd_loo": (("origin", "twin"), elpd),
             "lpd_next": (("origin", "twin"), lpd),
-            "between_share": (("origin", "observable"), share),
-            "between_share_equal": (("origin", "observable"), share_equal),
+            "between_share": (("origin", "observable", "weighting"), share),
         },
         coords={
             "origin": origins,
             "twin": _names(twins),
             "observable": names,
+            "weighting": list(weights),
             "time": ("origin", points[origins - 1]),
             "next_time": ("origin", points[origins]),
         },
