@@ -1,4 +1,4 @@
-"""One compilation per twin: the fit, the gate's ladder, exact LOO refits and K-fold share it;
+"""One compilation per twin: the fit, the gate's ladder, exact LOO refits, K-fold and LFO share it;
 and the compiled callbacks come from the on-disk cache in a second process, sampling the same
 draws as nutpie's own compilation."""
 
@@ -10,14 +10,14 @@ import sys
 import numpy as np
 
 from twinbayes import Patient, fit, fitting, load_spec
-from twinbayes.comparison import kfold, loo
+from twinbayes.comparison import kfold, lfo, loo
 from twinbayes.ladder import NO_LADDER
 from twinbayes.library import data_path
 
 SHORT = dict(draws=200, tune=200, chains=2, ladder=NO_LADDER)
 
 
-def test_fit_refits_and_kfold_compile_once(monkeypatch):
+def test_fit_refits_kfold_and_lfo_compile_once(monkeypatch):
     calls = []
     real = fitting.compile_model
 
@@ -33,6 +33,8 @@ def test_fit_refits_and_kfold_compile_once(monkeypatch):
     assert folds.attrs["k"] == 4 and len(calls) == 1
     refitted = loo(twin, threshold=-1.0, max_refits=100, seed=2)  # every observation refitted
     assert (refitted["method"].values == "refit").all() and len(calls) == 1
+    forecasts = lfo(twin, min_points=4, method="exact", seed=4)  # a refit at every origin
+    assert forecasts["refit"].all() and forecasts.sizes["origin"] >= 4 and len(calls) == 1
 
 
 CHILD = r"""
