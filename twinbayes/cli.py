@@ -37,7 +37,7 @@ def _positive_int(text: str) -> int:
 
 EXIT_CODES = """exit codes:
   0  every twin passed its convergence gate; comparison and scenarios ran
-  1  twinbayes specs check: a solution did not match the reference solve
+  1  twinbayes specs check: a solution did not match the reference solve; validate sbc: ranks not uniform
   2  bad input (spec, study or patient file; results folder exists without --force)
   3  some twin failed its gate after the escalation ladder (excluded, or included by opt-in)
   4  no twin passed its gate
@@ -103,6 +103,33 @@ def _parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--subject", default=None)
 
+    validate = sub.add_parser(
+        "validate", help="method validation: simulation-based calibration, model recovery"
+    )
+    validate_sub = validate.add_subparsers(dest="validate_command", required=True)
+    sbc = validate_sub.add_parser(
+        "sbc",
+        help="simulation-based calibration of a spec (Talts et al. 2018) on a patient's design",
+    )
+    sbc.add_argument("spec")
+    rec = validate_sub.add_parser(
+        "recovery", help="simulate from each spec, fit all, count which the comparison prefers"
+    )
+    rec.add_argument("spec", nargs="+")
+    for v in (sbc, rec):
+        v.add_argument(
+            "--patient", required=True, help="tidy CSV whose times and doses are the design"
+        )
+        v.add_argument("--subject", default=None)
+        v.add_argument("--sims", type=_positive_int, default=100 if v is sbc else 20)
+        v.add_argument("--seed", type=int, default=0)
+        v.add_argument(
+            "--draws", type=_positive_int, default=1000, help="draws per chain of each fit"
+        )
+        v.add_argument("--out", help="folder for the results (default: results/validate-<what>)")
+        v.add_argument("--force", action="store_true", help="replace an existing results folder")
+    sbc.add_argument("--ranks", type=_positive_int, default=99, help="L: thinned draws per rank")
+
     patient = sub.add_parser("patient", help="check a patient data file")
     patient_sub = patient.add_subparsers(dest="patient_command", required=True)
     pc = patient_sub.add_parser("check", help="validate a tidy CSV and summarise it")
@@ -154,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
             return _specs(args)
         if args.command == "patient":
             return _patient(args)
+        if args.command == "validate":
+            return _validate(args)
     except (SpecError, PatientDataError, OutputError, FileExistsError, FileNotFoundError) as exc:
         print(f"twinbayes: error: {exc}", file=sys.stderr)
         return 2
@@ -190,6 +219,43 @@ def _update(args, argv) -> int:
         adjust=lambda study: _with_overrides(study, args),
     )
     return _finish(result)
+
+
+def _validate(args) -> int:
+    """``validate sbc`` / ``validate recovery``: run the study, print it, write NetCDF, text and a figure."""
+    from .plots import plot_recovery, plot_sbc
+    from .results import ResultsFolder
+    from .validation import recovery, recovery_table, sbc
+
+    patient = Patient.from_csv(args.patient, subject=args.subject)
+    specs = (
+        [load_spec(s) for s in args.spec]
+        if args.validate_command == "recovery"
+        else [load_spec(args.spec)]
+    )
+    what = "sbc" if args.validate_command == "sbc" else "recovery"
+    out = Path(args.out) if args.out else Path("results") / f"validate-{what}-{specs[0].name}"
+    folder = ResultsFolder.create(out, force=args.force)
+    try:
+        settings = dict(seed=args.seed, draws=args.draws)
+        if what == "sbc":
+            result = sbc(specs[0], patient, n_sims=args.sims, n_ranks=args.ranks, **settings)
+            text, data = str(result), result.to_dataset()
+            plot_sbc(result, folder.figure_path("sbc"))
+        else:
+            data = recovery(specs, patient, n_sims=args.sims, **settings)
+            text = recovery_table(data)
+            plot_recovery(data, folder.figure_path("recovery"))
+        print(text)
+        with folder.writing():
+            data.to_netcdf(folder.staging / f"{what}.nc", engine="h5netcdf")
+            (folder.staging / f"{what}.txt").write_text(text + "\n")
+            folder.commit()
+    except BaseException:
+        folder.abort()
+        raise
+    print(f"written to {out}")
+    return 0 if what == "recovery" or result.calibrated else 1
 
 
 def _with_overrides(study, args):

@@ -325,3 +325,50 @@ def plot_history(entries: list[dict], path: str | Path | None = None):
         fig.savefig(path, dpi=110)
         plt.close(fig)
     return fig
+
+
+def plot_sbc(result, path: str | Path | None = None):
+    """SBC ranks per parameter: ECDF of the rank PIT values minus the uniform CDF, with the
+    simultaneous band of the uniformity test (Säilynoja, Bürkner & Vehtari 2022)."""
+    tests = result.tests
+    fig, axes = plt.subplots(1, len(tests), figsize=(3.2 * len(tests), 3), squeeze=False)
+    for ax, (name, t) in zip(axes[0], tests.items()):
+        ax.fill_between(t.grid, t.lower - t.grid, t.upper - t.grid, color="0.85", lw=0)
+        ax.plot(t.grid, t.ecdf - t.grid, color="C0" if t.calibrated else "C3")
+        ax.axhline(0, color="0.4", lw=0.6)
+        ax.set(title=f"{name}  (p = {t.p_value:.2f})", xlabel="rank / (L + 1)")
+    axes[0][0].set_ylabel("ECDF difference")
+    fig.suptitle(
+        f"SBC: {result.ranks.sizes['sim']} simulations, L = {result.n_ranks}; grey: "
+        f"{1 - result.alpha / len(tests):.4g} simultaneous band per parameter",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+    return fig
+
+
+def plot_recovery(result, path: str | Path | None = None):
+    """Confusion matrices of a model-recovery study: top-ranked counts and mean stacking weights."""
+    names = [str(n) for n in result.fitted.values]
+    fig, axes = plt.subplots(1, 2, figsize=(4 + 1.6 * len(names), 0.9 * len(names) + 1.8))
+    for ax, var, title in (
+        (axes[0], "top", "ranked first (share of simulations)"),
+        (axes[1], "stacking", "mean stacking weight"),
+    ):
+        values = result[var].values / (result.attrs["n_sims"] if var == "top" else 1)
+        ax.imshow(values, vmin=0, vmax=1, cmap="Blues")
+        for (i, j), v in np.ndenumerate(values):
+            ax.text(
+                j, i, f"{v:.2f}", ha="center", va="center", color="white" if v > 0.6 else "black"
+            )
+        ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
+        ax.set_yticks(range(len(names)), names, fontsize=8)
+        ax.set(xlabel="fitted", ylabel="true (simulated from)", title=title)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+    return fig
