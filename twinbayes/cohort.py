@@ -1,0 +1,204 @@
+"""Cohorts on Dask: many patients x twins as independent tasks, resumable, merged into one DataTree.
+
+Each task fits one spec to one patient (:func:`~twinbayes.fitting.fit`, the study's seed
+rule) and writes a small NetCDF file of what the cohort needs (posterior summaries of the
+parameters, the convergence verdict and diagnostics, the PSIS-LOO elpd) *atomically* to
+``OUT/tasks/<patient key>__<spec>.nc`` (written to a temporary name, then renamed).  A
+run that is killed, or loses a worker, leaves only complete task files; running it again
+skips every task whose file exists, so nothing finished is refitted and nothing is
+duplicated.  When every task is done the files are merged into ``OUT/cohort.nc``: one
+group per spec with ``patient`` as a dimension.
+
+The tasks run on Dask distributed (Rocklin 2015): a ``LocalCluster`` of single-threaded
+worker processes by default, or an existing scheduler (``scheduler="tcp://host:8786"``,
+e.g. started by ``dask scheduler`` / ``dask worker`` on a cluster, or dask-jobqueue on
+SLURM/PBS); the code is the same.  Workers need twinbayes installed and the data file at
+the same path (a shared file system).  Patients appear under their pseudonymous key
+(:mod:`twinbayes.privacy`), also in file names.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from .names import check_name, inside
+from .patient import Patient
+
+__all__ = ["CohortTask", "cohort_tasks", "run_cohort", "merge_cohort"]
+
+
+@dataclass(frozen=True)
+class CohortTask:
+    """One fit of a cohort: a spec to one subject of a data file, with its seed and sampler settings."""
+
+    data: str
+    subject: str
+    spec: str
+    seed: int
+    settings: dict = field(default_factory=dict, hash=False)
+    label: str = ""
+
+    @property
+    def file_name(self) -> str:
+        """``<patient key>__<spec name>.nc`` (both checked names: nothing escapes the folder)."""
+        return f"{check_name(self.label, 'patient key')}__{check_name(Path(self.spec).stem, 'twins.specs')}.nc"
+
+
+def cohort_tasks(
+    data: str | Path,
+    specs: Sequence[str],
+    *,
+    subjects: Sequence[str] | None = None,
+    seed: int = 0,
+    **settings,
+) -> list[CohortTask]:
+    """Every (subject, spec) pair of a cohort; task ``k`` (subject-major) is fitted with seed ``seed + k``.
+
+    Subjects default to all of the data file's, in file order.
+    """
+    import csv
+
+    from .patient import _resolve_bundled
+
+    path = _resolve_bundled(data)
+    if subjects is None:
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            subjects = list(dict.fromkeys(r["subject"] for r in csv.DictReader(f)))
+    tasks = []
+    for s in subjects:
+        label = Patient.from_csv(path, subject=s).label
+        for spec in specs:
+            tasks.append(
+                CohortTask(str(path), str(s), str(spec), seed + len(tasks), settings, label)
+            )
+    return tasks
+
+
+def _summary(twin) -> xr.Dataset:
+    """What a cohort keeps of a fit: per-parameter posterior summaries, the gate and PSIS-LOO."""
+    from .comparison import loo
+
+    post = twin.idata["posterior"]
+    names = list(twin.spec.parameters)
+    flat = np.stack([post[n].values.reshape(-1) for n in names])
+    q = np.quantile(flat, [0.05, 0.5, 0.95], axis=1)
+    res = loo(twin, refit=False)
+    d = twin.diagnostics
+    return xr.Dataset(
+        {
+            "mean": ("parameter", flat.mean(axis=1)),
+            "sd": ("parameter", flat.std(axis=1, ddof=1)),
+            "q05": ("parameter", q[0]),
+            "median": ("parameter", q[1]),
+            "q95": ("parameter", q[2]),
+            "converged": twin.converged,
+            "elpd_loo": res.attrs["elpd"],
+            "elpd_loo_se": res.attrs["se"],
+            "n_high_k": res.attrs["n_high_k"],
+            "max_rhat": float(d.table.rhat.max()),
+            "min_ess_bulk": float(d.table.ess_bulk.min()),
+            "divergences": int(d.divergent),
+            "seed": int(twin.settings["seed"]),
+        },
+        coords={"parameter": names},
+    )
+
+
+def run_task(task: CohortTask, folder: str) -> tuple[str, str, float]:
+    """Fit one task unless its file exists; returns ``(file name, "fitted" | "skipped", seconds)``."""
+    from .fitting import fit
+    from .spec.model_spec import load_spec
+
+    target = inside(Path(folder), task.file_name)
+    if target.exists():
+        return task.file_name, "skipped", 0.0
+    start = time.perf_counter()
+    patient = Patient.from_csv(task.data, subject=task.subject)
+    twin = fit(load_spec(task.spec), patient, seed=task.seed, **task.settings)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    _summary(twin).to_netcdf(tmp, engine="h5netcdf")
+    os.replace(tmp, target)  # atomic: a killed task leaves no file that looks complete
+    return task.file_name, "fitted", time.perf_counter() - start
+
+
+def run_cohort(
+    tasks: Sequence[CohortTask],
+    out: str | Path,
+    *,
+    scheduler: str | None = None,
+    n_workers: int = 2,
+    progress: Callable[[int, int, str, str], None] | None = None,
+) -> xr.DataTree:
+    """Run every task (skipping finished ones) on Dask and merge the results.
+
+    Parameters
+    ----------
+    tasks : sequence of CohortTask
+    out : path
+        Results folder: ``tasks/`` holds one file per finished task, ``cohort.nc`` the merge.
+    scheduler : str, optional
+        Address of a running Dask scheduler; default a ``LocalCluster`` of ``n_workers``
+        single-threaded processes (NUTS chains run in the worker's own threads).
+    progress : callable, optional
+        ``progress(done, total, file name, "fitted" | "skipped")`` as tasks finish.
+
+    Returns
+    -------
+    xarray.DataTree
+        :func:`merge_cohort` of the folder.
+    """
+    from distributed import Client, LocalCluster, as_completed
+
+    folder = Path(out) / "tasks"
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob(".*.partial"):  # left by a task killed while writing
+        stale.unlink()
+    todo = [t for t in tasks if not (folder / t.file_name).exists()]
+    done = len(tasks) - len(todo)
+    for t in tasks:
+        if t not in todo and progress is not None:
+            progress(done, len(tasks), t.file_name, "skipped")
+    if todo:
+        cluster = (
+            None
+            if scheduler
+            else LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True)
+        )
+        with Client(scheduler or cluster) as client:
+            futures = client.map(run_task, todo, folder=str(folder), pure=False, retries=2)
+            for fut in as_completed(futures):
+                name, how, _ = fut.result()
+                done += 1
+                if progress is not None:
+                    progress(done, len(tasks), name, how)
+        if cluster is not None:
+            cluster.close()
+    return merge_cohort(out, tasks)
+
+
+def merge_cohort(out: str | Path, tasks: Sequence[CohortTask]) -> xr.DataTree:
+    """Merge the task files into one DataTree (a group per spec, ``patient`` a dimension); write ``cohort.nc``."""
+    folder = Path(out) / "tasks"
+    missing = [t.file_name for t in tasks if not (folder / t.file_name).exists()]
+    if missing:
+        raise FileNotFoundError(
+            f"{len(missing)} task(s) not finished ({', '.join(missing[:3])}, ...); run the cohort again"
+        )
+    groups = {}
+    for spec in dict.fromkeys(Path(t.spec).stem for t in tasks):
+        mine = [t for t in tasks if Path(t.spec).stem == spec]
+        parts = [xr.load_dataset(folder / t.file_name, engine="h5netcdf") for t in mine]
+        merged = xr.concat(parts, dim="patient").assign_coords(patient=[t.label for t in mine])
+        groups[spec] = merged.assign_attrs(spec=spec)
+    tree = xr.DataTree.from_dict(groups)
+    tmp = Path(out) / ".cohort.nc.partial"
+    tree.to_netcdf(tmp, engine="h5netcdf")
+    os.replace(tmp, Path(out) / "cohort.nc")
+    return tree
