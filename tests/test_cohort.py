@@ -88,3 +88,17 @@ def test_the_twelve_theophylline_subjects_by_the_oral_pk_specs(tmp_path):
             "of 12; mean CL",
             ds["mean"].sel(parameter="CL").values.round(2),
         )
+
+
+def test_the_draws_do_not_depend_on_the_threads_the_chains_run_on():
+    import numpy as np
+
+    from twinbayes import Patient, fit, load_spec
+
+    patient = Patient.from_csv("bundled:theophylline.csv", subject=2)
+    a = fit(load_spec("pk_1cmt_oral"), patient, seed=4, **SHORT)
+    b = fit(load_spec("pk_1cmt_oral"), patient, seed=4, cores=1, **SHORT)
+    for v in a.idata["posterior"].data_vars:
+        np.testing.assert_array_equal(
+            a.idata["posterior"][v].values, b.idata["posterior"][v].values
+        )

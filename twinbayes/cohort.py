@@ -121,7 +121,8 @@ def run_task(task: CohortTask, folder: str) -> tuple[str, str, float]:
         return task.file_name, "skipped", 0.0
     start = time.perf_counter()
     patient = Patient.from_csv(task.data, subject=task.subject)
-    twin = fit(load_spec(task.spec), patient, seed=task.seed, **task.settings)
+    settings = {"cores": 1} | task.settings  # the workers share the machine, not one fit's chains
+    twin = fit(load_spec(task.spec), patient, seed=task.seed, **settings)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.partial")
     _summary(twin).to_netcdf(tmp, engine="h5netcdf")
     os.replace(tmp, target)  # atomic: a killed task leaves no file that looks complete

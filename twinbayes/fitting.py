@@ -216,6 +216,7 @@ def fit(
     posterior_predictive: bool = True,
     design: Design | None = None,
     ladder: Ladder = DEFAULT_LADDER,
+    cores: int | None = None,
 ) -> Twin:
     """Fit a twin by NUTS, check convergence, and escalate before giving up.
 
@@ -246,6 +247,10 @@ def fit(
         Escalation when a fit fails the gate (:mod:`twinbayes.ladder`): refits
         with higher target acceptance, longer warm-up, more draws and fresh
         initial points, reusing the compiled model.  ``NO_LADDER`` turns it off.
+    cores : int, optional
+        Threads nutpie runs the chains on (default: every core).  The draws do not depend on it
+        (each chain has its own seeded stream; tested); cohort workers use 1 so that the
+        workers, not the chains, share the machine.
 
     Returns
     -------
@@ -271,7 +276,7 @@ def fit(
         tune,
         draws,
     )
-    nuts = _Nuts(model, sampler, spec, design)
+    nuts = _Nuts(model, sampler, spec, design, cores)
     base = dict(
         sampler=sampler,
         draws=draws,
@@ -418,7 +423,15 @@ def compiled_for(spec: ModelSpec, design: Design, model: pm.Model):
 class _Nuts:
     """NUTS on one PyMC model, compiled once (nutpie) and sampled as often as the ladder asks."""
 
-    def __init__(self, model: pm.Model, sampler: str, spec: ModelSpec, design: Design):
+    def __init__(
+        self,
+        model: pm.Model,
+        sampler: str,
+        spec: ModelSpec,
+        design: Design,
+        cores: int | None = None,
+    ):
+        self.cores = cores
         self.spec_name = spec.name
         self.design = design
         self.model = model
@@ -463,6 +476,7 @@ class _Nuts:
                 target_accept=s["target_accept"],
                 progress_bar=progress,
                 save_warmup=False,
+                **({"cores": self.cores} if self.cores else {}),
             )
             values = self.design.values
             idata["observed_data"] = xr.Dataset(

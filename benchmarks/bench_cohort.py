@@ -1,0 +1,75 @@
+"""Cohort throughput on Dask: a plain loop vs a LocalCluster of 1 and 2 workers (issue #18).
+
+The same tasks (Theophylline subjects x oral PK specs, 4 chains x 1000 + 1000 each, one chain
+thread per fit) run three ways in one process, after one warm-up pass that fills the on-disk
+compile caches: a plain loop over ``run_task`` (no Dask), ``run_cohort`` with 1 worker and with
+2 workers.  Reported: wall time, tasks per minute, the Dask path's overhead per task against the
+loop (1 worker), and the parallel efficiency ``T(1 worker) / (2 T(2 workers))``.
+
+Run: ``.venv/bin/python benchmarks/bench_cohort.py [--subjects N] [--out results.json]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+from twinbayes.cohort import cohort_tasks, run_cohort, run_task
+
+SPECS = ["pk_1cmt_oral", "pk_1cmt_oral_lag", "pk_2cmt_oral"]
+
+
+def _loop(tasks) -> float:
+    folder = Path(tempfile.mkdtemp()) / "tasks"
+    folder.mkdir()
+    start = time.perf_counter()
+    for t in tasks:
+        run_task(t, str(folder))
+    return time.perf_counter() - start
+
+
+def _dask(tasks, workers: int) -> float:
+    out = Path(tempfile.mkdtemp())
+    start = time.perf_counter()
+    run_cohort(tasks, out, n_workers=workers)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--subjects", type=int, default=12)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    subjects = [str(s) for s in range(1, args.subjects + 1)]
+    tasks = cohort_tasks("bundled:theophylline.csv", SPECS, subjects=subjects, seed=1, cores=1)
+    _loop(tasks)  # warm-up: every task's compiled model in the on-disk caches
+    loop = _loop(tasks)
+    one = _dask(tasks, 1)
+    two = _dask(tasks, 2)
+    n = len(tasks)
+    result = {
+        "tasks": n,
+        "sampler": "4 chains x 1000 + 1000, one chain thread per fit, warm compile caches",
+        "loop_s": round(loop, 2),
+        "dask_1_worker_s": round(one, 2),
+        "dask_2_workers_s": round(two, 2),
+        "tasks_per_min": {
+            "loop": round(60 * n / loop, 1),
+            "1 worker": round(60 * n / one, 1),
+            "2 workers": round(60 * n / two, 1),
+        },
+        "dask_overhead_per_task_s": round((one - loop) / n, 3),
+        "parallel_efficiency_1_to_2": round(one / (2 * two), 3),
+        "machine": platform.platform(),
+    }
+    print(json.dumps(result, indent=2))
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
