@@ -8,7 +8,12 @@ from nbclient import NotebookClient
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
 # ODE twins' compilation and escalation (04: ~7 min on 2 cores), 120 -> 6 patients x 3 published models: minutes each
-SLOW = {"04_nonlinear_twins.ipynb", "05_vancomycin_mipd.ipynb", "06_linear_vs_saturable.ipynb"}
+SLOW = {
+    "04_nonlinear_twins.ipynb",
+    "05_vancomycin_mipd.ipynb",
+    "06_linear_vs_saturable.ipynb",
+    "07_tumour_growth_over_time.ipynb",
+}
 
 
 def test_there_are_notebooks():
