@@ -237,7 +237,7 @@ def _validate(args) -> int:
     out = Path(args.out) if args.out else Path("results") / f"validate-{what}-{specs[0].name}"
     folder = ResultsFolder.create(out, force=args.force)
     try:
-        settings = dict(seed=args.seed, draws=args.draws)
+        settings = dict(seed=args.seed, draws=args.draws, progress=_progress_line(what))
         if what == "sbc":
             result = sbc(specs[0], patient, n_sims=args.sims, n_ranks=args.ranks, **settings)
             text, data = str(result), result.to_dataset()
@@ -256,6 +256,16 @@ def _validate(args) -> int:
         raise
     print(f"written to {out}")
     return 0 if what == "recovery" or result.calibrated else 1
+
+
+def _progress_line(what: str):
+    """A one-line progress counter on stderr (``validate`` studies fit hundreds of times)."""
+
+    def show(done: int, total: int) -> None:
+        end = "\n" if done == total else ""
+        print(f"\r{what}: {done}/{total} simulations", end=end, file=sys.stderr, flush=True)
+
+    return show
 
 
 def _with_overrides(study, args):
