@@ -1,4 +1,5 @@
-"""Figures: posterior predictive checks, LOO-PIT calibration, averaged predictions."""
+"""Figures: posterior predictive checks, LOO-PIT calibration, averaged predictions, scenarios and
+disagreement, a results folder's history, SBC ranks and model-recovery confusion matrices."""
 
 from __future__ import annotations
 
@@ -19,7 +20,19 @@ __all__ = [
     "plot_scenario_fans",
     "plot_disagreement_over_time",
     "plot_decision_table",
+    "plot_history",
+    "plot_sbc",
+    "plot_recovery",
 ]
+
+
+def _finish(fig, path: str | Path | None):
+    """Lay out ``fig``; save it to ``path`` (PNG, 110 dpi) and close it when a path is given."""
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+    return fig
 
 
 def _grid(twin: Twin, observable: str, until: float | None = None) -> np.ndarray:
@@ -85,11 +98,7 @@ def plot_twin_checks(twin: Twin, path: str | Path | None = None):
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     plot_ppc(twin, axes[0])
     plot_loo_pit(twin, axes[1])
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-    return fig
+    return _finish(fig, path)
 
 
 def plot_average(
@@ -127,11 +136,7 @@ def plot_average(
         title=f"patient {twins[0].patient.label}: twins and their average",
     )
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-    return fig
+    return _finish(fig, path)
 
 
 def plot_scenario_fans(
@@ -177,11 +182,7 @@ def plot_scenario_fans(
         ax.set(title=str(sc), xlabel=f"time ({d.attrs['time_unit']})")
     axes[0][0].set_ylabel(f"{d.attrs['observable']} (median, 5-95 %)")
     axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-    return fig
+    return _finish(fig, path)
 
 
 def plot_disagreement_over_time(result, path: str | Path | None = None):
@@ -240,11 +241,7 @@ def plot_disagreement_over_time(result, path: str | Path | None = None):
     )
     axes[0].legend(fontsize=7)
     axes[1].legend(fontsize=6)
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-    return fig
+    return _finish(fig, path)
 
 
 def plot_decision_table(result, target: str | None = None, path: str | Path | None = None):
@@ -275,11 +272,7 @@ def plot_decision_table(result, target: str | None = None, path: str | Path | No
     )
     ax.set_yticks(range(p.sizes["scenario"]), [str(s) for s in p.scenario.values], fontsize=8)
     ax.set_title(f"P({target}) ± MC SE; red: best scenario per source", fontsize=9)
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-    return fig
+    return _finish(fig, path)
 
 
 def plot_history(entries: list[dict], path: str | Path | None = None):
@@ -320,11 +313,7 @@ def plot_history(entries: list[dict], path: str | Path | None = None):
     axes[0].legend(fontsize=7)
     if scenarios:
         axes[2].legend(fontsize=7)
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-    return fig
+    return _finish(fig, path)
 
 
 def plot_sbc(result, path: str | Path | None = None):
@@ -343,11 +332,7 @@ def plot_sbc(result, path: str | Path | None = None):
         f"{1 - result.alpha / len(tests):.4g} simultaneous band per parameter",
         fontsize=9,
     )
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-    return fig
+    return _finish(fig, path)
 
 
 def plot_recovery(result, path: str | Path | None = None):
@@ -367,8 +352,4 @@ def plot_recovery(result, path: str | Path | None = None):
         ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
         ax.set_yticks(range(len(names)), names, fontsize=8)
         ax.set(xlabel="fitted", ylabel="true (simulated from)", title=title)
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-    return fig
+    return _finish(fig, path)
