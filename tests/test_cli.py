@@ -147,8 +147,15 @@ def test_bad_study_files_name_file_and_field(study_file):
         assert str(err.value).startswith(f"{path}: {field}:"), str(err.value)
     with pytest.raises(SpecError, match="patient.data"):
         load_study(study_file(data="no/such.csv"))
-    lfo = load_study(study_file(extra="\n[comparison]\ncv = 'lfo'\nlfo_min_points = 4\n")).comparison
-    assert (lfo["cv"], lfo["lfo_min_points"], lfo["lfo_horizon"], lfo["lfo_method"]) == ("lfo", 4, 1, "approx")
+    lfo = load_study(
+        study_file(extra="\n[comparison]\ncv = 'lfo'\nlfo_min_points = 4\n")
+    ).comparison
+    assert (lfo["cv"], lfo["lfo_min_points"], lfo["lfo_horizon"], lfo["lfo_method"]) == (
+        "lfo",
+        4,
+        1,
+        "approx",
+    )
 
 
 def test_specs_and_patient_commands(tmp_path, capsys):

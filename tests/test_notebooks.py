@@ -7,8 +7,10 @@ import pytest
 from nbclient import NotebookClient
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
-# ODE twins' compilation and escalation (04: ~7 min on 2 cores), 120 -> 6 patients x 3 published models: minutes each
+# minutes each on 2 cores (04: ODE twins' compilation and escalation, ~7 min; 02 and 07: six growth
+# laws with escalations; 05: 6 patients x 3 published models); the default run executes 01 and 03
 SLOW = {
+    "02_tumour_growth_comparison.ipynb",
     "04_nonlinear_twins.ipynb",
     "05_vancomycin_mipd.ipynb",
     "06_linear_vs_saturable.ipynb",

@@ -68,3 +68,12 @@ def test_recovery_of_one_and_two_compartment_iv_twins(indometacin1):
     assert (
         top.sum() == 20 and (np.diag(top) >= 6).all()
     )  # the true twin top-ranked in most simulations
+
+
+def test_sbc_on_dask_workers_gives_the_ranks_of_one_process(indometacin1):
+    spec = load_spec("pk_1cmt_iv")
+    short = dict(n_sims=4, seed=9, draws=300, tune=300)
+    here = sbc(spec, indometacin1, **short)
+    there = sbc(spec, indometacin1, n_workers=2, **short)
+    np.testing.assert_array_equal(here.ranks.values, there.ranks.values)
+    assert here.unconverged == there.unconverged

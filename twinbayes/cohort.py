@@ -21,9 +21,12 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -31,7 +34,7 @@ import xarray as xr
 from .names import check_name, inside
 from .patient import Patient
 
-__all__ = ["CohortTask", "cohort_tasks", "run_cohort", "merge_cohort"]
+__all__ = ["CohortTask", "cohort_tasks", "run_cohort", "merge_cohort", "map_tasks"]
 
 
 @dataclass(frozen=True)
@@ -129,12 +132,71 @@ def run_task(task: CohortTask, folder: str) -> tuple[str, str, float]:
     return task.file_name, "fitted", time.perf_counter() - start
 
 
+@contextmanager
+def _client(scheduler: str | None, n_workers: int) -> Iterator:
+    """A Dask client of ``scheduler``, or of a new ``LocalCluster`` of single-threaded worker processes."""
+    from distributed import Client, LocalCluster
+
+    if scheduler:
+        with Client(scheduler) as client:
+            yield client
+        return
+    with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True) as cluster:
+        with Client(cluster) as client:
+            yield client
+
+
+def map_tasks(
+    fn: Callable[[Any], Any],
+    items: Sequence[Any],
+    *,
+    scheduler: str | None = None,
+    n_workers: int | None = None,
+    progress: Callable[..., None] | None = None,
+) -> list:
+    """``[fn(item) for item in items]``, in this process or as Dask tasks; results in item order.
+
+    Without ``scheduler`` and ``n_workers`` the items run one after another here; otherwise
+    each is a task on the scheduler at ``scheduler`` or on a ``LocalCluster`` of ``n_workers``
+    processes (retried twice if its worker is lost).  ``progress(done, total)`` (or
+    ``progress(done, total, result)`` when it takes three arguments) follows completion.
+    ``fn`` must be picklable (a module-level function or a ``functools.partial`` of one) and
+    must not depend on where it runs: then the results are the same either way.
+    """
+    items = list(items)
+    tell = _teller(progress, len(items))
+    if scheduler is None and not n_workers:
+        results = []
+        for item in items:
+            results.append(fn(item))
+            tell(len(results), results[-1])
+        return results
+    from distributed import as_completed
+
+    with _client(scheduler, n_workers or 2) as client:
+        futures = client.map(fn, items, pure=False, retries=2)
+        for k, fut in enumerate(as_completed(futures), 1):
+            tell(k, fut.result())
+        return [f.result() for f in futures]
+
+
+def _teller(progress, total: int) -> Callable[[int, Any], None]:
+    """Call ``progress`` with two or three arguments, whichever it takes."""
+    if progress is None:
+        return lambda k, result: None
+    import inspect
+
+    if len(inspect.signature(progress).parameters) >= 3:
+        return lambda k, result: progress(k, total, result)
+    return lambda k, result: progress(k, total)
+
+
 def run_cohort(
     tasks: Sequence[CohortTask],
     out: str | Path,
     *,
     scheduler: str | None = None,
-    n_workers: int = 2,
+    n_workers: int | None = 2,
     progress: Callable[[int, int, str, str], None] | None = None,
 ) -> xr.DataTree:
     """Run every task (skipping finished ones) on Dask and merge the results.
@@ -146,7 +208,9 @@ def run_cohort(
         Results folder: ``tasks/`` holds one file per finished task, ``cohort.nc`` the merge.
     scheduler : str, optional
         Address of a running Dask scheduler; default a ``LocalCluster`` of ``n_workers``
-        single-threaded processes (NUTS chains run in the worker's own threads).
+        single-threaded processes (each fit runs its chains on one thread).
+    n_workers : int
+        Workers of the local cluster (default 2; ``None`` or 0: one process, no Dask).
     progress : callable, optional
         ``progress(done, total, file name, "fitted" | "skipped")`` as tasks finish.
 
@@ -155,8 +219,6 @@ def run_cohort(
     xarray.DataTree
         :func:`merge_cohort` of the folder.
     """
-    from distributed import Client, LocalCluster, as_completed
-
     folder = Path(out) / "tasks"
     folder.mkdir(parents=True, exist_ok=True)
     for stale in folder.glob(".*.partial"):  # left by a task killed while writing
@@ -166,21 +228,14 @@ def run_cohort(
     for t in tasks:
         if t not in todo and progress is not None:
             progress(done, len(tasks), t.file_name, "skipped")
+
+    def report(k: int, _total: int, result: tuple[str, str, float]) -> None:
+        if progress is not None:
+            progress(done + k, len(tasks), result[0], result[1])
+
     if todo:
-        cluster = (
-            None
-            if scheduler
-            else LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True)
-        )
-        with Client(scheduler or cluster) as client:
-            futures = client.map(run_task, todo, folder=str(folder), pure=False, retries=2)
-            for fut in as_completed(futures):
-                name, how, _ = fut.result()
-                done += 1
-                if progress is not None:
-                    progress(done, len(tasks), name, how)
-        if cluster is not None:
-            cluster.close()
+        run = partial(run_task, folder=str(folder))
+        map_tasks(run, todo, scheduler=scheduler, n_workers=n_workers, progress=report)
     return merge_cohort(out, tasks)
 
 

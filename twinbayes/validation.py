@@ -20,12 +20,14 @@ values change), so a study costs compilation once per spec plus sampling.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import NamedTuple
 
 import numpy as np
 import xarray as xr
 
 from .calibration import PitTest, pit_uniformity_test
+from .cohort import map_tasks
 from .dynamics.design import Design, design_for
 from .fitting import fit
 from .ladder import NO_LADDER
@@ -127,6 +129,8 @@ def sbc(
     alpha: float = 0.05,
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
+    scheduler: str | None = None,
+    n_workers: int | None = None,
     **fit_kwargs,
 ) -> SBCResult:
     """Simulation-based calibration of ``spec`` on the design of ``patient``'s data.
@@ -149,7 +153,10 @@ def sbc(
     seed : int
         Simulation ``i`` draws with ``default_rng([seed, i])`` and fits with seed ``seed + i``.
     progress : callable, optional
-        Called as ``progress(i, n_sims)`` after each fit.
+        Called as ``progress(done, n_sims)`` after each fit.
+    scheduler, n_workers
+        Run the simulations on Dask (:func:`~twinbayes.cohort.map_tasks`): a scheduler address or a
+        ``LocalCluster`` of ``n_workers``; default one process.  The results do not depend on it.
     **fit_kwargs
         Sampler settings for :func:`~twinbayes.fitting.fit` (default 1000 draws x 2 chains, no ladder).
 
@@ -158,26 +165,14 @@ def sbc(
     SBCResult
     """
     settings = {"draws": 1000, "tune": 1000, "chains": 2, "ladder": NO_LADDER} | fit_kwargs
-    design = design_for(spec, patient)
     names = [n for n, p in spec.parameters.items() if p.prior is not None]
-    ranks = np.zeros((n_sims, len(names)), int)
-    unconverged, thinning = 0, 1
-    for i in range(n_sims):
-        rng = np.random.default_rng([seed, i])
-        truth = prior_draw(spec, rng, simulator_priors)
-        data = _simulated_design(spec, design, truth, rng)
-        twin = fit(
-            spec, patient, design=data, seed=seed + i, posterior_predictive=False, **settings
-        )
-        unconverged += not twin.converged
-        post = twin.idata["posterior"]
-        total = post.sizes["chain"] * post.sizes["draw"]
-        thinning = max(1, total // n_ranks)
-        for j, name in enumerate(names):
-            kept = post[name].values.reshape(-1)[::thinning][:n_ranks]
-            ranks[i, j] = int(np.sum(kept < truth[name]))
-        if progress is not None:
-            progress(i + 1, n_sims)
+    one = partial(_sbc_one, spec, patient, names, n_ranks, simulator_priors, seed, settings)
+    rows = map_tasks(
+        one, range(n_sims), scheduler=scheduler, n_workers=n_workers, progress=progress
+    )
+    ranks = np.array([r for r, _, _ in rows], int).reshape(n_sims, len(names))
+    unconverged = sum(not ok for _, ok, _ in rows)
+    thinning = rows[-1][2]
     pit = (ranks + np.random.default_rng([seed, n_sims]).uniform(size=ranks.shape)) / (n_ranks + 1)
     level = alpha / len(names)  # Bonferroni: the study-wide verdict holds at level alpha
     tests = {
@@ -187,6 +182,20 @@ def sbc(
     return SBCResult(da, tests, n_ranks, thinning, unconverged, alpha)
 
 
+def _sbc_one(spec, patient, names, n_ranks, simulator_priors, seed, settings, i: int):
+    """Simulation ``i``: (ranks of the true values, gate passed, thinning)."""
+    rng = np.random.default_rng([seed, i])
+    truth = prior_draw(spec, rng, simulator_priors)
+    data = _simulated_design(spec, design_for(spec, patient), truth, rng)
+    twin = fit(spec, patient, design=data, seed=seed + i, posterior_predictive=False, **settings)
+    post = twin.idata["posterior"]
+    thinning = max(1, post.sizes["chain"] * post.sizes["draw"] // n_ranks)
+    ranks = [
+        int(np.sum(post[n].values.reshape(-1)[::thinning][:n_ranks] < truth[n])) for n in names
+    ]
+    return ranks, twin.converged, thinning
+
+
 def recovery(
     specs: Sequence[ModelSpec],
     patient: Patient,
@@ -194,13 +203,16 @@ def recovery(
     n_sims: int = 20,
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
+    scheduler: str | None = None,
+    n_workers: int | None = None,
     **fit_kwargs,
 ) -> xr.Dataset:
     """A model-recovery study: which spec the comparison prefers when each spec made the data.
 
     For every true spec and simulation, parameters come from its prior and data from the
     spec on the design of ``patient``; every spec is fitted and compared by PSIS-LOO
-    (:func:`~twinbayes.comparison.compare`, exact refits where Pareto k is high).
+    (:func:`~twinbayes.comparison.compare`, exact refits where Pareto k is high).  Each
+    simulation is a task (``scheduler``/``n_workers`` as in :func:`sbc`).
 
     Returns
     -------
@@ -211,12 +223,9 @@ def recovery(
         ``(true, sim, fitted)``.  Comparisons include twins that failed their gate (the
         ``converged`` array says which) so that no simulation is silently dropped.
     """
-    from .comparison import compare
-
     settings = {"draws": 1000, "tune": 1000, "chains": 2, "ladder": NO_LADDER} | fit_kwargs
     names = [s.name for s in specs]
     k = len(specs)
-    designs = [design_for(s, patient) for s in specs]
     for s in specs[1:]:
         for obs, o in specs[0].observations.items():
             if obs not in s.observations or s.observations[obs].unit != o.unit:
@@ -224,25 +233,18 @@ def recovery(
                     f"recovery needs specs with the same observables in the same units: {s.name} "
                     f"lacks {obs!r} in {o.unit}"
                 )
+    one = partial(_recovery_one, list(specs), patient, seed, settings)
+    items = [(t, i) for t in range(k) for i in range(n_sims)]
+    rows = map_tasks(one, items, scheduler=scheduler, n_workers=n_workers, progress=progress)
     top = np.zeros((k, k), int)
     weights = {m: np.zeros((k, n_sims, k)) for m in ("stacking", "pseudo_bma")}
     diff, converged = np.zeros((k, n_sims, k)), np.zeros((k, n_sims, k), bool)
-    for t, true in enumerate(specs):
-        for i in range(n_sims):
-            rng = np.random.default_rng([seed, t, i])
-            data = _simulated_design(true, designs[t], prior_draw(true, rng), rng)
-            twins = [
-                fit(s, patient, design=d.with_values(data.values), seed=seed + i, **settings)
-                for s, d in zip(specs, designs)
-            ]
-            table = compare(twins, include_unconverged=True, seed=seed + i).table.sel(twin=names)
-            top[t, int(np.argmax(table.elpd.values))] += 1
-            for m in weights:
-                weights[m][t, i] = table[m].values
-            diff[t, i] = table.elpd.values - table.elpd.values[t]
-            converged[t, i] = [tw.converged for tw in twins]
-            if progress is not None:
-                progress(t * n_sims + i + 1, k * n_sims)
+    for (t, i), row in zip(items, rows):
+        top[t, int(np.argmax(row["elpd"]))] += 1
+        for m in weights:
+            weights[m][t, i] = row[m]
+        diff[t, i] = row["elpd"] - row["elpd"][t]
+        converged[t, i] = row["converged"]
     return xr.Dataset(
         {
             "top": (("true", "fitted"), top),
@@ -278,3 +280,33 @@ def recovery_table(result: xr.Dataset) -> str:
         f"\n{failed} of {result.converged.size} fits failed their convergence gate (kept in the ranking)"
     )
     return "\n".join(lines)
+
+
+def _recovery_one(specs, patient, seed, settings, item: tuple[int, int]) -> dict:
+    """Simulation ``i`` of true spec ``t``: every spec's elpd, weights and gate."""
+    from .comparison import compare
+
+    t, i = item
+    rng = np.random.default_rng([seed, t, i])
+    data = _simulated_design(
+        specs[t], design_for(specs[t], patient), prior_draw(specs[t], rng), rng
+    )
+    twins = [
+        fit(
+            s,
+            patient,
+            design=design_for(s, patient).with_values(data.values),
+            seed=seed + i,
+            **settings,
+        )
+        for s in specs
+    ]
+    table = compare(twins, include_unconverged=True, seed=seed + i).table.sel(
+        twin=[s.name for s in specs]
+    )
+    return {
+        "elpd": table.elpd.values,
+        "stacking": table.stacking.values,
+        "pseudo_bma": table.pseudo_bma.values,
+        "converged": [tw.converged for tw in twins],
+    }
