@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -112,6 +113,14 @@ def test_update_extends_the_history_and_refusals_leave_the_folder_as_it_was(tmp_
         assert main(["update", str(out), str(path), *SHORT]) == 2
         assert _digest(out) == before
     assert "not after the last observation" in capsys.readouterr().err
+    damaged = tmp_path / "damaged"
+    shutil.copytree(out, damaged)
+    (damaged / "history.json").write_text("{not json")
+    (damaged / "study.toml").write_text(
+        (out / "study.toml").read_text().replace("[twins]", "[twins")
+    )
+    assert main(["update", str(damaged), str(bad[0]), *SHORT]) == 2
+    assert "damaged" in capsys.readouterr().err
     new = _csv(
         tmp_path,
         "new.csv",

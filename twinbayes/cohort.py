@@ -64,7 +64,8 @@ def cohort_tasks(
 ) -> list[CohortTask]:
     """Every (subject, spec) pair of a cohort; task ``k`` (subject-major) is fitted with seed ``seed + k``.
 
-    Subjects default to all of the data file's, in file order.
+    Subjects default to all of the data file's, in file order (a file without a ``subject``
+    column is one patient).
     """
     import csv
 
@@ -73,10 +74,12 @@ def cohort_tasks(
     path = _resolve_bundled(data)
     if subjects is None:
         with path.open(newline="", encoding="utf-8-sig") as f:
-            subjects = list(dict.fromkeys(r["subject"] for r in csv.DictReader(f)))
+            rows = csv.DictReader(f)
+            has_subject = "subject" in (rows.fieldnames or [])
+            subjects = list(dict.fromkeys(r["subject"] for r in rows)) if has_subject else [""]
     tasks = []
     for s in subjects:
-        label = Patient.from_csv(path, subject=s).label
+        label = Patient.from_csv(path, subject=s or None).label or "patient"
         for spec in specs:
             tasks.append(
                 CohortTask(str(path), str(s), str(spec), seed + len(tasks), settings, label)
@@ -123,7 +126,7 @@ def run_task(task: CohortTask, folder: str) -> tuple[str, str, float]:
     if target.exists():
         return task.file_name, "skipped", 0.0
     start = time.perf_counter()
-    patient = Patient.from_csv(task.data, subject=task.subject)
+    patient = Patient.from_csv(task.data, subject=task.subject or None)
     settings = {"cores": 1} | task.settings  # the workers share the machine, not one fit's chains
     twin = fit(load_spec(task.spec), patient, seed=task.seed, **settings)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.partial")

@@ -124,17 +124,29 @@ def load_results(folder: str | Path) -> tuple[Study, Patient, list[dict]]:
                 f"{folder} has no {needed}: it was written before updates were possible; run the study again"
             )
     text = (folder / "study.toml").read_text(encoding="utf-8")
-    doc = tomllib.loads(text)
-    doc["patient"] = {k: v for k, v in doc["patient"].items() if k != "subject"}
-    doc["patient"]["data"] = PATIENT
-    doc["twins"]["specs"] = [f"specs/{_spec_file(s)}" for s in doc["twins"]["specs"]]
     try:
+        doc = tomllib.loads(text)
+        doc["patient"] = {k: v for k, v in doc["patient"].items() if k != "subject"}
+        doc["patient"]["data"] = PATIENT
+        doc["twins"]["specs"] = [f"specs/{_spec_file(s)}" for s in doc["twins"]["specs"]]
         study = _parse(doc, folder / "study.toml", text)
     except SpecError as exc:
         raise exc.in_file(str(folder / "study.toml")) from None
+    except (tomllib.TOMLDecodeError, KeyError, TypeError, AttributeError) as exc:
+        raise SpecError(
+            "<study>", f"the results folder's study copy is damaged ({exc}); run the study again"
+        ).in_file(str(folder / "study.toml")) from None
     # its subject is already what outputs may show (the pseudonym, or the identifier by opt-in)
     patient = Patient.from_csv(folder / PATIENT).keeping_identifiers()
-    return study, patient, json.loads((folder / HISTORY).read_text())
+    try:
+        history = json.loads((folder / HISTORY).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise PatientDataError(
+            f"{folder / HISTORY}: not valid JSON ({exc}); run the study again"
+        ) from None
+    if not isinstance(history, list):
+        raise PatientDataError(f"{folder / HISTORY}: expected a list of runs; run the study again")
+    return study, patient, history
 
 
 def _spec_file(ref: str) -> str:
