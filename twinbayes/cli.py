@@ -132,8 +132,11 @@ def _parser() -> argparse.ArgumentParser:
 
     patient = sub.add_parser("patient", help="check a patient data file")
     patient_sub = patient.add_subparsers(dest="patient_command", required=True)
-    pc = patient_sub.add_parser("check", help="validate a tidy CSV and summarise it")
-    pc.add_argument("file")
+    pc = patient_sub.add_parser(
+        "check", help="validate a tidy CSV or a FHIR R4 bundle (.json) and summarise it"
+    )
+    pc.add_argument("file", nargs="?")
+    pc.add_argument("--fhir", help="a FHIR R4 Bundle (JSON) instead of a CSV file")
     pc.add_argument("--subject", default=None)
     return p
 
@@ -227,7 +230,7 @@ def _validate(args) -> int:
     from .results import ResultsFolder
     from .validation import recovery, recovery_table, sbc
 
-    patient = Patient.from_csv(args.patient, subject=args.subject)
+    patient = Patient.from_file(args.patient, subject=args.subject)
     specs = (
         [load_spec(s) for s in args.spec]
         if args.validate_command == "recovery"
@@ -308,7 +311,7 @@ def _specs(args) -> int:
     from .checks import check_spec
     from .dynamics.design import design_for
 
-    patient = Patient.from_csv(args.patient, subject=args.subject) if args.patient else None
+    patient = Patient.from_file(args.patient, subject=args.subject) if args.patient else None
     failed = False
     for s in args.spec:
         spec = load_spec(s)
@@ -325,7 +328,15 @@ def _specs(args) -> int:
 
 
 def _patient(args) -> int:
-    p = Patient.from_csv(args.file, subject=args.subject)
+    if args.fhir:
+        from .fhir import read_bundle
+
+        args.file = args.fhir
+        p = read_bundle(args.fhir)
+    elif args.file:
+        p = Patient.from_file(args.file, subject=args.subject)
+    else:
+        raise PatientDataError("patient check needs a FILE or --fhir BUNDLE")
     who = repr(p.label) if p.id else "(one patient: the file has no subject column)"
     print(f"{args.file}: valid; patient {who}, time unit {p.time_unit}")
     for name in p.observation_names:

@@ -289,6 +289,28 @@ class Patient:
         return _build(rows, list(range(1, len(rows) + 1)), subject, source, sha="")
 
     @classmethod
+    def from_file(cls, path: str | Path, subject: str | int | None = None) -> Patient:
+        """A tidy CSV (:meth:`from_csv`) or, for ``.json``, a FHIR R4 Bundle (:func:`twinbayes.fhir.read_bundle`).
+
+        A bundle holds one patient; ``subject``, when given, must be its Patient id.
+        """
+        if str(path).lower().endswith(".json"):
+            from .fhir import read_bundle
+
+            patient = read_bundle(path)
+            if subject is not None and str(subject) != patient.id:
+                raise PatientDataError(f"{path}: the bundle's patient is not subject {subject!r}")
+            return patient
+        return cls.from_csv(path, subject=subject)
+
+    @classmethod
+    def from_rows(cls, rows: list[tuple], *, subject: str = "", source: str = "<rows>") -> Patient:
+        """Build a patient from rows ``(time, time_unit, event, name, value, unit, duration)``,
+        validated as the rows of a CSV file (errors name the row number)."""
+        sha = hashlib.sha256(repr(rows).encode()).hexdigest()
+        return _build(list(rows), list(range(1, len(rows) + 1)), subject, source, sha=sha)
+
+    @classmethod
     def from_csv(cls, path: str | Path, subject: str | int | None = None) -> Patient:
         """Read a tidy CSV file (see the module docstring for the columns).
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 __all__ = ["UnitError", "Unit", "parse_unit", "conversion_factor", "KNOWN_SYMBOLS"]
 
@@ -79,6 +80,20 @@ class Unit:
 
 
 def parse_unit(text: str) -> Unit:
+    """Parse a unit string such as ``"mg/L"`` or ``"1/h"`` (cached: units repeat on every row).
+
+    Raises
+    ------
+    UnitError
+        For anything but a known unit string.
+    """
+    if not isinstance(text, str):
+        raise UnitError(f"a unit must be text, got {type(text).__name__}")
+    return _parse_unit(text)
+
+
+@lru_cache(maxsize=4096)
+def _parse_unit(text: str) -> Unit:
     """Parse a unit string such as ``"mg/L"`` or ``"1/h"``.
 
     Raises
