@@ -20,6 +20,7 @@ the same path (a shared file system).  Patients appear under their pseudonymous 
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -200,7 +201,7 @@ def run_cohort(
     *,
     scheduler: str | None = None,
     n_workers: int | None = 2,
-    progress: Callable[[int, int, str, str], None] | None = None,
+    progress: Callable[[int, int, str, str], None] | bool = True,
 ) -> xr.DataTree:
     """Run every task (skipping finished ones) on Dask and merge the results.
 
@@ -214,14 +215,19 @@ def run_cohort(
         single-threaded processes (each fit runs its chains on one thread).
     n_workers : int
         Workers of the local cluster (default 2; ``None`` or 0: one process, no Dask).
-    progress : callable, optional
-        ``progress(done, total, file name, "fitted" | "skipped")`` as tasks finish.
+    progress : callable or bool
+        ``progress(done, total, file name, "fitted" | "skipped")`` as tasks finish; ``True``
+        (default) prints one line per task to stderr, ``False`` nothing.
 
     Returns
     -------
     xarray.DataTree
         :func:`merge_cohort` of the folder.
     """
+    if progress is True:
+        progress = _print_progress
+    elif progress is False:
+        progress = None
     folder = Path(out) / "tasks"
     folder.mkdir(parents=True, exist_ok=True)
     for stale in folder.glob(".*.partial"):  # left by a task killed while writing
@@ -240,6 +246,10 @@ def run_cohort(
         run = partial(run_task, folder=str(folder))
         map_tasks(run, todo, scheduler=scheduler, n_workers=n_workers, progress=report)
     return merge_cohort(out, tasks)
+
+
+def _print_progress(done: int, total: int, name: str, how: str) -> None:
+    print(f"cohort: [{done}/{total}] {name.removesuffix('.nc')} {how}", file=sys.stderr, flush=True)
 
 
 def merge_cohort(out: str | Path, tasks: Sequence[CohortTask]) -> xr.DataTree:
