@@ -209,3 +209,26 @@ def test_a_study_from_a_bundle_writes_no_identifier_anywhere(tmp_path):
             assert ident.encode() not in data, f"{ident!r} in {p.relative_to(out)}"
     ids = np.unique(Patient.from_csv(out / "patient.csv").data.attrs["subject"])
     assert ids.tolist() == [read_bundle(bundle).label]
+
+
+def test_other_observations_are_skipped_and_other_drugs_filtered():
+    from twinbayes.fhir import FhirMapping
+
+    heart_rate = {"resourceType": "Observation", "id": "hr", "status": "final",
+                  "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+                  "effectiveDateTime": "2024-03-01T09:00:00Z", "valueString": "regular"}  # fmt: skip
+    other = _dose("d-other", "2024-03-01T07:00:00Z", amount=1000.0)
+    other["medicationCodeableConcept"] = {
+        "coding": [{"system": "http://www.whocc.no/atc", "code": "N02BE01"}]
+    }
+    ours = _dose("d1", "2024-03-01T08:00:00Z")
+    ours["medicationCodeableConcept"] = {
+        "coding": [{"system": "http://www.whocc.no/atc", "code": "R03DA04"}]
+    }
+    bundle = _bundle(other, ours, heart_rate, _obs("o1", "2024-03-01T10:00:00Z", 4.1))
+    everything = read_bundle(bundle)  # default: every administration is the drug
+    assert everything.doses("oral", "mg", "h")[1].tolist() == [1000.0, 320.0]
+    theophylline = FhirMapping(medications=frozenset({("http://www.whocc.no/atc", "R03DA04")}))
+    p = read_bundle(bundle, theophylline)
+    assert p.doses("oral", "mg", "h")[1].tolist() == [320.0]
+    assert p.observations("concentration", "mg/L", "h")[0].tolist() == [2.0]

@@ -69,6 +69,10 @@ class FhirMapping:
         ``(system, code)`` -> covariate name (the last value before the first dose is used).
     routes : dict
         ``(system, code)`` -> route name of the specs (``oral``, ``iv``, ...).
+    medications : frozenset, optional
+        ``(system, code)`` of the study's drug (e.g. RxNorm or ATC): only administrations whose
+        ``medicationCodeableConcept`` has one of them are doses.  Default ``None``: every
+        administration in the bundle is (a bundle pulled for one drug).
     """
 
     observations: dict[tuple[str, str], str] = field(
@@ -93,6 +97,8 @@ class FhirMapping:
             (SNOMED, "34206005"): "sc",  # Subcutaneous route
         }
     )
+
+    medications: frozenset[tuple[str, str]] | None = None
 
     def code_of(self, name: str, table: str) -> tuple[str, str]:
         """The ``(system, code)`` that maps to ``name`` (for writing), else the table's local code."""
@@ -185,6 +191,32 @@ def _when(res: dict, where: str) -> tuple[datetime, float]:
     return start, (end - start).total_seconds()
 
 
+def _observation(res: dict, mapping: FhirMapping, where: str) -> tuple | None:
+    """``(time, kind, name, value, unit, 0, where)`` of a mapped Observation, else ``None``."""
+    codes = _coding(_get(res, "code", dict, where), f"{where}.code")
+    if (name := mapping.name_of(codes, "covariates")) is not None:
+        kind = "covariate"
+    elif (name := next((c for s_, c in codes if s_ == LOCAL_INPUT), None)) is not None:
+        kind = "input"
+    elif (name := mapping.name_of(codes, "observations")) is not None:
+        kind = "observation"
+    else:
+        return None
+    value, unit = _quantity(_get(res, "valueQuantity", dict, where), f"{where}.valueQuantity")
+    t, _ = _when(res, where)
+    return (t, kind, name, value, unit, 0.0, where)
+
+
+def _is_the_drug(res: dict, mapping: FhirMapping, where: str) -> bool:
+    """Whether a MedicationAdministration gives the study's drug (any, without ``mapping.medications``)."""
+    if mapping.medications is None:
+        return True
+    concept = _get(res, "medicationCodeableConcept", dict, where, required=False)
+    return concept is not None and bool(
+        set(_coding(concept, f"{where}.medicationCodeableConcept")) & mapping.medications
+    )
+
+
 def _events(bundle: Any, mapping: FhirMapping, source: str) -> tuple[str, list, dict]:
     """(patient id, timed events, covariates) from the bundle's entries."""
     if _get(bundle, "resourceType", str, source) != "Bundle":
@@ -199,18 +231,16 @@ def _events(bundle: Any, mapping: FhirMapping, source: str) -> tuple[str, list, 
         if kind == "Patient":
             patients.add(str(_get(res, "id", str, where)))
         elif kind == "Observation":
-            codes = _coding(_get(res, "code", dict, where), f"{where}.code")
-            value, unit = _quantity(
-                _get(res, "valueQuantity", dict, where), f"{where}.valueQuantity"
-            )
-            t, _ = _when(res, where)
-            if (name := mapping.name_of(codes, "covariates")) is not None:
-                covariates.setdefault(name, []).append((t, value, unit, where))
-            elif (name := next((c for s_, c in codes if s_ == LOCAL_INPUT), None)) is not None:
-                events.append((t, "input", name, value, unit, 0.0, where))
-            elif (name := mapping.name_of(codes, "observations")) is not None:
-                events.append((t, "observation", name, value, unit, 0.0, where))
+            event = _observation(res, mapping, where)
+            if event is None:  # another kind of observation: not this study's
+                continue
+            if event[1] == "covariate":
+                covariates.setdefault(event[2], []).append((event[0], *event[3:5], where))
+            else:
+                events.append(event)
         elif kind == "MedicationAdministration":
+            if not _is_the_drug(res, mapping, where):
+                continue
             dosage = _get(res, "dosage", dict, where)
             route = mapping.name_of(
                 _coding(_get(dosage, "route", dict, f"{where}.dosage"), f"{where}.dosage.route"),
