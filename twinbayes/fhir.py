@@ -172,7 +172,7 @@ def _quantity(q: Any, where: str) -> tuple[float, str]:
         raise _fail(where, "value is too large") from None
     if value != value or value in (float("inf"), float("-inf")):
         raise _fail(where, f"value {value} is not a finite number")
-    return value, unit.replace("[iU]", "U").replace("[IU]", "U")
+    return value, unit
 
 
 def _when(res: dict, where: str) -> tuple[datetime, float]:

@@ -94,8 +94,14 @@ class Patient:
     def routes(self) -> list[str]:
         return list(dict.fromkeys(self.data["dose_route"].values.tolist()))
 
-    def observations(self, name: str, unit: str, time_unit: str) -> tuple[np.ndarray, np.ndarray]:
-        """Times and values of observable ``name``, converted to the given units."""
+    def observations(
+        self, name: str, unit: str, time_unit: str, molar_mass: float | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Times and values of observable ``name``, converted to the given units.
+
+        ``molar_mass`` (g/mol) converts values given by amount (mmol/L) into mass units
+        (mg/dL) and back (:func:`twinbayes.units.conversion_factor`).
+        """
         sel = self.data["obs_name"].values == name
         if not sel.any():
             raise PatientDataError(
@@ -106,7 +112,7 @@ class Patient:
         y = self.data["obs_value"].values[sel].astype(float).copy()
         for u in units:
             try:
-                y[self.data["obs_unit"].values[sel] == u] *= conversion_factor(u, unit)
+                y[self.data["obs_unit"].values[sel] == u] *= conversion_factor(u, unit, molar_mass)
             except UnitError as exc:
                 raise PatientDataError(
                     f"observation {name!r} of patient {self.label!r}: {exc}"
@@ -121,7 +127,9 @@ class Patient:
             else []
         )
 
-    def series(self, name: str, unit: str, time_unit: str) -> tuple[np.ndarray, np.ndarray]:
+    def series(
+        self, name: str, unit: str, time_unit: str, molar_mass: float | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Times and values of the series ``name`` (``input`` rows, else observations), converted.
 
         Used for forcing inputs: a spec may be driven by a measured series
@@ -134,25 +142,29 @@ class Patient:
                     f"add 'input' or 'observation' rows named {name!r} (it has observations {self.observation_names}, "
                     f"inputs {self.input_names})"
                 )
-            return self.observations(name, unit, time_unit)
+            return self.observations(name, unit, time_unit, molar_mass)
         sel = self.data["input_name"].values == name
         t = self.data["input_time"].values[sel] * conversion_factor(self.time_unit, time_unit)
         v = self.data["input_value"].values[sel].astype(float).copy()
         for u in set(self.data["input_unit"].values[sel].tolist()):
             try:
-                v[self.data["input_unit"].values[sel] == u] *= conversion_factor(u, unit)
+                v[self.data["input_unit"].values[sel] == u] *= conversion_factor(
+                    u, unit, molar_mass
+                )
             except UnitError as exc:
                 raise PatientDataError(f"input {name!r} of patient {self.label!r}: {exc}") from None
         return t, v
 
-    def doses(self, route: str, unit: str, time_unit: str) -> tuple[np.ndarray, np.ndarray]:
+    def doses(
+        self, route: str, unit: str, time_unit: str, molar_mass: float | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Times and amounts of doses given by ``route``, converted to the given units."""
         sel = self.data["dose_route"].values == route
         t = self.data["dose_time"].values[sel] * conversion_factor(self.time_unit, time_unit)
         amt = self.data["dose_amount"].values[sel].astype(float).copy()
         for i, u in enumerate(self.data["dose_unit"].values[sel]):
             try:
-                amt[i] *= conversion_factor(u, unit)
+                amt[i] *= conversion_factor(u, unit, molar_mass)
             except UnitError as exc:
                 raise PatientDataError(f"{route!r} dose of patient {self.label!r}: {exc}") from None
         return t, amt

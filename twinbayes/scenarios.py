@@ -103,6 +103,7 @@ class Scenario:
                 )
             t, a, dur = out.setdefault(d.route, ([], [], []))
             t.append(d.time * ft)
-            a.append(d.amount * conversion_factor(d.unit, spec.routes[d.route].unit))
+            r = spec.routes[d.route]
+            a.append(d.amount * conversion_factor(d.unit, r.unit, r.molar_mass))
             dur.append(d.duration * ft)
         return {r: tuple(np.array(v, float) for v in vals) for r, vals in out.items()}

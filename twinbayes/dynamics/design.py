@@ -151,7 +151,8 @@ def design_for(spec: ModelSpec, patient: Patient) -> Design:
     first_dose = min((float(e[0].min()) for e in doses.values() if len(e[0])), default=np.inf)
     times, values, excluded = {}, {}, []
     for o in names:
-        t, y = patient.observations(o, spec.observations[o].unit, spec.time_unit)
+        ob = spec.observations[o]
+        t, y = patient.observations(o, ob.unit, spec.time_unit, ob.molar_mass)
         keep = t > first_dose if starts_from_zero(spec) else np.ones(len(t), bool)
         keep &= t >= spec.observations[o].valid_from
         excluded += [(o, float(ti), float(yi)) for ti, yi in zip(t[~keep], y[~keep])]
@@ -168,7 +169,8 @@ def design_for(spec: ModelSpec, patient: Patient) -> Design:
 
 def _doses(spec: ModelSpec, patient: Patient, route: str) -> tuple[np.ndarray, ...]:
     """(times, amounts) of the route's doses, with the infusion durations when any dose is an infusion."""
-    t, amount = patient.doses(route, spec.routes[route].unit, spec.time_unit)
+    r = spec.routes[route]
+    t, amount = patient.doses(route, r.unit, spec.time_unit, r.molar_mass)
     duration = patient.infusion_durations(route, spec.time_unit)
     return (t, amount, duration) if np.any(duration > 0) else (t, amount)
 
@@ -220,7 +222,7 @@ def _forcing(spec: ModelSpec, patient: Patient, t_end: float):
     """The spec's forcing inputs from the patient's series, checked to cover ``[0, t_end]``."""
     inputs, baselines = {}, {}
     for name, inp in spec.inputs.items():
-        t, v = patient.series(inp.series, inp.unit, spec.time_unit)
+        t, v = patient.series(inp.series, inp.unit, spec.time_unit, inp.molar_mass)
         if len(t) < 2 or t[0] > 0 or t[-1] < t_end:
             raise PatientDataError(
                 f"patient {patient.label!r} ({patient.data.attrs.get('source')}): series {inp.series!r}, which drives input "

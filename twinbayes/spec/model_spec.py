@@ -127,6 +127,7 @@ class Input:
     description: str
     series: str
     baseline: str | None
+    molar_mass: float | None = None
 
 
 @dataclass(frozen=True)
@@ -148,6 +149,7 @@ class Route:
     bioavailability: Expression | None
     solution: dict[str, Expression]
     infusion: dict[str, Expression] = field(default_factory=dict)
+    molar_mass: float | None = None
 
 
 @dataclass(frozen=True)
@@ -158,6 +160,7 @@ class Observation:
     error: ErrorModel
     description: str
     valid_from: float = 0.0
+    molar_mass: float | None = None
 
 
 @dataclass(frozen=True)
@@ -492,7 +495,7 @@ def _parse_inputs(raw_inputs: dict, taken: set[str]) -> dict[str, Input]:
         where = f"inputs.{iname}"
         _name(iname, where, taken)
         raw = _table(raw, where)
-        _check_keys(raw, where, {"unit", "description"}, {"series", "baseline"})
+        _check_keys(raw, where, {"unit", "description"}, {"series", "baseline", "molar_mass"})
         taken.add(iname)
         baseline = raw.get("baseline")
         if baseline is not None:
@@ -500,7 +503,12 @@ def _parse_inputs(raw_inputs: dict, taken: set[str]) -> dict[str, Input]:
             taken.add(baseline)
         series = _string(raw, "series", where, iname)
         inputs[iname] = Input(
-            iname, _unit(raw, where), _string(raw, "description", where), series, baseline
+            iname,
+            _unit(raw, where),
+            _string(raw, "description", where),
+            series,
+            baseline,
+            _molar_mass(raw, where),
         )
     return inputs
 
@@ -587,7 +595,10 @@ def _parse_routes(
             raise SpecError(where, f"{rname!r} is not a valid route name")
         raw = _table(raw, where)
         _check_keys(
-            raw, where, {"state", "unit"}, {"lag", "bioavailability", "solution", "infusion"}
+            raw,
+            where,
+            {"state", "unit"},
+            {"lag", "bioavailability", "solution", "infusion", "molar_mass"},
         )
         state = _string(raw, "state", where)
         if state not in states:
@@ -604,7 +615,9 @@ def _parse_routes(
             _closed_forms(raw, key, where, states, quantities, linear)
             for key in ("solution", "infusion")
         )
-        routes[rname] = Route(rname, state, _unit(raw, where), lag, fbio, sol, inf)
+        routes[rname] = Route(
+            rname, state, _unit(raw, where), lag, fbio, sol, inf, _molar_mass(raw, where)
+        )
     return routes
 
 
@@ -692,7 +705,9 @@ def _parse_observations(
         if not _NAME.match(oname):
             raise SpecError(where, f"{oname!r} is not a valid observation name")
         raw = _table(raw, where)
-        _check_keys(raw, where, {"expression", "unit", "error", "description"}, {"valid_from"})
+        _check_keys(
+            raw, where, {"expression", "unit", "error", "description"}, {"valid_from", "molar_mass"}
+        )
         expr = _expr(raw["expression"], scope, f"{where}.expression")
         valid_from = (
             _positive(raw, "valid_from", where, "a time >= 0 in model.time_unit", allow_zero=True)
@@ -700,7 +715,13 @@ def _parse_observations(
         )
         error = _parse_error(_table(raw["error"], f"{where}.error"), f"{where}.error", params)
         observations[oname] = Observation(
-            oname, expr, _unit(raw, where), error, _string(raw, "description", where), valid_from
+            oname,
+            expr,
+            _unit(raw, where),
+            error,
+            _string(raw, "description", where),
+            valid_from,
+            _molar_mass(raw, where),
         )
         for rname, route in routes.items():
             if route.solution and not expr.symbols & set(states) <= set(route.solution):
@@ -712,6 +733,11 @@ def _parse_observations(
     if not observations:
         raise SpecError("observations", "a spec needs at least one observation model")
     return observations
+
+
+def _molar_mass(raw: dict, where: str) -> float | None:
+    """Optional ``molar_mass`` (g/mol): lets data given by amount (mmol/L) convert to mass units (mg/dL)."""
+    return _positive(raw, "molar_mass", where, "the substance's molar mass in g/mol", upper=1e7)
 
 
 def _positive(
