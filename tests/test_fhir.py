@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import xarray as xr
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -95,7 +96,7 @@ def test_times_are_hours_since_the_first_dose_across_time_zones():
         (lambda b: b["entry"][1]["resource"].update(effectiveDateTime="2024-03-01T10:00:00"), "no time zone"),
         (lambda b: b["entry"][1]["resource"]["valueQuantity"].pop("value"), "Observation/o1.valueQuantity: value is missing"),
         (lambda b: b["entry"][1]["resource"]["valueQuantity"].update(value="4.1"), "value must be"),
-        (lambda b: b["entry"][0]["resource"]["dosage"]["route"]["coding"][0].update(code="1"), "dosage.route has no mapped code"),
+        (lambda b: b["entry"][0]["resource"]["dosage"]["route"]["coding"][0].update(code="1"), "dosage.route: no mapped code"),
         (lambda b: b["entry"].append({"resource": {"resourceType": "Patient", "id": "a"}}) or b["entry"].append({"resource": {"resourceType": "Patient", "id": "b"}}), "2 Patient resources"),
     ],
 )  # fmt: skip
@@ -185,18 +186,34 @@ IDENTIFIERS = ["Jane Q. Doe-Example", "MRN-778812", "42 Wallaby Way", "1961-04-1
 
 
 def test_a_study_from_a_bundle_writes_no_identifier_anywhere(tmp_path):
+    """A study reads a bundle with its own mapping (a local lab code, the drug filter) and its
+    MedicationRequests as scenarios; no identifier of the bundle reaches any output file, and
+    the results folder's study copy keeps the requested scenarios for later updates."""
+    from twinbayes.privacy import pseudonym
+    from twinbayes.scenarios import Scenario
+    from twinbayes.updates import load_results
+
     patient = Patient.from_csv("bundled:theophylline.csv", subject="1")
-    bundle = to_bundle(patient, start=START)
+    regimen = Scenario.regimen("q12h", 320, "oral", interval=12, n_doses=4)
+    bundle = to_bundle(patient, start=START, requests=[regimen], medication=ATC)
     bundle["entry"][0]["resource"] = {
         "resourceType": "Patient", "id": "pt-jane-7",
         "identifier": [{"system": "urn:hospital:mrn", "value": "MRN-778812"}],
         "name": [{"family": "Doe-Example", "given": ["Jane", "Q."], "text": "Jane Q. Doe-Example"}],
         "address": [{"line": ["42 Wallaby Way"], "city": "Sydney"}], "birthDate": "1961-04-12",
     }  # fmt: skip
+    for entry in bundle["entry"]:  # the hospital's own code for theophylline levels
+        coding = entry["resource"].get("code", {}).get("coding", [{}])[0]
+        if coding.get("code") == "4049-3":
+            coding.update(system="urn:hospital:lab", code="THEO")
     (tmp_path / "patient.json").write_text(json.dumps(bundle))
     (tmp_path / "study.toml").write_text(
         '[study]\nname = "fhir_privacy"\nseed = 3\n[patient]\ndata = "patient.json"\n'
+        '[patient.fhir]\nmedications = ["http://www.whocc.no/atc|R03DA04"]\n'
+        "requests_as_scenarios = true\n"
+        '[patient.fhir.observations]\n"urn:hospital:lab|THEO" = "concentration"\n'
         '[twins]\nspecs = ["pk_1cmt_oral", "pk_1cmt_oral_lag"]\n'
+        "[predictions]\ntimes = { start = 0, stop = 48, step = 1 }\n"
     )
     out = tmp_path / "out"
     main(["run", str(tmp_path / "study.toml"), "--out", str(out), "--draws", "200", "--tune", "200",
@@ -208,7 +225,139 @@ def test_a_study_from_a_bundle_writes_no_identifier_anywhere(tmp_path):
         for ident in IDENTIFIERS:
             assert ident.encode() not in data, f"{ident!r} in {p.relative_to(out)}"
     ids = np.unique(Patient.from_csv(out / "patient.csv").data.attrs["subject"])
-    assert ids.tolist() == [read_bundle(bundle).label]
+    assert ids.tolist() == [pseudonym("pt-jane-7")]
+    with xr.open_dataset(out / "disagreement.nc") as dis:
+        assert dis.scenario.values.tolist() == ["request: 320 mg q12h x4"]
+    study, _, _ = load_results(out)  # what an update runs: the scenario without the bundle
+    assert [(sc.name, [d.time for d in sc.doses]) for sc in study.scenarios] == [
+        ("request: 320 mg q12h x4", [0.0, 12.0, 24.0, 36.0])
+    ]
+
+
+ATC = ("http://www.whocc.no/atc", "R03DA04")
+
+
+def _request(**repeat):
+    return {
+        "resourceType": "MedicationRequest", "id": "rq1", "status": "active", "intent": "order",
+        "dosageInstruction": [{
+            "timing": {"repeat": {"frequency": 1, "period": 12, "periodUnit": "h", **repeat}},
+            "route": {"coding": [{"system": "http://snomed.info/sct", "code": "26643006"}]},
+            "doseAndRate": [{"doseQuantity": {"value": 250, "code": "mg"}}],
+        }],
+    }  # fmt: skip
+
+
+def test_medication_requests_become_scenarios():
+    from twinbayes.fhir import read_requests
+    from twinbayes.scenarios import Scenario
+
+    patient = Patient.from_csv("bundled:indometacin.csv", subject="2")
+    regimens = [
+        Scenario.regimen("a", 25, "iv", interval=8, n_doses=9),
+        Scenario.regimen("b", 50, "iv", interval=24, n_doses=3, duration=0.5),
+    ]
+    back = read_requests(to_bundle(patient, requests=regimens))
+    assert [sc.name for sc in back] == [
+        "request: 25 mg q8h x9",
+        "request: 50 mg q24h x3, 0.5 h infusions",
+    ]
+    for a, b in zip(regimens, back):
+        assert b.doses == a.doses
+    # twice a day for three days: 6 doses 12 h apart; boundsDuration in days
+    two_a_day = _request(frequency=2, period=1, periodUnit="d",
+                         boundsDuration={"value": 3, "code": "d"})  # fmt: skip
+    (sc,) = read_requests(_bundle(two_a_day))
+    assert [d.time for d in sc.doses] == [0.0, 12.0, 24.0, 36.0, 48.0, 60.0]
+    assert {(d.amount, d.unit, d.route) for d in sc.doses} == {(250.0, "mg", "oral")}
+    # two identical requests keep distinct names; other drugs' requests are skipped
+    other = _request(count=2) | {
+        "medicationCodeableConcept": {"coding": [{"system": ATC[0], "code": "N02BE01"}]}
+    }
+    names = [s.name for s in read_requests(_bundle(_request(count=2), _request(count=2), other))]
+    assert names == [
+        "request: 250 mg q12h x2 (1)",
+        "request: 250 mg q12h x2 (2)",
+        "request: 250 mg q12h x2 (3)",
+    ]
+    from twinbayes.fhir import FhirMapping
+
+    only = FhirMapping(medications=frozenset({ATC}))
+    assert read_requests(_bundle(_request(count=2), other), only) == []
+
+
+@pytest.mark.parametrize(
+    ("repeat", "message"),
+    [
+        (
+            {},
+            r"MedicationRequest/rq1.dosageInstruction\[0\].timing.repeat: no count or boundsDuration",
+        ),
+        ({"count": 3, "periodUnit": "mg"}, r"timing.repeat.period: unit 'mg' is not a time"),
+        ({"count": 3, "period": -1}, r"timing.repeat.period: must be a positive number"),
+        ({"count": 0}, r"0 doses; a scenario takes 1 to"),
+        ({"count": 2, "duration": 13, "durationUnit": "h"}, r"infusion duration 13.* exceeds"),
+    ],
+)
+def test_bad_medication_requests_name_the_resource_and_field(repeat, message):
+    from twinbayes.fhir import read_requests
+
+    with pytest.raises(PatientDataError, match=message):
+        read_requests(_bundle(_request(**repeat)))
+
+
+def test_a_study_maps_codes_with_fhir_tokens_and_names_bad_ones(tmp_path):
+    from twinbayes.spec.model_spec import SpecError
+    from twinbayes.study import load_study
+
+    def study(fhir: str) -> str:
+        return (
+            '[study]\nname = "s"\nseed = 1\n[patient]\ndata = "bundled:theophylline_1.fhir.json"\n'
+            f'[patient.fhir]\n{fhir}\n[twins]\nspecs = ["pk_1cmt_oral"]\n'
+        )
+
+    cases = [
+        (
+            'observations = { "4049-3" = "concentration" }',
+            r"patient.fhir.observations: '4049-3' is not a FHIR token",
+        ),
+        (
+            'routes = { "http://snomed.info/sct|26643006" = "by mouth" }',
+            r"the name must be an identifier",
+        ),
+        ("medications = []", r"patient.fhir.medications: must be a non-empty list"),
+        ('colour = "blue"', r"patient.fhir: unknown key"),
+        ("requests_as_scenarios = true", r"predictions: scenarios .*need \[predictions\] times"),
+    ]
+    for i, (fhir, message) in enumerate(cases):
+        (tmp_path / f"{i}.toml").write_text(study(fhir))
+        with pytest.raises(SpecError, match=message) as err:
+            load_study(tmp_path / f"{i}.toml")
+        assert str(tmp_path / f"{i}.toml") in str(err.value)
+    (tmp_path / "ok.toml").write_text(study('observations = { "urn:lab|T" = "concentration" }'))
+    mapping = load_study(tmp_path / "ok.toml").fhir
+    assert mapping.observations[("urn:lab", "T")] == "concentration"
+    assert mapping.observations[("http://loinc.org", "4049-3")] == "concentration"  # defaults kept
+
+
+def test_the_bundled_fhir_example_is_subject_1_with_the_example_regimens():
+    """``theophylline_1.fhir.json`` is what ``scripts/make_fhir_examples.py`` writes, its study
+    reads the same patient as the CSV example and the example's two regimens as scenarios."""
+    import runpy
+    from pathlib import Path
+
+    from twinbayes.library import data_path
+    from twinbayes.study import example_study_path, load_study
+
+    script = runpy.run_path(str(Path(__file__).parents[1] / "scripts" / "make_fhir_examples.py"))
+    assert (
+        json.loads(data_path("theophylline_1.fhir.json").read_text()) == script["example_bundle"]()
+    )
+    fhir = load_study(example_study_path().with_name("example_fhir.toml"))
+    csv = load_study(example_study_path())
+    assert _hours(fhir.load_patient()) == _hours(csv.load_patient())
+    assert [sc.doses for sc in fhir.scenarios] == [sc.doses for sc in csv.scenarios]
+    assert fhir.specs == csv.specs and fhir.qois == csv.qois and fhir.seed == csv.seed
 
 
 def test_other_observations_are_skipped_and_other_drugs_filtered():

@@ -26,8 +26,9 @@ tune = 300
 chains = 2
 """
 
-PK_DATA = "subject,time,time_unit,event,name,value,unit\n" + "".join(
-    f"{s},{r}\n"
+# identifier columns a hospital export carries beside the tidy ones: read past, never written
+PK_DATA = "subject,time,time_unit,event,name,value,unit,mrn,patient_name,birth_date\n" + "".join(
+    f'{s},{r},MRN-5521,"Doe, Jane",1961-04-12\n'
     for s in ("Jane Doe",)
     for r in [
         "0,h,dose,iv,25,mg",
@@ -186,12 +187,14 @@ CHROMIUM_FLAGS = [
 
 
 def test_no_identifier_in_any_output(tmp_path):
-    """Subject 'Jane Doe': no output file (NetCDF, JSON, text, HTML, PNG, study copy) contains 'Jane'."""
+    """Subject 'Jane Doe' with MRN, name and birth-date columns: no output file (NetCDF, JSON,
+    text, HTML, PNG, study copy, patient.csv) contains any of them."""
     out = tmp_path / "out"
     rc = main(["run", str(_study(tmp_path)), "--out", str(out), "--quiet", "--no-ladder"])
     assert rc in (0, 3, 4)
-    hits = subprocess.run(["grep", "-rl", "Jane", str(out)], capture_output=True, text=True).stdout
-    assert hits == ""
+    for ident in ("Jane", "MRN-5521", "1961-04-12"):
+        hits = subprocess.run(["grep", "-rl", ident, str(out)], capture_output=True, text=True)
+        assert hits.stdout == "", ident
     provenance = json.loads((out / "provenance.json").read_text())
     assert (
         provenance["patient"]["id"].startswith("p-") and "/" not in provenance["patient"]["source"]

@@ -7,12 +7,16 @@
   for the codes mapped to covariates (body weight, height, serum creatinine, ...);
 * ``MedicationAdministration`` with ``dosage.dose`` and ``dosage.route`` ->
   a dose; an ``effectivePeriod`` with a start and an end makes it an infusion over that time;
+* ``MedicationRequest`` with ``dosageInstruction`` -> a dosing scenario (:func:`read_requests`):
+  the dose, ``timing.repeat`` (frequency per period, ``count`` or ``boundsDuration``, an
+  infusion ``duration``) and the route;
 * ``Patient`` -> the identifier of the data (its ``id``), shown only as the pseudonymous key
   (:mod:`twinbayes.privacy`).  Names, other identifiers (MRN), addresses, telecoms and the
   birth date are never read into the patient.
 
 A :class:`FhirMapping` says which code feeds which observable, covariate or route; the
-defaults cover common LOINC codes and SNOMED CT routes.  Times become hours since the first
+defaults cover common LOINC codes and SNOMED CT routes, and a study file extends them
+(``[patient.fhir]``, :meth:`FhirMapping.from_table`).  Times become hours since the first
 dose (or the first event, without doses), with time zones honoured; a date without a time or
 a time without a zone is refused.  Every problem is a
 :class:`~twinbayes.patient.PatientDataError` naming the resource (``Observation/obs-17``), the
@@ -38,9 +42,10 @@ from pathlib import Path
 from typing import Any
 
 from .patient import Patient, PatientDataError
-from .units import conversion_factor
+from .scenarios import MAX_DOSES, Scenario
+from .units import UnitError, conversion_factor, parse_unit
 
-__all__ = ["FhirMapping", "read_bundle", "to_bundle", "MAX_BUNDLE_BYTES"]
+__all__ = ["FhirMapping", "read_bundle", "read_requests", "to_bundle", "MAX_BUNDLE_BYTES"]
 
 MAX_BUNDLE_BYTES = 500_000_000
 """Largest bundle read (a patient's record, not a cohort export)."""
@@ -100,6 +105,43 @@ class FhirMapping:
 
     medications: frozenset[tuple[str, str]] | None = None
 
+    @classmethod
+    def from_table(cls, raw: Any, where: str = "patient.fhir") -> FhirMapping:
+        """The defaults extended by a study file's ``[patient.fhir]`` table.
+
+        ``observations``, ``covariates`` and ``routes`` are tables of FHIR tokens
+        ``"system|code"`` -> name; ``medications`` is a list of tokens.  Errors are
+        ``ValueError`` naming the field (``patient.fhir.routes``).
+        """
+        if not isinstance(raw, dict):
+            raise ValueError(f"{where}: must be a table")
+        unknown = set(raw) - {"observations", "covariates", "routes", "medications"}
+        if unknown:
+            raise ValueError(
+                f"{where}: unknown key(s) {sorted(unknown)}; expected observations, covariates, "
+                "routes, medications"
+            )
+        base = cls()
+        tables = {}
+        for table in ("observations", "covariates", "routes"):
+            entries = raw.get(table, {})
+            if not isinstance(entries, dict):
+                raise ValueError(f'{where}.{table}: must be a table of "system|code" = name')
+            added = {}
+            for token, name in entries.items():
+                if not isinstance(name, str) or not name.isidentifier():
+                    raise ValueError(
+                        f"{where}.{table}.{token!r}: the name must be an identifier, got {name!r}"
+                    )
+                added[_token(token, f"{where}.{table}")] = name
+            tables[table] = getattr(base, table) | added
+        meds = raw.get("medications")
+        if meds is not None:
+            if not isinstance(meds, list) or not meds:
+                raise ValueError(f'{where}.medications: must be a non-empty list of "system|code"')
+            meds = frozenset(_token(m, f"{where}.medications") for m in meds)
+        return cls(**tables, medications=meds)
+
     def code_of(self, name: str, table: str) -> tuple[str, str]:
         """The ``(system, code)`` that maps to ``name`` (for writing), else the table's local code."""
         for key, value in getattr(self, table).items():
@@ -116,6 +158,16 @@ class FhirMapping:
             if (system, code) in mapped:
                 return mapped[(system, code)]
         return None
+
+
+def _token(token: Any, where: str) -> tuple[str, str]:
+    """``"system|code"`` (FHIR token search syntax) -> ``(system, code)``."""
+    if not isinstance(token, str) or token.count("|") != 1 or "" in token.split("|"):
+        raise ValueError(
+            f'{where}: {token!r} is not a FHIR token "system|code" (e.g. "http://loinc.org|4049-3")'
+        )
+    system, code = token.split("|")
+    return system, code
 
 
 def _fail(where: str, what: str) -> PatientDataError:
@@ -217,17 +269,33 @@ def _is_the_drug(res: dict, mapping: FhirMapping, where: str) -> bool:
     )
 
 
-def _events(bundle: Any, mapping: FhirMapping, source: str) -> tuple[str, list, dict]:
-    """(patient id, timed events, covariates) from the bundle's entries."""
+def _resources(bundle: Any, source: str):
+    """``(resourceType, resource, where)`` of every entry not marked void (entered in error,
+    cancelled, not done); ``where`` names the resource for error messages."""
     if _get(bundle, "resourceType", str, source) != "Bundle":
         raise _fail(source, f"resourceType is {bundle['resourceType']!r}; expected a FHIR Bundle")
-    patients, events, covariates = set(), [], {}
     for i, entry in enumerate(_get(bundle, "entry", list, source)):
         res = _get(entry, "resource", dict, f"{source}: entry[{i}]")
         kind = _get(res, "resourceType", str, f"{source}: entry[{i}].resource")
-        where = f"{source}: {kind}/{res.get('id', f'entry[{i}]')}"
-        if res.get("status") in ("entered-in-error", "cancelled", "not-done"):
-            continue
+        if res.get("status") not in ("entered-in-error", "cancelled", "not-done"):
+            yield kind, res, f"{source}: {kind}/{res.get('id', f'entry[{i}]')}"
+
+
+def _route(dosage: Any, mapping: FhirMapping, where: str) -> str:
+    """The route name of a ``Dosage`` (administration or instruction), by the mapping."""
+    route = mapping.name_of(_coding(_get(dosage, "route", dict, where), f"{where}.route"), "routes")
+    if route is None:
+        raise _fail(
+            f"{where}.route",
+            "no mapped code; add it to the mapping's routes ([patient.fhir.routes])",
+        )
+    return route
+
+
+def _events(bundle: Any, mapping: FhirMapping, source: str) -> tuple[str, list, dict]:
+    """(patient id, timed events, covariates) from the bundle's entries."""
+    patients, events, covariates = set(), [], {}
+    for kind, res, where in _resources(bundle, source):
         if kind == "Patient":
             patients.add(str(_get(res, "id", str, where)))
         elif kind == "Observation":
@@ -242,14 +310,7 @@ def _events(bundle: Any, mapping: FhirMapping, source: str) -> tuple[str, list, 
             if not _is_the_drug(res, mapping, where):
                 continue
             dosage = _get(res, "dosage", dict, where)
-            route = mapping.name_of(
-                _coding(_get(dosage, "route", dict, f"{where}.dosage"), f"{where}.dosage.route"),
-                "routes",
-            )
-            if route is None:
-                raise _fail(
-                    where, "dosage.route has no mapped code; add it to the mapping's routes"
-                )
+            route = _route(dosage, mapping, f"{where}.dosage")
             amount, unit = _quantity(
                 _get(dosage, "dose", dict, f"{where}.dosage"), f"{where}.dosage.dose"
             )
@@ -297,6 +358,100 @@ def read_bundle(
     return Patient.from_rows(rows, subject=pid, source=source)  # validated as a CSV file would be
 
 
+def read_requests(
+    bundle: str | Path | Mapping, mapping: FhirMapping | None = None
+) -> list[Scenario]:
+    """Dosing scenarios from the bundle's ``MedicationRequest`` dosage instructions.
+
+    Each ``dosageInstruction`` becomes a regimen from time 0 (as a study's ``[[scenarios]]``):
+    ``doseAndRate[0].doseQuantity`` every ``timing.repeat.period / frequency`` (``periodUnit``
+    a UCUM time), ``count`` doses or as many as start within ``boundsDuration``; a
+    ``timing.repeat.duration`` makes them infusions.  Only the study drug's requests count when
+    ``mapping.medications`` is set.  Names say the regimen (``"request: 320 mg q12h x6"``).
+
+    Raises
+    ------
+    PatientDataError
+        Naming the resource and field, e.g. an open-ended request without count or bounds.
+    """
+    mapping = mapping or FhirMapping()
+    source, doc = _load(bundle)
+    scenarios: list[Scenario] = []
+    for kind, res, where in _resources(doc, source):
+        if kind != "MedicationRequest" or not _is_the_drug(res, mapping, where):
+            continue
+        for j, dosage in enumerate(_get(res, "dosageInstruction", list, where)):
+            scenarios.append(_regimen(dosage, mapping, f"{where}.dosageInstruction[{j}]"))
+    names = [s.name for s in scenarios]
+    return [
+        Scenario(f"{s.name} ({names[:i].count(s.name) + 1})", s.doses, s.time_unit)
+        if names.count(s.name) > 1
+        else s
+        for i, s in enumerate(scenarios)
+    ]
+
+
+def _hours(value: Any, unit: Any, where: str) -> float:
+    """A FHIR ``Timing`` value with its UCUM time unit (``h``, ``d``, ``wk``...), in hours."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise _fail(where, f"must be a positive number, got {value!r}")
+    try:
+        return float(value) * conversion_factor(str(unit), "h")
+    except UnitError as exc:
+        raise _fail(where, f"unit {unit!r} is not a time ({exc})") from None
+
+
+def _regimen(dosage: Any, mapping: FhirMapping, where: str) -> Scenario:
+    """One ``Dosage`` of a request -> a :class:`~twinbayes.scenarios.Scenario` (hours)."""
+    route = _route(dosage, mapping, where)
+    dose_rates = _get(dosage, "doseAndRate", list, where)
+    if not dose_rates:
+        raise _fail(where, "doseAndRate is empty; give doseAndRate[0].doseQuantity")
+    amount, unit = _quantity(
+        _get(dose_rates[0], "doseQuantity", dict, f"{where}.doseAndRate[0]"),
+        f"{where}.doseAndRate[0].doseQuantity",
+    )
+    try:
+        parse_unit(unit)
+    except UnitError as exc:
+        raise _fail(f"{where}.doseAndRate[0].doseQuantity", str(exc)) from None
+    rep = _get(_get(dosage, "timing", dict, where), "repeat", dict, f"{where}.timing")
+    here = f"{where}.timing.repeat"
+    frequency = _get(rep, "frequency", int, here, required=False) or 1
+    interval = (
+        _hours(_get(rep, "period", (int, float), here), rep.get("periodUnit"), f"{here}.period")
+        / frequency
+    )
+    if "count" in rep:
+        n = _get(rep, "count", int, here)
+    elif "boundsDuration" in rep:
+        bounds = _get(rep, "boundsDuration", dict, here)
+        span = _hours(
+            bounds.get("value"), bounds.get("code") or bounds.get("unit"), f"{here}.boundsDuration"
+        )
+        n = int(span / interval + 1e-9)
+    else:
+        raise _fail(
+            here, "no count or boundsDuration: a scenario needs a finite regimen; add count"
+        )
+    if not 1 <= n <= MAX_DOSES:
+        raise _fail(here, f"{n} doses; a scenario takes 1 to {MAX_DOSES}")
+    duration = (
+        _hours(rep["duration"], rep.get("durationUnit"), f"{here}.duration")
+        if "duration" in rep
+        else 0.0
+    )
+    name = f"request: {amount:g} {unit} q{interval:g}h x{n}" + (
+        f", {duration:g} h infusions" if duration else ""
+    )
+    try:
+        return Scenario.regimen(
+            name, amount, route, interval=interval, n_doses=n, duration=duration, unit=unit
+        )
+    except ValueError as exc:
+        raise _fail(where, str(exc)) from None
+
+
 def _load(bundle: str | Path | Mapping) -> tuple[str, Any]:
     if isinstance(bundle, Mapping):
         return "<bundle>", bundle
@@ -318,16 +473,33 @@ def _load(bundle: str | Path | Mapping) -> tuple[str, Any]:
 
 
 def to_bundle(
-    patient: Patient, mapping: FhirMapping | None = None, start: str = "2024-01-01T08:00:00+00:00"
+    patient: Patient,
+    mapping: FhirMapping | None = None,
+    start: str = "2024-01-01T08:00:00+00:00",
+    *,
+    requests: list[Scenario] = (),
+    medication: tuple[str, str] | None = None,
+    patient_id: str | None = None,
 ) -> dict:
     """A FHIR R4 collection Bundle of ``patient`` (for exchange and tests), times from ``start``.
 
-    The Patient resource carries the pseudonymous key (:attr:`Patient.label`) as its id.
+    The Patient resource carries the pseudonymous key (:attr:`Patient.label`) as its id, or
+    ``patient_id``.  ``requests`` (regular regimens) become MedicationRequests;
+    ``medication`` (``(system, code)``) codes every administration and request.
     """
     mapping = mapping or FhirMapping()
     t0 = datetime.fromisoformat(start)
-    pid = patient.label or "patient"
+    pid = patient_id or patient.label or "patient"
     entries = [{"resource": {"resourceType": "Patient", "id": pid}}]
+    drug = (
+        {
+            "medicationCodeableConcept": {
+                "coding": [{"system": medication[0], "code": medication[1]}]
+            }
+        }
+        if medication
+        else {}
+    )
 
     def at(hours: float) -> str:
         return (t0 + timedelta(hours=hours)).astimezone(UTC).isoformat()
@@ -359,8 +531,42 @@ def to_bundle(
             )
             entries.append({"resource": {
                 "resourceType": "MedicationAdministration", "id": rid, "status": "completed",
-                "subject": {"reference": f"Patient/{pid}"}, **when,
+                "subject": {"reference": f"Patient/{pid}"}, **when, **drug,
                 "dosage": {"route": {"coding": [{"system": system, "code": code}]},
                            "dose": {"value": v, "unit": unit, "system": UCUM, "code": unit}},
             }})  # fmt: skip
+    for k, scenario in enumerate(requests):
+        entries.append({"resource": {
+            "resourceType": "MedicationRequest", "id": f"request-{k}", "status": "active",
+            "intent": "order", "subject": {"reference": f"Patient/{pid}"}, **drug,
+            "dosageInstruction": [_dosage(scenario, mapping)],
+        }})  # fmt: skip
     return {"resourceType": "Bundle", "type": "collection", "entry": entries}
+
+
+def _dosage(scenario: Scenario, mapping: FhirMapping) -> dict:
+    """A FHIR ``Dosage`` of a regular regimen (equal doses at equal intervals from 0)."""
+    doses = scenario.doses
+    first = doses[0]
+    hours = conversion_factor(scenario.time_unit, "h")
+    interval = (doses[1].time - first.time) * hours if len(doses) > 1 else 24.0
+    regular = all(
+        (d.amount, d.unit, d.route, d.duration)
+        == (first.amount, first.unit, first.route, first.duration)
+        and abs(d.time * hours - i * interval) < 1e-9 * max(1.0, interval)
+        for i, d in enumerate(doses)
+    )
+    if not regular:
+        raise ValueError(f"scenario {scenario.name!r} is not a regular regimen from time 0")
+    system, code = mapping.code_of(first.route, "routes")
+    repeat = {"count": len(doses), "frequency": 1, "period": interval, "periodUnit": "h"}
+    if first.duration:
+        repeat |= {"duration": first.duration * hours, "durationUnit": "h"}
+    return {
+        "text": scenario.name,
+        "timing": {"repeat": repeat},
+        "route": {"coding": [{"system": system, "code": code}]},
+        "doseAndRate": [{"doseQuantity": {
+            "value": first.amount, "unit": first.unit, "system": UCUM, "code": first.unit,
+        }}],
+    }  # fmt: skip

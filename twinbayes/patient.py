@@ -25,6 +25,7 @@ import hashlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -301,15 +302,16 @@ class Patient:
         return _build(rows, list(range(1, len(rows) + 1)), subject, source, sha="")
 
     @classmethod
-    def from_file(cls, path: str | Path, subject: str | int | None = None) -> Patient:
+    def from_file(cls, path: str | Path, subject: str | int | None = None, **fhir: Any) -> Patient:
         """A tidy CSV (:meth:`from_csv`) or, for ``.json``, a FHIR R4 Bundle (:func:`twinbayes.fhir.read_bundle`).
 
         A bundle holds one patient; ``subject``, when given, must be its Patient id.
+        ``fhir`` keywords (``mapping``, ``origin``) go to :func:`~twinbayes.fhir.read_bundle`.
         """
         if str(path).lower().endswith(".json"):
             from .fhir import read_bundle
 
-            patient = read_bundle(path)
+            patient = read_bundle(_resolve_bundled(path), **fhir)
             if subject is not None and str(subject) != patient.id:
                 raise PatientDataError(f"{path}: the bundle's patient is not subject {subject!r}")
             return patient

@@ -181,7 +181,7 @@ def run_study(
 def _prepare(study: Study, quiet: bool, patient: Patient | None) -> tuple[Patient, list]:
     """The patient and the specs, with everything checked that can be checked before any fit."""
     if patient is None:
-        patient = Patient.from_file(study.data, subject=study.subject)
+        patient = study.load_patient()
     if study.keep_identifiers:
         patient = patient.keeping_identifiers()
     specs = [load_spec(p) for p in study.specs]

@@ -150,10 +150,13 @@ class ResultsFolder:
         return target
 
     def write_study(self, study) -> None:
-        """Copy the study file and every spec it used, for reproducibility."""
-        (self.staging / "study.toml").write_text(
-            study.text if study.keep_identifiers else _redacted(study.text)
-        )
+        """Copy the study file and every spec it used, for reproducibility.
+
+        Scenarios read from the bundle's MedicationRequests are appended to the copy as
+        ``[[scenarios]]``, so an update of the folder simulates them without the bundle.
+        """
+        text = study.text if study.keep_identifiers else _redacted(study.text)
+        (self.staging / "study.toml").write_text(text + _requested_scenarios(study))
         self.study_info = {
             "name": study.name,
             "source": study.source,
@@ -231,6 +234,27 @@ class ResultsFolder:
         else:
             os.replace(self.staging, self.path)
         return self.path
+
+
+def _requested_scenarios(study) -> str:
+    """``[[scenarios]]`` TOML of the study's scenarios from MedicationRequests ("" without)."""
+    if not getattr(study, "requested", None):
+        return ""
+    import tomli_w
+
+    tables = []
+    for sc in study.requested:
+        first = sc.doses[0]
+        table = {"name": sc.name, "route": first.route, "amount": first.amount, "unit": first.unit}
+        if len(sc.doses) > 1:
+            table |= {"interval": sc.doses[1].time - first.time, "doses": len(sc.doses)}
+        if first.duration:
+            table["duration"] = first.duration
+        tables.append(table)
+    return (
+        "\n\n# Scenarios read from the bundle's MedicationRequest dosages when the study ran\n"
+        + tomli_w.dumps({"scenarios": tables})
+    )
 
 
 def _redacted(study_text: str) -> str:

@@ -17,7 +17,10 @@ from .dynamics.linear import Doses
 from .spec.model_spec import ModelSpec
 from .units import conversion_factor
 
-__all__ = ["Dose", "Scenario"]
+__all__ = ["Dose", "Scenario", "MAX_DOSES"]
+
+MAX_DOSES = 10_000
+"""Most doses in one scenario (a billion doses used to exhaust memory)."""
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +20,12 @@ import numpy as np
 
 from . import qoi as Q
 from .diagnostics import Gate
+from .fhir import FhirMapping
 from .ladder import DEFAULT_LADDER, Ladder, Rung
 from .library import data_path, spec_path
 from .names import check_name
-from .scenarios import Scenario
+from .patient import Patient
+from .scenarios import MAX_DOSES, Scenario
 from .spec.model_spec import SpecError, _check_keys
 
 __all__ = ["Study", "load_study", "example_study_path"]
@@ -61,7 +63,11 @@ class Study:
     comparison: dict[str, Any]
     ladder: Ladder = DEFAULT_LADDER
     keep_identifiers: bool = False
+    fhir: FhirMapping | None = None
+    fhir_origin: str | None = None
+    requests_as_scenarios: bool = False
     scenarios: list[Scenario] = field(default_factory=list)
+    requested: list[Scenario] = field(default_factory=list)
     times: np.ndarray | None = None
     qois: list = field(default_factory=list)
     targets: list = field(default_factory=list)
@@ -72,9 +78,11 @@ class Study:
     def sha256(self) -> str:
         return hashlib.sha256(self.text.encode()).hexdigest()
 
-
-MAX_DOSES = 10_000
-"""Most doses in one scenario (a billion doses used to exhaust memory)."""
+    def load_patient(self) -> Patient:
+        """The study's patient (CSV, or a FHIR bundle read with the study's mapping and origin)."""
+        return Patient.from_file(
+            self.data, subject=self.subject, mapping=self.fhir, origin=self.fhir_origin
+        )
 
 
 def _count(raw: dict, key: str, where: str, most: int) -> int:
@@ -170,9 +178,62 @@ def load_study(path: str | Path) -> Study:
     except tomllib.TOMLDecodeError as exc:
         raise SpecError("<toml>", f"not valid TOML: {exc}", str(path)) from None
     try:
-        return _parse(doc, path, text)
+        return _with_requested_scenarios(_parse(doc, path, text))
     except SpecError as exc:
         raise exc.in_file(str(path)) from None
+
+
+def _with_requested_scenarios(study: Study) -> Study:
+    """With ``[patient.fhir] requests_as_scenarios``: the bundle's MedicationRequest dosages
+    as scenarios after the study's own (:func:`twinbayes.fhir.read_requests`)."""
+    if not study.requests_as_scenarios:
+        return study
+    from .fhir import read_requests
+
+    requested = read_requests(study.data, study.fhir)
+    if not requested:
+        raise SpecError(
+            "patient.fhir.requests_as_scenarios",
+            f"{study.data.name} holds no MedicationRequest with a dosageInstruction for the study drug",
+        )
+    if study.times is None:
+        raise SpecError(
+            "predictions", "scenarios (here from MedicationRequests) need [predictions] times"
+        )
+    return replace(study, scenarios=[*study.scenarios, *requested], requested=requested)
+
+
+def _parse_patient(pt: Any, base: Path) -> dict[str, Any]:
+    """``[patient]``: data, subject, identifiers opt-in and, for FHIR bundles, ``[patient.fhir]``."""
+    _check_keys(pt, "patient", {"data"}, {"subject", "keep_identifiers", "fhir"})
+    keep = pt.get("keep_identifiers", False)
+    if not isinstance(keep, bool):
+        raise SpecError("patient.keep_identifiers", f"must be true or false, got {keep!r}")
+    data = _resolve(pt["data"], base, "patient.data", data_path)
+    out = {
+        "data": data,
+        "subject": None if pt.get("subject") is None else str(pt["subject"]),
+        "keep_identifiers": keep,
+    }
+    if "fhir" not in pt:
+        return out
+    fh = dict(pt["fhir"]) if isinstance(pt["fhir"], dict) else pt["fhir"]
+    if not isinstance(fh, dict):
+        raise SpecError("patient.fhir", "must be a table")
+    origin = fh.pop("origin", None)
+    requests = fh.pop("requests_as_scenarios", False)
+    if not isinstance(requests, bool):
+        raise SpecError(
+            "patient.fhir.requests_as_scenarios", f"must be true or false, got {requests!r}"
+        )
+    if origin is not None and not isinstance(origin, str):
+        raise SpecError("patient.fhir.origin", "must be an ISO 8601 date-time with a zone, as text")
+    try:
+        mapping = FhirMapping.from_table(fh)
+    except ValueError as exc:
+        field_, _, message = str(exc).partition(": ")
+        raise SpecError(field_, message) from None
+    return out | {"fhir": mapping, "fhir_origin": origin, "requests_as_scenarios": requests}
 
 
 def _resolve(ref: str, base: Path, where: str, bundled) -> Path:
@@ -363,12 +424,7 @@ def _parse(doc: dict, path: Path, text: str) -> Study:
     _check_keys(st, "study", {"name", "seed"}, {"description"})
     if isinstance(st["seed"], bool) or not isinstance(st["seed"], int) or st["seed"] < 0:
         raise SpecError("study.seed", f"must be a non-negative integer, got {st['seed']!r}")
-    pt = doc["patient"]
-    _check_keys(pt, "patient", {"data"}, {"subject", "keep_identifiers"})
-    keep = pt.get("keep_identifiers", False)
-    if not isinstance(keep, bool):
-        raise SpecError("patient.keep_identifiers", f"must be true or false, got {keep!r}")
-    data = _resolve(pt["data"], base, "patient.data", data_path)
+    patient = _parse_patient(doc["patient"], base)
     tw = doc["twins"]
     _check_keys(tw, "twins", {"specs"}, set())
     if not isinstance(tw["specs"], list) or not tw["specs"]:
@@ -398,9 +454,7 @@ def _parse(doc: dict, path: Path, text: str) -> Study:
         name=check_name(st["name"], "study.name", "study name"),
         description=str(st.get("description", "")),
         seed=int(st["seed"]),
-        data=data,
-        subject=None if pt.get("subject") is None else str(pt["subject"]),
-        keep_identifiers=keep,
+        **patient,
         specs=specs,
         sampler=sampler,
         gate=gate,

@@ -183,7 +183,7 @@ def update_results(
     study, patient, history = load_results(folder)
     if adjust is not None:
         study = adjust(study)
-    new = Patient.from_file(new_data, subject=subject)
+    new = Patient.from_file(new_data, subject=subject, mapping=study.fhir)
     merged = merge_new_data(patient, new, str(new_data))
     return run_study(
         study,
