@@ -74,3 +74,24 @@ nb(
     ],
     "notebooks/04_nonlinear_twins.ipynb",
 )
+
+nb(
+    [
+        "md:# Patient data from HL7 FHIR R4\n\nClinical data arrive as FHIR resources. This notebook reads the bundled example bundle -- Theophylline subject 1 (Boeckmann, Sheiner & Beal 1994; R `datasets::Theoph`) as a hospital system would export it, built by `scripts/make_fhir_examples.py` -- with the mapping its study file states, turns the bundle's MedicationRequests into dosing scenarios, converts units (UCUM, molar <-> mass with a stated molar mass), and runs the study. No name, identifier, address or birth date leaves the bundle: outputs carry a pseudonymous key.",
+        "import json, os, dataclasses, tempfile\nfrom collections import Counter\nfrom pathlib import Path\nimport matplotlib.pyplot as plt\nimport pandas as pd\nimport twinbayes as tb\nfrom twinbayes.library import data_path\nfrom twinbayes.study import load_study, example_study_path\nfrom twinbayes.fhir import read_bundle, read_requests, FhirMapping\nfrom twinbayes.units import conversion_factor\n\npath = data_path('theophylline_1.fhir.json')\nbundle = json.loads(path.read_text())\nCounter(e['resource']['resourceType'] for e in bundle['entry'])",
+        'md:## The study file says how to read the bundle\n\n`[patient.fhir]` extends the default code mapping with FHIR tokens `"system|code"`, keeps only the study drug\'s administrations and requests (theophylline, ATC R03DA04) and asks for the MedicationRequests as scenarios.',
+        "study_path = example_study_path().with_name('example_fhir.toml')\nprint(study_path.read_text().split('[twins]')[0])",
+        "study = load_study(study_path)\npatient = study.load_patient()\nprint('patient key shown in outputs:', patient.label)\npd.DataFrame(patient.rows(), columns=['time', 'time_unit', 'event', 'name', 'value', 'unit', 'duration'])",
+        "md:Times are hours since the first dose (the bundle's zone, +01:00, is honoured). The MedicationRequests became these scenarios, simulated under every twin as the `[[scenarios]]` of `example.toml` would be:",
+        "for sc in study.requested:\n    print(f'{sc.name:28s} doses at', [d.time for d in sc.doses])",
+        "md:## Units\n\nUnits are UCUM codes as FHIR writes them. Amount and mass of a substance convert only with a stated molar mass: the bundled glucose specs state glucose's (180.156 g/mol), so a glucose level in mmol/L is read in the specs' mg/dL.",
+        "for value, src, dst, mm in [(5.5, 'mmol/L', 'mg/dL', 180.156), (100, 'mg/dL', 'mmol/L', 180.156), (1.0, 'mg/dL', 'umol/L', 113.12),\n                            (12, 'ug/mL', 'mg/L', None), (120, 'mm[Hg]', 'kPa', None), (15, 'u[IU]/mL', 'uU/mL', None)]:\n    print(f'{value:g} {src:8s} = {value * conversion_factor(src, dst, mm):.5g} {dst}' + (f'  (M = {mm} g/mol)' if mm else ''))\ntry:\n    conversion_factor('mmol/L', 'mg/dL')\nexcept ValueError as exc:\n    print('without a molar mass:', exc)",
+        "md:## Identifiers stay in the bundle\n\nA bundle from a hospital carries the patient's name, record number, address and birth date. twinbayes reads only the Patient's `id`, and shows it as a keyed-hash pseudonym (`TWINBAYES_PSEUDONYM_KEY` or a per-user key file).",
+        "named = json.loads(path.read_text())\nnamed['entry'][0]['resource'] |= {'identifier': [{'system': 'urn:hospital:mrn', 'value': 'MRN-778812'}],\n                                   'name': [{'text': 'Jane Q. Doe-Example'}], 'birthDate': '1961-04-12'}\np = read_bundle(named, FhirMapping.from_table({'medications': ['http://www.whocc.no/atc|R03DA04']}))\nprint(p.label, '| attributes kept:', sorted(p.data.attrs))",
+        "md:## Run the study\n\nThe same patient, twins and regimens as the CSV example (`twinbayes run twinbayes/studies/example_fhir.toml`). With `TWINBAYES_NOTEBOOK_QUICK` set (the test suite), shorter chains.",
+        "if os.environ.get('TWINBAYES_NOTEBOOK_QUICK'):\n    study = dataclasses.replace(study, sampler={**study.sampler, 'draws': 500, 'tune': 500})\nfrom twinbayes.pipeline import run_study\nout = Path(tempfile.mkdtemp()) / 'theophylline-fhir'\nresult = run_study(study, out, quiet=True, progress=False)\nprint(result.outcome.name)\nprint(result.comparison)",
+        "print(result.disagreement)",
+        "for name in ['scenario_fans', 'disagreement_over_time']:\n    figure = out / 'figures' / f'{name}.png'\n    if figure.exists():\n        plt.figure(figsize=(10, 6)); plt.imshow(plt.imread(figure)); plt.axis('off'); plt.show()",
+    ],
+    "notebooks/08_patient_data_from_fhir.ipynb",
+)

@@ -330,9 +330,10 @@ def _specs(args) -> int:
 def _patient(args) -> int:
     if args.fhir:
         from .fhir import read_bundle
+        from .patient import resolve_data_path
 
         args.file = args.fhir
-        p = read_bundle(args.fhir)
+        p = read_bundle(resolve_data_path(args.fhir))
     elif args.file:
         p = Patient.from_file(args.file, subject=args.subject)
     else:

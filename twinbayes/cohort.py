@@ -70,9 +70,9 @@ def cohort_tasks(
     """
     import csv
 
-    from .patient import _resolve_bundled
+    from .patient import resolve_data_path
 
-    path = _resolve_bundled(data)
+    path = resolve_data_path(data)
     if subjects is None:
         with path.open(newline="", encoding="utf-8-sig") as f:
             rows = csv.DictReader(f)

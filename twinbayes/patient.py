@@ -311,7 +311,7 @@ class Patient:
         if str(path).lower().endswith(".json"):
             from .fhir import read_bundle
 
-            patient = read_bundle(_resolve_bundled(path), **fhir)
+            patient = read_bundle(resolve_data_path(path), **fhir)
             if subject is not None and str(subject) != patient.id:
                 raise PatientDataError(f"{path}: the bundle's patient is not subject {subject!r}")
             return patient
@@ -340,7 +340,7 @@ class Patient:
         PatientDataError
             Naming the file, line and column, and how to fix the data.
         """
-        path = _resolve_bundled(path)
+        path = resolve_data_path(path)
         try:
             raw = path.read_bytes()
         except FileNotFoundError:
@@ -460,7 +460,7 @@ def _read_rows(path: Path, text: str) -> tuple[list[tuple[int, dict]], list[str]
     return records, header
 
 
-def _resolve_bundled(path: str | Path) -> Path:
+def resolve_data_path(path: str | Path) -> Path:
     """``"bundled:NAME"`` -> the bundled data file ``NAME``; any other path as given."""
     if isinstance(path, str) and path.startswith("bundled:"):
         from .library import data_path

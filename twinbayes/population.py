@@ -320,7 +320,7 @@ def subjects_in(path) -> list[str]:
     """The subject identifiers of a multi-subject patient file, in file order."""
     import csv
 
-    from .patient import _resolve_bundled
+    from .patient import resolve_data_path
 
-    with open(_resolve_bundled(path), newline="") as fh:
+    with open(resolve_data_path(path), newline="") as fh:
         return list(dict.fromkeys(row["subject"] for row in csv.DictReader(fh)))
