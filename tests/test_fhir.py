@@ -237,9 +237,9 @@ def test_a_study_from_a_bundle_writes_no_identifier_anywhere(tmp_path):
 ATC = ("http://www.whocc.no/atc", "R03DA04")
 
 
-def _request(**repeat):
+def _request(rid="rq1", **repeat):
     return {
-        "resourceType": "MedicationRequest", "id": "rq1", "status": "active", "intent": "order",
+        "resourceType": "MedicationRequest", "id": rid, "status": "active", "intent": "order",
         "dosageInstruction": [{
             "timing": {"repeat": {"frequency": 1, "period": 12, "periodUnit": "h", **repeat}},
             "route": {"coding": [{"system": "http://snomed.info/sct", "code": "26643006"}]},
@@ -271,10 +271,12 @@ def test_medication_requests_become_scenarios():
     assert [d.time for d in sc.doses] == [0.0, 12.0, 24.0, 36.0, 48.0, 60.0]
     assert {(d.amount, d.unit, d.route) for d in sc.doses} == {(250.0, "mg", "oral")}
     # two identical requests keep distinct names; other drugs' requests are skipped
-    other = _request(count=2) | {
+    other = _request("rq3", count=2) | {
         "medicationCodeableConcept": {"coding": [{"system": ATC[0], "code": "N02BE01"}]}
     }
-    names = [s.name for s in read_requests(_bundle(_request(count=2), _request(count=2), other))]
+    names = [
+        s.name for s in read_requests(_bundle(_request(count=2), _request("rq2", count=2), other))
+    ]
     assert names == [
         "request: 250 mg q12h x2 (1)",
         "request: 250 mg q12h x2 (2)",
@@ -381,3 +383,48 @@ def test_other_observations_are_skipped_and_other_drugs_filtered():
     p = read_bundle(bundle, theophylline)
     assert p.doses("oral", "mg", "h")[1].tolist() == [320.0]
     assert p.observations("concentration", "mg/L", "h")[0].tolist() == [2.0]
+
+
+def test_age_and_sex_become_covariates_and_the_birth_date_stays_out():
+    def patient(**fields):
+        person = {"resourceType": "Patient", "id": "x", **fields}
+        return read_bundle(_bundle(person, _dose("d1", "2024-03-01T08:00:00Z"),
+                                   _obs("o1", "2024-03-01T10:00:00Z", 4.1)))  # fmt: skip
+
+    p = patient(birthDate="1961-04-12", gender="female")
+    assert p.covariate("age", "a") == 62.0 and p.covariate("female", "1") == 1.0
+    assert "1961" not in repr(p.rows()) + repr(p.data.attrs)
+    assert patient(birthDate="1961-03-01").covariate("age", "a") == 63.0  # birthday passed
+    assert (
+        patient(birthDate="1961").covariate("age", "a") == 62.0
+    )  # latest date allowed: 1961-12-31
+    assert patient(birthDate="1920-01-01").covariate("age", "a") == 90.0  # HIPAA: 90 and over
+    assert patient(gender="male").covariate("female", "1") == 0.0
+    assert "covariate_female" not in patient(gender="unknown").data
+    with pytest.raises(PatientDataError, match=r"Patient/x.birthDate: not a date") as err:
+        patient(birthDate="12/04/1961")
+    assert "1961" not in str(err.value)  # the message does not echo the birth date
+
+
+def test_duplicated_and_contradictory_resources_are_named():
+    from twinbayes.fhir import FhirWarning
+
+    dose, o1 = _dose("d1", "2024-03-01T08:00:00Z"), _obs("o1", "2024-03-01T10:00:00Z", 4.1)
+    with pytest.warns(FhirWarning, match=r"Observation/o1 appears twice \(identical copies\)"):
+        p = read_bundle(_bundle(dose, o1, copy.deepcopy(o1)))
+    assert p.observations("concentration", "mg/L", "h")[1].tolist() == [4.1]
+    twice = _dose("d1", "2024-03-01T08:00:00Z", amount=100.0)
+    with pytest.raises(
+        PatientDataError, match=r"MedicationAdministration/d1: appears twice with different"
+    ):
+        read_bundle(_bundle(dose, twice, o1))
+    with pytest.warns(
+        FhirWarning, match=r"Observation/o2 and Observation/o1: two observation records"
+    ):
+        p = read_bundle(_bundle(dose, o1, _obs("o2", "2024-03-01T10:00:00Z", 5.0)))
+    assert p.observations("concentration", "mg/L", "h")[1].tolist() == [4.1, 5.0]
+
+
+def test_patient_from_fhir_reads_the_bundled_example():
+    p = Patient.from_fhir("bundled:theophylline_1.fhir.json")
+    assert _hours(p) == _hours(Patient.from_csv("bundled:theophylline.csv", subject="1"))

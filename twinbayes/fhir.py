@@ -11,8 +11,9 @@
   the dose, ``timing.repeat`` (frequency per period, ``count`` or ``boundsDuration``, an
   infusion ``duration``) and the route;
 * ``Patient`` -> the identifier of the data (its ``id``), shown only as the pseudonymous key
-  (:mod:`twinbayes.privacy`).  Names, other identifiers (MRN), addresses, telecoms and the
-  birth date are never read into the patient.
+  (:mod:`twinbayes.privacy`), and the covariates ``age`` (whole years at time 0, 90 for anyone
+  older than 89) and ``female`` (1 or 0, from ``gender``).  Names, other identifiers (MRN),
+  addresses, telecoms and the birth date itself are never read into the patient.
 
 A :class:`FhirMapping` says which code feeds which observable, covariate or route; the
 defaults cover common LOINC codes and SNOMED CT routes, and a study file extends them
@@ -34,10 +35,12 @@ HL7 FHIR R4 (4.0.1), https://hl7.org/fhir/R4/ (Bundle, Observation, MedicationAd
 
 from __future__ import annotations
 
+import calendar
 import json
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +48,14 @@ from .patient import Patient, PatientDataError
 from .scenarios import MAX_DOSES, Scenario
 from .units import UnitError, conversion_factor, parse_unit
 
-__all__ = ["FhirMapping", "read_bundle", "read_requests", "to_bundle", "MAX_BUNDLE_BYTES"]
+__all__ = [
+    "FhirMapping",
+    "FhirWarning",
+    "read_bundle",
+    "read_requests",
+    "to_bundle",
+    "MAX_BUNDLE_BYTES",
+]
 
 MAX_BUNDLE_BYTES = 500_000_000
 """Largest bundle read (a patient's record, not a cohort export)."""
@@ -170,6 +180,10 @@ def _token(token: Any, where: str) -> tuple[str, str]:
     return system, code
 
 
+class FhirWarning(UserWarning):
+    """Something in a bundle was read but deserves a look (duplicates, coincident records)."""
+
+
 def _fail(where: str, what: str) -> PatientDataError:
     return PatientDataError(f"{where}: {what}")
 
@@ -271,14 +285,52 @@ def _is_the_drug(res: dict, mapping: FhirMapping, where: str) -> bool:
 
 def _resources(bundle: Any, source: str):
     """``(resourceType, resource, where)`` of every entry not marked void (entered in error,
-    cancelled, not done); ``where`` names the resource for error messages."""
+    cancelled, not done); ``where`` names the resource for error messages.
+
+    A resource that appears twice (same type and id) is read once when both copies are equal
+    (with a :class:`FhirWarning`) and refused when they differ.
+    """
     if _get(bundle, "resourceType", str, source) != "Bundle":
         raise _fail(source, f"resourceType is {bundle['resourceType']!r}; expected a FHIR Bundle")
+    seen: dict[tuple[str, str], dict] = {}
     for i, entry in enumerate(_get(bundle, "entry", list, source)):
         res = _get(entry, "resource", dict, f"{source}: entry[{i}]")
         kind = _get(res, "resourceType", str, f"{source}: entry[{i}].resource")
+        where = f"{source}: {kind}/{res.get('id', f'entry[{i}]')}"
+        if isinstance(res.get("id"), str):
+            first = seen.setdefault((kind, res["id"]), res)
+            if first is not res:
+                if first != res:
+                    raise _fail(
+                        where, "appears twice with different content; keep the correct version only"
+                    )
+                warnings.warn(
+                    f"{where} appears twice (identical copies); read once",
+                    FhirWarning,
+                    stacklevel=4,
+                )
+                continue
         if res.get("status") not in ("entered-in-error", "cancelled", "not-done"):
-            yield kind, res, f"{source}: {kind}/{res.get('id', f'entry[{i}]')}"
+            yield kind, res, where
+
+
+def _warn_coincident(events: list) -> None:
+    """A warning naming both resources when two records give the same observable, route or
+    input at the same instant (a duplicated export, or replicates the user should know of)."""
+    first: dict[tuple, tuple] = {}
+    for e in events:
+        key = (e[0], e[1], e[2])
+        if key in first:
+            other = first[key]
+            same = "the same value" if (other[3], other[4]) == (e[3], e[4]) else "different values"
+            warnings.warn(
+                f"{e[6]} and {other[6].rsplit(': ', 1)[-1]}: two {e[1]} records of {e[2]!r} at the same "
+                f"time with {same}; both are read (remove one if it is a duplicate)",
+                FhirWarning,
+                stacklevel=4,
+            )
+        else:
+            first[key] = e
 
 
 def _route(dosage: Any, mapping: FhirMapping, where: str) -> str:
@@ -292,12 +344,52 @@ def _route(dosage: Any, mapping: FhirMapping, where: str) -> str:
     return route
 
 
-def _events(bundle: Any, mapping: FhirMapping, source: str) -> tuple[str, list, dict]:
-    """(patient id, timed events, covariates) from the bundle's entries."""
-    patients, events, covariates = set(), [], {}
+AGE_CAP = 90
+"""Ages above 89 are read as 90 (HIPAA Safe Harbor, 45 CFR 164.514(b)(2)(i)(C))."""
+
+
+def _demographics(res: dict, where: str) -> dict[str, Any]:
+    """``birthDate`` (the latest date it allows: ``1961`` -> 1961-12-31) and ``gender`` of a
+    Patient; they become the covariates ``age`` and ``female``, never outputs themselves."""
+    out: dict[str, Any] = {}
+    birth = _get(res, "birthDate", str, where, required=False)
+    if birth is not None:
+        parts = birth.split("-")
+        try:
+            year = int(parts[0])
+            month = int(parts[1]) if len(parts) > 1 else 12
+            day = int(parts[2]) if len(parts) > 2 else calendar.monthrange(year, month)[1]
+            out["birth"] = date(year, month, day)
+        except (ValueError, IndexError):
+            raise _fail(f"{where}.birthDate", "not a date (YYYY, YYYY-MM or YYYY-MM-DD)") from None
+    gender = res.get("gender")
+    if gender in ("female", "male"):
+        out["female"] = 1.0 if gender == "female" else 0.0
+    return out
+
+
+def _demographic_rows(demo: dict[str, Any], origin: datetime, covs: dict) -> list[tuple]:
+    """Covariate rows ``age`` (whole years at the origin, at most :data:`AGE_CAP`) and ``female``
+    (1 or 0) from the Patient resource, unless an Observation already gives them."""
+    rows = []
+    if "birth" in demo and "age" not in covs:
+        born, day = demo["birth"], origin.date()
+        age = day.year - born.year - ((day.month, day.day) < (born.month, born.day))
+        if age < 0:
+            raise PatientDataError("Patient.birthDate: after the first dose; check the bundle")
+        rows.append((0.0, "h", "covariate", "age", float(min(age, AGE_CAP)), "a", 0.0))
+    if "female" in demo and "female" not in covs:
+        rows.append((0.0, "h", "covariate", "female", demo["female"], "1", 0.0))
+    return rows
+
+
+def _events(bundle: Any, mapping: FhirMapping, source: str) -> tuple[str, list, dict, dict]:
+    """(patient id, timed events, covariates, demographics) from the bundle's entries."""
+    patients, events, covariates, demo = set(), [], {}, {}
     for kind, res, where in _resources(bundle, source):
         if kind == "Patient":
             patients.add(str(_get(res, "id", str, where)))
+            demo = _demographics(res, where)
         elif kind == "Observation":
             event = _observation(res, mapping, where)
             if event is None:  # another kind of observation: not this study's
@@ -320,7 +412,7 @@ def _events(bundle: Any, mapping: FhirMapping, source: str) -> tuple[str, list, 
         raise _fail(
             source, f"the bundle holds {len(patients)} Patient resources; give one patient's bundle"
         )
-    return (patients.pop() if patients else ""), events, covariates
+    return (patients.pop() if patients else ""), events, covariates, demo
 
 
 def read_bundle(
@@ -334,7 +426,8 @@ def read_bundle(
     """
     mapping = mapping or FhirMapping()
     source, doc = _load(bundle)
-    pid, events, covs = _events(doc, mapping, source)
+    pid, events, covs, demo = _events(doc, mapping, source)
+    _warn_coincident(events)
     if not any(e[1] == "observation" for e in events):
         raise _fail(
             source, "no Observation with a mapped code and a valueQuantity; check the mapping"
@@ -354,7 +447,7 @@ def read_bundle(
         before = [c for c in values if c[0] <= origin] or sorted(values, key=lambda c: c[0])[:1]
         _, v, unit, _ = max(before, key=lambda c: c[0])
         covariate_rows.append((0.0, "h", "covariate", name, v, unit, 0.0))
-    rows = covariate_rows + rows
+    rows = covariate_rows + _demographic_rows(demo, origin, covs) + rows
     return Patient.from_rows(rows, subject=pid, source=source)  # validated as a CSV file would be
 
 

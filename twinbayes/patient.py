@@ -318,6 +318,16 @@ class Patient:
         return cls.from_csv(path, subject=subject)
 
     @classmethod
+    def from_fhir(cls, bundle: Any, mapping: Any = None, origin: str | None = None) -> Patient:
+        """A patient from a FHIR R4 Bundle (a path, ``bundled:NAME`` or a parsed dict):
+        :func:`twinbayes.fhir.read_bundle` with a :class:`~twinbayes.fhir.FhirMapping`."""
+        from .fhir import read_bundle
+
+        if isinstance(bundle, (str, Path)):
+            bundle = resolve_data_path(bundle)
+        return read_bundle(bundle, mapping, origin)
+
+    @classmethod
     def from_rows(cls, rows: list[tuple], *, subject: str = "", source: str = "<rows>") -> Patient:
         """Build a patient from rows ``(time, time_unit, event, name, value, unit, duration)``,
         validated as the rows of a CSV file (errors name the row number)."""
