@@ -352,9 +352,8 @@ def test_the_bundled_fhir_example_is_subject_1_with_the_example_regimens():
     from twinbayes.study import example_study_path, load_study
 
     script = runpy.run_path(str(Path(__file__).parents[1] / "scripts" / "make_fhir_examples.py"))
-    assert (
-        json.loads(data_path("theophylline_1.fhir.json").read_text()) == script["example_bundle"]()
-    )
+    for name, build in script["EXAMPLES"].items():
+        assert json.loads(data_path(name).read_text()) == build(), name
     fhir = load_study(example_study_path().with_name("example_fhir.toml"))
     csv = load_study(example_study_path())
     assert _hours(fhir.load_patient()) == _hours(csv.load_patient())
@@ -423,6 +422,23 @@ def test_duplicated_and_contradictory_resources_are_named():
     ):
         p = read_bundle(_bundle(dose, o1, _obs("o2", "2024-03-01T10:00:00Z", 5.0)))
     assert p.observations("concentration", "mg/L", "h")[1].tolist() == [4.1, 5.0]
+
+
+def test_the_ivgtt_bundle_in_mmol_per_litre_gives_the_glucose_twins_their_mg_per_dl():
+    """Glucose reported by amount (LOINC 14749-6, mmol/L, 4 decimals) reaches the minimal model
+    in mg/dL through the spec's molar mass: the CSV's values within the rounding (< 3e-5)."""
+    from twinbayes import load_spec
+    from twinbayes.dynamics.design import design_for
+    from twinbayes.library import spec_path
+
+    spec = load_spec(spec_path("glucose_minimal"))
+    csv = design_for(spec, Patient.from_csv("bundled:ivgtt_pacini_bergman_1986.csv"))
+    fhir = design_for(spec, Patient.from_fhir("bundled:ivgtt_pacini_bergman_1986.fhir.json"))
+    np.testing.assert_allclose(fhir.times["glucose"], csv.times["glucose"], rtol=1e-12)
+    np.testing.assert_allclose(fhir.values["glucose"], csv.values["glucose"], rtol=3e-5)
+    assert not np.array_equal(fhir.values["glucose"], csv.values["glucose"])  # really converted
+    for a, b in zip(fhir.inputs["I"], csv.inputs["I"]):  # insulin in u[IU]/mL drives the model
+        np.testing.assert_allclose(a, b, rtol=1e-12)
 
 
 def test_patient_from_fhir_reads_the_bundled_example():

@@ -93,6 +93,7 @@ class FhirMapping:
     observations: dict[tuple[str, str], str] = field(
         default_factory=lambda: {
             (LOINC, "2345-7"): "glucose",  # Glucose [Mass/volume] in Serum or Plasma
+            (LOINC, "14749-6"): "glucose",  # Glucose [Moles/volume] in Serum or Plasma
             (LOINC, "20448-7"): "insulin",  # Insulin [Units/volume] in Serum or Plasma
             (LOINC, "4049-3"): "concentration",  # Theophylline [Mass/volume] in Serum or Plasma
             (LOINC, "20578-1"): "concentration",  # Vancomycin [Mass/volume] in Serum or Plasma
