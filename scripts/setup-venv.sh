@@ -61,7 +61,7 @@ case ",$extras," in *,test,*) lock=requirements/test.lock ;; esac
 # A stamp of what was installed (lock, pyproject, extras) skips pip when nothing changed: pip's own
 # check of an up-to-date venv takes ~5 s, which every run of the example would wait for. The
 # editable install picks up code changes by itself.
-stamp=$venv/.twinbayes-installed
+stamp=$venv/.twinbayes-installed-$(basename "$lock" .lock)
 want_stamp=$(cat "$lock" pyproject.toml <(echo "$extras") | sha256sum | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want_stamp" ] && "$py" -c "import importlib.util as u, sys; sys.exit(u.find_spec('twinbayes') is None)" 2>/dev/null; then
   exit 0

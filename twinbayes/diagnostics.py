@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import arviz as az
+import arviz_stats as az
 import numpy as np
 import xarray as xr
 

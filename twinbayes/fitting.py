@@ -191,7 +191,7 @@ class Twin:
 
     def summary(self):
         """ArviZ summary table of the parameters and derived quantities."""
-        import arviz as az
+        import arviz_stats as az
 
         return az.summary(
             self.idata, var_names=list(self.spec.parameters) + list(self.spec.derived)
