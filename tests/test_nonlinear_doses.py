@@ -27,6 +27,7 @@ ORAL_MM = load_spec("pk_1cmt_oral_mm")
 IV_MM = load_spec("pk_1cmt_iv_mm")
 IV_2CMT_MM = load_spec("pk_2cmt_iv_mm")
 IDR = load_spec("indirect_response_inhibition")
+PARALLEL = load_spec("pk_1cmt_oral_linear_mm")  # parallel first-order + Michaelis-Menten
 ENV = {"ka": 1.2, "Vmax": 30.0, "Km": 4.0, "V": 25.0, "sigma_prop": 0.1}
 DOSED = [
     ORAL_MM,
@@ -34,6 +35,7 @@ DOSED = [
     # the two-compartment and indirect-response specs under -m slow (the default run's budget)
     pytest.param(IV_2CMT_MM, marks=pytest.mark.slow, id="pk_2cmt_iv_mm"),
     pytest.param(IDR, marks=pytest.mark.slow, id="indirect_response_inhibition"),
+    pytest.param(PARALLEL, marks=pytest.mark.slow, id="pk_1cmt_oral_linear_mm"),
 ]
 # relative error allowed against Radau: saturable PK 1e-6 of each state's range; the indirect
 # response (a production inhibited by the drug, nonlinear in the concentration) 1e-5
@@ -89,8 +91,20 @@ def test_infusions_match_radau(spec):
 
 @pytest.mark.parametrize(
     "spec, doses",
-    [(ORAL_MM, DOSES), (ORAL_MM, INFUSIONS), (IV_2CMT_MM, INFUSIONS), (IDR, INFUSIONS)],
-    ids=["oral_mm-boluses", "oral_mm-infusions", "2cmt_iv_mm-infusions", "idr-infusions"],
+    [
+        (ORAL_MM, DOSES),
+        (ORAL_MM, INFUSIONS),
+        (IV_2CMT_MM, INFUSIONS),
+        (IDR, INFUSIONS),
+        (PARALLEL, INFUSIONS),
+    ],
+    ids=[
+        "oral_mm-boluses",
+        "oral_mm-infusions",
+        "2cmt_iv_mm-infusions",
+        "idr-infusions",
+        "parallel_linear_mm-infusions",
+    ],
 )  # INFUSIONS ends with a bolus: both kinds for every spec
 def test_sensitivities_across_doses_match_finite_differences(spec, doses):
     """The engine's forward sensitivities against central differences of the Radau reference

@@ -1,18 +1,20 @@
 """Two bundled specs of issue #16: parallel first-order + Michaelis-Menten elimination
-(``pk_1cmt_oral_linear_mm``, a nonlinear ODE) and a PK/PD Emax model with an effect compartment
-(``pkpd_1cmt_iv_emax_effect``, linear dynamics, nonlinear observation).
+(``pk_1cmt_oral_linear_mm``, a nonlinear ODE; its Radau comparisons with repeated boluses and
+infusions and its sensitivities against finite differences are in tests/test_nonlinear_doses.py)
+and a PK/PD Emax model with an effect compartment (``pkpd_1cmt_iv_emax_effect``, linear
+dynamics, nonlinear observation).
 
 References: SciPy's Radau (``solve_reference``, rtol 1e-11) with the doses as restarts; for the
 effect compartment after a bolus, the closed form of Sheiner et al. (1979),
-Ce(t) = D/V * ke0/(ke0 - ke) * (exp(-ke t) - exp(-ke0 t)); finite differences of Radau for the
-sensitivities; parameter recovery from simulated patients (slow)."""
+Ce(t) = D/V * ke0/(ke0 - ke) * (exp(-ke t) - exp(-ke0 t)); parameter recovery from simulated
+patients (slow)."""
 
 import numpy as np
 import pytest
 
 from twinbayes import fit, load_spec, simulate_patient
 from twinbayes.dynamics.linear import state_amounts
-from twinbayes.dynamics.ode import Forcing, boluses, infusions, ode_system, ode_trajectories, solve
+from twinbayes.dynamics.ode import ode_trajectories
 from twinbayes.dynamics.reference import solve_reference
 from twinbayes.ladder import NO_LADDER
 
@@ -25,43 +27,6 @@ TRUTH_PKPD = {"CL": 4.0, "V": 12.0, "ke0": 0.7, "E0": 10.0, "Emax": 25.0, "EC50"
 DOSES = (np.array([0.0, 12.0, 24.0, 36.0]), np.array([600.0, 300.0, 300.0, 300.0]))
 INFUSIONS = (*DOSES, np.array([1.0, 2.0, 0.5, 0.0]))  # three infusions, then a bolus
 TIMES = np.array([0.0, 0.5, 1.0, 3.0, 6.0, 11.9, 12.0, 12.1, 18.0, 24.0, 30.0, 36.0, 40.0, 60.0])
-
-
-@pytest.mark.parametrize("doses", [DOSES, INFUSIONS], ids=["boluses", "infusions"])
-def test_parallel_elimination_matches_radau(doses):
-    env = PARALLEL.evaluate_derived(TRUTH_PARALLEL)
-    dosing = {"oral": doses}
-    ours = ode_trajectories(PARALLEL, env, TIMES, list(PARALLEL.states), doses=dosing)
-    ref = solve_reference(PARALLEL, env, TIMES, dosing, x0={"depot": 0.0, "central": 0.0})
-    for s in PARALLEL.states:
-        scale = np.abs(ref[s]).max()
-        assert np.abs(ours[s] - ref[s]).max() < 1e-6 * scale, s
-
-
-def test_parallel_elimination_sensitivities_match_finite_differences():
-    system = ode_system(PARALLEL)
-    env = PARALLEL.evaluate_derived(TRUTH_PARALLEL)
-    p = np.array([env[q] for q in system.params])
-    y0 = np.zeros(len(system.states))
-    dosing = {"oral": INFUSIONS}
-    forcing = Forcing.build(
-        TIMES, {}, system.inputs, boluses(PARALLEL, system, dosing), infusions(PARALLEL, dosing)
-    )
-    _, S = solve(PARALLEL, p, y0, forcing, sens=True)
-    n = len(system.states)
-
-    def reference(values):
-        e = PARALLEL.evaluate_derived(dict(zip(system.params, values)))
-        ref = solve_reference(PARALLEL, e, TIMES, dosing, x0={"depot": 0.0, "central": 0.0})
-        return np.column_stack([ref[s] for s in system.states])
-
-    for j, name in enumerate(system.params):
-        h = 1e-5 * abs(p[j])
-        up, down = p.copy(), p.copy()
-        up[j] += h
-        down[j] -= h
-        fd = (reference(up) - reference(down)) / (2 * h)
-        assert np.abs(S[:, :, n + j] - fd).max() < 1e-4 * np.abs(fd).max(), name
 
 
 def test_parallel_elimination_sits_between_linear_and_saturable_exposure():
