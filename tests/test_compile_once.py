@@ -29,8 +29,8 @@ def test_fit_refits_kfold_and_lfo_compile_once(monkeypatch):
     patient = Patient.from_csv(data_path("indometacin.csv"), subject=1)
     twin = fit(load_spec("pk_2cmt_iv"), patient, seed=3, **SHORT)
     assert len(calls) == 1
-    folds = kfold(twin, k=4, seed=1)
-    assert folds.attrs["k"] == 4 and len(calls) == 1
+    folds = kfold(twin, k=10, seed=1)  # issue #14: a 10-fold K-fold compiles nothing more
+    assert folds.attrs["k"] == 10 and len(np.unique(folds["fold"])) == 10 and len(calls) == 1
     refitted = loo(twin, threshold=-1.0, max_refits=100, seed=2)  # every observation refitted
     assert (refitted["method"].values == "refit").all() and len(calls) == 1
     forecasts = lfo(twin, min_points=4, method="exact", seed=4)  # a refit at every origin
