@@ -28,6 +28,7 @@ IV_MM = load_spec("pk_1cmt_iv_mm")
 IV_2CMT_MM = load_spec("pk_2cmt_iv_mm")
 IDR = load_spec("indirect_response_inhibition")
 PARALLEL = load_spec("pk_1cmt_oral_linear_mm")  # parallel first-order + Michaelis-Menten
+TMDD = load_spec("tmdd_qss_iv")  # target-mediated disposition, quasi-steady state (days, nmol)
 ENV = {"ka": 1.2, "Vmax": 30.0, "Km": 4.0, "V": 25.0, "sigma_prop": 0.1}
 DOSED = [
     ORAL_MM,
@@ -36,6 +37,7 @@ DOSED = [
     pytest.param(IV_2CMT_MM, marks=pytest.mark.slow, id="pk_2cmt_iv_mm"),
     pytest.param(IDR, marks=pytest.mark.slow, id="indirect_response_inhibition"),
     pytest.param(PARALLEL, marks=pytest.mark.slow, id="pk_1cmt_oral_linear_mm"),
+    pytest.param(TMDD, marks=pytest.mark.slow, id="tmdd_qss_iv"),
 ]
 # relative error allowed against Radau: saturable PK 1e-6 of each state's range; the indirect
 # response (a production inhibited by the drug, nonlinear in the concentration) 1e-5
@@ -97,6 +99,7 @@ def test_infusions_match_radau(spec):
         (IV_2CMT_MM, INFUSIONS),
         (IDR, INFUSIONS),
         (PARALLEL, INFUSIONS),
+        pytest.param(TMDD, INFUSIONS, marks=pytest.mark.slow),  # ~60 s: the slow run
     ],
     ids=[
         "oral_mm-boluses",
@@ -104,6 +107,7 @@ def test_infusions_match_radau(spec):
         "2cmt_iv_mm-infusions",
         "idr-infusions",
         "parallel_linear_mm-infusions",
+        "tmdd_qss-infusions",
     ],
 )  # INFUSIONS ends with a bolus: both kinds for every spec
 def test_sensitivities_across_doses_match_finite_differences(spec, doses):
@@ -146,6 +150,36 @@ def test_saturable_elimination_makes_exposure_grow_faster_than_the_dose():
         return np.trapezoid(c, grid)
 
     assert auc(200.0) > 2.2 * auc(100.0) and auc(800.0) > 2.5 * auc(400.0)
+
+
+def test_target_mediated_clearance_falls_as_the_dose_grows():
+    """QSS TMDD (Gibiansky et al. 2008): dose-normalised exposure grows with the dose and, far
+    above the target, approaches the linear limit AUC / dose = 1 / CL (volume-free)."""
+    env = TMDD.evaluate_derived(TMDD.typical_values())
+    grid = np.linspace(0.0, 400.0, 8001)  # days: until the drug has washed out
+
+    def auc_per_dose(nmol):
+        a = ode_trajectories(TMDD, env, grid, ["A", "Rtot"], doses={"iv": ([0.0], [nmol])})
+        x = a["A"] / env["V"] - a["Rtot"] - env["KSS"]
+        free = (
+            2
+            * env["KSS"]
+            * a["A"]
+            / env["V"]
+            / (np.sqrt(x * x + 4 * env["KSS"] * a["A"] / env["V"]) - x)
+        )
+        return np.trapezoid(free, grid) / nmol  # (nmol/L d) / nmol = d/L
+
+    # the share of the dose cleared linearly, CL x AUC / dose: 3 %, 24 %, 94 % (measured)
+    low, mid, high = (env["CL"] * auc_per_dose(d) for d in (10.0, 300.0, 30000.0))
+    assert low < 0.05 < 0.2 < mid < 0.3 and 0.9 < high < 1.0
+
+
+def test_doses_in_mg_reach_a_molar_spec_through_the_routes_molar_mass():
+    from twinbayes.scenarios import Scenario
+
+    ((t, amount, _),) = Scenario.regimen("150 mg", 150, "iv", unit="mg").to_doses(TMDD).values()
+    assert amount.tolist() == [1000.0]  # 150 mg / 150 000 g/mol = 1 umol
 
 
 def test_lag_and_bioavailability_are_refused_clearly():
