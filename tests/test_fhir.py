@@ -298,6 +298,7 @@ def test_medication_requests_become_scenarios():
         ({"count": 3, "periodUnit": "mg"}, r"timing.repeat.period: unit 'mg' is not a time"),
         ({"count": 3, "period": -1}, r"timing.repeat.period: must be a positive number"),
         ({"count": 0}, r"0 doses; a scenario takes 1 to"),
+        ({"count": 2, "frequency": 0}, r"timing.repeat.frequency: must be a positive whole number"),
         ({"count": 2, "duration": 13, "durationUnit": "h"}, r"infusion duration 13.* exceeds"),
     ],
 )

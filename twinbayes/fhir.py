@@ -511,7 +511,11 @@ def _regimen(dosage: Any, mapping: FhirMapping, where: str) -> Scenario:
         raise _fail(f"{where}.doseAndRate[0].doseQuantity", str(exc)) from None
     rep = _get(_get(dosage, "timing", dict, where), "repeat", dict, f"{where}.timing")
     here = f"{where}.timing.repeat"
-    frequency = _get(rep, "frequency", int, here, required=False) or 1
+    frequency = _get(rep, "frequency", int, here, required=False)
+    if frequency is None:
+        frequency = 1
+    elif frequency < 1:
+        raise _fail(f"{here}.frequency", f"must be a positive whole number, got {frequency}")
     interval = (
         _hours(_get(rep, "period", (int, float), here), rep.get("periodUnit"), f"{here}.period")
         / frequency
