@@ -660,7 +660,8 @@ def _check_dynamics_kind(dynamics: dict, routes: dict, states: dict) -> None:
                     f"routes.{name}.{unsupported[0]}",
                     "doses into a nonlinear ODE are bolus state jumps; a lag time or bioavailability "
                     "there is not supported yet, and a unit-dose solution does not apply (doses do "
-                    "not superpose): remove it",
+                    "not superpose): remove it. A first-order absorption's bioavailability can be "
+                    'written in the right-hand sides instead (rhs.central = "F * ka * depot - ...")',
                 )
         if set(initial) != set(states):
             raise SpecError(
