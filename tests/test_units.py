@@ -52,6 +52,7 @@ def test_dimension_mismatch_and_unknown_symbols():
         (4.5, "10*3/uL", "1/L", None, 4.5e9),  # leucocytes
         (15.0, "u[IU]/mL", "uU/mL", None, 15.0),
         (15.0, "m[IU]/L", "uU/mL", None, 15.0),
+        (7.0, "[IU]/L", "mU/mL", None, 7.0),  # 1 IU/L = 1 mIU/mL
         (40.0, "%", "1", None, 0.4),
         (6.0, "mL.min-1", "L/h", None, 0.36),
         (3.0, "{cells}/uL", "1/mL", None, 3000.0),

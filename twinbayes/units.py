@@ -95,7 +95,9 @@ for _table, _dims in [
 
 KNOWN_SYMBOLS = tuple(_REGISTRY)
 
-_TERM = re.compile(r"^(?P<sym>[A-Za-zµ%]+(?:\[[A-Za-z0-9]+\])?)(?:\^?(?P<pow>[-+]?\d+))?$")
+_TERM = re.compile(
+    r"^(?P<sym>[A-Za-zµ%]+(?:\[[A-Za-z0-9]+\])?|\[[A-Za-z0-9]+\])(?:\^?(?P<pow>[-+]?\d+))?$"
+)
 _TEN_POWER = re.compile(r"^10[*^](?P<pow>[-+]?\d+)$")
 _ANNOTATION = re.compile(r"\{[^{}]*\}")
 _ALONE_ANNOTATION = re.compile(r"(^|[./*])\{[^{}]*\}")
