@@ -401,9 +401,10 @@ def test_age_and_sex_become_covariates_and_the_birth_date_stays_out():
     assert patient(birthDate="1920-01-01").covariate("age", "a") == 90.0  # HIPAA: 90 and over
     assert patient(gender="male").covariate("female", "1") == 0.0
     assert "covariate_female" not in patient(gender="unknown").data
-    with pytest.raises(PatientDataError, match=r"Patient/x.birthDate: not a date") as err:
+    with pytest.raises(PatientDataError, match=r"Patient/entry\[0\].birthDate: not a date") as err:
         patient(birthDate="12/04/1961")
-    assert "1961" not in str(err.value)  # the message does not echo the birth date
+    assert "1961" not in str(err.value)  # the message echoes neither the birth date
+    assert "Patient/x" not in str(err.value)  # nor the patient's identifier
 
 
 def test_duplicated_and_contradictory_resources_are_named():

@@ -84,7 +84,9 @@ def test_amount_and_mass_need_a_stated_molar_mass():
     assert math.isclose(f, 1.0, rel_tol=1e-14)
 
 
-@pytest.mark.parametrize("bad", ["mg/L}", "mg/{x", "10*", "mcg.", "mm^x", "mg//L"])
+@pytest.mark.parametrize(
+    "bad", ["mg/L}", "mg/{x", "10*", "mcg.", "mm^x", "mg//L", "mg{<script>alert(1)</script>}/L"]
+)
 def test_malformed_ucum_strings_are_refused_clearly(bad):
     with pytest.raises(UnitError, match="malformed|unknown unit symbol|unbalanced"):
         parse_unit(bad)

@@ -297,7 +297,9 @@ def _resources(bundle: Any, source: str):
     for i, entry in enumerate(_get(bundle, "entry", list, source)):
         res = _get(entry, "resource", dict, f"{source}: entry[{i}]")
         kind = _get(res, "resourceType", str, f"{source}: entry[{i}].resource")
-        where = f"{source}: {kind}/{res.get('id', f'entry[{i}]')}"
+        # a Patient's id is the patient's identifier: messages name its entry instead
+        rid = f"entry[{i}]" if kind == "Patient" else res.get("id", f"entry[{i}]")
+        where = f"{source}: {kind}/{rid}"
         if isinstance(res.get("id"), str):
             first = seen.setdefault((kind, res["id"]), res)
             if first is not res:

@@ -99,8 +99,10 @@ _TERM = re.compile(
     r"^(?P<sym>[A-Za-zµ%]+(?:\[[A-Za-z0-9]+\])?|\[[A-Za-z0-9]+\])(?:\^?(?P<pow>[-+]?\d+))?$"
 )
 _TEN_POWER = re.compile(r"^10[*^](?P<pow>[-+]?\d+)$")
-_ANNOTATION = re.compile(r"\{[^{}]*\}")
-_ALONE_ANNOTATION = re.compile(r"(^|[./*])\{[^{}]*\}")
+# UCUM annotations ({cells}, {glucose}): read as 1; their text is kept to a plain character set,
+# since unit strings from patient files reach scenario names, tables and the report
+_ANNOTATION = re.compile(r"\{[A-Za-z0-9 ._%:#+-]*\}")
+_ALONE_ANNOTATION = re.compile(r"(^|[./*])\{[A-Za-z0-9 ._%:#+-]*\}")
 
 
 @dataclass(frozen=True)
@@ -143,7 +145,10 @@ def _parse_unit(text: str) -> Unit:
     s = text.strip().replace(" ", "").replace("·", "*")
     s = _ANNOTATION.sub("", _ALONE_ANNOTATION.sub(r"\g<1>1", s))  # "{cells}/uL" = "1/uL"
     if "{" in s or "}" in s:
-        raise UnitError(f"malformed unit {text!r}: unbalanced braces")
+        raise UnitError(
+            f"malformed unit {text!r}: unbalanced braces, or an annotation {{...}} with characters "
+            "other than letters, digits, space and . _ % : # + -"
+        )
     factor = 1.0
     dims: dict[str, int] = {}
     # split into multiplicative (+1) and divisive (-1) terms; UCUM writes "." for "*"
