@@ -53,6 +53,7 @@ __all__ = [
     "solve",
     "Integrator",
     "integrator",
+    "spec_integrator",
 ]
 
 RTOL = 1e-6
@@ -285,9 +286,10 @@ class Forcing:
 class Integrator(NamedTuple):
     """Compiled solvers of one system.
 
-    ``one(p, y0, times, stops, jumps, u0, du, rtol, atol, max_step, max_steps, sens) -> (Y, S, status, t)``
+    ``one(p, y0, times, stops, jumps, u0, du, rtol, atol, max_step, max_steps, sens) -> (Y, S, status, t, y)``
     solves for one parameter vector (``Y[i]`` the states at ``times[i]``,
-    ``S[i]`` their sensitivities to ``(y0, p)``, zeros unless ``sens``);
+    ``S[i]`` their sensitivities to ``(y0, p)``, zeros unless ``sens``; ``t`` and ``y``
+    where the integration stopped, for the diagnosis of a failure);
     ``many(P, Y0, times, stops, jumps, u0, du, rtol, atol, max_step, max_steps) -> Y``
     solves row by row for draws (no sensitivities; NaN rows where a solve failed).
     """
@@ -450,11 +452,30 @@ def _make_initial_step(deriv):
     return initial_step
 
 
+METHODS = ("explicit", "implicit")
+"""``dynamics.method``: Dormand-Prince 5(4) (default) or ESDIRK3(2)4L[2]SA for stiff systems
+(:mod:`twinbayes.dynamics.implicit`)."""
+
+
 @functools.lru_cache(maxsize=CACHE_SIZE)
-def integrator(system: OdeSystem, tableau_name: str = "dopri5") -> Integrator:
-    """The compiled :class:`Integrator` of ``system`` (cached by the system's content)."""
-    tableau = {"dopri5": DOPRI5}[tableau_name]
+def integrator(system: OdeSystem, method: str = "explicit") -> Integrator:
+    """The compiled :class:`Integrator` of ``system`` (cached by the system's content and method)."""
     deriv = _make_derivative(system)
+    if method == "implicit":
+        from .implicit import implicit_loop
+
+        one = implicit_loop(
+            system,
+            deriv,
+            _make_initial_step(deriv),
+            _norm(),
+            _unpack_fn(),
+            (OK, TOO_MANY_STEPS, NOT_FINITE),
+        )
+        return Integrator(one, _make_many(one, len(system.states)))
+    if method != "explicit":
+        raise ValueError(f"unknown ODE method {method!r}; one of {METHODS}")
+    tableau = DOPRI5
     one = _make_loop(
         len(system.states),
         len(system.params),
@@ -466,6 +487,11 @@ def integrator(system: OdeSystem, tableau_name: str = "dopri5") -> Integrator:
         len(tableau.c),
     )
     return Integrator(one, _make_many(one, len(system.states)))
+
+
+def spec_integrator(spec: ModelSpec) -> Integrator:
+    """The compiled integrator of ``spec``'s system with the spec's ``dynamics.method``."""
+    return integrator(ode_system(spec), spec.method)
 
 
 def _make_loop(n, k, deriv, step, factor, dense, initial_step, stages):
@@ -569,7 +595,7 @@ def integrate(p, y0, times, stops, jumps, u0, du, rtol, atol, max_step, max_step
         if status != OK:
             break
     Y, S = unpack(Z, status, n, m, sens)
-    return Y, S, status, t
+    return Y, S, status, t, z[:n].copy()
 """
 """The integration loop: segments between input knots (each step sees a smooth
 right-hand side), accepted and rejected steps, dense output at the output times
@@ -634,24 +660,62 @@ def solve(
         When the integrator fails (see the module docstring).
     """
     system = ode_system(spec)
-    Y, S, status, t = integrator(system).one(
-        np.asarray(p, float),
-        np.asarray(y0, float),
-        *forcing.arrays_for(len(system.states)),
-        *_settings(spec),
-        sens,
+    p = np.asarray(p, float)
+    Y, S, status, t, y = spec_integrator(spec).one(
+        p, np.asarray(y0, float), *forcing.arrays_for(len(system.states)), *_settings(spec), sens
     )
     if status != OK:
-        raise OdeError(_failure(spec, status, t, _settings(spec)[3]))
+        raise OdeError(_failure(spec, status, t, _stiffness(system, t, y, p, forcing)))
     return Y, S
 
 
-def _failure(spec: ModelSpec, status: int, t: float, max_steps: int) -> str:
+def _stiffness(
+    system: OdeSystem, t: float, y: np.ndarray, p: np.ndarray, forcing: Forcing
+) -> float:
+    """The largest eigenvalue magnitude of ``df/dy`` at ``(t, y)`` (NaN where it cannot be evaluated)."""
+    seg = int(
+        np.clip(np.searchsorted(forcing.stops, t, "right") - 1, 0, max(len(forcing.u0) - 1, 0))
+    )
+    u = (
+        forcing.u0[seg] + (t - forcing.stops[seg]) * forcing.du[seg]
+        if len(forcing.u0)
+        else np.zeros(len(system.inputs))
+    )
+    n = len(system.states)
+    jy, jp = np.zeros((n, n)), np.zeros((n, max(len(system.params), 1)))
+    with np.errstate(all="ignore"):
+        system.rhs_jac(float(t), np.asarray(y, float), p, u, np.empty(n), jy, jp)
+    if not np.all(np.isfinite(jy)):
+        return float("nan")
+    return float(np.abs(np.linalg.eigvals(jy)).max())
+
+
+def _failure(spec: ModelSpec, status: int, t: float, rate: float = float("nan")) -> str:
+    """What went wrong, where, and what to do: stiffness is named when the Jacobian shows it.
+
+    An explicit method is stable only for steps ``h <~ 3.3 / |lambda_max|`` (the
+    stability region of DOPRI5 on the negative real axis; Hairer & Wanner 1996,
+    sec. IV.2); when that bound, over the time solved, needs more steps than
+    allowed, the system is stiff at these parameters.
+    """
+    max_steps = _settings(spec)[3]
+    unit = spec.time_unit
+    if status == TOO_MANY_STEPS and np.isfinite(rate) and rate > 0:
+        needed = rate * max(t, 1e-300) / 3.3
+        if spec.method == "explicit" and needed > 0.2 * max_steps:
+            why = (
+                f"is stiff: at t = {t:g} {unit} the Jacobian has an eigenvalue of magnitude {rate:.3g} /{unit}, "
+                f"so the explicit method's steps stay below about {3.3 / rate:.3g} {unit} "
+                f"(~{needed:.3g} steps to reach t = {t:g} {unit}; dynamics.max_steps = {max_steps}). "
+                'Declare method = "implicit" under [dynamics] (an L-stable ESDIRK method for stiff systems)'
+            )
+            return f"spec {spec.name!r} ({spec.source}): the ODE solve {why}"
     why = (
-        f"needed more than {max_steps} steps (dynamics.max_steps) before t = {t:g} {spec.time_unit}: the system is stiff "
-        "or grows without bound at these parameters"
+        f"needed more than {max_steps} steps (dynamics.max_steps) before t = {t:g} {unit}: the system "
+        + ("is stiff or " if spec.method == "explicit" else "")
+        + "grows without bound at these parameters"
         if status == TOO_MANY_STEPS
-        else f"produced non-finite values near t = {t:g} {spec.time_unit} (division by zero, log of a negative number, overflow?)"
+        else f"produced non-finite values near t = {t:g} {unit} (division by zero, log of a negative number, overflow?)"
     )
     return f"spec {spec.name!r} ({spec.source}): the ODE solve {why}"
 
@@ -682,7 +746,7 @@ def _op_type():
             self.system = ode_system(spec)
             self.forcing = forcing
             self.settings = _settings(spec)
-            self.key = f"{self.system.key}-{forcing.key}-{self.settings}"
+            self.key = f"{self.system.key}-{spec.method}-{forcing.key}-{self.settings}"
 
         def make_node(self, p, y0):
             p = pt.as_tensor_variable(p).astype("float64")
@@ -702,7 +766,7 @@ def _op_type():
             p, y0 = inputs
             f = self.forcing
             arrays = f.arrays_for(len(self.system.states))
-            Y, S, _, _ = integrator(self.system).one(p, y0, *arrays, *self.settings, True)
+            Y, S, _, _, _ = spec_integrator(self.spec).one(p, y0, *arrays, *self.settings, True)
             outputs[0][0], outputs[1][0] = (
                 Y,
                 S,
@@ -736,14 +800,14 @@ def _register_numba(op_type) -> None:
     def _funcify(op, node=None, **kwargs):
         import numba
 
-        integrate = integrator(op.system).one
+        integrate = spec_integrator(op.spec).one
         f = op.forcing
         times, stops, jumps, u0, du = f.arrays_for(len(op.system.states))
         rtol, atol, max_step, max_steps = op.settings
 
         @numba.njit
         def solve_op(p, y0):
-            Y, S, _, _ = integrate(
+            Y, S, _, _, _ = integrate(
                 p, y0, times, stops, jumps, u0, du, rtol, atol, max_step, max_steps, True
             )
             return Y, S
@@ -836,7 +900,7 @@ def ode_trajectories(
         else np.zeros(shape + (0,))
     )
     Y0 = np.stack([np.broadcast_to(np.asarray(v, float), shape) for v in y0], axis=1)
-    Y = integrator(system).many(
+    Y = spec_integrator(spec).many(
         np.ascontiguousarray(P),
         np.ascontiguousarray(Y0),
         *forcing.arrays_for(len(system.states)),

@@ -1,4 +1,4 @@
-"""Butcher tableaux as data: what an explicit embedded Runge-Kutta pair is, apart from how it is stepped.
+"""Butcher tableaux as data: what an embedded Runge-Kutta pair is, apart from how it is stepped.
 
 A tableau gives the nodes ``c``, the stage matrix ``a`` (lower triangular),
 the weights of the propagated solution ``b``, the weights ``e`` of the error
@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["ButcherTableau", "DOPRI5"]
+__all__ = ["ButcherTableau", "DOPRI5", "DiagonallyImplicitTableau", "ESDIRK3"]
 
 
 class ButcherTableau(NamedTuple):
@@ -76,3 +76,70 @@ DOPRI5 = ButcherTableau(
     order=5,
 )
 """Dormand & Prince (1980), J Comput Appl Math 6:19-26; dense output from Hairer et al. (1993), ``dopri5.f``."""
+
+
+class DiagonallyImplicitTableau(NamedTuple):
+    """A stiffly accurate singly diagonally implicit pair with an explicit first stage (ESDIRK).
+
+    Stage ``i`` solves ``Y_i = y + h sum_{j<i} a_ij f(Y_j) + h gamma f(Y_i)``; the
+    last row of ``a`` equals the weights, so the step's result is the last stage.
+
+    Attributes
+    ----------
+    c : ndarray, shape (s,)
+        Nodes (``c[0] = 0``, ``c[-1] = 1``).
+    a : ndarray, shape (s, s)
+        Stage coefficients, lower triangular with ``gamma`` on the diagonal after
+        the first (explicit) row.
+    e : ndarray, shape (s,)
+        Weights of the propagated minus the embedded solution: ``h sum_j e_j f(Y_j)``
+        estimates the local error.
+    gamma : float
+        The diagonal coefficient.
+    order, embedded_order : int
+        Orders of the propagated and the embedded solutions (the controller uses
+        ``1 / (embedded_order + 1)``).
+    """
+
+    c: np.ndarray
+    a: np.ndarray
+    e: np.ndarray
+    gamma: float
+    order: int
+    embedded_order: int
+
+
+_GAMMA = 1767732205903 / 4055673282236
+_B = [
+    1471266399579 / 7840856788654,
+    -4482444167858 / 7529755066697,
+    11266239266428 / 11593286722821,
+    _GAMMA,
+]
+_B_EMBEDDED = [
+    2756255671327 / 12835298489170,
+    -10771552573575 / 22201958757719,
+    9247589265047 / 10645013368117,
+    2193209047091 / 5459859503100,
+]
+
+ESDIRK3 = DiagonallyImplicitTableau(
+    c=np.array([0.0, 2 * _GAMMA, 3 / 5, 1.0]),
+    a=_lower(
+        [
+            [0.0],
+            [_GAMMA, _GAMMA],
+            [2746238789719 / 10658868560708, -640167445237 / 6845629431997, _GAMMA],
+            _B,
+        ]
+    ),
+    e=np.array(_B) - np.array(_B_EMBEDDED),
+    gamma=_GAMMA,
+    order=3,
+    embedded_order=2,
+)
+"""ESDIRK3(2)4L[2]SA, the implicit part of ARK3(2)4L[2]SA: L-stable, stiffly accurate, stage order 2.
+
+Kennedy CA, Carpenter MH (2003). Additive Runge-Kutta schemes for convection-diffusion-reaction
+equations. Appl Numer Math 44:139-181, Table 2 (the same coefficients as SUNDIALS ARKode's
+``ARK324L2SA_DIRK_4_2_3`` and PETSc's ``TSARKIMEX3``)."""

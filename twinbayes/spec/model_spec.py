@@ -189,6 +189,7 @@ class ModelSpec:
     rtol: float | None = None
     atol: float | None = None
     max_steps: int | None = None
+    method: str = "explicit"
     source: str = "<string>"
     text: str = field(default="", repr=False)
 
@@ -534,7 +535,7 @@ def _parse_dynamics(dyn: dict, states: dict, quantities: set[str], inputs: dict)
         dyn,
         "dynamics",
         {"rhs"},
-        {"linear", "solution", "initial", "max_step", "rtol", "atol", "max_steps"},
+        {"linear", "solution", "initial", "max_step", "rtol", "atol", "max_steps", "method"},
     )
     linear = dyn.get("linear", False)
     if not isinstance(linear, bool):
@@ -568,6 +569,18 @@ def _parse_dynamics(dyn: dict, states: dict, quantities: set[str], inputs: dict)
             "inputs",
             "forcing inputs need ODE dynamics: remove dynamics.linear/solution, or the [inputs]",
         )
+    method = dyn.get("method", "explicit")
+    if method not in ("explicit", "implicit"):
+        raise SpecError(
+            "dynamics.method",
+            f'must be "explicit" (Dormand-Prince 5(4), the default) or "implicit" (ESDIRK, for '
+            f"stiff systems), not {method!r}",
+        )
+    if method == "implicit" and (linear or solution):
+        raise SpecError(
+            "dynamics.method",
+            "applies to numerically integrated ODEs; linear and closed-form dynamics are solved exactly",
+        )
     max_step = _positive(dyn, "max_step", "dynamics", "a positive number of time units")
     max_steps = _positive(
         dyn, "max_steps", "dynamics", "a positive whole number of steps", integer=True
@@ -581,6 +594,7 @@ def _parse_dynamics(dyn: dict, states: dict, quantities: set[str], inputs: dict)
         rtol=_positive(dyn, "rtol", "dynamics", "a relative tolerance in (0, 0.01]", upper=0.01),
         atol=_positive(dyn, "atol", "dynamics", "a positive absolute tolerance (state units)"),
         max_steps=None if max_steps is None else int(max_steps),
+        method=method,
     )
 
 
