@@ -7,21 +7,20 @@ right-hand sides with ``scipy.integrate.solve_ivp`` (Radau, rtol 1e-11) between 
 independently of the engine's Runge-Kutta code and its generated sensitivities.
 """
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from twinbayes import fit, load_spec, simulate_patient
 from twinbayes.dynamics.ode import (
     Forcing,
-    boluses,
-    infusions,
     ode_system,
     ode_trajectories,
     solve,
 )
 from twinbayes.dynamics.reference import solve_reference
 from twinbayes.ladder import NO_LADDER
-from twinbayes.spec.model_spec import SpecError
 
 ORAL_MM = load_spec("pk_1cmt_oral_mm")
 IV_MM = load_spec("pk_1cmt_iv_mm")
@@ -119,9 +118,7 @@ def test_sensitivities_across_doses_match_finite_differences(spec, doses):
     x0 = {s: float(spec.initial[s](env)) for s in spec.states}
     y0 = np.array([x0[s] for s in system.states])
     dosing = {next(iter(spec.routes)): doses}
-    forcing = Forcing.build(
-        TIMES, {}, system.inputs, boluses(spec, system, dosing), infusions(spec, dosing)
-    )
+    forcing = Forcing.for_doses(spec, TIMES, dosing)
     _, S = solve(spec, p, y0, forcing, sens=True)
     n = len(system.states)
 
@@ -182,12 +179,62 @@ def test_doses_in_mg_reach_a_molar_spec_through_the_routes_molar_mass():
     assert amount.tolist() == [1000.0]  # 150 mg / 150 000 g/mol = 1 umol
 
 
-def test_lag_and_bioavailability_are_refused_clearly():
-    with pytest.raises(SpecError, match=r"routes.oral.lag: doses into a nonlinear ODE"):
-        load_spec(
-            "x.toml",
-            text=ORAL_MM.text.replace('state = "depot"', 'state = "depot"\nlag = "ka"'),
-        )
+LAGGED = load_spec(  # the saturable oral twin with an absorption lag and a bioavailability
+    "pk_1cmt_oral_mm_lag.toml",
+    text=ORAL_MM.text.replace(
+        'state = "depot"', 'state = "depot"\nlag = "tlag"\nbioavailability = "F"'
+    ).replace(
+        "[parameters.V]",
+        '[parameters.tlag]\nunit = "h"\ndescription = "absorption lag"\n'
+        'prior = { distribution = "lognormal", mu = -0.7, sigma = 0.3 }\n\n'
+        '[parameters.F]\nunit = "1"\ndescription = "bioavailability"\n'
+        'prior = { distribution = "beta", alpha = 8, beta = 2 }\n\n[parameters.V]',
+    ),
+)
+# the second dose's lagged time (12.5) falls between outputs; 12.0 is before it
+LAG_TIMES = np.array(
+    [0.0, 0.3, 0.6, 1.0, 3.0, 11.9, 12.0, 12.1, 12.6, 18.0, 24.0, 36.0, 40.0, 60.0]
+)
+
+
+@pytest.mark.parametrize("method", ["explicit", "implicit"])
+def test_lag_and_bioavailability_on_an_ode_route_match_radau_with_their_sensitivities(method):
+    """Boluses at ``t + tlag`` scaled by ``F``; the sensitivities to ``tlag`` (the jump time moves:
+    ``S += (f(y-) - f(y+)) dtlag/dp``) and to ``F`` against central differences of Radau."""
+    spec = dataclasses.replace(LAGGED, method=method)
+    system = ode_system(spec)
+    env = spec.evaluate_derived({**parameters(spec), "tlag": 0.5, "F": 0.8})
+    x0 = {s: float(spec.initial[s](env)) for s in spec.states}
+    dosing = {"oral": DOSES}
+    ref = solve_reference(spec, env, LAG_TIMES, dosing, x0=x0)
+    got = ode_trajectories(spec, env, LAG_TIMES, list(spec.states), doses=dosing)
+    tolerance = 1e-6 if method == "explicit" else 1e-5  # ESDIRK is of order 3
+    for s in spec.states:
+        assert np.abs(got[s] - ref[s]).max() / np.abs(ref[s]).max() < tolerance, s
+    assert got["depot"][list(LAG_TIMES).index(0.3)] == 0.0  # nothing absorbed before the lag
+    p = np.array([env[q] for q in system.params])
+    y0 = np.array([x0[s] for s in system.states])
+    _, S = solve(spec, p, y0, Forcing.for_doses(spec, LAG_TIMES, dosing), sens=True)
+    n = len(system.states)
+
+    def reference(values):
+        e = spec.evaluate_derived(dict(zip(system.params, values)))
+        r = solve_reference(spec, e, LAG_TIMES, dosing, x0=x0)
+        return np.column_stack([r[s] for s in system.states])
+
+    for name in ("tlag", "F", "ka", "Vmax"):
+        j = system.params.index(name)
+        h = 1e-5 * abs(p[j])
+        up, down = p.copy(), p.copy()
+        up[j] += h
+        down[j] -= h
+        fd = (reference(up) - reference(down)) / (2 * h)
+        assert np.abs(S[:, :, n + j] - fd).max() < 100 * tolerance * np.abs(fd).max(), name
+
+
+def test_an_infusion_by_a_lagged_ode_route_is_refused_naming_the_route():
+    with pytest.raises(ValueError, match="route 'oral' has a lag time, which applies to bolus"):
+        ode_trajectories(LAGGED, parameters(LAGGED), TIMES, ["central"], doses={"oral": INFUSIONS})
 
 
 @pytest.mark.slow

@@ -17,8 +17,6 @@ from twinbayes import fit, load_spec, simulate_patient
 from twinbayes.dynamics.ode import (
     Forcing,
     OdeError,
-    boluses,
-    infusions,
     ode_system,
     ode_trajectories,
     solve,
@@ -33,6 +31,8 @@ EXPLICIT = dataclasses.replace(TMDD, method="explicit")
 TIMES = np.array([0.0, 0.01, 0.1, 0.5, 1.0, 2.0, 5.0, 7.0, 7.5, 10.0, 14.0, 14.1, 21.0, 28.0, 56.0])
 # a loading bolus, a 2 h infusion and a maintenance bolus (nmol; days)
 DOSES = {"iv": (np.array([0.0, 7.0, 14.0]), np.array([20.0, 10.0, 10.0]), np.array([0, 1 / 12, 0]))}
+
+BOLUSES = {"iv": DOSES["iv"][:2]}  # a simulated patient's record: boluses
 
 
 def binding(ratio: float) -> dict[str, float]:
@@ -93,9 +93,7 @@ def test_implicit_sensitivities_match_finite_differences_of_radau(ratio, names):
     p = np.array([env[q] for q in system.params])
     start = x0(env)
     y0 = np.array([start[s] for s in system.states])
-    forcing = Forcing.build(
-        TIMES, {}, system.inputs, boluses(TMDD, system, DOSES), infusions(TMDD, DOSES)
-    )
+    forcing = Forcing.for_doses(TMDD, TIMES, DOSES)
     _, S = solve(TMDD, p, y0, forcing, sens=True)
     n = len(system.states)
 
@@ -118,9 +116,7 @@ def test_the_explicit_method_reports_stiffness_and_names_the_fix():
     system = ode_system(TMDD)
     env = binding(1e6)
     p = np.array([env[q] for q in system.params])
-    forcing = Forcing.build(
-        TIMES, {}, system.inputs, boluses(TMDD, system, DOSES), infusions(TMDD, DOSES)
-    )
+    forcing = Forcing.for_doses(TMDD, TIMES, DOSES)
     with pytest.raises(
         OdeError, match=r'is stiff: at t = .* eigenvalue of magnitude .*method = "implicit"'
     ):
@@ -148,7 +144,7 @@ def test_the_implicit_method_fits_a_stiff_twin():
     through the implicit solver's sensitivities converges and covers the identifiable truth."""
     truth = binding(1e5)
     times = np.array([0.04, 0.25, 1.0, 3.0, 6.9, 7.5, 10.0, 13.9, 17.0, 21.0, 28.0, 42.0])
-    patient = simulate_patient(TMDD, truth, times, DOSES, seed=5)
+    patient = simulate_patient(TMDD, truth, times, BOLUSES, seed=5)
     twin = fit(TMDD, patient, seed=3, draws=400, tune=400, chains=2, ladder=NO_LADDER)
     post = twin.idata["posterior"]
     assert int(twin.diagnostics.divergent) == 0

@@ -86,12 +86,13 @@ def _linear_algebra():
     return lu, lu_solve
 
 
-def implicit_loop(system, deriv, initial_step, norm, unpack, status_codes, tableau=ESDIRK3):
+def implicit_loop(system, deriv, initial_step, norm, unpack, dosing, status_codes, tableau=ESDIRK3):
     """The compiled integration loop of ``system`` with ``tableau``.
 
     Same signature and results as the explicit loop:
-    ``integrate(p, y0, times, stops, jumps, u0, du, rtol, atol, max_step, max_steps, sens)
-    -> (Y, S, status, t, y_last)``.
+    ``integrate(p, y0, times, stops, dose_t, dose_r, dose_a, u0, du, rtol, atol, max_step,
+    max_steps, sens) -> (Y, S, status, t, y_last)``; doses and their sensitivity jumps by
+    ``dosing`` (:func:`twinbayes.dynamics.ode._make_dosing`).
     """
     import numba
 
@@ -101,12 +102,15 @@ def implicit_loop(system, deriv, initial_step, norm, unpack, status_codes, table
     lu, lu_solve = _linear_algebra()
     stage = _make_stage(rhs, rhs_jac, lu, lu_solve, norm, n, m, tableau)
     filtered = _make_filter(lu_solve, n, m)
+    schedule, apply_doses, segment_of = dosing
     OK, TOO_MANY_STEPS, NOT_FINITE = status_codes
     e, s = tableau.e.copy(), len(tableau.c)
     expo = -1.0 / (tableau.embedded_order + 1)
 
     @numba.njit
-    def integrate(p, y0, times, stops, jumps, u0, du, rtol, atol, max_step, max_steps, sens):
+    def integrate(
+        p, y0, times, stops, dose_t, dose_r, dose_a, u0, du, rtol, atol, max_step, max_steps, sens
+    ):
         size = n + n * m if sens else n
         T = len(times)
         order = np.argsort(times)
@@ -132,15 +136,20 @@ def implicit_loop(system, deriv, initial_step, norm, unpack, status_codes, table
         piv = np.zeros(n, np.int64)
         jy, jp = np.zeros((n, n)), np.zeros((n, max(k, 1)))
         u = np.empty(u0.shape[1])
-        status, steps, t, h = OK, 0, 0.0, -1.0
-        for seg in range(len(stops) - 1):
+        fa, fb = np.empty(n), np.empty(n)
+        bt, dorder, bounds, lag, dlag, F, dF = schedule(p, stops, dose_t, dose_r)
+        status, steps, t, h, nd = OK, 0, 0.0, -1.0, 0
+        for b in range(len(bounds) - 1):
             if r >= T:
                 break
-            t0, t1 = stops[seg], stops[seg + 1]
-            for i in range(n):  # bolus doses at t0: the states jump (the sensitivities do not)
-                z[i] += jumps[seg, i]
+            t0, t1 = bounds[b], bounds[b + 1]
+            seg = segment_of(stops, t0)  # the inputs are linear from stops[seg]
+            s0 = stops[seg]
             for j in range(u.shape[0]):
-                u[j] = u0[seg, j]
+                u[j] = u0[seg, j] + (t0 - s0) * du[seg, j]
+            nd, _ = apply_doses(
+                t0, nd, bt, dorder, dose_r, dose_a, z, p, u, sens, dlag, F, dF, fa, fb
+            )
             deriv(t0, z, p, u, sens, K[0], jy, jp)
             h = initial_step(t0, t1, z, K[0], p, u, jy, jp, tmp, d, znew, rtol, atol, max_step, n)
             rhs_jac(t0, z[:n], p, u, tmp, jy, jp)  # the Jacobian at (t0, y) for the first Newton
@@ -155,7 +164,7 @@ def implicit_loop(system, deriv, initial_step, norm, unpack, status_codes, table
                 converged = stage(
                     t,
                     hs,
-                    t0,
+                    s0,
                     seg,
                     z,
                     K,
@@ -191,7 +200,7 @@ def implicit_loop(system, deriv, initial_step, norm, unpack, status_codes, table
                         shrink = max(0.2, 0.9 * err**expo)
                     h = hs * shrink
                     for j in range(u.shape[0]):
-                        u[j] = u0[seg, j] + (t - t0) * du[seg, j]
+                        u[j] = u0[seg, j] + (t - s0) * du[seg, j]
                     rhs_jac(t, z[:n], p, u, tmp, jy, jp)
                     if h < 1e-14 * max(1.0, abs(t)):
                         status = NOT_FINITE

@@ -15,10 +15,16 @@ the solver without leaving machine code.
 
 Forcing inputs (an insulin series, an inflow waveform) are interpolated
 linearly; the integrator stops at every knot, so each step sees a smooth
-right-hand side.  Doses enter the state of their route: a bolus as a jump at
-the dose time, a zero-order infusion as a constant rate added to that state's
-right-hand side between its start and end (an input slot of the compiled system
-that is 0 elsewhere), the integrator stopping at both.
+right-hand side.  Doses enter the state of their route: a bolus as a jump of
+``F amount`` at ``t_dose + lag``, a zero-order infusion as the rate ``F amount /
+duration`` added to that state's right-hand side between its start and end (an
+input slot of the compiled system, 0 elsewhere), the integrator stopping at
+each.  Lag time ``lag`` and bioavailability ``F`` are expressions of the
+parameters; the jump times therefore move with them, and the sensitivities
+jump too: for a bolus at ``tau = t_dose + lag(p)``,
+``S+ = S- + (f(tau, y-) - f(tau, y+)) dtau/dp + amount e_i dF/dp``
+(the classic pitfall of event sensitivities; e.g. Rozenvasser 1967, and
+Hindmarsh & Serban, CVODES guide, sec. 5).
 
 Failure is never silent: a system that needs more than ``dynamics.max_steps``
 steps (stiff at these parameters, or blowing up) or produces non-finite
@@ -39,7 +45,7 @@ import numpy as np
 
 from ..spec.expr import NUMPY, PYTENSOR
 from ..spec.model_spec import ModelSpec
-from ..spec.nodes import add
+from ..spec.nodes import ONE, ZERO, add, mul
 from ..spec.symbolic import Node, derivative, helpers, parse, to_statements
 from .linear import _unpack
 from .tableau import DOPRI5, ButcherTableau
@@ -88,6 +94,8 @@ class SystemDefinition(NamedTuple):
     params: tuple[str, ...]
     inputs: tuple[str, ...]
     trees: tuple[Node, ...]
+    routes: tuple[tuple[int, Node, Node], ...] = ()
+    """Per dose route: the index of its state, its lag time and its bioavailability."""
 
 
 @dataclass(frozen=True)
@@ -105,16 +113,23 @@ class OdeSystem:
         Forcing inputs in ``u``.
     source : str
         The generated Python source (for inspection).
+    route_states : tuple of int
+        The state each dose route feeds (routes in the spec's order).
     rhs, rhs_jac : callable
         Numba functions ``rhs(t, y, p, u, out)`` and ``rhs_jac(t, y, p, u, out, jy, jp)``.
+    route_terms : callable
+        Numba function ``route_terms(p, lag, dlag, F, dF)``: each route's lag time and
+        bioavailability and their gradients with respect to ``p``.
     """
 
     states: tuple[str, ...]
     params: tuple[str, ...]
     inputs: tuple[str, ...]
     source: str
-    rhs: Any = field(compare=False, repr=False)
-    rhs_jac: Any = field(compare=False, repr=False)
+    route_states: tuple[int, ...] = ()
+    rhs: Any = field(default=None, compare=False, repr=False)
+    rhs_jac: Any = field(default=None, compare=False, repr=False)
+    route_terms: Any = field(default=None, compare=False, repr=False)
 
     @property
     def key(self) -> str:
@@ -128,14 +143,35 @@ def dosed_states(spec: ModelSpec) -> tuple[str, ...]:
     return tuple(dict.fromkeys(r.state for r in spec.routes.values()))
 
 
+def dose_routes(spec: ModelSpec) -> tuple[str, ...]:
+    """The dose routes of a spec integrated numerically (none for linear or closed-form specs)."""
+    return () if spec.linear or spec.solution else tuple(spec.routes)
+
+
 def system_definition(spec: ModelSpec) -> SystemDefinition:
     """The content of ``spec`` that its compiled system depends on.
 
-    Each dosed state's right-hand side gets ``+ u[k]``, the rate of the infusions into it.
+    Each dosed state's right-hand side gets ``+ F_r u_r`` for each route ``r`` into it:
+    ``u_r`` the rate of the infusions by that route, ``F_r`` its bioavailability.
     """
     states = tuple(spec.states)
-    dosed = dosed_states(spec)
+    routes = [spec.routes[r] for r in dose_routes(spec)]
+    lag = {r.name: parse(r.lag) if r.lag is not None else ZERO for r in routes}
+    bio = {
+        r.name: parse(r.bioavailability) if r.bioavailability is not None else ONE for r in routes
+    }
+    trees = []
+    for s in states:
+        tree = parse(spec.rhs[s])
+        for r in routes:
+            if r.state == s:
+                tree = add(tree, mul(bio[r.name], ("sym", INFUSION + r.name)))
+        trees.append(tree)
     used = set().union(*(spec.rhs[s].symbols for s in states))
+    for r in routes:
+        used |= (r.lag.symbols if r.lag is not None else set()) | (
+            r.bioavailability.symbols if r.bioavailability is not None else set()
+        )
     quantities = [
         *spec.parameters,
         *spec.fixed,
@@ -144,12 +180,12 @@ def system_definition(spec: ModelSpec) -> SystemDefinition:
         *(i.baseline for i in spec.inputs.values() if i.baseline),
     ]
     params = tuple(q for q in quantities if q in used)
-    trees = tuple(
-        add(parse(spec.rhs[s]), ("sym", INFUSION + s)) if s in dosed else parse(spec.rhs[s])
-        for s in states
-    )
     return SystemDefinition(
-        states, params, tuple(spec.inputs) + tuple(INFUSION + s for s in dosed), trees
+        states,
+        params,
+        tuple(spec.inputs) + tuple(INFUSION + r.name for r in routes),
+        tuple(trees),
+        tuple((states.index(r.state), lag[r.name], bio[r.name]) for r in routes),
     )
 
 
@@ -163,7 +199,7 @@ def _compile_system(definition: SystemDefinition) -> OdeSystem:
     """Generate the source of ``f``, ``df/dy`` and ``df/dp`` and compile it with Numba."""
     import numba
 
-    states, params, inputs, trees = definition
+    states, params, inputs, trees, routes = definition
     slots = {"t": "t"}
     slots.update({s: f"y[{i}]" for i, s in enumerate(states)})
     slots.update({q: f"p[{i}]" for i, q in enumerate(params)})
@@ -184,7 +220,19 @@ def _compile_system(definition: SystemDefinition) -> OdeSystem:
         "def rhs_jac(t, y, p, u, out, jy, jp):",
         *to_statements(f + jy + jp, slots),
         "    return",
+        "",
     ]
+    terms = [
+        (f"{name}[{r}]", tree)
+        for r, (_, lag, bio) in enumerate(routes)
+        for name, tree in (("lag", lag), ("F", bio))
+    ] + [
+        (f"{name}[{r}, {j}]", derivative(tree, q))
+        for r, (_, lag, bio) in enumerate(routes)
+        for name, tree in (("dlag", lag), ("dF", bio))
+        for j, q in enumerate(params)
+    ]
+    lines += ["def route_terms(p, lag, dlag, F, dF):", *to_statements(terms, slots), "    return"]
     source = "\n".join(lines) + "\n"
     namespace = {k: (v if k == "math" else numba.njit(v)) for k, v in helpers().items()}
     key = hashlib.sha256(source.encode()).hexdigest()[:16]
@@ -193,7 +241,14 @@ def _compile_system(definition: SystemDefinition) -> OdeSystem:
     )  # generated, see spec.symbolic
     jit = numba.njit(inline="always")  # inlined into the integrator: no call overhead per stage
     return OdeSystem(
-        states, params, inputs, source, jit(namespace["rhs"]), jit(namespace["rhs_jac"])
+        states,
+        params,
+        inputs,
+        source,
+        tuple(r[0] for r in routes),
+        jit(namespace["rhs"]),
+        jit(namespace["rhs_jac"]),
+        jit(namespace["route_terms"]),
     )
 
 
@@ -202,30 +257,33 @@ def _compile_system(definition: SystemDefinition) -> OdeSystem:
 
 @dataclass(frozen=True)
 class Forcing:
-    """Output times, and where the integrator must restart: input knots and bolus doses.
+    """Output times, input knots and doses: everything a solve needs besides the parameters.
 
     Attributes
     ----------
     times : ndarray
         Output times (any order, repeats allowed).
     stops : ndarray
-        0, every input knot and dose time inside the output range, and the last
-        output time: sorted, unique.  Between stops the inputs are linear.
-    jumps : ndarray
-        Amount added to each state at ``stops[k]`` before interval ``k`` is
-        integrated (bolus doses), shape ``(len(stops), n_states)``.  An output at a
-        dose time is the amount just before the dose (as for the linear engine).
+        0, every input knot and infusion start and end inside the output range, and
+        the last output time: sorted, unique.  Between stops the inputs are linear.
     u0, du : ndarray
         Input values at the start of interval ``k`` (``stops[k]..stops[k+1]``)
         and their slopes there, shape ``(len(stops) - 1, n_inputs)``; an infusion
         rate is constant over each interval (its start and end are stops).
+    dose_t, dose_r, dose_a : ndarray
+        Bolus doses: nominal time, route index (the system's route order) and
+        amount.  Each is added, times the route's bioavailability, to the route's
+        state at ``dose_t + lag`` (before the interval starting there is
+        integrated; an output at that time is the amount just before the dose).
     """
 
     times: np.ndarray
     stops: np.ndarray
-    jumps: np.ndarray
     u0: np.ndarray
     du: np.ndarray
+    dose_t: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    dose_r: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    dose_a: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     @classmethod
     def build(
@@ -233,23 +291,17 @@ class Forcing:
         times: np.ndarray,
         inputs: Mapping[str, tuple[np.ndarray, np.ndarray]],
         names: tuple[str, ...],
-        boluses: tuple[tuple[np.ndarray, np.ndarray], ...] = (),
+        boluses: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
         infusions: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None,
     ) -> Forcing:
-        """``boluses``: per state (in the system's order), dose (times, amounts); empty for none.
-        ``infusions``: input name -> (starts, ends, rates) for the infusion slots in ``names``."""
+        """``boluses``: (times, route indices, amounts); ``infusions``: input name ->
+        (starts, ends, rates) for the infusion slots in ``names``."""
         times = np.asarray(times, float)
         tmax = float(times.max()) if times.size else 0.0
         infusions = dict(infusions or {})
         knots = [np.asarray(inputs[n][0], float) for n in names if n not in infusions]
-        knots += [np.asarray(t, float) for t, _ in boluses]
         knots += [np.concatenate([a, b]) for a, b, _ in infusions.values()]
         stops = np.unique(np.concatenate([[0.0, tmax], *[k[(k > 0) & (k < tmax)] for k in knots]]))
-        jumps = np.zeros((len(stops), len(boluses)))
-        for i, (bt, amounts) in enumerate(boluses):
-            for t, a in zip(np.asarray(bt, float), np.asarray(amounts, float), strict=True):
-                if 0.0 <= t < tmax:
-                    jumps[np.searchsorted(stops, t), i] += a
         u0 = np.zeros((max(len(stops) - 1, 0), len(names)))
         du = np.zeros_like(u0)
         mid = 0.5 * (stops[:-1] + stops[1:])
@@ -261,18 +313,42 @@ class Forcing:
             kt, kv = (np.asarray(a, float) for a in inputs[n])
             lo, hi = np.interp(stops[:-1], kt, kv), np.interp(stops[1:], kt, kv)
             u0[:, j], du[:, j] = lo, (hi - lo) / np.diff(stops)
-        return cls(times, stops, jumps, u0, du)
+        dose_t, dose_r, dose_a = boluses if boluses is not None else (np.zeros(0),) * 3
+        return cls(
+            times,
+            stops,
+            u0,
+            du,
+            np.asarray(dose_t, float),
+            np.asarray(dose_r, np.int64),
+            np.asarray(dose_a, float),
+        )
 
-    def arrays_for(self, n_states: int) -> tuple[np.ndarray, ...]:
-        """``(times, stops, jumps, u0, du)``, the integrator's arguments after ``p, y0``
-        (``jumps`` widened to ``n_states`` zeros when there are no doses)."""
-        jumps = self.jumps if self.jumps.shape[1] else np.zeros((len(self.stops), n_states))
-        return self.times, self.stops, jumps, self.u0, self.du
+    @classmethod
+    def for_doses(
+        cls,
+        spec: ModelSpec,
+        times: np.ndarray,
+        doses: Mapping[str, tuple] | None = None,
+        inputs: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    ) -> Forcing:
+        """The forcing of ``spec`` for ``doses`` (route -> (times, amounts[, durations])) and ``inputs``."""
+        return cls.build(
+            times,
+            inputs or {},
+            ode_system(spec).inputs,
+            boluses(spec, doses),
+            infusions(spec, doses),
+        )
+
+    def arrays_for(self) -> tuple[np.ndarray, ...]:
+        """``(times, stops, dose_t, dose_r, dose_a, u0, du)``, the integrator's arguments after ``p, y0``."""
+        return self.times, self.stops, self.dose_t, self.dose_r, self.dose_a, self.u0, self.du
 
     @property
     def key(self) -> str:
         h = hashlib.sha256()
-        for a in (self.times, self.stops, self.jumps, self.u0, self.du):
+        for a in self.arrays_for():
             h.update(np.ascontiguousarray(a).tobytes())
         return h.hexdigest()[:16]
 
@@ -286,11 +362,12 @@ class Forcing:
 class Integrator(NamedTuple):
     """Compiled solvers of one system.
 
-    ``one(p, y0, times, stops, jumps, u0, du, rtol, atol, max_step, max_steps, sens) -> (Y, S, status, t, y)``
+    ``one(p, y0, times, stops, dose_t, dose_r, dose_a, u0, du, rtol, atol, max_step, max_steps, sens)
+    -> (Y, S, status, t, y)``
     solves for one parameter vector (``Y[i]`` the states at ``times[i]``,
     ``S[i]`` their sensitivities to ``(y0, p)``, zeros unless ``sens``; ``t`` and ``y``
     where the integration stopped, for the diagnosis of a failure);
-    ``many(P, Y0, times, stops, jumps, u0, du, rtol, atol, max_step, max_steps) -> Y``
+    ``many(P, Y0, times, stops, dose_t, dose_r, dose_a, u0, du, rtol, atol, max_step, max_steps) -> Y``
     solves row by row for draws (no sensitivities; NaN rows where a solve failed).
     """
 
@@ -457,6 +534,70 @@ METHODS = ("explicit", "implicit")
 (:mod:`twinbayes.dynamics.implicit`)."""
 
 
+def _make_dosing(system: OdeSystem):
+    """``(schedule, apply_doses, segment_of)``: Numba functions shared by both integrators.
+
+    ``schedule(p, stops, dose_t, dose_r) -> (bt, order, bounds, lag, dlag, F, dF)``: the
+    dose times ``bt = dose_t + lag(p)`` in time order (``order``), the integration
+    boundaries ``bounds`` (the stops and the dose times inside the output range) and the
+    routes' lag and bioavailability with their gradients.
+
+    ``apply_doses(t0, d, bt, order, dose_r, dose_a, z, p, u, sens, dlag, F, dF, fa, fb) -> (d, jumped)``:
+    the doses due at ``t0``, one by one (the d-th and later of ``order``): the state
+    jumps by ``F amount``, and with sensitivities
+    ``S += (f(t0, y-) - f(t0, y+)) dlag/dp + amount e_i dF/dp``.
+
+    ``segment_of(stops, t)``: the interval of ``stops`` holding ``t`` (its inputs are linear).
+    """
+    import numba
+
+    rhs, route_terms = system.rhs, system.route_terms
+    n, k = len(system.states), len(system.params)
+    m, R = n + k, len(system.route_states)
+    route_state = np.array(system.route_states, np.int64)
+
+    @numba.njit(inline="always")
+    def schedule(p, stops, dose_t, dose_r):
+        lag, F = np.zeros(max(R, 1)), np.ones(max(R, 1))
+        dlag, dF = np.zeros((max(R, 1), max(k, 1))), np.zeros((max(R, 1), max(k, 1)))
+        route_terms(p, lag, dlag, F, dF)
+        bt = np.empty(len(dose_t))
+        for d in range(len(dose_t)):
+            bt[d] = dose_t[d] + lag[dose_r[d]]
+        order = np.argsort(bt, kind="mergesort")
+        inside = bt[(bt > stops[0]) & (bt < stops[-1])]
+        bounds = np.unique(np.concatenate((stops, inside)))
+        return bt, order, bounds, lag, dlag, F, dF
+
+    @numba.njit(inline="always")
+    def apply_doses(t0, d, bt, order, dose_r, dose_a, z, p, u, sens, dlag, F, dF, fa, fb):
+        jumped = False
+        while d < len(bt) and bt[order[d]] <= t0:
+            q = order[d]
+            d += 1
+            r = dose_r[q]
+            i = route_state[r]
+            if sens:
+                rhs(t0, z[:n], p, u, fa)
+            z[i] += F[r] * dose_a[q]
+            jumped = True
+            if not sens:
+                continue
+            rhs(t0, z[:n], p, u, fb)
+            for row in range(n):
+                for j in range(k):
+                    z[n + row * m + n + j] += (fa[row] - fb[row]) * dlag[r, j]
+            for j in range(k):
+                z[n + i * m + n + j] += dose_a[q] * dF[r, j]
+        return d, jumped
+
+    @numba.njit(inline="always")
+    def segment_of(stops, t):
+        return min(max(np.searchsorted(stops, t, side="right") - 1, 0), len(stops) - 2)
+
+    return schedule, apply_doses, segment_of
+
+
 @functools.lru_cache(maxsize=CACHE_SIZE)
 def integrator(system: OdeSystem, method: str = "explicit") -> Integrator:
     """The compiled :class:`Integrator` of ``system`` (cached by the system's content and method)."""
@@ -470,6 +611,7 @@ def integrator(system: OdeSystem, method: str = "explicit") -> Integrator:
             _make_initial_step(deriv),
             _norm(),
             _unpack_fn(),
+            _make_dosing(system),
             (OK, TOO_MANY_STEPS, NOT_FINITE),
         )
         return Integrator(one, _make_many(one, len(system.states)))
@@ -485,6 +627,7 @@ def integrator(system: OdeSystem, method: str = "explicit") -> Integrator:
         _make_dense(tableau),
         _make_initial_step(deriv),
         len(tableau.c),
+        _make_dosing(system),
     )
     return Integrator(one, _make_many(one, len(system.states)))
 
@@ -494,7 +637,7 @@ def spec_integrator(spec: ModelSpec) -> Integrator:
     return integrator(ode_system(spec), spec.method)
 
 
-def _make_loop(n, k, deriv, step, factor, dense, initial_step, stages):
+def _make_loop(n, k, deriv, step, factor, dense, initial_step, stages, dosing):
     """The integration loop (:data:`_LOOP`) with one array per stage, compiled by Numba."""
     import numba
 
@@ -511,6 +654,9 @@ def _make_loop(n, k, deriv, step, factor, dense, initial_step, stages):
         factor=factor,
         dense=dense,
         initial_step=initial_step,
+        schedule=dosing[0],
+        apply_doses=dosing[1],
+        segment_of=dosing[2],
         norm=_norm(),
         unpack=_unpack_fn(),
         OK=OK,
@@ -524,7 +670,7 @@ def _make_loop(n, k, deriv, step, factor, dense, initial_step, stages):
 
 
 _LOOP = """
-def integrate(p, y0, times, stops, jumps, u0, du, rtol, atol, max_step, max_steps, sens):
+def integrate(p, y0, times, stops, dose_t, dose_r, dose_a, u0, du, rtol, atol, max_step, max_steps, sens):
     size = n + n * m if sens else n
     T = len(times)
     order = np.argsort(times)
@@ -540,29 +686,30 @@ def integrate(p, y0, times, stops, jumps, u0, du, rtol, atol, max_step, max_step
         r += 1
 {alloc}
     ynew, errv, tmp, d = np.empty(size), np.empty(size), np.empty(size), np.empty(size)
+    fa, fb = np.empty(n), np.empty(n)
     jy, jp = np.zeros((n, n)), np.zeros((n, max(k, 1)))
     u = np.empty(u0.shape[1])
-    status, steps, t, h = OK, 0, 0.0, -1.0
-    for seg in range(len(stops) - 1):
+    bt, dorder, bounds, lag, dlag, F, dF = schedule(p, stops, dose_t, dose_r)
+    status, steps, t, h, nd, prev = OK, 0, 0.0, -1.0, 0, -1
+    for b in range(len(bounds) - 1):
         if r >= T:
             break
-        t0, t1 = stops[seg], stops[seg + 1]
-        jumped = False
-        for i in range(n):  # bolus doses at t0: the states jump (the sensitivities do not)
-            if jumps[seg, i] != 0.0:
-                z[i] += jumps[seg, i]
-                jumped = True
-        if seg > 0:  # an infusion starting or ending at t0: the inputs jump
+        t0, t1 = bounds[b], bounds[b + 1]
+        seg = segment_of(stops, t0)  # the inputs are linear from stops[seg]
+        s0 = stops[seg]
+        for j in range(u.shape[0]):
+            u[j] = u0[seg, j] + (t0 - s0) * du[seg, j]
+        nd, jumped = apply_doses(t0, nd, bt, dorder, dose_r, dose_a, z, p, u, sens, dlag, F, dF, fa, fb)
+        if seg != prev and seg > 0:  # an infusion starting or ending at t0: the inputs jump
             for j in range(u.shape[0]):
                 end = u0[seg - 1, j] + du[seg - 1, j] * (t0 - stops[seg - 1])
                 if abs(end - u0[seg, j]) > 1e-9 * (1.0 + abs(u0[seg, j])):
                     jumped = True
-        if seg == 0 or jumped:  # otherwise the last stage is f(t0, z) (FSAL; inputs are continuous)
-            for j in range(u.shape[0]):
-                u[j] = u0[seg, j]
+        if b == 0 or jumped:  # otherwise the last stage is f(t0, z) (FSAL; inputs are continuous)
             deriv(t0, z, p, u, sens, k0, jy, jp)
             if jumped:
                 h = -1.0  # a new initial step after a dose
+        prev = seg
         if h <= 0.0:
             h = initial_step(t0, t1, z, k0, p, u, jy, jp, tmp, k1, d, rtol, atol, max_step, n)
         t = t0
@@ -572,7 +719,7 @@ def integrate(p, y0, times, stops, jumps, u0, du, rtol, atol, max_step, max_step
                 break
             last = t + h >= t1 - 1e-12 * max(1.0, abs(t1))
             hs = t1 - t if last else h
-            step(t, hs, t0, seg, z, {ks}, ynew, errv, p, u, u0, du, sens, jy, jp, size)
+            step(t, hs, s0, seg, z, {ks}, ynew, errv, p, u, u0, du, sens, jy, jp, size)
             err = norm(errv, z, ynew, rtol, atol, size)
             steps += 1
             fac = factor(err)
@@ -629,11 +776,24 @@ def _make_many(one, n: int):
     import numba
 
     @numba.njit
-    def many(P, Y0, times, stops, jumps, u0, du, rtol, atol, max_step, max_steps):
+    def many(P, Y0, times, stops, dose_t, dose_r, dose_a, u0, du, rtol, atol, max_step, max_steps):
         out = np.empty((P.shape[0], len(times), n))
         for s in range(P.shape[0]):
             out[s] = one(
-                P[s], Y0[s], times, stops, jumps, u0, du, rtol, atol, max_step, max_steps, False
+                P[s],
+                Y0[s],
+                times,
+                stops,
+                dose_t,
+                dose_r,
+                dose_a,
+                u0,
+                du,
+                rtol,
+                atol,
+                max_step,
+                max_steps,
+                False,
             )[0]
         return out
 
@@ -662,7 +822,7 @@ def solve(
     system = ode_system(spec)
     p = np.asarray(p, float)
     Y, S, status, t, y = spec_integrator(spec).one(
-        p, np.asarray(y0, float), *forcing.arrays_for(len(system.states)), *_settings(spec), sens
+        p, np.asarray(y0, float), *forcing.arrays_for(), *_settings(spec), sens
     )
     if status != OK:
         raise OdeError(_failure(spec, status, t, _stiffness(system, t, y, p, forcing)))
@@ -764,8 +924,7 @@ def _op_type():
 
         def perform(self, node, inputs, outputs):
             p, y0 = inputs
-            f = self.forcing
-            arrays = f.arrays_for(len(self.system.states))
+            arrays = self.forcing.arrays_for()
             Y, S, _, _, _ = spec_integrator(self.spec).one(p, y0, *arrays, *self.settings, True)
             outputs[0][0], outputs[1][0] = (
                 Y,
@@ -801,14 +960,26 @@ def _register_numba(op_type) -> None:
         import numba
 
         integrate = spec_integrator(op.spec).one
-        f = op.forcing
-        times, stops, jumps, u0, du = f.arrays_for(len(op.system.states))
+        times, stops, dose_t, dose_r, dose_a, u0, du = op.forcing.arrays_for()
         rtol, atol, max_step, max_steps = op.settings
 
         @numba.njit
         def solve_op(p, y0):
             Y, S, _, _, _ = integrate(
-                p, y0, times, stops, jumps, u0, du, rtol, atol, max_step, max_steps, True
+                p,
+                y0,
+                times,
+                stops,
+                dose_t,
+                dose_r,
+                dose_a,
+                u0,
+                du,
+                rtol,
+                atol,
+                max_step,
+                max_steps,
+                True,
             )
             return Y, S
 
@@ -818,35 +989,49 @@ def _register_numba(op_type) -> None:
 # ---------------------------------------------------------------- entry point
 
 
-def boluses(spec: ModelSpec, system: OdeSystem, doses: Mapping[str, tuple]) -> tuple:
-    """Per state of ``system``, the (times, amounts) of the bolus doses it receives
-    (doses with a duration > 0 are infusions: :func:`infusions`)."""
-    if not doses:
-        return ()
-    per_state = {s: ([], []) for s in system.states}
-    for route, entry in doses.items():
+def boluses(
+    spec: ModelSpec, doses: Mapping[str, tuple] | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(times, route indices, amounts) of the bolus doses (doses with a duration > 0 are
+    infusions: :func:`infusions`)."""
+    routes = dose_routes(spec)
+    rows = []
+    for route, entry in (doses or {}).items():
         t, amount, duration = _unpack(entry)
         bolus = duration == 0
-        target = per_state[spec.routes[route].state]
-        target[0].extend(t[bolus].tolist())
-        target[1].extend(amount[bolus].tolist())
-    return tuple((np.array(ts), np.array(am)) for ts, am in per_state.values())
+        rows += [(ti, routes.index(route), a) for ti, a in zip(t[bolus], amount[bolus])]
+    if not rows:
+        return np.zeros(0), np.zeros(0, np.int64), np.zeros(0)
+    t, r, a = zip(*rows)
+    return np.array(t, float), np.array(r, np.int64), np.array(a, float)
 
 
-def infusions(spec: ModelSpec, doses: Mapping[str, tuple]) -> dict[str, tuple[np.ndarray, ...]]:
-    """Infusion slot -> (starts, ends, rates) of the zero-order infusions into each dosed state."""
-    per_state: dict[str, list] = {s: [] for s in dosed_states(spec)}
+def infusions(
+    spec: ModelSpec, doses: Mapping[str, tuple] | None
+) -> dict[str, tuple[np.ndarray, ...]]:
+    """Infusion slot -> (starts, ends, rates) of the zero-order infusions by each route.
+
+    Raises
+    ------
+    ValueError
+        For an infusion by a route with a lag time (its start and end would move with
+        the parameters): not supported.
+    """
+    per_route: dict[str, list] = {r: [] for r in dose_routes(spec)}
     for route, entry in (doses or {}).items():
         t, amount, duration = _unpack(entry)
         on = duration > 0
-        per_state[spec.routes[route].state] += zip(
-            t[on], t[on] + duration[on], amount[on] / duration[on]
-        )
+        if on.any() and spec.routes[route].lag is not None:
+            raise ValueError(
+                f"spec {spec.name!r}: route {route!r} has a lag time, which applies to bolus doses "
+                "into an ODE; give its doses without a duration, or use a route without lag"
+            )
+        per_route[route] += zip(t[on], t[on] + duration[on], amount[on] / duration[on])
     return {
-        INFUSION + s: tuple(np.array(col, float) for col in zip(*rows))
+        INFUSION + r: tuple(np.array(col, float) for col in zip(*rows))
         if rows
         else (np.zeros(0),) * 3
-        for s, rows in per_state.items()
+        for r, rows in per_route.items()
     }
 
 
@@ -872,10 +1057,7 @@ def ode_trajectories(
     ``inputs`` maps each forcing input of the spec to its (times, values).
     """
     system = ode_system(spec)
-    doses = doses or {}
-    forcing = Forcing.build(
-        times, inputs or {}, system.inputs, boluses(spec, system, doses), infusions(spec, doses)
-    )
+    forcing = Forcing.for_doses(spec, times, doses, inputs)
     y0 = [spec.initial[s](env, backend) for s in system.states]
     p = [env[q] for q in system.params]
     if backend is PYTENSOR:
@@ -903,7 +1085,7 @@ def ode_trajectories(
     Y = spec_integrator(spec).many(
         np.ascontiguousarray(P),
         np.ascontiguousarray(Y0),
-        *forcing.arrays_for(len(system.states)),
+        *forcing.arrays_for(),
         *_settings(spec),
     )
     return {s: Y[:, :, system.states.index(s)].T for s in states}

@@ -663,20 +663,6 @@ def _check_dynamics_kind(dynamics: dict, routes: dict, states: dict) -> None:
             "a closed-form trajectory in t cannot take doses; remove [routes] or the solution",
         )
     if not dynamics["linear"] and not solution:
-        for name, route in routes.items():  # bolus doses: the route's state jumps
-            unsupported = [
-                k
-                for k, v in (("lag", route.lag), ("bioavailability", route.bioavailability))
-                if v is not None
-            ] + (["solution"] if route.solution else [])
-            if unsupported:
-                raise SpecError(
-                    f"routes.{name}.{unsupported[0]}",
-                    "doses into a nonlinear ODE are bolus state jumps; a lag time or bioavailability "
-                    "there is not supported yet, and a unit-dose solution does not apply (doses do "
-                    "not superpose): remove it. A first-order absorption's bioavailability can be "
-                    'written in the right-hand sides instead (rhs.central = "F * ka * depot - ...")',
-                )
         if set(initial) != set(states):
             raise SpecError(
                 "dynamics.initial",
