@@ -136,13 +136,6 @@ class OdeSystem:
         return hashlib.sha256(self.source.encode()).hexdigest()[:16]
 
 
-def dosed_states(spec: ModelSpec) -> tuple[str, ...]:
-    """The states that receive doses of a spec integrated numerically (in route order)."""
-    if spec.linear or spec.solution:
-        return ()
-    return tuple(dict.fromkeys(r.state for r in spec.routes.values()))
-
-
 def dose_routes(spec: ModelSpec) -> tuple[str, ...]:
     """The dose routes of a spec integrated numerically (none for linear or closed-form specs)."""
     return () if spec.linear or spec.solution else tuple(spec.routes)
