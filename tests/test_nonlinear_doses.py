@@ -206,7 +206,9 @@ LAG_TIMES = np.array(
 )
 
 
-@pytest.mark.parametrize("method", ["explicit", "implicit"])
+@pytest.mark.parametrize(
+    "method", ["explicit", pytest.param("implicit", marks=pytest.mark.slow)]
+)  # the implicit method's compilation (~30 s) under -m slow: the default run's budget
 def test_lag_and_bioavailability_on_an_ode_route_match_radau_with_their_sensitivities(method):
     """Boluses at ``t + tlag`` scaled by ``F``; the sensitivities to ``tlag`` (the jump time moves:
     ``S += (f(y-) - f(y+)) dtlag/dp``) and to ``F`` against central differences of Radau."""
