@@ -102,7 +102,10 @@ def implicit_loop(system, deriv, initial_step, norm, unpack, dosing, status_code
     lu, lu_solve = _linear_algebra()
     stage = _make_stage(rhs, rhs_jac, lu, lu_solve, norm, n, m, tableau)
     filtered = _make_filter(lu_solve, n, m)
-    schedule, apply_doses, segment_of = dosing
+    from .ode import _start_fn
+
+    start = _start_fn()
+    schedule, apply_doses, enter = dosing
     OK, TOO_MANY_STEPS, NOT_FINITE = status_codes
     e, s = tableau.e.copy(), len(tableau.c)
     expo = -1.0 / (tableau.embedded_order + 1)
@@ -111,19 +114,7 @@ def implicit_loop(system, deriv, initial_step, norm, unpack, dosing, status_code
     def integrate(
         p, y0, times, stops, dose_t, dose_r, dose_a, u0, du, rtol, atol, max_step, max_steps, sens
     ):
-        size = n + n * m if sens else n
-        T = len(times)
-        order = np.argsort(times)
-        Z = np.full((T, size), np.nan)
-        z = np.zeros(size)
-        z[:n] = y0
-        if sens:
-            for i in range(n):
-                z[n + i * m + i] = 1.0
-        r = 0
-        while r < T and times[order[r]] <= stops[0]:
-            Z[order[r]] = z
-            r += 1
+        size, T, order, Z, z, r = start(y0, times, stops[0], n, m, sens)
         K = np.zeros((s, size))  # stage derivatives: f and, with sensitivities, G = J S + [0, f_p]
         znew, errv, tmp, d, base = (
             np.empty(size),
@@ -143,10 +134,7 @@ def implicit_loop(system, deriv, initial_step, norm, unpack, dosing, status_code
             if r >= T:
                 break
             t0, t1 = bounds[b], bounds[b + 1]
-            seg = segment_of(stops, t0)  # the inputs are linear from stops[seg]
-            s0 = stops[seg]
-            for j in range(u.shape[0]):
-                u[j] = u0[seg, j] + (t0 - s0) * du[seg, j]
+            seg, s0 = enter(stops, u0, du, t0, u)  # the inputs are linear from s0
             nd, _ = apply_doses(
                 t0, nd, bt, dorder, dose_r, dose_a, z, p, u, sens, dlag, F, dF, fa, fb
             )
@@ -161,30 +149,8 @@ def implicit_loop(system, deriv, initial_step, norm, unpack, dosing, status_code
                 last = t + h >= t1 - 1e-12 * max(1.0, abs(t1))
                 hs = t1 - t if last else h
                 steps += 1
-                converged = stage(
-                    t,
-                    hs,
-                    s0,
-                    seg,
-                    z,
-                    K,
-                    znew,
-                    base,
-                    tmp,
-                    M,
-                    W,
-                    piv,
-                    jy,
-                    jp,
-                    p,
-                    u,
-                    u0,
-                    du,
-                    sens,
-                    rtol,
-                    atol,
-                    size,
-                )
+                converged = stage(t, hs, s0, seg, z, K, znew, base, tmp, M, W, piv, jy, jp, p, u, u0,
+                                  du, sens, rtol, atol, size)  # fmt: skip
                 err = np.inf
                 if converged:
                     for i in range(size):  # local error estimate
@@ -254,30 +220,8 @@ def _make_stage(
         return lu(M, piv, n)
 
     @numba.njit(inline="always")
-    def stage(
-        t,
-        hs,
-        t0,
-        seg,
-        z,
-        K,
-        znew,
-        base,
-        tmp,
-        M,
-        W,
-        piv,
-        jy,
-        jp,
-        p,
-        u,
-        u0,
-        du,
-        sens,
-        rtol,
-        atol,
-        size,
-    ):
+    def stage(t, hs, t0, seg, z, K, znew, base, tmp, M, W, piv, jy, jp, p, u, u0, du, sens,
+              rtol, atol, size):  # fmt: skip
         hg = hs * gamma
         for st in range(1, s):
             ts = t + c[st] * hs

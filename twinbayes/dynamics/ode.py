@@ -528,7 +528,7 @@ METHODS = ("explicit", "implicit")
 
 
 def _make_dosing(system: OdeSystem):
-    """``(schedule, apply_doses, segment_of)``: Numba functions shared by both integrators.
+    """``(schedule, apply_doses, enter)``: Numba functions shared by both integrators.
 
     ``schedule(p, stops, dose_t, dose_r) -> (bt, order, bounds, lag, dlag, F, dF)``: the
     dose times ``bt = dose_t + lag(p)`` in time order (``order``), the integration
@@ -540,7 +540,8 @@ def _make_dosing(system: OdeSystem):
     jumps by ``F amount``, and with sensitivities
     ``S += (f(t0, y-) - f(t0, y+)) dlag/dp + amount e_i dF/dp``.
 
-    ``segment_of(stops, t)``: the interval of ``stops`` holding ``t`` (its inputs are linear).
+    ``enter(stops, u0, du, t, u) -> (seg, stops[seg])``: the interval of ``stops`` holding ``t``
+    (its inputs are linear), with the inputs at ``t`` written to ``u``.
     """
     import numba
 
@@ -585,10 +586,13 @@ def _make_dosing(system: OdeSystem):
         return d, jumped
 
     @numba.njit(inline="always")
-    def segment_of(stops, t):
-        return min(max(np.searchsorted(stops, t, side="right") - 1, 0), len(stops) - 2)
+    def enter(stops, u0, du, t, u):
+        seg = min(max(np.searchsorted(stops, t, side="right") - 1, 0), len(stops) - 2)
+        for j in range(u.shape[0]):
+            u[j] = u0[seg, j] + (t - stops[seg]) * du[seg, j]
+        return seg, stops[seg]
 
-    return schedule, apply_doses, segment_of
+    return schedule, apply_doses, enter
 
 
 @functools.lru_cache(maxsize=CACHE_SIZE)
@@ -649,8 +653,9 @@ def _make_loop(n, k, deriv, step, factor, dense, initial_step, stages, dosing):
         initial_step=initial_step,
         schedule=dosing[0],
         apply_doses=dosing[1],
-        segment_of=dosing[2],
+        enter=dosing[2],
         norm=_norm(),
+        start=_start_fn(),
         unpack=_unpack_fn(),
         OK=OK,
         TOO_MANY_STEPS=TOO_MANY_STEPS,
@@ -664,19 +669,7 @@ def _make_loop(n, k, deriv, step, factor, dense, initial_step, stages, dosing):
 
 _LOOP = """
 def integrate(p, y0, times, stops, dose_t, dose_r, dose_a, u0, du, rtol, atol, max_step, max_steps, sens):
-    size = n + n * m if sens else n
-    T = len(times)
-    order = np.argsort(times)
-    Z = np.full((T, size), np.nan)
-    z = np.zeros(size)
-    z[:n] = y0
-    if sens:
-        for i in range(n):
-            z[n + i * m + i] = 1.0
-    r = 0
-    while r < T and times[order[r]] <= stops[0]:
-        Z[order[r]] = z
-        r += 1
+    size, T, order, Z, z, r = start(y0, times, stops[0], n, m, sens)
 {alloc}
     ynew, errv, tmp, d = np.empty(size), np.empty(size), np.empty(size), np.empty(size)
     fa, fb = np.empty(n), np.empty(n)
@@ -688,10 +681,7 @@ def integrate(p, y0, times, stops, dose_t, dose_r, dose_a, u0, du, rtol, atol, m
         if r >= T:
             break
         t0, t1 = bounds[b], bounds[b + 1]
-        seg = segment_of(stops, t0)  # the inputs are linear from stops[seg]
-        s0 = stops[seg]
-        for j in range(u.shape[0]):
-            u[j] = u0[seg, j] + (t0 - s0) * du[seg, j]
+        seg, s0 = enter(stops, u0, du, t0, u)  # the inputs are linear from s0 = stops[seg]
         nd, jumped = apply_doses(t0, nd, bt, dorder, dose_r, dose_a, z, p, u, sens, dlag, F, dF, fa, fb)
         if seg != prev and seg > 0:  # an infusion starting or ending at t0: the inputs jump
             for j in range(u.shape[0]):
@@ -744,6 +734,32 @@ on failure, with ``Y`` all NaN.  A template so that each stage is its own array.
 
 
 @functools.lru_cache(maxsize=1)
+def _start_fn():
+    """``start(y0, times, t0, n, m, sens) -> (size, T, order, Z, z, r)``: the packed state
+    ``z = (y0, vec I)`` and the output rows ``Z`` (NaN), the outputs at or before ``t0`` filled."""
+    import numba
+
+    @numba.njit(inline="always")
+    def start(y0, times, t0, n, m, sens):
+        size = n + n * m if sens else n
+        T = len(times)
+        order = np.argsort(times)
+        Z = np.full((T, size), np.nan)
+        z = np.zeros(size)
+        z[:n] = y0
+        if sens:
+            for i in range(n):
+                z[n + i * m + i] = 1.0
+        r = 0
+        while r < T and times[order[r]] <= t0:
+            Z[order[r]] = z
+            r += 1
+        return size, T, order, Z, z, r
+
+    return start
+
+
+@functools.lru_cache(maxsize=1)
 def _unpack_fn():
     """``unpack(Z, status, n, m, sens) -> (Y, S)``: states (NaN after a failure) and sensitivities from the packed rows."""
     import numba
@@ -772,22 +788,8 @@ def _make_many(one, n: int):
     def many(P, Y0, times, stops, dose_t, dose_r, dose_a, u0, du, rtol, atol, max_step, max_steps):
         out = np.empty((P.shape[0], len(times), n))
         for s in range(P.shape[0]):
-            out[s] = one(
-                P[s],
-                Y0[s],
-                times,
-                stops,
-                dose_t,
-                dose_r,
-                dose_a,
-                u0,
-                du,
-                rtol,
-                atol,
-                max_step,
-                max_steps,
-                False,
-            )[0]
+            out[s] = one(P[s], Y0[s], times, stops, dose_t, dose_r, dose_a, u0, du, rtol, atol,
+                         max_step, max_steps, False)[0]  # fmt: skip
         return out
 
     return many
@@ -958,22 +960,8 @@ def _register_numba(op_type) -> None:
 
         @numba.njit
         def solve_op(p, y0):
-            Y, S, _, _, _ = integrate(
-                p,
-                y0,
-                times,
-                stops,
-                dose_t,
-                dose_r,
-                dose_a,
-                u0,
-                du,
-                rtol,
-                atol,
-                max_step,
-                max_steps,
-                True,
-            )
+            Y, S, _, _, _ = integrate(p, y0, times, stops, dose_t, dose_r, dose_a, u0, du, rtol,
+                                      atol, max_step, max_steps, True)  # fmt: skip
             return Y, S
 
         return solve_op, None
