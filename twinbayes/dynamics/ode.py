@@ -870,7 +870,12 @@ def _failure(spec: ModelSpec, status: int, t: float, rate: float = float("nan"))
         + ("is stiff or " if spec.method == "explicit" else "")
         + "grows without bound at these parameters"
         if status == TOO_MANY_STEPS
-        else f"produced non-finite values near t = {t:g} {unit} (division by zero, log of a negative number, overflow?)"
+        else f"produced non-finite values near t = {t:g} {unit} (division by zero, log of a negative number, overflow?"
+        + (
+            ", or a Newton iteration that does not converge however short the step)"
+            if spec.method == "implicit"
+            else ")"
+        )
     )
     return f"spec {spec.name!r} ({spec.source}): the ODE solve {why}"
 
