@@ -15,6 +15,7 @@ import pytest
 from twinbayes import fit, load_spec, simulate_patient
 from twinbayes.dynamics.ode import (
     Forcing,
+    OdeError,
     ode_system,
     ode_trajectories,
     solve,
@@ -264,7 +265,7 @@ def test_nuts_samples_a_lagged_saturable_twin_and_covers_its_lag():
 
 
 def test_an_infusion_by_a_lagged_ode_route_is_refused_naming_the_route():
-    with pytest.raises(ValueError, match="route 'oral' has a lag time, which applies to bolus"):
+    with pytest.raises(OdeError, match="route 'oral' has a lag time, which applies to bolus"):
         ode_trajectories(LAGGED, parameters(LAGGED), TIMES, ["central"], doses={"oral": INFUSIONS})
 
 

@@ -76,7 +76,7 @@ can start with an underscore)."""
 
 
 class OdeError(RuntimeError):
-    """An ODE solve failed (stiffness, blow-up, or too many steps)."""
+    """An ODE solve failed (stiffness, blow-up, or too many steps), or cannot be set up for these doses."""
 
 
 # ---------------------------------------------------------------- code generation
@@ -999,16 +999,17 @@ def infusions(
 
     Raises
     ------
-    ValueError
+    OdeError
         For an infusion by a route with a lag time (its start and end would move with
-        the parameters): not supported.
+        the parameters): not supported.  An ``OdeError``, so that a study reports that
+        twin as failed and goes on with the others.
     """
     per_route: dict[str, list] = {r: [] for r in dose_routes(spec)}
     for route, entry in (doses or {}).items():
         t, amount, duration = _unpack(entry)
         on = duration > 0
         if on.any() and spec.routes[route].lag is not None:
-            raise ValueError(
+            raise OdeError(
                 f"spec {spec.name!r}: route {route!r} has a lag time, which applies to bolus doses "
                 "into an ODE; give its doses without a duration, or use a route without lag"
             )
