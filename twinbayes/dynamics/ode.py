@@ -335,8 +335,14 @@ class Forcing:
         )
 
     def arrays_for(self) -> tuple[np.ndarray, ...]:
-        """``(times, stops, dose_t, dose_r, dose_a, u0, du)``, the integrator's arguments after ``p, y0``."""
-        return self.times, self.stops, self.dose_t, self.dose_r, self.dose_a, self.u0, self.du
+        """``(times, stops, dose_t, dose_r, dose_a, u0, du)``, the integrator's arguments after ``p, y0``.
+
+        Read-only views: Numba types arrays a compiled function closes over (the PyTensor Op's)
+        as read-only, so a call from Python with these reuses that machine code instead of
+        compiling the integrator a second time.
+        """
+        arrays = (self.times, self.stops, self.dose_t, self.dose_r, self.dose_a, self.u0, self.du)
+        return tuple(_read_only(a) for a in arrays)
 
     @property
     def key(self) -> str:
@@ -344,6 +350,13 @@ class Forcing:
         for a in self.arrays_for():
             h.update(np.ascontiguousarray(a).tobytes())
         return h.hexdigest()[:16]
+
+
+def _read_only(a: np.ndarray) -> np.ndarray:
+    """A read-only view of ``a``."""
+    view = a.view()
+    view.flags.writeable = False
+    return view
 
 
 # ---------------------------------------------------------------- the integrator
@@ -781,10 +794,13 @@ def _unpack_fn():
 
 
 def _make_many(one, n: int):
-    """``many(P, Y0, ...)``: one solve per row of ``P``/``Y0``, states only."""
-    import numba
+    """``many(P, Y0, ...)``: one solve per row of ``P``/``Y0``, states only.
 
-    @numba.njit
+    A Python loop over the compiled ``one`` (about 10 us of call overhead per draw: 0.35 s for
+    4000 draws) rather than a second Numba function around it, whose compilation cost 15-20 s
+    per system and process, more than every solve a fit's predictive checks need.
+    """
+
     def many(P, Y0, times, stops, dose_t, dose_r, dose_a, u0, du, rtol, atol, max_step, max_steps):
         out = np.empty((P.shape[0], len(times), n))
         for s in range(P.shape[0]):
@@ -962,11 +978,14 @@ def _register_numba(op_type) -> None:
         integrate = spec_integrator(op.spec).one
         times, stops, dose_t, dose_r, dose_a, u0, du = op.forcing.arrays_for()
         rtol, atol, max_step, max_steps = op.settings
+        # read from arrays, not closed over as constants: Numba would type the constants as
+        # literals and compile `integrate` for them alone, a signature no call from Python has
+        step_budget, with_sens = np.array([max_steps], np.int64), np.array([True])
 
         @numba.njit
         def solve_op(p, y0):
             Y, S, _, _, _ = integrate(p, y0, times, stops, dose_t, dose_r, dose_a, u0, du, rtol,
-                                      atol, max_step, max_steps, True)  # fmt: skip
+                                      atol, max_step, step_budget[0], with_sens[0])  # fmt: skip
             return Y, S
 
         return solve_op, None
