@@ -19,10 +19,10 @@ Reshaped, values unchanged, into the tidy format of ``docs/patient-data.md``:
 Run: ``.venv/bin/python scripts/make_phenobarbital_data.py Phenobarb.csv``
 """
 
-import csv
-import hashlib
 import sys
 from pathlib import Path
+
+from tidy_csv import convert
 
 OUT = Path(__file__).resolve().parents[1] / "twinbayes" / "data" / "phenobarbital.csv"
 
@@ -48,15 +48,7 @@ def rows_of(records: list[dict]) -> list[tuple]:
 
 
 def main() -> None:
-    src = Path(sys.argv[1])
-    print("source sha256", hashlib.sha256(src.read_bytes()).hexdigest())
-    with open(src, newline="") as fh:
-        records = list(csv.DictReader(fh))
-    with open(OUT, "w", newline="") as fh:
-        w = csv.writer(fh, lineterminator="\n")
-        w.writerow(["subject", "time", "time_unit", "event", "name", "value", "unit"])
-        w.writerows(rows_of(records))
-    print("wrote", OUT)
+    convert(Path(sys.argv[1]), OUT, rows_of)
 
 
 if __name__ == "__main__":

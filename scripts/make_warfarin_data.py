@@ -18,10 +18,10 @@ source's sex column is not carried over (no bundled twin uses it).
 Run: ``.venv/bin/python scripts/make_warfarin_data.py warfarin_conc_pca.csv``
 """
 
-import csv
-import hashlib
 import sys
 from pathlib import Path
+
+from tidy_csv import convert
 
 OUT = Path(__file__).resolve().parents[1] / "twinbayes" / "data" / "warfarin.csv"
 SOURCE_SHA256 = "05f2e1ec2551c9e2db07b9160ea27dcc3574a4705049ede889b1930909a8847f"
@@ -48,17 +48,7 @@ def rows_of(records: list[dict]) -> list[tuple]:
 
 
 def main() -> None:
-    src = Path(sys.argv[1])
-    digest = hashlib.sha256(src.read_bytes()).hexdigest()
-    if digest != SOURCE_SHA256:
-        sys.exit(f"{src}: SHA-256 {digest} is not the documented source's {SOURCE_SHA256}")
-    with open(src, newline="") as fh:
-        records = list(csv.DictReader(fh))
-    with open(OUT, "w", newline="") as fh:
-        w = csv.writer(fh, lineterminator="\n")
-        w.writerow(["subject", "time", "time_unit", "event", "name", "value", "unit"])
-        w.writerows(rows_of(records))
-    print("wrote", OUT)
+    convert(Path(sys.argv[1]), OUT, rows_of, SOURCE_SHA256)
 
 
 if __name__ == "__main__":
