@@ -8,13 +8,15 @@ from nbclient import NotebookClient
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
 # minutes each on 2 cores (04: ODE twins' compilation and escalation, ~7 min; 02 and 07: six growth
-# laws with escalations; 05: 6 patients x 3 published models); the default run executes 01 and 03
+# laws with escalations; 05: 6 patients x 3 published models; 08: a FHIR study end to end, whose
+# reading is tested in tests/test_fhir.py); the default run executes 01 and 03
 SLOW = {
     "02_tumour_growth_comparison.ipynb",
     "04_nonlinear_twins.ipynb",
     "05_vancomycin_mipd.ipynb",
     "06_linear_vs_saturable.ipynb",
     "07_tumour_growth_over_time.ipynb",
+    "08_patient_data_from_fhir.ipynb",
 }
 
 
