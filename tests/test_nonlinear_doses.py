@@ -22,6 +22,9 @@ from twinbayes.dynamics.ode import (
 )
 from twinbayes.dynamics.reference import solve_reference
 from twinbayes.ladder import NO_LADDER
+from twinbayes.pipeline import check_scenarios
+from twinbayes.spec.model_spec import SpecError
+from twinbayes.study import load_study
 
 ORAL_MM = load_spec("pk_1cmt_oral_mm")
 IV_MM = load_spec("pk_1cmt_iv_mm")
@@ -295,3 +298,22 @@ def test_pre_dose_levels_are_left_out_of_a_dosed_twin_starting_from_zero():
     design = design_for(ORAL_MM, patient)
     assert design.excluded == (("concentration", 0.0, 0.74),)
     assert design.times["concentration"].min() > 0
+
+
+def test_a_study_refuses_an_infusion_scenario_on_a_lagged_ode_twin_before_any_fit(tmp_path):
+    """The engine refuses it (above); a study says so when it is checked, naming the scenario,
+    instead of failing at the scenario stage after the fits."""
+    study_file = tmp_path / "study.toml"
+    study_file.write_text(
+        '[study]\nname = "s"\nseed = 1\n[patient]\ndata = "bundled:theophylline.csv"\nsubject = "1"\n'
+        '[twins]\nspecs = ["pk_1cmt_oral_mm"]\n[[scenarios]]\nname = "2 h infusions"\n'
+        'route = "oral"\namount = 300\ninterval = 12\ndoses = 2\nduration = 2\n'
+        "[predictions]\ntimes = { start = 0, stop = 24, step = 1 }\n"
+    )
+    study = load_study(study_file)
+    check_scenarios(study, [ORAL_MM])  # no lag: an infusion into the depot is fine
+    with pytest.raises(SpecError) as err:
+        check_scenarios(study, [ORAL_MM, LAGGED])
+    message = str(err.value)
+    assert "scenarios[0]" in message and "'2 h infusions'" in message
+    assert "route 'oral' has a lag time" in message and "study.toml" in message
