@@ -96,3 +96,40 @@ def test_parameters_are_recovered_from_a_simulated_patient(spec, truth, route, d
     for name in check:
         lo, hi = np.quantile(post[name].values, [0.01, 0.99])
         assert lo < truth[name] < hi, (name, lo, truth[name], hi)
+
+
+def test_scenarios_predict_the_observable_a_study_names(tmp_path):
+    """``[predictions] observable`` picks what scenarios predict (here the Emax effect, not the
+    concentration), and a study naming an observable some twin lacks is refused before any fit."""
+    from twinbayes import Scenario, disagreement
+    from twinbayes.pipeline import _check_observable
+    from twinbayes.spec.model_spec import SpecError
+    from twinbayes.study import load_study
+
+    times = np.array([0.5, 1.0, 2.0, 4.0, 8.0, 12.0, 24.0])
+    patient = simulate_patient(PKPD, TRUTH_PKPD, times, {"iv": ([0.0], [100.0])}, seed=4)
+    twin = fit(PKPD, patient, seed=1, draws=200, tune=200, chains=2, ladder=NO_LADDER)
+    scenario = [Scenario.regimen("100 mg", 100.0, "iv", interval=24, n_doses=1)]
+    grid = np.array([0.0, 6.0, 24.0])
+    by = {
+        o: disagreement([twin], {twin.name: 1.0}, scenario, grid, observable=o)
+        for o in ("effect", "concentration")
+    }
+    effect, conc = (by[o].data["traj_q50"].values[0, 0] for o in ("effect", "concentration"))
+    assert by["effect"].data.attrs["observable"] == "effect"
+    assert 10.0 <= effect[1] <= 35.0 and effect[0] == pytest.approx(effect[2], abs=2.0)  # E0 + Emax
+    assert conc[1] < 5.0 < effect[1]
+
+    study_file = tmp_path / "study.toml"
+    study_file.write_text(
+        '[study]\nname = "s"\nseed = 1\n[patient]\ndata = "bundled:indometacin.csv"\nsubject = "1"\n'
+        '[twins]\nspecs = ["pk_1cmt_iv"]\n[predictions]\nobservable = "effect"\n'
+        "times = { start = 0, stop = 24, step = 1 }\n"
+    )
+    study = load_study(study_file)
+    assert study.observable == "effect"
+    _check_observable(study, [PKPD])
+    with pytest.raises(
+        SpecError, match=r"predictions\.observable.*'pk_1cmt_iv' has no observable 'effect'"
+    ):
+        _check_observable(study, [PKPD, load_spec("pk_1cmt_iv")])

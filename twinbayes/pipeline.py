@@ -187,6 +187,7 @@ def _prepare(study: Study, quiet: bool, patient: Patient | None) -> tuple[Patien
     specs = [load_spec(p) for p in study.specs]
     _check_distinct_names(specs)
     check_scenarios(study, specs)
+    _check_observable(study, specs)
     for spec in specs:
         design_for(spec, patient)  # observables, routes and covariates every twin needs
     _say(
@@ -208,6 +209,20 @@ def _check_distinct_names(specs) -> None:
                 f"{seen[spec.name]} and {spec.source} are both named {spec.name!r}; give each twin its own model.name",
             )
         seen[spec.name] = spec.source
+
+
+def _check_observable(study: Study, specs: list) -> None:
+    """``[predictions] observable`` must be an observable of every twin."""
+    from .spec.model_spec import SpecError
+
+    for spec in specs:
+        if study.observable is not None and study.observable not in spec.observations:
+            raise SpecError(
+                "predictions.observable",
+                f"spec {spec.name!r} has no observable {study.observable!r} (it has "
+                f"{', '.join(spec.observations)}); name one every twin models",
+                study.source or None,
+            )
 
 
 def check_scenarios(study: Study, specs: list) -> None:
@@ -347,6 +362,7 @@ def _scenarios(
         weights,
         study.scenarios,
         study.times,
+        observable=study.observable,
         qois=study.qois,
         targets=study.targets,
         seed=study.seed,

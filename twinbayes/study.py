@@ -69,6 +69,7 @@ class Study:
     scenarios: list[Scenario] = field(default_factory=list)
     requested: list[Scenario] = field(default_factory=list)
     times: np.ndarray | None = None
+    observable: str | None = None
     qois: list = field(default_factory=list)
     targets: list = field(default_factory=list)
     source: str = ""
@@ -377,9 +378,16 @@ def _parse_scenarios(raw: list) -> list[Scenario]:
     return scenarios
 
 
+def _parse_observable(pr: dict) -> str | None:
+    """``[predictions] observable``: the observable that scenarios predict and QoIs read."""
+    if "observable" not in pr:
+        return None
+    return check_name(pr["observable"], "predictions.observable", "observable name")
+
+
 def _parse_times(pr: dict) -> np.ndarray:
     """``[predictions] times``: ``{start, stop, step}`` or a list."""
-    _check_keys(pr, "predictions", {"times"}, set())
+    _check_keys(pr, "predictions", {"times"}, {"observable"})
     t = pr["times"]
     if isinstance(t, dict):
         _check_keys(t, "predictions.times", {"start", "stop", "step"}, set())
@@ -446,6 +454,7 @@ def _parse(doc: dict, path: Path, text: str) -> Study:
     comparison = _parse_comparison(doc.get("comparison", {}))
     scenarios = _parse_scenarios(doc.get("scenarios", []))
     times = _parse_times(doc["predictions"]) if "predictions" in doc else None
+    observable = _parse_observable(doc.get("predictions", {}))
     qois = _parse_qois(doc.get("qois", []), "qois")
     targets = _parse_targets(doc.get("targets", []), {q.name: q for q in qois})
     if scenarios and times is None:
@@ -462,6 +471,7 @@ def _parse(doc: dict, path: Path, text: str) -> Study:
         comparison=comparison,
         scenarios=scenarios,
         times=times,
+        observable=observable,
         qois=qois,
         targets=targets,
         source=str(path),
