@@ -98,13 +98,11 @@ def test_parameters_are_recovered_from_a_simulated_patient(spec, truth, route, d
         assert lo < truth[name] < hi, (name, lo, truth[name], hi)
 
 
-def test_scenarios_predict_the_observable_a_study_names(tmp_path):
-    """``[predictions] observable`` picks what scenarios predict (here the Emax effect, not the
-    concentration), and a study naming an observable some twin lacks is refused before any fit."""
+@pytest.mark.slow  # a fit and two scenario simulations: 40-80 s
+def test_scenarios_predict_the_observable_asked_for():
+    """``disagreement(observable=...)``, which ``[predictions] observable`` sets, predicts that
+    observable (here the Emax effect, not the concentration)."""
     from twinbayes import Scenario, disagreement
-    from twinbayes.pipeline import _check_observable
-    from twinbayes.spec.model_spec import SpecError
-    from twinbayes.study import load_study
 
     times = np.array([0.5, 1.0, 2.0, 4.0, 8.0, 12.0, 24.0])
     patient = simulate_patient(PKPD, TRUTH_PKPD, times, {"iv": ([0.0], [100.0])}, seed=4)
@@ -119,6 +117,13 @@ def test_scenarios_predict_the_observable_a_study_names(tmp_path):
     assert by["effect"].data.attrs["observable"] == "effect"
     assert 10.0 <= effect[1] <= 35.0 and effect[0] == pytest.approx(effect[2], abs=2.0)  # E0 + Emax
     assert conc[1] < 5.0 < effect[1]
+
+
+def test_a_study_names_the_observable_every_twin_must_model(tmp_path):
+    """``[predictions] observable`` is read, and refused before any fit where a twin lacks it."""
+    from twinbayes.pipeline import _check_observable
+    from twinbayes.spec.model_spec import SpecError
+    from twinbayes.study import load_study
 
     study_file = tmp_path / "study.toml"
     study_file.write_text(
