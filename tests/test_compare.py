@@ -16,6 +16,7 @@ from twinbayes.comparison import (
     pseudo_bma_plus_weights,
     stacking_weights,
 )
+from twinbayes.comparison.ranking import _row_notes
 from twinbayes.ensemble import average_predictive
 from twinbayes.fitting import Refitter, fit
 from twinbayes.ladder import NO_LADDER
@@ -91,6 +92,18 @@ def test_exact_loo_by_refits_agrees_with_psis(iv_twin):
     )  # one observation per fold: exact LOO
     assert exact.attrs["k"] == 8
     assert abs(psis.attrs["elpd"] - exact.attrs["elpd"]) < 2 * psis.attrs["se"]
+
+
+def test_without_refits_high_k_observations_are_named_in_the_notes(iv_twin):
+    values = iv_twin.design.values["concentration"].copy()
+    values[0] *= 2.5  # the outlier of the test below: high Pareto k
+    design = iv_twin.design.with_values({"concentration": values})
+    twin = fit(iv_twin.spec, iv_twin.patient, design=design, seed=3, **QUICK)
+    res = loo(twin, refit=False)
+    assert res.attrs["n_high_k"] >= 1 and (res["method"].values == "psis").all()
+    (note,) = _row_notes([twin], [res], include_unconverged=False)
+    assert f"{res.attrs['n_high_k']} observation(s) with Pareto k > " in note
+    assert "not refitted: their PSIS elpd is unreliable" in note
 
 
 def test_high_k_observation_is_refitted_exactly(iv_twin):

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import arviz_stats as az
 import numpy as np
 import xarray as xr
 
-__all__ = ["Gate", "Diagnostics", "check_convergence"]
+__all__ = ["Gate", "Diagnostics", "check_convergence", "diagnose"]
 
 
 @dataclass(frozen=True)
@@ -86,29 +85,47 @@ def check_convergence(idata, var_names: list[str], gate: Gate = Gate()) -> Diagn
         Scalar parameters to check.
     gate : Gate
     """
-    rhat = az.rhat(idata, var_names=var_names)
-    ess_bulk = az.ess(idata, var_names=var_names, method="bulk")
-    ess_tail = az.ess(idata, var_names=var_names, method="tail")
+    post = idata["posterior"].to_dataset()
+    stats = idata["sample_stats"].to_dataset()
+    depth_var = next((v for v in ("maxdepth_reached", "reached_max_treedepth") if v in stats), None)
+    return diagnose(
+        {n: np.asarray(post[n].values, float) for n in var_names},
+        np.asarray(stats["diverging"].values) if "diverging" in stats else np.zeros(1, bool),
+        np.asarray(stats[depth_var].values) if depth_var else np.zeros(1, bool),
+        gate,
+    )
 
-    def vec(tree) -> np.ndarray:
-        ds = tree.to_dataset() if hasattr(tree, "to_dataset") else tree
-        return np.array([float(ds[n].values) for n in var_names])
 
+def diagnose(
+    draws: dict[str, np.ndarray], diverging: np.ndarray, maxdepth: np.ndarray, gate: Gate = Gate()
+) -> Diagnostics:
+    """The gate on kept draws given as arrays: ``draws[name]`` of shape (chain, draw).
+
+    ``diverging`` and ``maxdepth`` flag each kept draw (any shape).  R-hat is
+    arviz-stats' rank-normalised split R-hat, ESS its bulk and tail ESS (the
+    functions the DataTree accessors call, on the arrays directly).
+    """
+    from arviz_stats.base import array_stats
+    from arviz_stats.validate import validate_ci_prob
+
+    prob = validate_ci_prob(None)  # the tail ESS' default quantiles, as ``arviz_stats.ess``
+    names = list(draws)
+    arr = np.stack([draws[n] for n in names])
     table = xr.Dataset(
         {
-            "rhat": ("parameter", vec(rhat)),
-            "ess_bulk": ("parameter", vec(ess_bulk)),
-            "ess_tail": ("parameter", vec(ess_tail)),
+            "rhat": ("parameter", np.asarray(array_stats.rhat(arr, method="rank"), float)),
+            "ess_bulk": ("parameter", np.asarray(array_stats.ess(arr, method="bulk"), float)),
+            "ess_tail": (
+                "parameter",
+                np.asarray(array_stats.ess(arr, method="tail", prob=prob), float),
+            ),
         },
-        coords={"parameter": list(var_names)},
+        coords={"parameter": names},
     )
-    stats = idata["sample_stats"].to_dataset()
-    divergent = int(stats["diverging"].values.sum()) if "diverging" in stats else 0
-    depth_var = next((v for v in ("maxdepth_reached", "reached_max_treedepth") if v in stats), None)
-    treedepth = float(stats[depth_var].values.mean()) if depth_var else 0.0
-
+    divergent = int(np.sum(diverging))
+    treedepth = float(np.mean(maxdepth))
     reasons = []
-    for name in var_names:
+    for name in names:
         row = table.sel(parameter=name)
         r, eb, et = float(row.rhat), float(row.ess_bulk), float(row.ess_tail)
         if not np.isfinite(r) or r > gate.rhat_max:

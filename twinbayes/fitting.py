@@ -22,7 +22,7 @@ import pymc as pm
 import xarray as xr
 
 from .compiled_model import compile_model
-from .diagnostics import Diagnostics, Gate, check_convergence
+from .diagnostics import Diagnostics, Gate, check_convergence, diagnose
 from .dynamics.design import Design, design_for
 from .ladder import DEFAULT_LADDER, Attempt, Ladder
 from .model import TwinModel, obs_dim, patient_data
@@ -84,11 +84,16 @@ class Refitter:
         self._compiled = None
 
     def posterior(
-        self, holdout: np.ndarray, seed: int
+        self, holdout: np.ndarray, seed: int, gate: Gate | None = None, **settings
     ) -> tuple[dict[str, np.ndarray], Diagnostics]:
-        """Posterior draws (flat arrays) of the spec's parameters without the held-out observations."""
+        """Posterior draws (flat arrays) of the spec's parameters without the held-out observations.
+
+        ``gate`` (default: the twin's own) judges the refit; ``settings`` override the
+        refitter's sampler settings for this refit (an escalation).
+        """
         holdout = np.asarray(holdout, bool)
-        s = self.settings
+        s = {**self.settings, **settings}
+        gate = self.twin.diagnostics.gate if gate is None else gate
         if (s.get("sampler") or default_sampler()) != "nutpie":
             train, _ = self.twin.design.split(holdout)
             refit = fit(
@@ -97,6 +102,7 @@ class Refitter:
                 design=train,
                 seed=seed,
                 posterior_predictive=False,
+                gate=gate,
                 **s,
             )
             return posterior_draws(refit), refit.diagnostics
@@ -109,7 +115,7 @@ class Refitter:
                 build_weighted_model(self.twin.spec, self.twin.design)
             )
         model = self._compiled.with_data(obs_weight=(~holdout).astype(float))
-        idata = nutpie.sample(
+        trace = nutpie.sample(
             model,
             draws=s["draws"],
             tune=s["tune"],
@@ -118,12 +124,26 @@ class Refitter:
             target_accept=s["target_accept"],
             progress_bar=False,
             save_warmup=False,
+            return_raw_trace=True,
         )
-        params = list(self.twin.spec.parameters)
-        post = idata["posterior"]
-        return {
-            p: np.asarray(post[p].values, float).reshape(-1) for p in params
-        }, check_convergence(idata, params, self.twin.diagnostics.gate)
+        draws, diverging, maxdepth = _kept_draws(trace, list(self.twin.spec.parameters))
+        return {p: v.reshape(-1) for p, v in draws.items()}, diagnose(
+            draws, diverging, maxdepth, gate
+        )
+
+
+def _kept_draws(trace, names: list[str]) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """Draws after warm-up, ``(chain, draw)`` per name, and the divergence and max-depth flags,
+    read from nutpie's raw (Arrow) trace: what ``nutpie.sample`` would put in a DataTree, without
+    building one (most of a short refit's time)."""
+    chains, stats = trace.get_arrow_trace()
+    kept = [~np.asarray(st.column("tuning").to_numpy(), bool) for st in stats]
+
+    def column(batches, name):
+        return np.stack([np.asarray(b.column(name).to_numpy())[k] for b, k in zip(batches, kept)])
+
+    draws = {n: column(chains, n).astype(float) for n in names}
+    return draws, column(stats, "diverging"), column(stats, "maxdepth_reached")
 
 
 @dataclass

@@ -314,6 +314,8 @@ def _compare(twins: list[Twin], study: Study, skipped: list[str], quiet: bool) -
         "comparing the twins out of sample "
         + (
             "(PSIS-LOO; exact refits where Pareto k is high) ..."
+            if c["cv"] == "loo" and c["refits"]
+            else "(PSIS-LOO, no refits: high Pareto k is flagged) ..."
             if c["cv"] == "loo"
             else f"(leave-future-out, {c['lfo_horizon']}-step forecasts from {c['lfo_min_points']} time points) ..."
         ),
@@ -324,6 +326,7 @@ def _compare(twins: list[Twin], study: Study, skipped: list[str], quiet: bool) -
             twins,
             seed=study.seed,
             include_unconverged=c["include_unconverged"],
+            refit=c["refits"],
             max_refits=c["max_refits"],
             kfold_k=c["kfold_k"],
             bma=c["bma"],

@@ -310,6 +310,7 @@ def _parse_comparison(raw: dict) -> dict[str, Any]:
     """``[comparison]``: weights, exclusions, refits."""
     comparison = {
         "include_unconverged": False,
+        "refits": True,
         "max_refits": 10,
         "kfold_k": 10,
         "bma": False,
@@ -322,7 +323,7 @@ def _parse_comparison(raw: dict) -> dict[str, Any]:
     }
     _check_keys(raw, "comparison", set(), set(comparison))
     comparison.update(raw)
-    for key in ("include_unconverged", "bma"):
+    for key in ("include_unconverged", "bma", "refits"):
         if not isinstance(comparison[key], bool):
             raise SpecError(
                 f"comparison.{key}", f"must be true or false (no quotes), got {comparison[key]!r}"

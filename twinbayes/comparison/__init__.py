@@ -13,7 +13,7 @@ One module per concern:
 * :mod:`~twinbayes.comparison.wrapper` -- refits offered to ``arviz_stats.reloo`` and ``lfo_cv`` (``SamplingWrapper`` subclasses).
 """
 
-from .cv import kfold
+from .cv import HeldOutGate, kfold
 from .lfo import lfo, weighted_crps
 from .loo import k_threshold, loo
 from .marginal import MarginalEstimate, log_marginal_likelihood, prior_importance_log_ml
@@ -26,6 +26,7 @@ __all__ = [
     "Comparison",
     "loo",
     "kfold",
+    "HeldOutGate",
     "lfo",
     "weighted_crps",
     "over_time",

@@ -320,7 +320,7 @@ def _weights(
 def _row_notes(
     twins: list[Twin], results: list[xr.Dataset], include_unconverged: bool
 ) -> list[str]:
-    """Per twin: why it failed its gate, and refits that failed theirs."""
+    """Per twin: why it failed its gate, high Pareto k left unrefitted, and refits that failed their gate."""
     notes = [
         ""
         if t.converged
@@ -330,6 +330,11 @@ def _row_notes(
         for t in twins
     ]
     for i, r in enumerate(results):
+        if r.attrs["cv_method"] == "psis-loo" and r.attrs["n_high_k"]:
+            notes[i] += ("; " if notes[i] else "") + (
+                f"{r.attrs['n_high_k']} observation(s) with Pareto k > {r.attrs['threshold']:.2f} "
+                "not refitted: their PSIS elpd is unreliable"
+            )
         if r.attrs["refits_unconverged"]:
             notes[i] += (
                 "; " if notes[i] else ""
