@@ -66,7 +66,7 @@ def oral_twin():
 
 
 def test_short_refits_give_the_long_refits_elpd_within_their_monte_carlo_error(oral_twin):
-    short = kfold(oral_twin, k=10, seed=1)  # KFOLD_REFIT: 300 warm-up + 400 draws per chain
+    short = kfold(oral_twin, k=10, seed=1)  # REFIT_SETTINGS: 300 warm-up + 400 draws per chain
     long = kfold(oral_twin, k=10, seed=1, tune=1000, draws=2000)  # the fit's own settings
     assert np.array_equal(short["fold"].values, long["fold"].values)
     assert short.attrs["refits_converged"] == 10 and short.attrs["failed_folds"] == ""

@@ -22,7 +22,8 @@ from ..model import TwinModel
 __all__ = [
     "kfold",
     "heldout_elpd",
-    "gated_heldout_elpd",
+    "REFIT_SETTINGS",
+    "REFIT_LADDER",
     "HeldOutGate",
     "HeldOut",
     "standard_error",
@@ -81,33 +82,27 @@ class HeldOut(NamedTuple):
     reasons: tuple[str, ...]
 
 
-KFOLD_REFIT = {"tune": 300, "draws": 400}
-"""Warm-up and draws per chain of a K-fold refit: what the held-out elpd needs (:class:`HeldOutGate`);
-a fold that falls short is escalated (:data:`KFOLD_LADDER`)."""
+REFIT_SETTINGS = {"tune": 300, "draws": 400}
+"""Warm-up and draws per chain of a refit for a held-out elpd (K-fold folds, exact LOO refits):
+what the held-out elpd needs (:class:`HeldOutGate`); a refit that falls short is escalated
+(:data:`REFIT_LADDER`)."""
 
-KFOLD_LADDER = Ladder(rungs=(Rung(0.99, 2.0, 2.0), Rung(0.995, 4.0, 4.0)))
-"""Escalation of a fold that fails its :class:`HeldOutGate`: more warm-up and draws, smaller steps."""
-
-
-def heldout_elpd(refitter: Refitter, holdout: np.ndarray, seed: int) -> tuple[np.ndarray, bool]:
-    """Refit without the observations flagged in ``holdout`` (bool over obs); their exact elpd.
-
-    Returns the elpd of each held-out observation (in observation order) and
-    whether the refit passed the twin's own convergence gate.
-    """
-    params, diagnostics = refitter.posterior(holdout, seed)
-    ll = _heldout_loglik(refitter, params, holdout)
-    return logsumexp(ll, axis=0) - np.log(ll.shape[0]), diagnostics.passed
+REFIT_LADDER = Ladder(rungs=(Rung(0.99, 2.0, 2.0), Rung(0.995, 4.0, 4.0)))
+"""Escalation of a refit that fails its :class:`HeldOutGate`: more warm-up and draws, smaller steps."""
 
 
-def gated_heldout_elpd(
+def heldout_elpd(
     refitter: Refitter,
     holdout: np.ndarray,
     seed: int,
     gate: HeldOutGate = HeldOutGate(),
-    ladder: Ladder = KFOLD_LADDER,
+    ladder: Ladder = REFIT_LADDER,
 ) -> HeldOut:
-    """:func:`heldout_elpd` judged by a :class:`HeldOutGate`, escalated along ``ladder`` while it fails."""
+    """Refit without the observations flagged in ``holdout`` (bool over obs); their exact elpd.
+
+    The refit is judged by ``gate`` and refitted along ``ladder`` while it falls short; the last
+    attempt is returned, with the gate's verdict and reasons.
+    """
     base = {**refitter.settings, "seed": seed}
     chains = int(base["chains"])
     for step in range(len(ladder.rungs) + 1):
@@ -157,7 +152,7 @@ def kfold(
     groups: Sequence | None = None,
     seed: int = 0,
     gate: HeldOutGate = HeldOutGate(),
-    ladder: Ladder = KFOLD_LADDER,
+    ladder: Ladder = REFIT_LADDER,
     **refit_kwargs,
 ) -> xr.Dataset:
     """K-fold cross-validation of a twin (exact refits, one per fold).
@@ -181,7 +176,7 @@ def kfold(
     ladder : Ladder
         Escalation of a failing fold (``NO_LADDER``: none).
     **refit_kwargs
-        Sampler settings of the refits: the twin's, with :data:`KFOLD_REFIT`'s
+        Sampler settings of the refits: the twin's, with :data:`REFIT_SETTINGS`'s
         warm-up and draws unless given.
 
     Returns
@@ -200,10 +195,10 @@ def kfold(
     k = int(fold.max()) + 1
     elpd_i = np.empty(len(fold))
     results = []
-    refitter = Refitter(twin, **{**KFOLD_REFIT, **refit_kwargs})
+    refitter = Refitter(twin, **{**REFIT_SETTINGS, **refit_kwargs})
     for f in range(k):
         hold = fold == f
-        results.append(gated_heldout_elpd(refitter, hold, seed + 1 + f, gate, ladder))
+        results.append(heldout_elpd(refitter, hold, seed + 1 + f, gate, ladder))
         elpd_i[hold] = results[-1].elpd_i
     ds = xr.Dataset({"elpd_i": ("obs", elpd_i), "fold": ("obs", fold)})
     ds.attrs.update(

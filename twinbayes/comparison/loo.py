@@ -23,7 +23,7 @@ import xarray as xr
 from scipy.special import logsumexp
 
 from ..fitting import Refitter, Twin
-from .cv import heldout_elpd, kfold, standard_error
+from .cv import REFIT_LADDER, REFIT_SETTINGS, HeldOutGate, heldout_elpd, kfold, standard_error
 
 __all__ = ["loo", "k_threshold", "pointwise_loglik"]
 
@@ -60,6 +60,7 @@ def loo(
     kfold_k: int = 10,
     seed: int = 0,
     refit: bool = True,
+    gate: HeldOutGate = HeldOutGate(),
     **refit_kwargs,
 ) -> xr.Dataset:
     """PSIS-LOO for one twin with automatic escalation for high Pareto k.
@@ -77,8 +78,13 @@ def loo(
     seed : int
     refit : bool
         Set False to only report high k (no refits).
+    gate : HeldOutGate
+        What each refit must show (:func:`~twinbayes.comparison.cv.heldout_elpd`).
     **refit_kwargs
-        Sampler settings for the refits (default: the twin's own).
+        Sampler settings for the refits (default: the twin's, with
+        :data:`~twinbayes.comparison.cv.REFIT_SETTINGS`' warm-up and draws), and
+        ``ladder``, the escalation of a refit that fails ``gate`` (default
+        :data:`~twinbayes.comparison.cv.REFIT_LADDER`).
 
     Returns
     -------
@@ -111,7 +117,7 @@ def loo(
     cv_method, refits, unconverged = "psis-loo", 0, 0
     if refit and high.any():
         elpd_i, cv_method, refits, unconverged = _escalate(
-            twin, elpd_i, method, high, max_refits, kfold_k, seed, refit_kwargs
+            twin, elpd_i, method, high, max_refits, kfold_k, seed, gate, refit_kwargs
         )
         log.info(
             "%s: %d observation(s) with Pareto k > %.2f -> %s",
@@ -146,23 +152,25 @@ def loo(
     return ds
 
 
-def _escalate(twin, elpd_i, method, high, max_refits, kfold_k, seed, refit_kwargs):
+def _escalate(twin, elpd_i, method, high, max_refits, kfold_k, seed, gate, refit_kwargs):
     """Replace the PSIS elpd of high-k observations by exact refits, or the whole twin's by K-fold.
 
     Updates ``method`` in place; returns ``(elpd_i, cv_method, refits, refits_unconverged)``.
     """
     if high.sum() > max_refits:
-        kf = kfold(twin, k=kfold_k, seed=seed, **refit_kwargs)
+        kf = kfold(twin, k=kfold_k, seed=seed, gate=gate, **refit_kwargs)
         method[:] = "kfold"
         k = kf.attrs["k"]
         return kf["elpd_i"].values, f"{k}-fold cv", k, k - kf.attrs["refits_converged"]
-    refitter = Refitter(twin, **refit_kwargs)
+    settings = {**REFIT_SETTINGS, **refit_kwargs}
+    ladder = settings.pop("ladder", REFIT_LADDER)
+    refitter = Refitter(twin, **settings)
     unconverged = 0
     for j in np.flatnonzero(high):
         hold = np.zeros(len(elpd_i), bool)
         hold[j] = True
-        value, converged = heldout_elpd(refitter, hold, seed + 1 + j)
-        elpd_i[j] = value[0]
+        held = heldout_elpd(refitter, hold, seed + 1 + j, gate, ladder)
+        elpd_i[j] = held.elpd_i[0]
         method[j] = "refit"
-        unconverged += not converged
+        unconverged += not held.passed
     return elpd_i, "psis-loo + exact refits", int(high.sum()), unconverged

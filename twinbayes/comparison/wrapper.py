@@ -22,6 +22,7 @@ from arviz_stats.loo.wrapper import SamplingWrapper
 
 from ..fitting import Refitter, Twin
 from ..model import TwinModel
+from .cv import REFIT_SETTINGS
 from .lfo import point_sums, time_points
 from .loo import pointwise_loglik
 
@@ -37,7 +38,9 @@ class TwinSamplingWrapper(SamplingWrapper):
     seed : int
         The refit leaving out observation ``j`` uses seed ``seed + 1 + j``, as :func:`~twinbayes.comparison.loo`.
     **refit_kwargs
-        Sampler settings for the refits (default: the twin's own).
+        Sampler settings for the refits (default: those of :func:`~twinbayes.comparison.loo`'s
+        refits, :data:`~twinbayes.comparison.cv.REFIT_SETTINGS`).  ``reloo`` has no place for
+        a refit's gate: the wrapper's refits are not escalated, ``loo``'s are where they fall short.
 
     Examples
     --------
@@ -53,7 +56,9 @@ class TwinSamplingWrapper(SamplingWrapper):
                 "log_likelihood": xr.Dataset({"y": pointwise_loglik(twin)}),
             }
         )
-        super().__init__(Refitter(twin, **refit_kwargs), idata_orig=tree)
+        settings = {**REFIT_SETTINGS, **refit_kwargs}
+        settings.pop("ladder", None)
+        super().__init__(Refitter(twin, **settings), idata_orig=tree)
         self.twin = twin
         self.seed = seed
 
