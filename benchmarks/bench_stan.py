@@ -292,7 +292,7 @@ def run_stan(code, data, names, seed, chains, tune, draws, delta, init):
     return dt, min_bulk_ess(post, names)
 
 
-def run_twinbayes(spec, patient, seed, chains, tune, draws, target_accept):
+def run_twinbayes(spec, patient, seed, chains, tune, draws, target_accept, adaptation="diag"):
     twin = fit(
         spec,
         patient,
@@ -301,6 +301,7 @@ def run_twinbayes(spec, patient, seed, chains, tune, draws, target_accept):
         tune=tune,
         draws=draws,
         target_accept=target_accept,
+        adaptation=adaptation,
         posterior_predictive=False,
         ladder=NO_LADDER,  # one run of NUTS, as on the Stan side (the gate's escalation is not sampler speed)
     )
@@ -322,6 +323,12 @@ def main(argv=None):
     ap.add_argument(
         "--target-accept", type=float, default=0.95, help="for both samplers (Stan: delta)"
     )
+    ap.add_argument(
+        "--adaptation",
+        default="diag",
+        choices=["diag", "low_rank"],
+        help="twinbayes' mass-matrix adaptation (Stan through pystan 3: diag_e only)",
+    )
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args(argv)
     import stan
@@ -340,7 +347,14 @@ def main(argv=None):
         for r in range(args.rounds):
             seed = 1000 + r
             tb_time, tb_ess, tb_compile = run_twinbayes(
-                spec, patient, seed, args.chains, args.tune, args.draws, args.target_accept
+                spec,
+                patient,
+                seed,
+                args.chains,
+                args.tune,
+                args.draws,
+                args.target_accept,
+                args.adaptation,
             )
             # Stan starts at the prior medians (its default random inits on (-2, 2) reach parameter values where the
             # ODE needs more than max_steps steps, which Stan treats as a fatal error during initialisation)
@@ -375,6 +389,7 @@ def main(argv=None):
             "stan_min_bulk_ess": [e for _, e in rows["stan"]],
             "twinbayes_compile_s": tb_compile,
             "stan_first_build_s": stan_compile,  # near 0 when httpstan's cache already holds the model
+            "twinbayes_adaptation": args.adaptation,
         }
     print(
         f"\n{'model':<22} {'twinbayes ESS/s':>16} {'Stan ESS/s':>11} {'ratio':>6}   (median of {args.rounds} rounds)"

@@ -24,7 +24,7 @@ import xarray as xr
 from .compiled_model import compile_model
 from .diagnostics import Diagnostics, Gate, check_convergence, diagnose
 from .dynamics.design import Design, design_for
-from .ladder import DEFAULT_LADDER, Attempt, Ladder
+from .ladder import ADAPTATIONS, DEFAULT_LADDER, Attempt, Ladder
 from .model import TwinModel, obs_dim, patient_data
 from .patient import Patient
 from .sensitivity import power_scaling_sensitivity
@@ -78,7 +78,7 @@ class Refitter:
         self.settings = {
             k: v
             for k, v in twin.settings.items()
-            if k in ("draws", "tune", "chains", "sampler", "target_accept")
+            if k in ("draws", "tune", "chains", "sampler", "target_accept", "adaptation")
         }
         self.settings.update(settings)
         self._compiled = None
@@ -122,6 +122,7 @@ class Refitter:
             chains=s["chains"],
             seed=seed,
             target_accept=s["target_accept"],
+            adaptation=s.get("adaptation", "diag"),
             progress_bar=False,
             save_warmup=False,
             return_raw_trace=True,
@@ -237,6 +238,7 @@ def fit(
     design: Design | None = None,
     ladder: Ladder = DEFAULT_LADDER,
     cores: int | None = None,
+    adaptation: str = "diag",
 ) -> Twin:
     """Fit a twin by NUTS, check convergence, and escalate before giving up.
 
@@ -271,6 +273,12 @@ def fit(
         Threads nutpie runs the chains on (default: every core).  The draws do not depend on it
         (each chain has its own seeded stream; tested); cohort workers use 1 so that the
         workers, not the chains, share the machine.
+    adaptation : {"diag", "low_rank"}
+        nutpie's mass-matrix adaptation: diagonal (as Stan's default ``diag_e``), or diagonal
+        plus a low-rank correction from the draws' and gradients' covariance (Seyboldt,
+        nutpie documentation, "low-rank mass matrix adaptation"), which follows a posterior
+        whose parameters are strongly correlated (e.g. ``Vmax`` and ``Km`` of a saturable
+        elimination; docs/benchmarks.md).  Refits of the twin use the same.
 
     Returns
     -------
@@ -283,6 +291,10 @@ def fit(
     sampler = sampler or default_sampler()
     if sampler not in ("nutpie", "pymc"):
         raise ValueError(f"unknown sampler {sampler!r}; use 'nutpie' or 'pymc'")
+    if adaptation not in ADAPTATIONS or (sampler == "pymc" and adaptation != "diag"):
+        raise ValueError(
+            f"adaptation {adaptation!r}: choose one of {ADAPTATIONS} (PyMC's sampler: 'diag' only)"
+        )
     t0 = time.perf_counter()
     # nutpie: the observation-weighted density (weights 1), which refits reuse with other weights
     model = TwinModel.of(spec).pymc_model(design, weighted=sampler == "nutpie")
@@ -304,6 +316,7 @@ def fit(
         chains=chains,
         seed=seed,
         target_accept=target_accept,
+        adaptation=adaptation,
     )
     idata, settings, diagnostics, attempts, t_sample = _sample_with_ladder(
         nuts, spec, base, gate, ladder, progress
@@ -494,6 +507,7 @@ class _Nuts:
                 chains=s["chains"],
                 seed=s["seed"],
                 target_accept=s["target_accept"],
+                adaptation=s.get("adaptation", "diag"),
                 progress_bar=progress,
                 save_warmup=False,
                 **({"cores": self.cores} if self.cores else {}),

@@ -27,7 +27,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-__all__ = ["Rung", "Ladder", "Attempt", "DEFAULT_LADDER", "NO_LADDER"]
+__all__ = ["Rung", "Ladder", "Attempt", "DEFAULT_LADDER", "NO_LADDER", "ADAPTATIONS"]
+
+ADAPTATIONS = ("diag", "low_rank")
+"""nutpie's mass-matrix adaptations a fit may ask for (``fit(adaptation=...)``, ``[sampler] adaptation``);
+every rung of the ladder keeps the fit's."""
 
 
 class Rung(NamedTuple):

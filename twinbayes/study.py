@@ -21,7 +21,7 @@ import numpy as np
 from . import qoi as Q
 from .diagnostics import Gate
 from .fhir import FhirMapping
-from .ladder import DEFAULT_LADDER, Ladder, Rung
+from .ladder import ADAPTATIONS, DEFAULT_LADDER, Ladder, Rung
 from .library import data_path, spec_path
 from .names import check_name
 from .patient import Patient
@@ -256,7 +256,14 @@ def _resolve(ref: str, base: Path, where: str, bundled) -> Path:
 
 def _parse_sampler(raw: dict) -> dict[str, Any]:
     """``[sampler]``: draws, warm-up, chains, target acceptance, sampler."""
-    sampler = {"draws": 2000, "tune": 1000, "chains": 4, "target_accept": 0.95, "sampler": None}
+    sampler = {
+        "draws": 2000,
+        "tune": 1000,
+        "chains": 4,
+        "target_accept": 0.95,
+        "sampler": None,
+        "adaptation": "diag",
+    }
     _check_keys(raw, "sampler", set(), set(sampler))
     sampler.update(raw)
     for k, most in (("draws", 100_000), ("tune", 100_000), ("chains", 64)):
@@ -268,6 +275,14 @@ def _parse_sampler(raw: dict) -> dict[str, Any]:
         raise SpecError("sampler.target_accept", f"must be a number between 0 and 1, got {ta!r}")
     if sampler["sampler"] not in (None, "nutpie", "pymc"):
         raise SpecError("sampler.sampler", f"choose nutpie or pymc, got {sampler['sampler']!r}")
+    if sampler["adaptation"] not in ADAPTATIONS or (
+        sampler["sampler"] == "pymc" and sampler["adaptation"] != "diag"
+    ):
+        raise SpecError(
+            "sampler.adaptation",
+            f'choose {" or ".join(ADAPTATIONS)} (with sampler = "pymc": diag), '
+            f"got {sampler['adaptation']!r}",
+        )
     return sampler
 
 
