@@ -7,7 +7,9 @@ import pytest
 from scipy.stats import norm
 
 from twinbayes import fitting, load_spec
+from twinbayes.comparison import loo
 from twinbayes.comparison.cv import HeldOutGate, _judge, kfold
+from twinbayes.comparison.ranking import _row_notes
 from twinbayes.fitting import fit
 from twinbayes.ladder import NO_LADDER, Ladder, Rung
 from twinbayes.simulate import simulate_patient
@@ -95,3 +97,19 @@ def test_a_failing_fold_is_escalated_then_reported(oral_twin, monkeypatch):
     calls.clear()
     kfold(oral_twin, k=3, seed=0, gate=impossible, ladder=NO_LADDER, chains=2)
     assert len(calls) == 3
+
+
+def test_exact_loo_refits_that_fail_their_gate_are_named_in_the_notes(oral_twin):
+    res = loo(
+        oral_twin,
+        threshold=-1.0,  # every observation refitted exactly
+        max_refits=100,
+        gate=HeldOutGate(mcse_max=1e-6),
+        seed=3,
+        ladder=NO_LADDER,
+        chains=2,
+    )
+    n = oral_twin.design.n_obs
+    assert (res["method"].values == "refit").all() and res.attrs["refits_unconverged"] == n
+    (note,) = _row_notes([oral_twin], [res], include_unconverged=False)
+    assert f"{n} of {n} refits failed their gate (obs 0: MCSE of the held-out elpd is" in note

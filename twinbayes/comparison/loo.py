@@ -92,7 +92,8 @@ def loo(
         Per observation (``obs``): ``elpd_i``, ``pareto_k``, ``lppd_i``,
         ``method`` (psis/refit/kfold), ``time``, ``observable``; attributes
         ``elpd``, ``se``, ``p_loo``, ``threshold``, ``n_high_k``, ``cv_method``,
-        ``refits``, ``refits_unconverged`` (refits that failed their own gate)
+        ``refits``, ``refits_unconverged`` (refits that failed their gate) and
+        ``failed_refits`` (which, and why)
         and ``elpd_waic``/``p_waic`` (secondary).
     """
     import arviz_stats as azs
@@ -114,9 +115,9 @@ def loo(
     pareto_k = np.asarray(res.pareto_k.values, float)
     method = np.array(["psis"] * len(elpd_i), dtype=object)
     high = pareto_k > thr
-    cv_method, refits, unconverged = "psis-loo", 0, 0
+    cv_method, refits, failures = "psis-loo", 0, []
     if refit and high.any():
-        elpd_i, cv_method, refits, unconverged = _escalate(
+        elpd_i, cv_method, refits, failures = _escalate(
             twin, elpd_i, method, high, max_refits, kfold_k, seed, gate, refit_kwargs
         )
         log.info(
@@ -145,7 +146,8 @@ def loo(
         n_high_k=int(high.sum()),
         cv_method=cv_method,
         refits=refits,
-        refits_unconverged=unconverged,
+        refits_unconverged=len(failures),
+        failed_refits=" | ".join(failures),
         elpd_waic=float((lppd_i - p_waic_i).sum()),
         p_waic=float(p_waic_i.sum()),
     )
@@ -155,22 +157,25 @@ def loo(
 def _escalate(twin, elpd_i, method, high, max_refits, kfold_k, seed, gate, refit_kwargs):
     """Replace the PSIS elpd of high-k observations by exact refits, or the whole twin's by K-fold.
 
-    Updates ``method`` in place; returns ``(elpd_i, cv_method, refits, refits_unconverged)``.
+    Updates ``method`` in place; returns ``(elpd_i, cv_method, refits, failures)``, one line per
+    refit that failed its gate after escalation (``"obs j: reasons"`` or ``"fold f: reasons"``).
     """
     if high.sum() > max_refits:
         kf = kfold(twin, k=kfold_k, seed=seed, gate=gate, **refit_kwargs)
         method[:] = "kfold"
         k = kf.attrs["k"]
-        return kf["elpd_i"].values, f"{k}-fold cv", k, k - kf.attrs["refits_converged"]
+        failures = [f for f in kf.attrs["failed_folds"].split(" | ") if f]
+        return kf["elpd_i"].values, f"{k}-fold cv", k, failures
     settings = {**REFIT_SETTINGS, **refit_kwargs}
     ladder = settings.pop("ladder", REFIT_LADDER)
     refitter = Refitter(twin, **settings)
-    unconverged = 0
+    failures = []
     for j in np.flatnonzero(high):
         hold = np.zeros(len(elpd_i), bool)
         hold[j] = True
         held = heldout_elpd(refitter, hold, seed + 1 + j, gate, ladder)
         elpd_i[j] = held.elpd_i[0]
         method[j] = "refit"
-        unconverged += not held.passed
-    return elpd_i, "psis-loo + exact refits", int(high.sum()), unconverged
+        if not held.passed:
+            failures.append(f"obs {j}: " + "; ".join(held.reasons))
+    return elpd_i, "psis-loo + exact refits", int(high.sum()), failures

@@ -337,8 +337,10 @@ def _row_notes(
             )
         if r.attrs["refits_unconverged"]:
             notes[i] += (
-                "; " if notes[i] else ""
-            ) + f"{r.attrs['refits_unconverged']} of {r.attrs['refits']} refits failed their gate"
+                ("; " if notes[i] else "")
+                + f"{r.attrs['refits_unconverged']} of {r.attrs['refits']} refits failed their gate"
+                + (f" ({r.attrs['failed_refits']})" if r.attrs.get("failed_refits") else "")
+            )
     return notes
 
 
