@@ -3,8 +3,8 @@
 Each twin is fitted to Theophylline subject 1 (compiled once), then sampled with
 ``adaptation="diag"`` and ``"low_rank"`` alternately, ``--rounds`` times with fresh seeds, in one
 process: 4 chains x 1000 warm-up + 1000 draws, target acceptance 0.95 (twinbayes' default).
-Reported per run: sampling seconds, minimum bulk ESS over the spec's parameters (arviz-stats,
-rank-normalised), ESS/s and divergences.  ``fit(adaptation=...)`` and ``[sampler] adaptation``
+Reported per run: sampling seconds, minimum bulk ESS over the spec's parameters (arviz-stats'
+rank-normalised bulk ESS, through ``diagnostics.diagnose``), ESS/s and divergences.  ``fit(adaptation=...)`` and ``[sampler] adaptation``
 choose between them; the default stays ``diag`` (see docs/benchmarks.md for why).
 
     .venv/bin/python benchmarks/bench_adaptation.py [--rounds 3] [--specs ...] [--json FILE]
@@ -17,11 +17,11 @@ import json
 import statistics
 import time
 
-import arviz_stats as azs
 import numpy as np
 import nutpie
 
 from twinbayes import Patient, load_spec
+from twinbayes.diagnostics import diagnose
 from twinbayes.fitting import fit
 from twinbayes.ladder import ADAPTATIONS, NO_LADDER
 from twinbayes.library import data_path
@@ -43,8 +43,11 @@ def one_run(compiled, names: list[str], adaptation: str, seed: int) -> dict:
         progress_bar=False,
     )
     seconds = time.perf_counter() - t0
-    ess = azs.ess(idata, var_names=names, method="bulk")["posterior"]
-    min_ess = min(float(ess[n].values) for n in names)
+    post, stats = idata["posterior"], idata["sample_stats"]
+    table = diagnose(
+        {n: post[n].values for n in names}, stats["diverging"].values, stats["diverging"].values
+    ).table
+    min_ess = float(table.ess_bulk.min())
     return dict(
         seconds=seconds,
         min_bulk_ess=min_ess,

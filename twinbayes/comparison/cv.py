@@ -55,11 +55,15 @@ class HeldOutGate:
     Parameters
     ----------
     rhat_max : float
-        Largest R-hat of any parameter.
+        Largest R-hat of any parameter: 1.05 catches chains in different places
+        (a mode switch, a stuck chain); the held-out elpd's own precision is asked
+        by ``mcse_max``, and the multi-chain ESS behind it falls when chains disagree.
+        (1.01, the fit gate's, is within R-hat's own noise for a refit of 4 x 400 draws.)
     mcse_max : float
         Largest MCSE of the refit's held-out elpd (log scale).  With the default
-        0.05, 10 folds add at most ~0.16 of Monte Carlo error to a K-fold elpd,
-        negligible beside its SE (a few units) or that of a difference.
+        0.1, 10 folds add at most ~0.3 of Monte Carlo error to a K-fold elpd (in
+        quadrature: the folds are independent refits), small beside its SE (a few
+        units) and that of a difference between twins (about 1 or more).
     ess_min : float
         Smallest ESS of each held-out point's mean likelihood.
     """
