@@ -257,7 +257,6 @@ def test_one_twin_whose_ode_blows_up_does_not_take_the_study_down(tmp_path):
     [
         ('[comparison]\ninclude_unconverged = "false"\n', "comparison.include_unconverged"),
         ("[comparison]\nkfold_k = 1\n", "comparison.kfold_k"),
-        ('[sampler]\nadaptation = "dense"\n', "sampler.adaptation"),
         ('[comparison]\nrefits = "no"\n', "comparison.refits"),
         ('[comparison]\nbma_method = "bridge"\n', "comparison.bma_method"),
         ('[gate]\nladder = "yes"\n', "gate.ladder"),
