@@ -262,3 +262,22 @@ def test_specs_check_of_a_forced_spec_needs_data_that_drive_it(capsys):
     assert "glucose_minimal.toml: valid; ODE engine vs solve_ivp: max relative error" in out
     assert main(["patient", "check", str(data_path("mimicdb041_abp_assumed_inflow.csv"))]) == 0
     assert "input inflow:" in capsys.readouterr().out
+
+
+def test_a_study_can_ask_for_psis_loo_without_refits(tmp_path, study_file, monkeypatch):
+    import importlib
+
+    loo_module = importlib.import_module("twinbayes.comparison.loo")  # the module, not the function
+
+    def no_refits(*args, **kwargs):
+        raise AssertionError("refits = false, yet a twin was refitted")
+
+    monkeypatch.setattr(loo_module, "_escalate", no_refits)
+    out = tmp_path / "res"
+    study = study_file(extra="\n[comparison]\nrefits = false\n")
+    rc = main(["run", str(study), "--out", str(out), "--no-figures", *SHORT])
+    assert rc in (0, 3, 4) and rc == _exit_code_reported(out)
+    table = xr.open_datatree(out / "comparison.nc", engine="h5netcdf")["table"]
+    assert set(table.cv_method.values) == {"psis-loo"}
+    for n_high, note in zip(table.n_high_k.values, table.note.values):
+        assert ("not refitted: their PSIS elpd is unreliable" in str(note)) == (n_high > 0)
