@@ -45,7 +45,9 @@ def one_run(compiled, names: list[str], adaptation: str, seed: int) -> dict:
     seconds = time.perf_counter() - t0
     post, stats = idata["posterior"], idata["sample_stats"]
     table = diagnose(
-        {n: post[n].values for n in names}, stats["diverging"].values, stats["diverging"].values
+        {n: post[n].values for n in names},
+        stats["diverging"].values,
+        stats["maxdepth_reached"].values,
     ).table
     min_ess = float(table.ess_bulk.min())
     return dict(

@@ -24,7 +24,7 @@ import xarray as xr
 from .compiled_model import compile_model
 from .diagnostics import Diagnostics, Gate, check_convergence, diagnose
 from .dynamics.design import Design, design_for
-from .ladder import ADAPTATIONS, DEFAULT_LADDER, Attempt, Ladder
+from .ladder import DEFAULT_LADDER, Attempt, Ladder, adaptation_problem
 from .model import TwinModel, obs_dim, patient_data
 from .patient import Patient
 from .sensitivity import power_scaling_sensitivity
@@ -291,10 +291,8 @@ def fit(
     sampler = sampler or default_sampler()
     if sampler not in ("nutpie", "pymc"):
         raise ValueError(f"unknown sampler {sampler!r}; use 'nutpie' or 'pymc'")
-    if adaptation not in ADAPTATIONS or (sampler == "pymc" and adaptation != "diag"):
-        raise ValueError(
-            f"adaptation {adaptation!r}: choose one of {ADAPTATIONS} (PyMC's sampler: 'diag' only)"
-        )
+    if problem := adaptation_problem(adaptation, sampler):
+        raise ValueError(f"adaptation {adaptation!r}: {problem}")
     t0 = time.perf_counter()
     # nutpie: the observation-weighted density (weights 1), which refits reuse with other weights
     model = TwinModel.of(spec).pymc_model(design, weighted=sampler == "nutpie")

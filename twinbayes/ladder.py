@@ -27,11 +27,28 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-__all__ = ["Rung", "Ladder", "Attempt", "DEFAULT_LADDER", "NO_LADDER", "ADAPTATIONS"]
+__all__ = [
+    "Rung",
+    "Ladder",
+    "Attempt",
+    "DEFAULT_LADDER",
+    "NO_LADDER",
+    "ADAPTATIONS",
+    "adaptation_problem",
+]
 
 ADAPTATIONS = ("diag", "low_rank")
 """nutpie's mass-matrix adaptations a fit may ask for (``fit(adaptation=...)``, ``[sampler] adaptation``);
 every rung of the ladder keeps the fit's."""
+
+
+def adaptation_problem(adaptation: Any, sampler: str | None) -> str | None:
+    """Why ``adaptation`` cannot be used with ``sampler`` (``None`` means nutpie), or ``None`` if it can."""
+    if adaptation not in ADAPTATIONS:
+        return f"choose {' or '.join(ADAPTATIONS)}, got {adaptation!r}"
+    if sampler == "pymc" and adaptation != "diag":
+        return "PyMC's sampler: 'diag' only"
+    return None
 
 
 class Rung(NamedTuple):

@@ -21,7 +21,7 @@ import numpy as np
 from . import qoi as Q
 from .diagnostics import Gate
 from .fhir import FhirMapping
-from .ladder import ADAPTATIONS, DEFAULT_LADDER, Ladder, Rung
+from .ladder import DEFAULT_LADDER, Ladder, Rung, adaptation_problem
 from .library import data_path, spec_path
 from .names import check_name
 from .patient import Patient
@@ -275,14 +275,8 @@ def _parse_sampler(raw: dict) -> dict[str, Any]:
         raise SpecError("sampler.target_accept", f"must be a number between 0 and 1, got {ta!r}")
     if sampler["sampler"] not in (None, "nutpie", "pymc"):
         raise SpecError("sampler.sampler", f"choose nutpie or pymc, got {sampler['sampler']!r}")
-    if sampler["adaptation"] not in ADAPTATIONS or (
-        sampler["sampler"] == "pymc" and sampler["adaptation"] != "diag"
-    ):
-        raise SpecError(
-            "sampler.adaptation",
-            f'choose {" or ".join(ADAPTATIONS)} (with sampler = "pymc": diag), '
-            f"got {sampler['adaptation']!r}",
-        )
+    if problem := adaptation_problem(sampler["adaptation"], sampler["sampler"]):
+        raise SpecError("sampler.adaptation", problem)
     return sampler
 
 

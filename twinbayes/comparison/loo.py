@@ -115,9 +115,9 @@ def loo(
     pareto_k = np.asarray(res.pareto_k.values, float)
     method = np.array(["psis"] * len(elpd_i), dtype=object)
     high = pareto_k > thr
-    cv_method, refits, failures = "psis-loo", 0, []
+    cv_method, refits, failed, why = "psis-loo", 0, 0, ""
     if refit and high.any():
-        elpd_i, cv_method, refits, failures = _escalate(
+        elpd_i, cv_method, refits, failed, why = _escalate(
             twin, elpd_i, method, high, max_refits, kfold_k, seed, gate, refit_kwargs
         )
         log.info(
@@ -146,8 +146,8 @@ def loo(
         n_high_k=int(high.sum()),
         cv_method=cv_method,
         refits=refits,
-        refits_unconverged=len(failures),
-        failed_refits=" | ".join(failures),
+        refits_unconverged=failed,
+        failed_refits=why,
         elpd_waic=float((lppd_i - p_waic_i).sum()),
         p_waic=float(p_waic_i.sum()),
     )
@@ -157,15 +157,16 @@ def loo(
 def _escalate(twin, elpd_i, method, high, max_refits, kfold_k, seed, gate, refit_kwargs):
     """Replace the PSIS elpd of high-k observations by exact refits, or the whole twin's by K-fold.
 
-    Updates ``method`` in place; returns ``(elpd_i, cv_method, refits, failures)``, one line per
-    refit that failed its gate after escalation (``"obs j: reasons"`` or ``"fold f: reasons"``).
+    Updates ``method`` in place; returns ``(elpd_i, cv_method, refits, failed, why)``: how many
+    refits failed their gate after escalation, and which and why (``"obs j: reasons | ..."``, or
+    K-fold's ``"fold f: reasons | ..."``).
     """
     if high.sum() > max_refits:
         kf = kfold(twin, k=kfold_k, seed=seed, gate=gate, **refit_kwargs)
         method[:] = "kfold"
         k = kf.attrs["k"]
-        failures = [f for f in kf.attrs["failed_folds"].split(" | ") if f]
-        return kf["elpd_i"].values, f"{k}-fold cv", k, failures
+        failed = k - kf.attrs["refits_converged"]
+        return kf["elpd_i"].values, f"{k}-fold cv", k, failed, kf.attrs["failed_folds"]
     settings = {**REFIT_SETTINGS, **refit_kwargs}
     ladder = settings.pop("ladder", REFIT_LADDER)
     refitter = Refitter(twin, **settings)
@@ -178,4 +179,4 @@ def _escalate(twin, elpd_i, method, high, max_refits, kfold_k, seed, gate, refit
         method[j] = "refit"
         if not held.passed:
             failures.append(f"obs {j}: " + "; ".join(held.reasons))
-    return elpd_i, "psis-loo + exact refits", int(high.sum()), failures
+    return elpd_i, "psis-loo + exact refits", int(high.sum()), len(failures), " | ".join(failures)
