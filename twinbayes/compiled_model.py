@@ -30,6 +30,8 @@ import numpy as np
 from numba.core import types
 from numba.extending import intrinsic
 
+from .graph_cache import rewrites_cached
+
 _LOGP_SRC = """
 def logp_cfunc(dim, x_, out_, logp_, user_data_):
     if dim != {n_dim}:
@@ -163,6 +165,11 @@ def compile_model(model) -> Any:
     nutpie.compile_pymc.CompiledPyMCModel
         The same object ``nutpie.compile_pymc_model(model)`` returns, sampling the same draws.
     """
+    with rewrites_cached():
+        return _compile_model(model)
+
+
+def _compile_model(model) -> Any:
     import nutpie
     from nutpie import compile_pymc as cp
     from pymc.initial_point import make_initial_point_fn

@@ -1,0 +1,125 @@
+"""Rewritten PyTensor graphs cached across processes (issue #14): a hit links exactly the graph
+PyTensor's rewriter produced, a changed graph misses, a bad entry is a miss, and a second process
+samples bit-identical draws with the cache, without it, and filling it."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytensor
+import pytensor.tensor as pt
+import pytest
+from pytensor.compile.mode import Mode
+from pytensor.graph.basic import equal_computations
+
+from twinbayes import graph_cache
+
+MODE = Mode(linker="py", optimizer="fast_run")
+
+
+X = np.array([-30.0, 0.5])
+
+
+def _expected(x, c, data=(1.0, 2.0)):
+    return np.logaddexp(0.0, x) * c + x**2 + np.asarray(data)
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setattr(graph_cache, "cache_dir", lambda: tmp_path)
+    monkeypatch.setattr(graph_cache, "STATS", {"hits": 0, "misses": 0, "stored": 0})
+    return tmp_path
+
+
+def _function(c: float):
+    """log(1 + exp(x)) * c + x**2, built afresh (new variables, new automatic names)."""
+    x = pt.dvector("x")
+    shared = pytensor.shared(np.array([1.0, 2.0]), name="data")
+    return pytensor.function([x], pt.log(1 + pt.exp(x)) * c + x**2 + shared, mode=MODE)
+
+
+def test_a_hit_links_the_graph_the_rewriter_produced(cache):
+    plain = _function(3.0)  # no cache: PyTensor's own rewriting
+    with graph_cache.rewrites_cached():
+        first = _function(3.0)
+        second = _function(3.0)
+    assert graph_cache.STATS == {"hits": 1, "misses": 1, "stored": 1}
+    for f in (first, second):
+        assert equal_computations(
+            f.maker.fgraph.outputs,
+            plain.maker.fgraph.outputs,
+            f.maker.fgraph.inputs,
+            plain.maker.fgraph.inputs,
+        )
+    assert np.array_equal(second(X), plain(X)) and np.allclose(second(X), _expected(X, 3.0))
+    # the shared data are this function's own: a new value is seen by the cached graph
+    (shared,) = [i.variable for i in second.maker.inputs if i.implicit]
+    shared.set_value(np.array([10.0, 20.0]))
+    assert np.allclose(second(X), _expected(X, 3.0, (10.0, 20.0)))
+
+
+def test_a_different_constant_misses(cache):
+    with graph_cache.rewrites_cached():
+        _function(3.0)
+        other = _function(4.0)
+    assert graph_cache.STATS["hits"] == 0 and graph_cache.STATS["misses"] == 2
+    assert np.allclose(other(X), _expected(X, 4.0))
+
+
+def test_an_entry_for_another_graph_or_an_unreadable_one_is_a_miss(cache, monkeypatch):
+    monkeypatch.setattr(graph_cache, "graph_key", lambda fgraph, mode: "ab" * 32)  # all collide
+    with graph_cache.rewrites_cached():
+        _function(3.0)  # stored under the shared key
+        other = _function(4.0)  # same key, another graph: PyTensor's equality test refuses it
+        assert graph_cache.STATS == {"hits": 0, "misses": 2, "stored": 2}
+        assert np.allclose(other(X), _expected(X, 4.0))
+        (entry,) = cache.rglob("*.pkl")
+        entry.write_bytes(b"not a pickle")
+        again = _function(4.0)
+        assert np.allclose(again(X), _expected(X, 4.0))
+    assert graph_cache.STATS["hits"] == 0 and graph_cache.STATS["misses"] == 3
+
+
+def test_the_key_does_not_depend_on_automatic_names():
+    keys = set()
+    for _ in range(2):
+        x = pt.dvector()  # unnamed: PyTensor numbers it
+        fg = pytensor.graph.fg.FunctionGraph([x], [pt.exp(x).sum() * 2.0])
+        keys.add(graph_cache.graph_key(fg, MODE))
+    assert len(keys) == 1
+
+
+CHILD = r"""
+import json, sys
+import nutpie
+from twinbayes import Patient, graph_cache, load_spec
+from twinbayes.compiled_model import _compile_model, compile_model
+from twinbayes.dynamics.design import design_for
+from twinbayes.model import TwinModel
+spec = load_spec("pk_1cmt_oral")
+design = design_for(spec, Patient.from_csv("bundled:theophylline.csv", subject="1"))
+model = TwinModel.of(spec).pymc_model(design, weighted=True)
+compiled = compile_model(model) if sys.argv[1] == "cached" else _compile_model(model)
+idata = nutpie.sample(compiled, draws=100, tune=100, chains=2, seed=5, progress_bar=False)
+draws = {v: idata.posterior[v].values.ravel().tolist() for v in idata.posterior.data_vars}
+print(json.dumps({"stats": graph_cache.STATS, "draws": draws}))
+"""
+
+
+def _child(compiledir, how: str) -> dict:
+    env = {**os.environ, "PYTENSOR_FLAGS": f"base_compiledir={compiledir}"}
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, how], env=env, capture_output=True, text=True, check=True
+    )
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_a_second_process_hits_and_samples_the_same_draws(tmp_path):
+    filling = _child(tmp_path, "cached")
+    hitting = _child(tmp_path, "cached")
+    without = _child(tmp_path, "uncached")
+    assert filling["stats"]["hits"] == 0 and filling["stats"]["stored"] >= 2
+    assert hitting["stats"]["misses"] == 0 and hitting["stats"]["hits"] >= 2
+    assert hitting["draws"] == filling["draws"] == without["draws"]
