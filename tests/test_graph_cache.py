@@ -123,3 +123,36 @@ def test_a_second_process_hits_and_samples_the_same_draws(tmp_path):
     assert filling["stats"]["hits"] == 0 and filling["stats"]["stored"] >= 2
     assert hitting["stats"]["misses"] == 0 and hitting["stats"]["hits"] >= 2
     assert hitting["draws"] == filling["draws"] == without["draws"]
+
+
+AHEAD = r"""
+import json
+from twinbayes import Patient, graph_cache, load_spec
+from twinbayes.compile_ahead import CompileAhead
+from twinbayes.dynamics.design import design_for
+from twinbayes.fitting import compile_label, compiled_for
+from twinbayes.model import TwinModel
+patient = Patient.from_csv("bundled:theophylline.csv", subject="1")
+sources = ["pk_1cmt_oral", "pk_1cmt_oral_lag"]
+with CompileAhead(sources, patient) as ahead:
+    started = ahead._proc is not None
+    ahead.wait(2)
+spec = load_spec(sources[1])
+design = design_for(spec, patient)
+seen = graph_cache.remembered(compile_label(spec, design))
+compiled_for(spec, design, TwinModel.of(spec).pymc_model(design, weighted=True))
+with CompileAhead(sources, patient) as again:
+    restarted = again._proc is not None
+print(json.dumps({"started": started, "seen": seen, "stats": graph_cache.STATS, "restarted": restarted}))
+"""
+
+
+def test_the_worker_compiles_later_twins_into_the_caches_once(tmp_path):
+    env = {**os.environ, "PYTENSOR_FLAGS": f"base_compiledir={tmp_path}"}
+    proc = subprocess.run(
+        [sys.executable, "-c", AHEAD], env=env, capture_output=True, text=True, check=True
+    )
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["started"] and out["seen"]  # the worker compiled twin 2 ...
+    assert out["stats"]["misses"] == 0 and out["stats"]["hits"] >= 2  # ... so this process reuses it
+    assert not out["restarted"]  # and on a warm machine no worker starts

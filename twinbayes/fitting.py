@@ -21,6 +21,7 @@ import numpy as np
 import pymc as pm
 import xarray as xr
 
+from . import graph_cache
 from .compiled_model import compile_model
 from .diagnostics import Diagnostics, Gate, check_convergence, diagnose
 from .dynamics.design import Design, design_for
@@ -433,6 +434,11 @@ _COMPILED: OrderedDict[tuple[str, str], Any] = OrderedDict()
 COMPILED_CACHE_SIZE = 32
 
 
+def compile_label(spec: ModelSpec, design: Design) -> str:
+    """What makes a weighted model (and so its compiled code) what it is: spec text and design structure."""
+    return f"weighted {spec.sha256} {design.structure_key()}"
+
+
 def compiled_for(spec: ModelSpec, design: Design, model: pm.Model):
     """nutpie's compiled ``model`` (the weighted model of ``spec`` and ``design``) with this
     patient's data: compiled once per spec and design structure in a process, so other patients
@@ -445,6 +451,7 @@ def compiled_for(spec: ModelSpec, design: Design, model: pm.Model):
         _COMPILED.move_to_end(key)
         return _COMPILED[key].with_data(obs_weight=np.ones(design.n_obs), **patient_data(design))
     compiled = compile_model(model)
+    graph_cache.remember(compile_label(spec, design))
     _COMPILED[key] = compiled
     while len(_COMPILED) > COMPILED_CACHE_SIZE:
         _COMPILED.popitem(last=False)

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["rewrites_cached", "graph_key", "cache_dir"]
+__all__ = ["rewrites_cached", "graph_key", "cache_dir", "remember", "remembered"]
 
 _log = logging.getLogger(__name__)
 _FORMAT = "twinbayes-graph-cache-1"
@@ -51,6 +51,29 @@ def cache_dir() -> Path:
     from pytensor import config
 
     return Path(config.compiledir) / "twinbayes-graphs"
+
+
+def _seen_path(label: str) -> Path:
+    return cache_dir() / "seen" / hashlib.sha256(f"{_versions()}\n{label}".encode()).hexdigest()
+
+
+def remember(label: str) -> None:
+    """Note that the model named ``label`` was compiled into this cache (a hint, never trusted)."""
+    try:
+        path = _seen_path(label)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
+    except OSError as err:
+        _log.debug("graph cache: cannot remember %s (%s)", label, err)
+
+
+def remembered(label: str) -> bool:
+    """Whether :func:`remember` was called for ``label`` with this cache and these libraries.
+
+    Only a hint for scheduling (:mod:`twinbayes.compile_ahead`): what is actually reused is
+    decided per graph, by :func:`rewrites_cached` and PyTensor's Numba cache.
+    """
+    return _seen_path(label).exists()
 
 
 def _versions() -> str:

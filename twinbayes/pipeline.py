@@ -11,9 +11,10 @@ from enum import IntEnum
 from pathlib import Path
 
 from .comparison import Comparison, compare
+from .compile_ahead import CompileAhead
 from .dynamics.design import design_for
 from .dynamics.ode import OdeError, infusions
-from .fitting import FailedFit, FitError, Twin, fit
+from .fitting import FailedFit, FitError, Twin, default_sampler, fit
 from .patient import Patient
 from .results import ResultsFolder
 from .spec.model_spec import load_spec
@@ -125,10 +126,7 @@ def run_study(
     try:
         patient, specs = _prepare(study, quiet, patient)
         with watch("fits"):
-            twins = [
-                _fit_one(i, len(specs), spec, patient, study, folder, progress, quiet)
-                for i, spec in enumerate(specs, 1)
-            ]
+            twins = _fit_all(specs, patient, study, folder, progress, quiet)
         fitted = [t for t in twins if isinstance(t, Twin)]  # a FailedFit has no posterior
         watch.add_fit_parts(fitted)
         _say("\n" + summary_table(fitted) + "\n", quiet)
@@ -259,6 +257,17 @@ def check_scenarios(study: Study, specs: list) -> None:
                     "Use a route every twin models, or remove that twin from [twins] specs",
                     study.source or None,
                 ) from None
+
+
+def _fit_all(specs, patient, study, folder, progress, quiet) -> list[Twin | FailedFit]:
+    """Every twin in turn, the later ones compiled ahead in a second process (nutpie only)."""
+    nutpie = (study.sampler.get("sampler") or default_sampler()) == "nutpie"
+    twins = []
+    with CompileAhead(list(study.specs), patient, enabled=nutpie) as ahead:
+        for i, spec in enumerate(specs, 1):
+            ahead.wait(i)
+            twins.append(_fit_one(i, len(specs), spec, patient, study, folder, progress, quiet))
+    return twins
 
 
 def _fit_one(i, n, spec, patient, study, folder, progress, quiet) -> Twin | FailedFit:

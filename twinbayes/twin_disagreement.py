@@ -49,16 +49,16 @@ def weighted_quantile(
     """
     values = np.concatenate(samples, axis=0)
     rest = values.shape[1:]
-    values = values.reshape(len(values), -1)
+    lanes = np.ascontiguousarray(values.reshape(len(values), -1).T)  # a row per column of values
     w = np.concatenate([np.full(len(s), wk / len(s)) for s, wk in zip(samples, weights)])
-    order = np.argsort(values, axis=0, kind="stable")
-    sorted_values = np.take_along_axis(values, order, axis=0)
-    cum = np.cumsum(w[order], axis=0)
-    cum /= cum[-1]
-    idx = np.stack(
-        [np.argmax(cum >= level, axis=0) for level in q]
-    )  # first point reaching each level
-    return np.take_along_axis(sorted_values, idx, axis=0).reshape((len(q),) + rest)
+    order = np.argsort(lanes, axis=1, kind="stable")
+    cum = np.cumsum(w[order], axis=1)
+    cum /= cum[:, -1:]
+    # each row of cum is nondecreasing: the first point reaching a level is a binary search
+    idx = np.array([[np.searchsorted(row, level) for level in q] for row in cum], dtype=np.intp)
+    idx = idx.reshape(len(cum), len(q))
+    picked = np.take_along_axis(lanes, np.take_along_axis(order, idx, axis=1), axis=1)
+    return picked.T.reshape((len(q),) + rest)
 
 
 def _w1(a: np.ndarray, b: np.ndarray) -> np.ndarray:
