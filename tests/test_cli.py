@@ -281,3 +281,18 @@ def test_a_study_can_ask_for_psis_loo_without_refits(tmp_path, study_file, monke
     assert set(table.cv_method.values) == {"psis-loo"}
     for n_high, note in zip(table.n_high_k.values, table.note.values):
         assert ("not refitted: their PSIS elpd is unreliable" in str(note)) == (n_high > 0)
+
+
+def test_the_command_exits_with_mains_code_and_flushes_its_output(tmp_path):
+    """``twinbayes`` (cli.console) ends the process itself after main: same code, nothing lost."""
+    run = [
+        sys.executable,
+        "-c",
+        "import sys; from twinbayes.cli import console; sys.argv[0] = 'twinbayes'; console()",
+    ]
+    ok = subprocess.run([*run, "specs", "list"], capture_output=True, text=True)
+    assert ok.returncode == 0 and "pk_1cmt_oral " in ok.stdout and ok.stdout.endswith("\n")
+    bad = subprocess.run(
+        [*run, "specs", "check", str(tmp_path / "none.toml")], capture_output=True, text=True
+    )
+    assert bad.returncode == 2 and "file not found" in bad.stderr

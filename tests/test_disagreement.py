@@ -234,3 +234,23 @@ def test_wasserstein_distance_matches_scipy(n_a, n_b):
     b = rng.gamma(2.0, 0.7, (n_b, 3))
     expected = [wasserstein_distance(a[:, j], b[:, j]) for j in range(3)]
     np.testing.assert_allclose(_w1(a, b), expected, rtol=1e-12)
+
+
+def test_mixture_quantile_matches_its_definition():
+    """The smallest draw v with sum_k w_k * #{draws_k <= v} / n_k >= q, by brute force (unequal
+    sizes, a zero weight, unsorted and presorted draws, several columns)."""
+    rng = np.random.default_rng(7)
+    for _ in range(30):
+        sizes = rng.integers(1, 40, size=3)
+        draws = [rng.normal(size=(n, 2, 3)) * rng.uniform(0.5, 3) for n in sizes]
+        w = rng.dirichlet(np.ones(3)) * np.array([1.0, 1.0, rng.integers(0, 2)])
+        w /= w.sum()
+        q = rng.uniform(0.01, 0.99, size=4)
+        got = weighted_quantile(draws, w, q)
+        assert np.array_equal(got, weighted_quantile([np.sort(d, axis=0) for d in draws], w, q))
+        for i, j in np.ndindex(2, 3):
+            cols = [d[:, i, j] for d in draws]
+            pool = np.sort(np.concatenate(cols))
+            cdf = sum(wk * (c[None, :] <= pool[:, None]).mean(axis=1) for wk, c in zip(w, cols))
+            for level, value in zip(q, got[:, i, j]):
+                assert value == pool[np.argmax(cdf >= level - 1e-12)]
