@@ -15,7 +15,6 @@ import pytest
 from twinbayes import fit, load_spec, simulate_patient
 from twinbayes.dynamics.ode import (
     Forcing,
-    OdeError,
     ode_system,
     ode_trajectories,
     solve,
@@ -23,7 +22,6 @@ from twinbayes.dynamics.ode import (
 from twinbayes.dynamics.reference import solve_reference
 from twinbayes.ladder import NO_LADDER
 from twinbayes.pipeline import check_scenarios
-from twinbayes.spec.model_spec import SpecError
 from twinbayes.study import load_study
 
 ORAL_MM = load_spec("pk_1cmt_oral_mm")
@@ -213,14 +211,18 @@ LAG_TIMES = np.array(
 @pytest.mark.parametrize(
     "method", ["explicit", pytest.param("implicit", marks=pytest.mark.slow)]
 )  # the implicit method's compilation (~30 s) under -m slow: the default run's budget
-def test_lag_and_bioavailability_on_an_ode_route_match_radau_with_their_sensitivities(method):
-    """Boluses at ``t + tlag`` scaled by ``F``; the sensitivities to ``tlag`` (the jump time moves:
-    ``S += (f(y-) - f(y+)) dtlag/dp``) and to ``F`` against central differences of Radau."""
+@pytest.mark.parametrize("kind", ["boluses", "infusions"])
+def test_lag_and_bioavailability_on_an_ode_route_match_radau_with_their_sensitivities(method, kind):
+    """Boluses at ``t + tlag`` scaled by ``F``, and infusions of 1 h, 2 h and 0.5 h with a bolus
+    (rate ``F amount / duration`` from ``t + tlag`` to ``t + tlag + duration``); the
+    sensitivities to ``tlag`` (the jump times move: ``S += (f(y-) - f(y+)) dtlag/dp``, and
+    ``(f(u-) - f(u+)) dtlag/dp`` where an infusion starts or ends) and to ``F`` against central
+    differences of Radau."""
     spec = dataclasses.replace(LAGGED, method=method)
     system = ode_system(spec)
     env = spec.evaluate_derived({**parameters(spec), "tlag": 0.5, "F": 0.8})
     x0 = {s: float(spec.initial[s](env)) for s in spec.states}
-    dosing = {"oral": DOSES}
+    dosing = {"oral": DOSES if kind == "boluses" else INFUSIONS}
     ref = solve_reference(spec, env, LAG_TIMES, dosing, x0=x0)
     got = ode_trajectories(spec, env, LAG_TIMES, list(spec.states), doses=dosing)
     tolerance = 1e-6 if method == "explicit" else 1e-5  # ESDIRK is of order 3
@@ -267,11 +269,6 @@ def test_nuts_samples_a_lagged_saturable_twin_and_covers_its_lag():
         assert lo < truth[name] < hi, (name, lo, hi)
 
 
-def test_an_infusion_by_a_lagged_ode_route_is_refused_naming_the_route():
-    with pytest.raises(OdeError, match="route 'oral' has a lag time, which applies to bolus"):
-        ode_trajectories(LAGGED, parameters(LAGGED), TIMES, ["central"], doses={"oral": INFUSIONS})
-
-
 @pytest.mark.slow
 def test_a_saturable_twin_fits_repeated_doses():
     """Simulated patient with known truth, three doses, eight levels: the posterior covers it."""
@@ -300,9 +297,9 @@ def test_pre_dose_levels_are_left_out_of_a_dosed_twin_starting_from_zero():
     assert design.times["concentration"].min() > 0
 
 
-def test_a_study_refuses_an_infusion_scenario_on_a_lagged_ode_twin_before_any_fit(tmp_path):
-    """The engine refuses it (above); a study says so when it is checked, naming the scenario,
-    instead of failing at the scenario stage after the fits."""
+def test_a_study_takes_an_infusion_scenario_on_a_lagged_ode_twin(tmp_path):
+    """Once refused (the start and end of the infusion move with the lag): now simulated, so a
+    study checks it like any scenario, and the twin's infusion starts after its lag."""
     study_file = tmp_path / "study.toml"
     study_file.write_text(
         '[study]\nname = "s"\nseed = 1\n[patient]\ndata = "bundled:theophylline.csv"\nsubject = "1"\n'
@@ -311,9 +308,12 @@ def test_a_study_refuses_an_infusion_scenario_on_a_lagged_ode_twin_before_any_fi
         "[predictions]\ntimes = { start = 0, stop = 24, step = 1 }\n"
     )
     study = load_study(study_file)
-    check_scenarios(study, [ORAL_MM])  # no lag: an infusion into the depot is fine
-    with pytest.raises(SpecError) as err:
-        check_scenarios(study, [ORAL_MM, LAGGED])
-    message = str(err.value)
-    assert "scenarios[0]" in message and "'2 h infusions'" in message
-    assert "route 'oral' has a lag time" in message and "study.toml" in message
+    check_scenarios(study, [ORAL_MM, LAGGED])
+    env = LAGGED.evaluate_derived({**parameters(LAGGED), "tlag": 0.5, "F": 0.8})
+    doses = study.scenarios[0].to_doses(LAGGED)
+    got = ode_trajectories(
+        LAGGED, env, np.array([0.25, 0.5, 1.0, 2.5, 3.0]), ["depot"], doses=doses
+    )
+    assert got["depot"][0] == got["depot"][1] == 0.0  # nothing before t + tlag = 0.5
+    assert 0 < got["depot"][2] < got["depot"][3]  # filling during the infusion (0.5-2.5) ...
+    assert got["depot"][4] < got["depot"][3]  # ... and emptying after it

@@ -97,7 +97,7 @@ def check_ode_accuracy(
     For nonlinear specs without a closed form; parameters around the prior
     medians (each scaled by a factor in ``[e^-0.5, e^0.5]``); a spec with dose
     routes gets by each route the doses of :data:`CHECK_INFUSIONS` (three
-    infusions, one bolus; the boluses of :data:`CHECK_DOSES` by a route with a lag time).  The times are those of ``design`` (a :class:`~twinbayes.dynamics.predict.Design`), else
+    infusions, one bolus; by a route with a lag time they start and end after it).  The times are those of ``design`` (a :class:`~twinbayes.dynamics.predict.Design`), else
     20 over ``span`` time units; specs driven by forcing inputs need a design,
     which supplies the input series and baselines.  The error is scaled by
     each state's largest absolute value.
@@ -113,10 +113,7 @@ def check_ode_accuracy(
     typical = spec.typical_values()
     if design is None:
         times, inputs, baselines = np.linspace(span / 20, span, 20), {}, {}
-        doses = {  # boluses only by a route with a lag time (it applies to boluses)
-            name: CHECK_DOSES if route.lag is not None else CHECK_INFUSIONS
-            for name, route in spec.routes.items()
-        }
+        doses = dict.fromkeys(spec.routes, CHECK_INFUSIONS)
         if doses:  # by each route three infusions and a bolus, outputs around and at the doses
             times = CHECK_TIMES
     else:

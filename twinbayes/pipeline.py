@@ -13,7 +13,7 @@ from pathlib import Path
 from .comparison import Comparison, compare
 from .compile_ahead import CompileAhead
 from .dynamics.design import design_for
-from .dynamics.ode import OdeError, infusions
+from .dynamics.ode import OdeError
 from .fitting import FailedFit, FitError, Twin, default_sampler, fit
 from .patient import Patient
 from .results import ResultsFolder
@@ -237,15 +237,7 @@ def check_scenarios(study: Study, specs: list) -> None:
     for i, scenario in enumerate(study.scenarios):
         for spec in specs:
             try:
-                doses = scenario.to_doses(spec)
-                if not (spec.solution or spec.linear):
-                    infusions(spec, doses)  # an ODE twin takes no infusion by a lagged route
-            except OdeError as exc:
-                raise SpecError(
-                    f"scenarios[{i}]",
-                    f"scenario {scenario.name!r}: {exc}",
-                    study.source or None,
-                ) from None
+                scenario.to_doses(spec)
             except (ValueError, UnitError) as exc:
                 modelled = "; ".join(
                     f"{s.name}: {', '.join(f'{r} ({s.routes[r].unit})' for r in s.routes) or 'none'}"

@@ -112,8 +112,22 @@ def implicit_loop(system, deriv, initial_step, norm, unpack, dosing, status_code
 
     @numba.njit
     def integrate(
-        p, y0, times, stops, dose_t, dose_r, dose_a, u0, du, rtol, atol, max_step, max_steps, sens
+        p,
+        y0,
+        times,
+        stops,
+        dose_t,
+        dose_r,
+        dose_a,
+        u0_in,
+        du,
+        rtol,
+        atol,
+        max_step,
+        max_steps,
+        sens,
     ):
+        u0 = u0_in.copy()  # lagged infusions change the rates they carry (apply_doses)
         size, T, order, Z, z, r = start(y0, times, stops[0], n, m, sens)
         K = np.zeros((s, size))  # stage derivatives: f and, with sensitivities, G = J S + [0, f_p]
         znew, errv, tmp, d, base = (
@@ -136,7 +150,7 @@ def implicit_loop(system, deriv, initial_step, norm, unpack, dosing, status_code
             t0, t1 = bounds[b], bounds[b + 1]
             seg, s0 = enter(stops, u0, du, t0, u)  # the inputs are linear from s0
             nd, _ = apply_doses(
-                t0, nd, bt, dorder, dose_r, dose_a, z, p, u, sens, dlag, F, dF, fa, fb
+                t0, nd, bt, dorder, dose_r, dose_a, z, p, u, u0, seg, sens, dlag, F, dF, fa, fb
             )
             deriv(t0, z, p, u, sens, K[0], jy, jp)
             h = initial_step(t0, t1, z, K[0], p, u, jy, jp, tmp, d, znew, rtol, atol, max_step, n)

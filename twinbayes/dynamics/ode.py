@@ -22,7 +22,8 @@ input slot of the compiled system, 0 elsewhere), the integrator stopping at
 each.  Lag time ``lag`` and bioavailability ``F`` are expressions of the
 parameters; the jump times therefore move with them, and the sensitivities
 jump too: for a bolus at ``tau = t_dose + lag(p)``,
-``S+ = S- + (f(tau, y-) - f(tau, y+)) dtau/dp + amount e_i dF/dp``
+``S+ = S- + (f(tau, y-) - f(tau, y+)) dtau/dp + amount e_i dF/dp``, and where a lagged
+infusion starts or ends, ``S+ = S- + (f(tau, u-) - f(tau, u+)) dtau/dp``
 (the classic pitfall of event sensitivities; e.g. Rozenvasser 1967, and
 Hindmarsh & Serban, CVODES guide, sec. 5).
 
@@ -264,10 +265,12 @@ class Forcing:
         and their slopes there, shape ``(len(stops) - 1, n_inputs)``; an infusion
         rate is constant over each interval (its start and end are stops).
     dose_t, dose_r, dose_a : ndarray
-        Bolus doses: nominal time, route index (the system's route order) and
-        amount.  Each is added, times the route's bioavailability, to the route's
-        state at ``dose_t + lag`` (before the interval starting there is
-        integrated; an output at that time is the amount just before the dose).
+        Dose events (:func:`boluses`): nominal time, code and amount.  A bolus (code ``r``,
+        the route's index in the system's route order) is added, times the route's
+        bioavailability, to the route's state at ``dose_t + lag`` (before the interval
+        starting there is integrated; an output at that time is the amount just before the
+        dose).  Code ``R + r`` changes route ``r``'s infusion rate by ``dose_a`` at
+        ``dose_t + lag`` (a lagged infusion's start or end).
     """
 
     times: np.ndarray
@@ -548,10 +551,14 @@ def _make_dosing(system: OdeSystem):
     boundaries ``bounds`` (the stops and the dose times inside the output range) and the
     routes' lag and bioavailability with their gradients.
 
-    ``apply_doses(t0, d, bt, order, dose_r, dose_a, z, p, u, sens, dlag, F, dF, fa, fb) -> (d, jumped)``:
-    the doses due at ``t0``, one by one (the d-th and later of ``order``): the state
-    jumps by ``F amount``, and with sensitivities
-    ``S += (f(t0, y-) - f(t0, y+)) dlag/dp + amount e_i dF/dp``.
+    ``apply_doses(t0, d, bt, order, dose_r, dose_a, z, p, u, u0, seg, sens, dlag, F, dF, fa, fb) -> (d, jumped)``:
+    the dose events due at ``t0``, one by one (the d-th and later of ``order``).  A bolus
+    (``dose_r < R``): the state jumps by ``F amount``, and with sensitivities
+    ``S += (f(t0, y-) - f(t0, y+)) dlag/dp + amount e_i dF/dp``.  A rate change of a lagged
+    infusion (``R <= dose_r < 2 R``, route ``dose_r - R``): the route's infusion input rises by
+    ``dose_a`` (falls, at the end) from ``t0`` on (``u`` and the rows ``seg..`` of ``u0``), and
+    ``S += (f(t0, y, u-) - f(t0, y, u+)) dlag/dp``; ``F`` multiplies that input in the
+    right-hand side, so its sensitivity is continuous (``df/dp``).
 
     ``enter(stops, u0, du, t, u) -> (seg, stops[seg])``: the interval of ``stops`` holding ``t``
     (its inputs are linear), with the inputs at ``t`` written to ``u``.
@@ -562,6 +569,8 @@ def _make_dosing(system: OdeSystem):
     n, k = len(system.states), len(system.params)
     m, R = n + k, len(system.route_states)
     route_state = np.array(system.route_states, np.int64)
+    first_slot = len(system.inputs) - R  # the infusion input of route r is u[first_slot + r]
+    R1 = max(R, 1)  # dose_r % R1 is the route of any event (there are none without routes)
 
     @numba.njit(inline="always")
     def schedule(p, stops, dose_t, dose_r):
@@ -570,24 +579,35 @@ def _make_dosing(system: OdeSystem):
         route_terms(p, lag, dlag, F, dF)
         bt = np.empty(len(dose_t))
         for d in range(len(dose_t)):
-            bt[d] = dose_t[d] + lag[dose_r[d]]
+            bt[d] = dose_t[d] + lag[dose_r[d] % R1]
         order = np.argsort(bt, kind="mergesort")
         inside = bt[(bt > stops[0]) & (bt < stops[-1])]
         bounds = np.unique(np.concatenate((stops, inside)))
         return bt, order, bounds, lag, dlag, F, dF
 
     @numba.njit(inline="always")
-    def apply_doses(t0, d, bt, order, dose_r, dose_a, z, p, u, sens, dlag, F, dF, fa, fb):
+    def apply_doses(t0, d, bt, order, dose_r, dose_a, z, p, u, u0, seg, sens, dlag, F, dF, fa, fb):
         jumped = False
         while d < len(bt) and bt[order[d]] <= t0:
             q = order[d]
             d += 1
-            r = dose_r[q]
+            r = dose_r[q] % R1
             i = route_state[r]
             if sens:
                 rhs(t0, z[:n], p, u, fa)
-            z[i] += F[r] * dose_a[q]
             jumped = True
+            if dose_r[q] >= R:  # a lagged infusion starts or ends: its input rate changes
+                slot = first_slot + r
+                u[slot] += dose_a[q]
+                for row in range(seg, u0.shape[0]):
+                    u0[row, slot] += dose_a[q]
+                if sens:
+                    rhs(t0, z[:n], p, u, fb)
+                    for row in range(n):
+                        for j in range(k):
+                            z[n + row * m + n + j] += (fa[row] - fb[row]) * dlag[r, j]
+                continue
+            z[i] += F[r] * dose_a[q]
             if not sens:
                 continue
             rhs(t0, z[:n], p, u, fb)
@@ -681,7 +701,8 @@ def _make_loop(n, k, deriv, step, factor, dense, initial_step, stages, dosing):
 
 
 _LOOP = """
-def integrate(p, y0, times, stops, dose_t, dose_r, dose_a, u0, du, rtol, atol, max_step, max_steps, sens):
+def integrate(p, y0, times, stops, dose_t, dose_r, dose_a, u0_in, du, rtol, atol, max_step, max_steps, sens):
+    u0 = u0_in.copy()  # lagged infusions change the rates they carry (apply_doses)
     size, T, order, Z, z, r = start(y0, times, stops[0], n, m, sens)
 {alloc}
     ynew, errv, tmp, d = np.empty(size), np.empty(size), np.empty(size), np.empty(size)
@@ -695,7 +716,7 @@ def integrate(p, y0, times, stops, dose_t, dose_r, dose_a, u0, du, rtol, atol, m
             break
         t0, t1 = bounds[b], bounds[b + 1]
         seg, s0 = enter(stops, u0, du, t0, u)  # the inputs are linear from s0 = stops[seg]
-        nd, jumped = apply_doses(t0, nd, bt, dorder, dose_r, dose_a, z, p, u, sens, dlag, F, dF, fa, fb)
+        nd, jumped = apply_doses(t0, nd, bt, dorder, dose_r, dose_a, z, p, u, u0, seg, sens, dlag, F, dF, fa, fb)
         if seg != prev and seg > 0:  # an infusion starting or ending at t0: the inputs jump
             for j in range(u.shape[0]):
                 end = u0[seg - 1, j] + du[seg - 1, j] * (t0 - stops[seg - 1])
@@ -997,14 +1018,26 @@ def _register_numba(op_type) -> None:
 def boluses(
     spec: ModelSpec, doses: Mapping[str, tuple] | None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(times, route indices, amounts) of the bolus doses (doses with a duration > 0 are
-    infusions: :func:`infusions`)."""
+    """The dose events: (nominal times, codes, amounts or rates).
+
+    Code ``r`` (the route's index in :func:`dose_routes`): a bolus into route ``r``'s state.
+    Code ``R + r`` (``R`` routes): a change of route ``r``'s infusion rate, ``+ amount /
+    duration`` at the start of an infusion by a route with a lag time and ``-`` that at its
+    end; both move with the lag (``Integrator``).  Infusions by routes without a lag are
+    fixed inputs instead (:func:`infusions`).
+    """
     routes = dose_routes(spec)
     rows = []
     for route, entry in (doses or {}).items():
         t, amount, duration = _unpack(entry)
+        r = routes.index(route)
         bolus = duration == 0
-        rows += [(ti, routes.index(route), a) for ti, a in zip(t[bolus], amount[bolus])]
+        rows += [(ti, r, a) for ti, a in zip(t[bolus], amount[bolus])]
+        if spec.routes[route].lag is not None:
+            on = duration > 0
+            rate = amount[on] / duration[on]
+            rows += [(ti, len(routes) + r, v) for ti, v in zip(t[on], rate)]
+            rows += [(ti, len(routes) + r, -v) for ti, v in zip(t[on] + duration[on], rate)]
     if not rows:
         return np.zeros(0), np.zeros(0, np.int64), np.zeros(0)
     t, r, a = zip(*rows)
@@ -1014,25 +1047,15 @@ def boluses(
 def infusions(
     spec: ModelSpec, doses: Mapping[str, tuple] | None
 ) -> dict[str, tuple[np.ndarray, ...]]:
-    """Infusion slot -> (starts, ends, rates) of the zero-order infusions by each route.
-
-    Raises
-    ------
-    OdeError
-        For an infusion by a route with a lag time (its start and end would move with
-        the parameters): not supported.  An ``OdeError``, so that a study reports that
-        twin as failed and goes on with the others.
-    """
+    """Infusion slot -> (starts, ends, rates) of the zero-order infusions by each route without
+    a lag time (fixed inputs of the compiled system; a lagged route's infusions move with its
+    lag and are dose events: :func:`boluses`)."""
     per_route: dict[str, list] = {r: [] for r in dose_routes(spec)}
     for route, entry in (doses or {}).items():
         t, amount, duration = _unpack(entry)
         on = duration > 0
-        if on.any() and spec.routes[route].lag is not None:
-            raise OdeError(
-                f"spec {spec.name!r}: route {route!r} has a lag time, which applies to bolus doses "
-                "into an ODE; give its doses without a duration, or use a route without lag"
-            )
-        per_route[route] += zip(t[on], t[on] + duration[on], amount[on] / duration[on])
+        if spec.routes[route].lag is None:
+            per_route[route] += zip(t[on], t[on] + duration[on], amount[on] / duration[on])
     return {
         INFUSION + r: tuple(np.array(col, float) for col in zip(*rows))
         if rows
