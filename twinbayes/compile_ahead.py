@@ -9,10 +9,11 @@ their rewritten graphs and machine code in the on-disk caches; the study process
 meanwhile and, before each later twin, waits for the worker to be done with it, then finds
 it in the caches (0.4-1 s instead of 5-10 s).
 
-Only twins this machine has not compiled before are sent (``graph_cache.remembered``, a hint);
-on a warm machine no worker starts.  Nothing the study computes depends on the worker: the caches hold what this process would have
-produced itself (bit-identical results, tested), and a worker that fails, is slow or compiled
-into another compile directory only costs the time it would have saved.
+Only twins this machine has not compiled before are sent (``graph_cache.remembered``, a
+hint); on a warm machine no worker starts.  Nothing the study computes depends on the worker:
+the caches hold what this process would have produced itself (bit-identical results, tested),
+and a worker that fails, is slow or compiled into another compile directory only costs the time
+it would have saved.
 """
 
 from __future__ import annotations
@@ -99,15 +100,15 @@ class CompileAhead:
             return
         from pytensor import config
 
-        jobs = _needed(sources, patient)
-        if not jobs:  # a warm machine: the worker would only compete for the cores
-            return
         flags = os.environ.get("PYTENSOR_FLAGS", "")
         env = {
             **os.environ,
             "PYTENSOR_FLAGS": f"{flags},base_compiledir={config.base_compiledir}".lstrip(","),
         }
         try:  # a fresh interpreter, not multiprocessing: the caller's __main__ is never re-run
+            jobs = _needed(sources, patient)
+            if not jobs:  # a warm machine: the worker would only compete for the cores
+                return
             self._proc = subprocess.Popen(
                 [sys.executable, "-m", "twinbayes.compile_ahead"],
                 stdin=subprocess.PIPE,
