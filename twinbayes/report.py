@@ -267,8 +267,9 @@ def _posteriors(folder: Path, summary: dict) -> list[dict]:
     for name, s in summary.items():
         if s.get("failed"):
             continue  # no posterior: the fit itself failed (its cause is in the convergence table)
-        tree = xr.open_datatree(folder / "twins" / f"{name}.nc", engine="h5netcdf")
-        post = tree["posterior"].to_dataset()
+        path = folder / "twins" / f"{name}.nc"
+        with xr.open_dataset(path, group="posterior", engine="h5netcdf") as stored:
+            post = stored.load()  # the one group shown: opening the whole tree reads every group
         rows = []
         for var in post.data_vars:
             q = np.quantile(post[var].values, [0.05, 0.5, 0.95])
@@ -444,7 +445,8 @@ def _context(folder: Path) -> dict:
     comparison = _comparison(folder)
     d = None
     if (folder / "disagreement.nc").exists():
-        d = xr.open_dataset(folder / "disagreement.nc", engine="h5netcdf")
+        with xr.open_dataset(folder / "disagreement.nc", engine="h5netcdf") as stored:
+            d = stored.load()  # in memory: the tables below read it cell by cell
     weights = study.get("comparison", {}).get("weights", "stacking")
     return {
         **_head(folder, summary_doc, provenance, study),
