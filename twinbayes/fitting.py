@@ -22,7 +22,7 @@ import pymc as pm
 import xarray as xr
 
 from . import graph_cache
-from .compiled_model import compile_model
+from .compiled_model import compile_model, guard_starts
 from .diagnostics import Diagnostics, Gate, check_convergence, diagnose
 from .dynamics.design import Design, design_for
 from .ladder import DEFAULT_LADDER, Attempt, Ladder, adaptation_problem
@@ -115,7 +115,7 @@ class Refitter:
             self._compiled = self.twin.compiled or compile_model(
                 build_weighted_model(self.twin.spec, self.twin.design)
             )
-        model = self._compiled.with_data(obs_weight=(~holdout).astype(float))
+        model = guard_starts(self._compiled.with_data(obs_weight=(~holdout).astype(float)))
         trace = nutpie.sample(
             model,
             draws=s["draws"],
@@ -506,7 +506,7 @@ class _Nuts:
             import nutpie
 
             idata = nutpie.sample(
-                self._compiled,
+                guard_starts(self._compiled),
                 draws=s["draws"],
                 tune=s["tune"],
                 chains=s["chains"],

@@ -284,7 +284,7 @@ def fit_population(
     """
     import nutpie
 
-    from .compiled_model import compile_model
+    from .compiled_model import compile_model, guard_starts
 
     spec = spec if isinstance(spec, ModelSpec) else load_spec(spec)
     _check_population_spec(spec)
@@ -298,7 +298,7 @@ def fit_population(
     t0 = time.perf_counter()
     compiled = compile_model(population_model(spec, designs, subjects))
     idata = nutpie.sample(
-        compiled,
+        guard_starts(compiled),
         draws=draws,
         tune=tune,
         chains=chains,
