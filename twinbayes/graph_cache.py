@@ -187,7 +187,6 @@ def _cached_prepare_fgraph(original):
     def prepare_fgraph(inputs, outputs, additional_outputs, fgraph, mode, profile):
         try:
             key = graph_key(fgraph, mode)
-            before = _detached(fgraph)
             reusable = len(set(fgraph.outputs)) == len(fgraph.outputs) and not (
                 set(fgraph.outputs) & set(fgraph.inputs)
             )
@@ -205,6 +204,11 @@ def _cached_prepare_fgraph(original):
             STATS["hits"] += 1
             return None
         STATS["misses"] += 1
+        try:  # only a miss stores the graph before rewriting, which changes fgraph in place
+            before = _detached(fgraph)
+        except Exception as err:
+            _log.debug("graph cache: not stored (%s)", err)
+            return original(inputs, outputs, additional_outputs, fgraph, mode, profile)
         result = original(inputs, outputs, additional_outputs, fgraph, mode, profile)
         try:
             _store(path, before, fgraph)
