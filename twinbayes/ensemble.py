@@ -17,25 +17,58 @@ from .dynamics.design import Design
 from .dynamics.linear import Doses
 from .fitting import Twin, posterior_draws
 from .model import TwinModel
+from .scenarios import Scenario
 
-__all__ = ["predictive_draws", "average_predictive"]
+__all__ = ["predictive_draws", "average_predictive", "check_forcing_covers"]
 
 
-def _design(twin: Twin, observable: str | None, times, doses: Doses | None) -> tuple[str, Design]:
+def _design(
+    twin: Twin, observable: str | None, times, doses: Doses | None, scenario: Scenario | None
+) -> tuple[str, Design]:
     names = list(twin.design.times)
     observable = observable or names[0]
     if observable not in twin.spec.observations:
         raise ValueError(
             f"{twin.name} does not model {observable!r}; it models {list(twin.spec.observations)}"
         )
+    if scenario is not None and doses is not None:
+        raise ValueError("give doses or a scenario, not both")
     t = twin.design.times.get(observable) if times is None else np.asarray(times, float)
-    return observable, replace(
-        twin.design,
-        times={observable: t},
-        values={},
-        doses=twin.design.doses if doses is None else doses,
-        excluded=(),
-    )
+    design = replace(twin.design, times={observable: t}, values={}, excluded=())
+    if doses is not None:
+        design = replace(design, doses=doses)
+    if scenario is not None:
+        design = _under(scenario, twin, design)
+    check_forcing_covers(design, float(np.max(t, initial=0.0)), twin.name)
+    return observable, design
+
+
+def _under(scenario: Scenario, twin: Twin, design: Design) -> Design:
+    """``design`` with the scenario's doses and forcing series; baselines follow the series."""
+    inputs = scenario.to_inputs(twin.spec, design.inputs)
+    baselines = {
+        inp.baseline: float(np.interp(0.0, *inputs[name]))
+        for name, inp in twin.spec.inputs.items()
+        if inp.baseline
+    }
+    return replace(design, doses=scenario.to_doses(twin.spec), inputs=inputs, baselines=baselines)
+
+
+def check_forcing_covers(design: Design, t_end: float, twin: str) -> None:
+    """Forcing inputs are interpolated, never extrapolated: they must span ``[0, t_end]``.
+
+    Raises
+    ------
+    ValueError
+        Naming the twin, the input, its span and the fix.
+    """
+    for name, (kt, _) in design.inputs.items():
+        if kt[0] > 0 or kt[-1] < t_end:
+            raise ValueError(
+                f"{twin}: forcing input {name!r} is known from {kt[0]:g} to {kt[-1]:g}, but predictions "
+                f"reach {t_end:g} (it is not extrapolated). Predict within its span, or give the "
+                "series up to that time (a scenario's series times and values)"
+            )
 
 
 def predictive_draws(
@@ -47,6 +80,7 @@ def predictive_draws(
     n_draws: int | None = None,
     seed: int = 0,
     mean: bool = False,
+    scenario: Scenario | None = None,
 ) -> xr.DataArray:
     """Posterior predictive draws of an observable at ``times`` (default: the observed times).
 
@@ -64,13 +98,21 @@ def predictive_draws(
     seed : int
     mean : bool
         Return the predicted mean (no residual error) instead of new observations.
+    scenario : Scenario, optional
+        Doses and forcing series of an intervention (instead of ``doses``); a twin with
+        ``[inputs]`` is simulated under the scenario's series, baselines at their t = 0 values.
+
+    Raises
+    ------
+    ValueError
+        ``times`` beyond the span of a forcing input, or a scenario the twin cannot simulate.
 
     Returns
     -------
     xarray.DataArray
         Dimensions ``(draw, time)``.
     """
-    observable, design = _design(twin, observable, times, doses)
+    observable, design = _design(twin, observable, times, doses, scenario)
     params = posterior_draws(twin, n_draws, seed)
     model = TwinModel.of(twin.spec)
     if mean:
@@ -95,6 +137,7 @@ def average_predictive(
     doses: Doses | None = None,
     n_draws: int = 4000,
     seed: int = 0,
+    scenario: Scenario | None = None,
 ) -> xr.Dataset:
     """Draws from the weighted mixture of the twins' posterior predictive distributions.
 
@@ -103,7 +146,7 @@ def average_predictive(
     twins : list of Twin
     weights : mapping twin name -> weight
         E.g. ``Comparison.weights``; twins with zero or missing weight are skipped.
-    times, observable, doses
+    times, observable, doses, scenario
         As in :func:`predictive_draws`.
     n_draws : int
         Ensemble draws; twin ``k`` contributes a multinomial share with probabilities ``w``.
@@ -124,7 +167,9 @@ def average_predictive(
     for i, (twin, c) in enumerate(zip(twins, counts)):
         if c == 0:
             continue
-        d = predictive_draws(twin, times, observable=observable, doses=doses, seed=seed + 1 + i)
+        d = predictive_draws(
+            twin, times, observable=observable, doses=doses, seed=seed + 1 + i, scenario=scenario
+        )
         pick = rng.choice(d.sizes["draw"], size=c, replace=c > d.sizes["draw"])
         parts.append(d.values[pick])
         source += [twin.name] * c

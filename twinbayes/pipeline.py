@@ -6,9 +6,11 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import IntEnum
 from pathlib import Path
+
+import numpy as np
 
 from .comparison import Comparison, compare
 from .compile_ahead import CompileAhead
@@ -187,7 +189,8 @@ def _prepare(study: Study, quiet: bool, patient: Patient | None) -> tuple[Patien
     check_scenarios(study, specs)
     _check_observable(study, specs)
     for spec in specs:
-        design_for(spec, patient)  # observables, routes and covariates every twin needs
+        design = design_for(spec, patient)  # observables, routes and covariates every twin needs
+        _check_scenario_forcing(study, spec, design)
     _say(
         f"study {study.name}: {len(specs)} twin(s) of patient {patient.label!r} ({study.data.name})",
         quiet,
@@ -249,6 +252,34 @@ def check_scenarios(study: Study, specs: list) -> None:
                     "Use a route every twin models, or remove that twin from [twins] specs",
                     study.source or None,
                 ) from None
+            try:
+                scenario.to_inputs(spec, None)
+            except (ValueError, UnitError) as exc:
+                raise SpecError(
+                    f"scenarios[{i}].series",
+                    f"{exc}. A scenario may change only series that drive every twin "
+                    "(or remove that twin from [twins] specs)",
+                    study.source or None,
+                ) from None
+
+
+def _check_scenario_forcing(study: Study, spec, design) -> None:
+    """Under every scenario, a forced twin's inputs must span the predictions (before any fit)."""
+    from .ensemble import check_forcing_covers
+    from .spec.model_spec import SpecError
+
+    if not study.scenarios or not spec.inputs:
+        return
+    qoi_times = [x for q in study.qois for x in q.required_times()]
+    t_end = float(np.max(np.concatenate([study.times, qoi_times])))
+    for i, scenario in enumerate(study.scenarios):
+        under = replace(design, inputs=scenario.to_inputs(spec, design.inputs))
+        try:
+            check_forcing_covers(under, t_end, spec.name)
+        except ValueError as exc:
+            raise SpecError(
+                f"scenarios[{i}] ({scenario.name})", str(exc), study.source or None
+            ) from None
 
 
 def _fit_all(specs, patient, study, folder, progress, quiet) -> list[Twin | FailedFit]:

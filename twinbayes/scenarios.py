@@ -1,10 +1,13 @@
-"""Interventions expressed as data: dose regimens, infusions and changes of regimen.
+"""Interventions expressed as data: dose regimens, infusions, changes of regimen and of forcing.
 
-A :class:`Scenario` is a named list of :class:`Dose` records.  Build one with
-:meth:`Scenario.regimen` (``n`` doses every ``interval``; a ``duration`` makes
-them infusions), join regimens with :meth:`Scenario.switch` (a change of
-regimen at time ``t``) or ``+`` (both at once).  Amounts are converted to each
-spec's route unit, times to its time unit.
+A :class:`Scenario` is a named list of :class:`Dose` records and of
+:class:`SeriesChange` records.  Build one with :meth:`Scenario.regimen` (``n``
+doses every ``interval``; a ``duration`` makes them infusions), join regimens
+with :meth:`Scenario.switch` (a change of regimen at time ``t``) or ``+`` (both
+at once).  Amounts are converted to each spec's route unit, times to its time
+unit.  A :class:`SeriesChange` replaces or scales a measured series that drives
+twins with ``[inputs]`` (e.g. plasma insulin in the glucose minimal model): the
+intervention on a forced twin is a different forcing, ``u(t) -> u'(t)``.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from .dynamics.linear import Doses
 from .spec.model_spec import ModelSpec
 from .units import conversion_factor
 
-__all__ = ["Dose", "Scenario", "MAX_DOSES"]
+__all__ = ["Dose", "SeriesChange", "Scenario", "MAX_DOSES"]
 
 MAX_DOSES = 10_000
 """Most doses in one scenario (a billion doses used to exhaust memory)."""
@@ -42,13 +45,78 @@ class Dose:
             raise ValueError(f"infusion duration must be >= 0, got {self.duration}")
 
 
+Forcing = dict[str, tuple[np.ndarray, np.ndarray]]
+"""Spec input name -> (knot times, values), in the spec's units, interpolated linearly."""
+
+
+@dataclass(frozen=True)
+class SeriesChange:
+    """A changed forcing series: ``u'(t) = scale * u(t)``, or ``u'`` given by its own knots.
+
+    Parameters
+    ----------
+    series : str
+        The series' name in the patient data (``[inputs.X] series`` of a spec), e.g. ``"insulin"``.
+    scale : float
+        Multiplies the patient's own series (``times``/``values`` not given).
+    times, values : tuple of float
+        The series under the scenario (at least two knots, strictly increasing times in the
+        scenario's time unit), interpolated linearly like a measured series; ``unit`` is the
+        values' unit.
+
+    Notes
+    -----
+    A spec's baseline symbol (``[inputs.X] baseline``) is the value of its input at
+    ``t = 0``, so it follows the changed series.
+    """
+
+    series: str
+    scale: float = 1.0
+    times: tuple[float, ...] = ()
+    values: tuple[float, ...] = ()
+    unit: str = ""
+
+    def __post_init__(self):
+        if not np.isfinite(self.scale) or self.scale < 0:
+            raise ValueError(f"scale must be a finite number >= 0, got {self.scale}")
+        if not self.times and not self.values:
+            return
+        t, v = np.asarray(self.times, float), np.asarray(self.values, float)
+        if t.ndim != 1 or t.shape != v.shape or len(t) < 2:
+            raise ValueError("times and values must be lists of one length, at least 2")
+        if not (np.all(np.isfinite(t)) and np.all(np.isfinite(v))):
+            raise ValueError("times and values must be finite numbers")
+        if np.any(np.diff(t) <= 0):
+            raise ValueError("times must increase strictly")
+        if self.scale != 1.0:
+            raise ValueError("give either scale or times and values, not both")
+        if not self.unit:
+            raise ValueError("values need a unit (the series' unit, e.g. 'uU/mL')")
+
+    def apply(self, spec: ModelSpec, name: str, knots: tuple, time_unit: str) -> tuple:
+        """Input ``name`` of ``spec`` under this change; ``knots`` is the patient's (spec units)."""
+        if not self.times:
+            kt, kv = knots
+            return np.asarray(kt, float), self.scale * np.asarray(kv, float)
+        inp = spec.inputs[name]
+        fv = conversion_factor(self.unit, inp.unit, inp.molar_mass)
+        ft = conversion_factor(time_unit, spec.time_unit)
+        return ft * np.asarray(self.times, float), fv * np.asarray(self.values, float)
+
+
 @dataclass(frozen=True)
 class Scenario:
-    """A named dosing scenario (all doses, in time units of ``time_unit``)."""
+    """A named scenario: doses and changed forcing series (times in ``time_unit``)."""
 
     name: str
     doses: tuple[Dose, ...] = field(default_factory=tuple)
     time_unit: str = "h"
+    series: tuple[SeriesChange, ...] = ()
+
+    def __post_init__(self):
+        names = [c.series for c in self.series]
+        if len(set(names)) < len(names):
+            raise ValueError(f"scenario {self.name!r} changes a series twice: {names}")
 
     @classmethod
     def regimen(
@@ -81,6 +149,10 @@ class Scenario:
         """This scenario's doses before ``at``, then ``other``'s doses from ``at`` on (a change of regimen)."""
         if other.time_unit != self.time_unit:
             raise ValueError("scenarios to join must use the same time unit")
+        if self.series or other.series:
+            raise ValueError(
+                "a switch of forcing series at a time is one changed series: give its knots"
+            )
         doses = tuple(d for d in self.doses if d.time < at) + tuple(
             d for d in other.doses if d.time >= at
         )
@@ -93,6 +165,7 @@ class Scenario:
             f"{self.name} + {other.name}",
             tuple(sorted(self.doses + other.doses, key=lambda d: d.time)),
             self.time_unit,
+            self.series + other.series,
         )
 
     def to_doses(self, spec: ModelSpec) -> Doses:
@@ -110,3 +183,44 @@ class Scenario:
             a.append(d.amount * conversion_factor(d.unit, r.unit, r.molar_mass))
             dur.append(d.duration * ft)
         return {r: tuple(np.array(v, float) for v in vals) for r, vals in out.items()}
+
+    def to_inputs(self, spec: ModelSpec, forcing: Forcing | None) -> Forcing:
+        """The spec's forcing inputs under this scenario (spec units).
+
+        ``forcing`` is the patient's (``Design.inputs``); ``None`` only checks that every
+        changed series drives ``spec`` and that units convert.
+
+        Raises
+        ------
+        ValueError
+            A changed series that drives none of the spec's inputs (the twin could not
+            answer the scenario), or values in a unit that does not convert.
+        """
+        by_series = {inp.series: name for name, inp in spec.inputs.items()}
+        out = dict(forcing or {})
+        for change in self.series:
+            if change.series not in by_series:
+                raise ValueError(
+                    f"scenario {self.name!r} changes series {change.series!r}, which drives no "
+                    f"input of spec {spec.name} (its inputs follow: {sorted(by_series) or 'none'})"
+                )
+            name = by_series[change.series]
+            if forcing is None:
+                _check_unit(self.name, change, spec, name)
+                continue
+            out[name] = change.apply(spec, name, forcing[name], self.time_unit)
+        return out
+
+
+def _check_unit(scenario: str, change: SeriesChange, spec: ModelSpec, name: str) -> None:
+    """A given series' values must convert to the unit of the input they drive."""
+    if not change.times:
+        return
+    inp = spec.inputs[name]
+    try:
+        conversion_factor(change.unit, inp.unit, inp.molar_mass)
+    except ValueError as exc:
+        raise ValueError(
+            f"scenario {scenario!r} gives series {change.series!r} in {change.unit!r}, which input "
+            f"{name!r} of spec {spec.name} ({inp.unit}) cannot take ({exc}); give the values in {inp.unit}"
+        ) from None

@@ -25,7 +25,7 @@ from .ladder import DEFAULT_LADDER, Ladder, Rung, adaptation_problem
 from .library import data_path, spec_path
 from .names import check_name
 from .patient import Patient
-from .scenarios import MAX_DOSES, Scenario
+from .scenarios import MAX_DOSES, Scenario, SeriesChange
 from .spec.model_spec import SpecError, _check_keys
 
 __all__ = ["Study", "load_study", "example_study_path"]
@@ -363,16 +363,32 @@ def _parse_comparison(raw: dict) -> dict[str, Any]:
 
 
 def _parse_scenarios(raw: list) -> list[Scenario]:
-    """``[[scenarios]]``: dose regimens."""
+    """``[[scenarios]]``: dose regimens and changed forcing series."""
     scenarios = []
     for i, sc in enumerate(raw):
         w = f"scenarios[{i}]"
         _check_keys(
-            sc, w, {"name", "route", "amount"}, {"unit", "interval", "doses", "start", "duration"}
+            sc,
+            w,
+            {"name"},
+            {
+                "route",
+                "amount",
+                "unit",
+                "interval",
+                "doses",
+                "start",
+                "duration",
+                "time_unit",
+                "series",
+            },
         )
+        time_unit = str(sc.get("time_unit", "h"))
+        series = _parse_series(sc.get("series", {}), f"{w}.series")
         try:
-            scenarios.append(
-                Scenario.regimen(
+            if "route" in sc or "amount" in sc or not series:
+                _check_keys(sc, w, {"route", "amount"}, set(sc))
+                regimen = Scenario.regimen(
                     sc["name"],
                     _num(sc, "amount", w, positive=True),
                     sc["route"],
@@ -381,11 +397,51 @@ def _parse_scenarios(raw: list) -> list[Scenario]:
                     start=_num(sc, "start", w) if "start" in sc else 0.0,
                     duration=_num(sc, "duration", w) if "duration" in sc else 0.0,
                     unit=sc.get("unit", "mg"),
+                    time_unit=time_unit,
+                )
+                scenarios.append(replace(regimen, series=series))
+            else:
+                scenarios.append(Scenario(str(sc["name"]), (), time_unit, series))
+        except ValueError as exc:
+            raise SpecError(w, str(exc)) from None
+    return scenarios
+
+
+def _parse_series(raw: Any, where: str) -> tuple[SeriesChange, ...]:
+    """``series.NAME = {scale = ...}`` or ``{times = [...], values = [...], unit = "..."}``."""
+    if not isinstance(raw, dict):
+        raise SpecError(where, "must be a table: series.insulin = { scale = 0.5 }")
+    out = []
+    for name, change in raw.items():
+        w = f"{where}.{name}"
+        if not isinstance(change, dict):
+            raise SpecError(
+                w, "must be { scale = ... } or { times = [...], values = [...], unit = ... }"
+            )
+        _check_keys(change, w, set(), {"scale", "times", "values", "unit"})
+        try:
+            out.append(
+                SeriesChange(
+                    check_name(name, w, "series name"),
+                    _num(change, "scale", w) if "scale" in change else 1.0,
+                    tuple(_numbers(change, "times", w)),
+                    tuple(_numbers(change, "values", w)),
+                    str(change.get("unit", "")),
                 )
             )
         except ValueError as exc:
             raise SpecError(w, str(exc)) from None
-    return scenarios
+    return tuple(out)
+
+
+def _numbers(raw: dict, key: str, where: str) -> list[float]:
+    """An optional list of finite numbers (empty when absent)."""
+    v = raw.get(key, [])
+    if not isinstance(v, list) or any(
+        isinstance(x, bool) or not isinstance(x, (int, float)) or not np.isfinite(x) for x in v
+    ):
+        raise SpecError(f"{where}.{key}", f"must be a list of numbers, got {v!r}")
+    return [float(x) for x in v]
 
 
 def _parse_observable(pr: dict) -> str | None:

@@ -295,9 +295,7 @@ def disagreement(
     per_scenario, values = [], []
     for sc in scenarios:
         ys = [
-            predictive_draws(
-                t, grid, observable=observable, doses=sc.to_doses(t.spec), mean=True
-            ).values
+            predictive_draws(t, grid, observable=observable, scenario=sc, mean=True).values
             for t in twins
         ]
         vs = [
