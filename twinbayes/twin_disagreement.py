@@ -25,6 +25,7 @@ autocorrelation of the chains and applies to any smooth statistic.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,22 +44,38 @@ def weighted_quantile(
 ) -> np.ndarray:
     """Quantiles of the mixture ``sum_k w_k * empirical(samples_k)`` along axis 0.
 
-    Returns an array of shape ``(len(q),) + samples[0].shape[1:]``.  Samples already sorted
-    along axis 0 are merged in a fraction of the time (a stable sort finds the sorted runs);
-    the result is the same either way.
+    Returns an array of shape ``(len(q),) + samples[0].shape[1:]``: at each level, the first
+    value in sorted order whose cumulative weight reaches it.  Samples already sorted along
+    axis 0 are merged in a fraction of the time (a stable sort finds the sorted runs); the
+    result is the same either way.
     """
-    values = np.concatenate(samples, axis=0)
-    rest = values.shape[1:]
-    lanes = np.ascontiguousarray(values.reshape(len(values), -1).T)  # a row per column of values
-    w = np.concatenate([np.full(len(s), wk / len(s)) for s, wk in zip(samples, weights)])
-    order = np.argsort(lanes, axis=1, kind="stable")
-    cum = np.cumsum(w[order], axis=1)
-    cum /= cum[:, -1:]
-    # each row of cum is nondecreasing: the first point reaching a level is a binary search
-    idx = np.array([[np.searchsorted(row, level) for level in q] for row in cum], dtype=np.intp)
-    idx = idx.reshape(len(cum), len(q))
-    picked = np.take_along_axis(lanes, np.take_along_axis(order, idx, axis=1), axis=1)
-    return picked.T.reshape((len(q),) + rest)
+    rest = samples[0].shape[1:]
+    lanes = [np.ascontiguousarray(np.reshape(s, (len(s), -1)).T) for s in samples]
+    return _lane_quantile(lanes, weights, q).reshape((len(q),) + rest)
+
+
+def _lane_quantile(lanes: Sequence[np.ndarray], weights: Sequence[float], q) -> np.ndarray:
+    """:func:`weighted_quantile` of samples laid out as ``(lane, draw)`` rows: ``(len(q), lanes)``."""
+    values = np.concatenate(lanes, axis=1)
+    w = np.concatenate([np.full(s.shape[1], wk / s.shape[1]) for s, wk in zip(lanes, weights)])
+
+    def rows(part: np.ndarray) -> np.ndarray:
+        order = np.argsort(part, axis=1, kind="stable")
+        cum = np.cumsum(w[order], axis=1)
+        cum /= cum[:, -1:]
+        # each row of cum is nondecreasing: the first point reaching a level is the count below it
+        idx = np.stack([(cum < level).sum(axis=1) for level in q], axis=1)
+        return np.take_along_axis(part, np.take_along_axis(order, idx, axis=1), axis=1)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:  # rows are independent; NumPy releases the GIL
+        return np.concatenate(list(pool.map(rows, np.array_split(values, 2)))).T
+
+
+def _sorted_lanes(ys: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Each ``(draw, time)`` array as ``(time, draw)`` rows sorted along the draws, two at a time
+    (NumPy's sort releases the GIL)."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return list(pool.map(lambda y: np.sort(np.ascontiguousarray(y.T), axis=1), ys))
 
 
 def _w1(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -86,6 +103,11 @@ def _w1_sorted(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     ia = np.minimum((mid * n_a).astype(int), n_a - 1)
     ib = np.minimum((mid * n_b).astype(int), n_b - 1)
     return np.tensordot(du, np.abs(a[ia] - b[ib]), axes=(0, 0))
+
+
+def _draws_first(lane: np.ndarray) -> np.ndarray:
+    """A ``(time, draw)`` array as a contiguous ``(draw, time)`` one (sums then run in draw order)."""
+    return np.ascontiguousarray(lane.T)
 
 
 def _decompose(samples: list[np.ndarray], w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -294,10 +316,7 @@ def disagreement(
     ens = _Ensemble.of(w, twins, n_blocks, weight_draws)
     per_scenario, values = [], []
     for sc in scenarios:
-        ys = [
-            predictive_draws(t, grid, observable=observable, scenario=sc, mean=True).values
-            for t in twins
-        ]
+        ys = _scenario_means(twins, grid, observable, sc)
         vs = [
             np.stack([q(grid, y) for q in qois], axis=1) if qois else np.zeros((len(y), 0))
             for y in ys
@@ -338,6 +357,21 @@ def disagreement(
         },
     )
     return Disagreement(ds)
+
+
+def _scenario_means(
+    twins: list[Twin], grid: np.ndarray, observable: str | None, scenario: Scenario
+) -> list[np.ndarray]:
+    """Each twin's predicted means ``(draw, time)`` under ``scenario``, two twins at a time
+    (NumPy releases the GIL in its large operations; each twin's values are the same bits)."""
+
+    def means(twin: Twin) -> np.ndarray:
+        return predictive_draws(
+            twin, grid, observable=observable, scenario=scenario, mean=True
+        ).values
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return list(pool.map(means, twins))
 
 
 _DIMS = {
@@ -492,13 +526,15 @@ def _share_of_moments(means: np.ndarray, variances: np.ndarray, w: np.ndarray) -
 def _trajectory_stats(ys: list[np.ndarray], ens: _Ensemble) -> dict[str, np.ndarray]:
     """Bands per source, the variance decomposition and the between-twin share, and W1 per pair, over time."""
     act = [ys[k] for k in ens.active]
-    ordered = [np.sort(y, axis=0) for y in ys]  # once, for the bands, the mixture and W1
+    lanes = _sorted_lanes(ys)  # (time, draw), sorted once for the bands, the mixture and W1
     q = [0.05, 0.5, 0.95]
-    mixture = weighted_quantile([ordered[k] for k in ens.active], ens.wa, q)
-    bands = np.stack([np.quantile(y, q, axis=0) for y in ordered] + [mixture])
+    mixture = _lane_quantile([lanes[k] for k in ens.active], ens.wa, q)
+    bands = np.stack([np.quantile(x, q, axis=1) for x in lanes] + [mixture])
     within, between = _decompose(act, ens.wa)
     share = ens.share(ys)
-    w1 = np.array([_w1_sorted(ordered[a], ordered[b]) for a, b in ens.pairs])
+    w1 = np.array(
+        [_w1_sorted(_draws_first(lanes[a]), _draws_first(lanes[b])) for a, b in ens.pairs]
+    )
     w1 = w1.reshape(len(ens.pairs), ys[0].shape[1])
     return {
         "traj_q05": bands[:, 0],
