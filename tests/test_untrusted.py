@@ -389,14 +389,14 @@ def test_a_read_only_output_folder_fails_before_any_fit(tmp_path, monkeypatch, c
 def test_a_full_disk_replaces_nothing_and_leaves_no_partial_folder(tmp_path, monkeypatch, capsys):
     import errno
 
-    from twinbayes.results import ResultsFolder
-
     old = _old_results(tmp_path)
 
-    def disk_full(self, twin):
-        raise OSError(errno.ENOSPC, "No space left on device", str(self.staging / "twins" / "x.nc"))
+    import xarray as xr
 
-    monkeypatch.setattr(ResultsFolder, "write_twin", disk_full)
+    def disk_full(self, target, **kwargs):  # in the background thread that writes the twin
+        raise OSError(errno.ENOSPC, "No space left on device", str(target))
+
+    monkeypatch.setattr(xr.DataTree, "to_netcdf", disk_full)
     study = _study(tmp_path, specs=("pk_1cmt_iv",))
     args = ["run", str(study), "--out", str(old), "--force", "--quiet", "--no-ladder"]
     assert main([*args, "--draws", "100", "--tune", "100", "--chains", "1"]) == 2

@@ -329,7 +329,7 @@ def _fit_one(i, n, spec, patient, study, folder, progress, quiet) -> Twin | Fail
         )
     if folder:
         with folder.writing():
-            folder.write_twin(twin)
+            folder.write_twin(twin, background=True)
     return twin
 
 
@@ -416,6 +416,7 @@ def _write(
     from .report import write_report
 
     with watch("files"):
+        folder.finish_writes()  # the twins' files, written while later twins fitted
         if comparison is not None:
             folder.write_comparison(comparison)
         if result is not None:

@@ -16,8 +16,9 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -54,6 +55,8 @@ class ResultsFolder:
     staging: Path
     force: bool
     study_info: dict | None = None
+    _writes: list[Future] = field(default_factory=list, repr=False)
+    _writer: ThreadPoolExecutor | None = field(default=None, repr=False)
 
     @classmethod
     def create(cls, path: Path, force: bool = False) -> ResultsFolder:
@@ -105,11 +108,19 @@ class ResultsFolder:
             ) from exc
 
     def abort(self) -> None:
-        """Remove the partial folder after a failure."""
+        """Remove the partial folder after a failure (once no write is in flight)."""
+        try:
+            self.finish_writes()
+        except Exception:  # the failure being handled is the caller's; this one adds nothing
+            pass
         shutil.rmtree(self.staging, ignore_errors=True)
 
-    def write_twin(self, twin) -> Path:
-        """Write a twin's DataTree (posterior, log-likelihood, predictive, ...) as NetCDF."""
+    def write_twin(self, twin, background: bool = False) -> Path:
+        """Write a twin's DataTree (posterior, log-likelihood, predictive, ...) as NetCDF.
+
+        With ``background``, the file is written in a thread (while the next twin samples in
+        nutpie's own threads); :meth:`finish_writes` waits for it and raises its error.
+        """
         target = inside(self.staging, "twins", f"{check_name(twin.name, 'model.name')}.nc")
         tree = twin.idata.copy()
         stats = tree["sample_stats"].to_dataset()
@@ -117,8 +128,27 @@ class ResultsFolder:
             v for v in stats.data_vars if stats[v].dtype == object
         ]  # free-text messages do not fit NetCDF
         tree["sample_stats"] = stats.drop_vars(drop)
-        tree.to_netcdf(target, engine="h5netcdf")
+        if background:
+            for w in self._writes:  # an earlier twin's failed write ends the run now, not later
+                if w.done() and w.exception() is not None:
+                    self.finish_writes()
+            if self._writer is None:
+                self._writer = ThreadPoolExecutor(1, thread_name_prefix="twinbayes-write")
+            self._writes.append(self._writer.submit(tree.to_netcdf, target, engine="h5netcdf"))
+        else:
+            tree.to_netcdf(target, engine="h5netcdf")
         return target
+
+    def finish_writes(self) -> None:
+        """Wait for the background writes; raise the first one's error (``OSError`` for a full disk)."""
+        writes, self._writes = self._writes, []
+        try:
+            for w in writes:
+                w.result()
+        finally:
+            if self._writer is not None:
+                self._writer.shutdown(wait=True)
+                self._writer = None
 
     def write_comparison(self, comparison) -> Path:
         """Write the comparison table, pointwise and pairwise results as one NetCDF file."""
@@ -222,6 +252,7 @@ class ResultsFolder:
 
     def commit(self) -> Path:
         """Move the complete folder into place (replacing an old one only with ``force``)."""
+        self.finish_writes()
         if self.path.exists():
             if not self.force:  # appeared while we ran
                 raise FileExistsError(
