@@ -7,9 +7,12 @@ parts (PyMC, ArviZ) are imported when first used, so ``twinbayes specs`` and
 
 from importlib import import_module
 
+from .import_speed import patch_lazy_loader
 from .patient import Patient, PatientDataError
 from .spec import ModelSpec, SpecError, load_spec
 from .units import UnitError
+
+patch_lazy_loader()  # before anything imports ArviZ: see twinbayes.import_speed
 
 __version__ = "0.1.0"
 
