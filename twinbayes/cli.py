@@ -183,6 +183,10 @@ def console() -> None:
         os._exit(state["code"])
 
     atexit.register(leave)
+    if (sys.argv[1:2] or ["run"])[0] in ("run", "update"):
+        from .import_speed import import_and_freeze
+
+        import_and_freeze()
     try:
         state["code"] = main()
     except BrokenPipeError:  # the reader went away (``| head``): stop quietly, as Unix tools do

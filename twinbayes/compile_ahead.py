@@ -62,6 +62,10 @@ def _worker() -> None:
     """``python -m twinbayes.compile_ahead``: read the job from stdin, say ``done i`` per twin."""
     from pytensor import config
 
+    from .import_speed import import_and_freeze
+
+    import_and_freeze(("twinbayes.fitting", "nutpie"))
+
     compiledir, patient, jobs = pickle.load(sys.stdin.buffer)
     for i, source in jobs:
         if str(config.compiledir) == compiledir:  # another cache than the study's: no use
