@@ -78,12 +78,18 @@ def import_and_freeze(modules: tuple[str, ...] = STUDY_MODULES) -> None:
 
     The libraries' few hundred thousand long-lived objects (modules, functions, classes,
     docstrings) are otherwise scanned by every full collection of the run: measured at 0.6 s of
-    a warm example study on 2 cores.  For processes twinbayes owns (the ``twinbayes`` command,
-    the compile-ahead worker); a library call leaves the caller's collector alone.
+    a warm example study on 2 cores.  PyTensor's ``traceback__limit`` is set to 0: it records
+    the creating stack (for its own error messages) on each of the thousands of variables a
+    twin's log density and gradient are built from.  For processes twinbayes owns (the
+    ``twinbayes`` command, the compile-ahead worker); a library call leaves the caller's
+    collector and configuration alone.
     """
     import gc
     from importlib import import_module
 
     for name in modules:
         import_module(name)
+    from pytensor import config
+
+    config.traceback__limit = 0  # no stack trace on every graph variable (error messages only)
     gc.freeze()
