@@ -157,3 +157,36 @@ def test_the_worker_compiles_later_twins_into_the_caches_once(tmp_path):
     # ... so this process reuses it
     assert out["stats"]["misses"] == 0 and out["stats"]["hits"] >= 2
     assert not out["restarted"]  # and on a warm machine no worker starts
+
+
+def _logp(c: float):
+    """A log density over a value variable and shared data, built afresh, as nutpie's input."""
+    x = pt.dvector("x")
+    shared = pytensor.shared(np.array([1.0, 2.0]), name="data")
+    return x, shared, (pt.log(1 + pt.exp(x)) * c + x**2 + shared).sum()
+
+
+def test_rewrite_graph_of_a_log_density_is_cached_like_functions(cache):
+    """nutpie rewrites the log density (canonicalize, stabilize) before its gradient: a hit
+    returns PyTensor's own rewrite, over this graph's value variable and shared data."""
+    from pytensor.graph import rewrite_graph
+
+    x0, shared0, logp0 = _logp(3.0)
+    plain = rewrite_graph(logp0, include=["canonicalize", "stabilize"])
+    with graph_cache.rewrites_cached():
+        import pytensor.graph
+
+        results = []
+        for c in (3.0, 3.0, 4.0):
+            x, shared, logp = _logp(c)
+            out = pytensor.graph.rewrite_graph(logp, include=["canonicalize", "stabilize"])
+            results.append((x, shared, out))
+    assert graph_cache.STATS == {"hits": 1, "misses": 2, "stored": 2}
+    assert pytensor.graph.rewrite_graph is rewrite_graph  # restored after the block
+    (x1, shared1, first), (x2, shared2, second), (x3, _, other) = results
+    for x, shared, out in ((x1, shared1, first), (x2, shared2, second)):
+        assert equal_computations([out], [plain], [x, shared], [x0, shared0])
+    f = pytensor.function([x2], second, mode=MODE)
+    shared2.set_value(np.array([10.0, 20.0]))  # the hit reads this graph's own shared data
+    assert np.isclose(f(X), _expected(X, 3.0, (10.0, 20.0)).sum())
+    assert np.isclose(pytensor.function([x3], other, mode=MODE)(X), _expected(X, 4.0).sum())

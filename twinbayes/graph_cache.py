@@ -5,7 +5,9 @@ stabilise, specialise, fuse, make operations in place): 1-1.5 s per closed-form 
 the largest part of a warm study's compile stage (``benchmarks/bench_study.py``).  The machine
 code is already cached on disk by PyTensor's Numba backend; the rewriting was not.
 
-:func:`rewrites_cached` makes PyTensor's function compiler look up the rewritten graph on disk:
+:func:`rewrites_cached` makes PyTensor's function compiler, and ``pytensor.graph.rewrite_graph``
+of one variable (nutpie's rewriting of each log density before its gradient), look up the
+rewritten graph on disk:
 
 * the *key* is a SHA-256 of the graph before rewriting (operations with their parameters,
   constants with their bytes, types, the wiring), of the compile mode and of the library versions;
@@ -115,10 +117,12 @@ def _mode_text(mode) -> str:
 def graph_key(fgraph, mode) -> str:
     """SHA-256 of ``fgraph`` before rewriting, the compile ``mode`` and the library versions.
 
-    Variables are numbered in order of appearance (inputs, then each node's outputs in
+    ``mode`` is a PyTensor compile mode, or a text naming another rewriting (``rewrite_graph``'s
+    query).  Variables are numbered in order of appearance (inputs, then each node's outputs in
     topological order), so names PyTensor gives automatically do not enter the key.
     """
-    h = hashlib.sha256(f"{_FORMAT}\n{_versions()}\n{_mode_text(mode)}\n".encode())
+    context = mode if isinstance(mode, str) else _mode_text(mode)
+    h = hashlib.sha256(f"{_FORMAT}\n{_versions()}\n{context}\n".encode())
     index: dict = {}
     for i, var in enumerate(fgraph.inputs):
         index[var] = f"i{i}"
@@ -156,8 +160,8 @@ def _store(path: Path, before: tuple[list, list], fgraph) -> None:
     os.replace(tmp, path)  # atomic: a concurrent reader sees the old entry or the new one
 
 
-def _load(path: Path, fgraph):
-    """The stored rewritten outputs wired to ``fgraph``'s inputs, or ``None``."""
+def _load(path: Path, fgraph, targets: list | None = None):
+    """The stored rewritten outputs wired to ``targets`` (default ``fgraph``'s inputs), or ``None``."""
     from pytensor.graph.basic import equal_computations
     from pytensor.graph.replace import graph_replace
 
@@ -177,7 +181,8 @@ def _load(path: Path, fgraph):
         return None
     if not equal_computations(out_before, fgraph.outputs, in_before, fgraph.inputs):
         return None
-    return graph_replace(out_after, dict(zip(in_after, fgraph.inputs)), strict=False)
+    targets = fgraph.inputs if targets is None else targets
+    return graph_replace(out_after, dict(zip(in_after, targets)), strict=False)
 
 
 def _cached_prepare_fgraph(original):
@@ -220,16 +225,59 @@ def _cached_prepare_fgraph(original):
     return prepare_fgraph
 
 
+def _cached_rewrite_graph(original):
+    """``pytensor.graph.rewrite_graph`` of one variable with the disk lookup in front of ``original``.
+
+    nutpie rewrites each log density this way (canonicalize, stabilize) before differentiating
+    it.  The graph is keyed and compared on a clone whose inputs are the original's non-constant
+    roots (value variables, shared data); a hit is wired back to those roots, as ``original``
+    returns the rewritten variable over them.
+    """
+    from pytensor.graph.basic import Constant, Variable
+    from pytensor.graph.fg import FunctionGraph
+    from pytensor.graph.traversal import graph_inputs
+
+    def rewrite_graph(graph, include=("canonicalize",), custom_rewrite=None, clone=False, **kw):
+        if not isinstance(graph, Variable) or custom_rewrite is not None:
+            return original(graph, include, custom_rewrite, clone, **kw)
+        try:
+            roots = [v for v in graph_inputs([graph]) if not isinstance(v, Constant)]
+            probe = FunctionGraph(roots, [graph], clone=True)
+            query = f"rewrite_graph include={list(include)} kwargs={sorted(kw.items())!r}"
+            key = graph_key(probe, query)
+        except Exception as err:  # an Op the key cannot describe: rewrite as usual
+            _log.debug("graph cache: no key (%s)", err)
+            return original(graph, include, custom_rewrite, clone, **kw)
+        path = cache_dir() / key[:2] / f"{key}.pkl"
+        hit = _load(path, probe, roots)
+        if hit is not None:
+            STATS["hits"] += 1
+            return hit[0]
+        STATS["misses"] += 1
+        result = original(graph, include, custom_rewrite, clone, **kw)
+        try:
+            after = FunctionGraph(roots, [result], clone=True)
+            _store(path, _detached(probe), after)
+            STATS["stored"] += 1
+        except Exception as err:  # a graph that cannot be pickled is simply not cached
+            _log.debug("graph cache: not stored (%s)", err)
+        return result
+
+    return rewrite_graph
+
+
 _LOCK = threading.Lock()
-_ACTIVE = {"depth": 0, "saved": None}
+_ACTIVE = {"depth": 0, "saved": None, "rewrite_graph": None}
 
 
 @contextlib.contextmanager
 def rewrites_cached() -> Iterator[None]:
-    """Within the block, PyTensor functions reuse rewritten graphs stored on disk (module doc).
+    """Within the block, PyTensor functions (and ``pytensor.graph.rewrite_graph`` of one
+    variable, as nutpie calls it) reuse rewritten graphs stored on disk (module doc).
 
     Nested and concurrent blocks (threads) share one installation, removed when the last ends.
     """
+    import pytensor.graph
     from pytensor.compile import maker
 
     with _LOCK:
@@ -238,6 +286,8 @@ def rewrites_cached() -> Iterator[None]:
             _ACTIVE["saved"] = saved
             patched = _cached_prepare_fgraph(saved.__func__)
             maker.FunctionMaker.prepare_fgraph = staticmethod(patched)
+            _ACTIVE["rewrite_graph"] = pytensor.graph.rewrite_graph
+            pytensor.graph.rewrite_graph = _cached_rewrite_graph(pytensor.graph.rewrite_graph)
         _ACTIVE["depth"] += 1
     try:
         yield
@@ -246,3 +296,4 @@ def rewrites_cached() -> Iterator[None]:
             _ACTIVE["depth"] -= 1
             if _ACTIVE["depth"] == 0:
                 maker.FunctionMaker.prepare_fgraph = _ACTIVE["saved"]
+                pytensor.graph.rewrite_graph = _ACTIVE["rewrite_graph"]
