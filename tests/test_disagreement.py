@@ -45,15 +45,19 @@ def synthetic_twin(name, cl_median, cl_sd=0.1, v=10.0, seed=0, chains=4, draws=1
             "sigma_prop": (("chain", "draw"), np.full((chains, draws), 0.1)),
         }
     )
-    spec = dataclasses.replace(SPEC, name=name)
+    return twin_with_posterior(dataclasses.replace(SPEC, name=name), PATIENT, post)
+
+
+def twin_with_posterior(spec, patient, post: xr.Dataset) -> Twin:
+    """A converged twin of ``spec`` and ``patient`` whose posterior is ``post``."""
     diag = Diagnostics(xr.Dataset(), 0, 0.0, Gate(), True, [])
     return Twin(
         spec,
-        PATIENT,
+        patient,
         xr.DataTree.from_dict({"posterior": post}),
         diag,
         {},
-        design=design_for(spec, PATIENT),
+        design=design_for(spec, patient),
     )
 
 
@@ -269,15 +273,7 @@ def glucose_twin(name: str, spec_name: str, draws: int = 3) -> Twin:
             if p in spec.parameters
         }
     )
-    diag = Diagnostics(xr.Dataset(), 0, 0.0, Gate(), True, [])
-    return Twin(
-        spec,
-        patient,
-        xr.DataTree.from_dict({"posterior": post}),
-        diag,
-        {},
-        design=design_for(spec, patient),
-    )
+    return twin_with_posterior(spec, patient, post)
 
 
 def test_a_changed_forcing_series_is_simulated_like_scipy_under_it():
