@@ -271,3 +271,16 @@ def test_pointwise_loglik_equals_pymc(spec_name, data, subject):
         rtol=1e-9,
         atol=1e-9,
     )
+
+
+def test_one_draw_at_maximum_tree_depth_fails_the_gate_and_says_so():
+    """The gate allows none by default; the message counts it instead of rounding it to 0.0 %."""
+    from twinbayes.diagnostics import diagnose
+
+    rng = np.random.default_rng(0)
+    maxdepth = np.zeros((4, 1000), bool)
+    maxdepth[2, 17] = True
+    d = diagnose({"a": rng.normal(size=(4, 1000))}, np.zeros((4, 1000), bool), maxdepth)
+    assert not d.passed
+    assert d.reasons == ["1 of 4000 draws (0.025%) hit the maximum tree depth"]
+    assert "0.025% at max tree depth" in str(d)

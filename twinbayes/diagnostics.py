@@ -70,7 +70,7 @@ class Diagnostics:
         return (
             f"max R-hat {float(self.table.rhat.max()):.3f}, min bulk ESS {float(self.table.ess_bulk.min()):.0f}, "
             f"min tail ESS {float(self.table.ess_tail.min()):.0f}, {self.divergent} divergent, "
-            f"{100 * self.treedepth_fraction:.1f}% at max tree depth -> gate {status}"
+            f"{_percent(self.treedepth_fraction)} at max tree depth -> gate {status}"
         )
 
 
@@ -137,5 +137,14 @@ def diagnose(
     if divergent > gate.max_divergent:
         reasons.append(f"{divergent} divergent transitions > {gate.max_divergent}")
     if treedepth > gate.max_treedepth_fraction:
-        reasons.append(f"{100 * treedepth:.1f}% of draws hit the maximum tree depth")
+        reasons.append(
+            f"{int(np.sum(maxdepth))} of {np.size(maxdepth)} draws ({_percent(treedepth)}) hit the "
+            "maximum tree depth"
+        )
     return Diagnostics(table, divergent, treedepth, gate, not reasons, reasons)
+
+
+def _percent(fraction: float) -> str:
+    """``fraction`` in percent, never a nonzero one shown as 0.0 % (0.04 % of draws fail a gate)."""
+    pct = 100 * fraction
+    return f"{pct:.2g}%" if 0 < pct < 0.1 else f"{pct:.1f}%"
