@@ -298,7 +298,7 @@ def test_a_changed_forcing_series_is_simulated_like_scipy_under_it():
         post = twin.idata["posterior"]
         for k in range(2):  # two posterior draws, each against its own reference solve
             env = {p: float(post[p].values.ravel()[k]) for p in post.data_vars}
-            env["Ib"] = float(np.interp(0.0, *forcing))  # the baseline follows the series
+            env["Ib"] = float(np.interp(0.0, kt, kv))  # the patient's basal insulin, unchanged
             x0 = {"G": env["G0"], "X": 0.0}
             ref = solve_reference(twin.spec, env, grid, {}, x0=x0, forcing={"I": forcing})["G"]
             np.testing.assert_allclose(got[k], ref, rtol=1e-5)

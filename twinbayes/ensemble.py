@@ -44,14 +44,9 @@ def _design(
 
 
 def _under(scenario: Scenario, twin: Twin, design: Design) -> Design:
-    """``design`` with the scenario's doses and forcing series; baselines follow the series."""
+    """``design`` with the scenario's doses and forcing series (baselines stay the patient's)."""
     inputs = scenario.to_inputs(twin.spec, design.inputs)
-    baselines = {
-        inp.baseline: float(np.interp(0.0, *inputs[name]))
-        for name, inp in twin.spec.inputs.items()
-        if inp.baseline
-    }
-    return replace(design, doses=scenario.to_doses(twin.spec), inputs=inputs, baselines=baselines)
+    return replace(design, doses=scenario.to_doses(twin.spec), inputs=inputs)
 
 
 def check_forcing_covers(design: Design, t_end: float, twin: str) -> None:
@@ -100,7 +95,7 @@ def predictive_draws(
         Return the predicted mean (no residual error) instead of new observations.
     scenario : Scenario, optional
         Doses and forcing series of an intervention (instead of ``doses``); a twin with
-        ``[inputs]`` is simulated under the scenario's series, baselines at their t = 0 values.
+        ``[inputs]`` is simulated under the scenario's series; its baselines stay the patient's.
 
     Raises
     ------

@@ -66,8 +66,10 @@ class SeriesChange:
 
     Notes
     -----
-    A spec's baseline symbol (``[inputs.X] baseline``) is the value of its input at
-    ``t = 0``, so it follows the changed series.
+    A spec's baseline symbol (``[inputs.X] baseline``, e.g. basal insulin ``Ib`` in the
+    minimal model's ``I - Ib``) is the patient's: the measured series' value at ``t = 0``.
+    It does not follow the changed series: a clamp raises plasma insulin above the
+    patient's basal level, it does not move that level.
     """
 
     series: str
