@@ -82,3 +82,9 @@ def test_bad_series_name_the_field(tmp_path, monkeypatch, series, field, message
         _checked(tmp_path, monkeypatch, bad)
     assert f"scenarios[0].{field}" in str(err.value) and message in str(err.value)
     assert str(tmp_path / "study.toml") in str(err.value)
+
+
+def test_a_scenario_time_unit_must_be_one(tmp_path, monkeypatch):
+    bad = '[[scenarios]]\nname = "x"\ntime_unit = "kg"\nseries.insulin = { scale = 2 }\n'
+    with pytest.raises(SpecError, match=r"scenarios\[0\].time_unit: must be a unit of time"):
+        _checked(tmp_path, monkeypatch, bad)

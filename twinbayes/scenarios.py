@@ -153,7 +153,8 @@ class Scenario:
             raise ValueError("scenarios to join must use the same time unit")
         if self.series or other.series:
             raise ValueError(
-                "a switch of forcing series at a time is one changed series: give its knots"
+                "switch() joins dose regimens; to change a series from a time on, give the "
+                "changed series by its knots (SeriesChange times and values)"
             )
         doses = tuple(d for d in self.doses if d.time < at) + tuple(
             d for d in other.doses if d.time >= at

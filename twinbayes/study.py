@@ -383,7 +383,7 @@ def _parse_scenarios(raw: list) -> list[Scenario]:
                 "series",
             },
         )
-        time_unit = str(sc.get("time_unit", "h"))
+        time_unit = _time_unit(sc, w)
         series = _parse_series(sc.get("series", {}), f"{w}.series")
         try:
             if "route" in sc or "amount" in sc or not series:
@@ -405,6 +405,20 @@ def _parse_scenarios(raw: list) -> list[Scenario]:
         except ValueError as exc:
             raise SpecError(w, str(exc)) from None
     return scenarios
+
+
+def _time_unit(raw: dict, where: str) -> str:
+    """A scenario's ``time_unit`` (default ``h``): a unit of time."""
+    from .units import UnitError, conversion_factor
+
+    unit = raw.get("time_unit", "h")
+    try:
+        conversion_factor(str(unit), "h")
+    except (UnitError, ValueError):
+        raise SpecError(
+            f"{where}.time_unit", f"must be a unit of time such as h, min or d, got {unit!r}"
+        ) from None
+    return str(unit)
 
 
 def _parse_series(raw: Any, where: str) -> tuple[SeriesChange, ...]:
