@@ -24,7 +24,7 @@ import xarray as xr
 from . import graph_cache
 from .compiled_model import compile_model, guard_starts
 from .diagnostics import Diagnostics, Gate, check_convergence, diagnose
-from .dynamics.design import Design, design_for
+from .dynamics.design import Design, describe_excluded, design_for
 from .ladder import DEFAULT_LADDER, Attempt, Ladder, adaptation_problem
 from .model import TwinModel, obs_dim, patient_data
 from .patient import Patient
@@ -354,12 +354,7 @@ def fit(
     except (ValueError, FloatingPointError, RuntimeError, KeyError, IndexError) as exc:
         log.warning("%s: prior sensitivity not computed (%s)", spec.name, exc)
     if design.excluded:
-        log.info(
-            "%s: left out %d pre-dose observation(s) (predicted 0 by construction): %s",
-            spec.name,
-            len(design.excluded),
-            design.excluded,
-        )
+        log.info("%s: %s: %s", spec.name, describe_excluded(spec, design.excluded), design.excluded)
     (log.info if twin.converged else log.warning)("%s: %s", spec.name, diagnostics)
     return twin
 

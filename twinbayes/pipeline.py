@@ -14,7 +14,7 @@ import numpy as np
 
 from .comparison import Comparison, compare
 from .compile_ahead import CompileAhead
-from .dynamics.design import design_for
+from .dynamics.design import describe_excluded, design_for
 from .dynamics.ode import OdeError
 from .fitting import FailedFit, FitError, Twin, default_sampler, fit
 from .patient import Patient
@@ -323,10 +323,7 @@ def _fit_one(i, n, spec, patient, study, folder, progress, quiet) -> Twin | Fail
         _say(f"      {twin.sensitivity}", quiet)
     _say_ladder(twin, quiet)
     if twin.excluded:
-        _say(
-            f"      left out {len(twin.excluded)} pre-dose observation(s) that the twin predicts as 0 by construction",
-            quiet,
-        )
+        _say(f"      {describe_excluded(twin.spec, twin.excluded)}", quiet)
     if folder:
         with folder.writing():
             folder.write_twin(twin, background=True)

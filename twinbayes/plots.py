@@ -64,7 +64,7 @@ def plot_ppc(twin: Twin, ax=None, observable: str | None = None, seed: int = 0):
     )
     for name, t, y in twin.excluded:
         if name == observable:
-            ax.plot(t, y, "x", color="0.4", ms=6, label="left out (pre-dose)")
+            ax.plot(t, y, "x", color="0.4", ms=6, label="left out")
     unit = twin.spec.observations[observable].unit
     ax.set(
         xlabel=f"time ({twin.spec.time_unit})",

@@ -19,7 +19,7 @@ from ..spec.model_spec import ModelSpec
 from ..units import UnitError
 from .linear import Doses
 
-__all__ = ["Design", "design_for"]
+__all__ = ["Design", "design_for", "describe_excluded"]
 
 
 @dataclass(frozen=True)
@@ -234,3 +234,13 @@ def _forcing(spec: ModelSpec, patient: Patient, t_end: float):
         if inp.baseline:
             baselines[inp.baseline] = float(np.interp(0.0, t, v))
     return inputs, baselines
+
+
+def describe_excluded(spec: ModelSpec, excluded) -> str:
+    """Why observations were left out, counted by reason (``""`` when none were)."""
+    early = sum(1 for name, t, _ in excluded if t < spec.observations[name].valid_from)
+    predose = len(excluded) - early
+    parts = [f"{predose} pre-dose observation(s) that the twin predicts as 0 by construction"] * (
+        predose > 0
+    ) + [f"{early} observation(s) before the model's valid_from time"] * (early > 0)
+    return "left out " + " and ".join(parts) if parts else ""
