@@ -402,6 +402,8 @@ def _parse_scenarios(raw: list) -> list[Scenario]:
                 scenarios.append(replace(regimen, series=series))
             else:
                 scenarios.append(Scenario(str(sc["name"]), (), time_unit, series))
+        except SpecError:  # already names its field
+            raise
         except ValueError as exc:
             raise SpecError(w, str(exc)) from None
     return scenarios
@@ -440,12 +442,22 @@ def _parse_series(raw: Any, where: str) -> tuple[SeriesChange, ...]:
                     _num(change, "scale", w) if "scale" in change else 1.0,
                     tuple(_numbers(change, "times", w)),
                     tuple(_numbers(change, "values", w)),
-                    str(change.get("unit", "")),
+                    _unit_text(change, w),
                 )
             )
+        except SpecError:  # already names its field
+            raise
         except ValueError as exc:
             raise SpecError(w, str(exc)) from None
     return tuple(out)
+
+
+def _unit_text(raw: dict, where: str) -> str:
+    """An optional unit string (empty when absent)."""
+    unit = raw.get("unit", "")
+    if not isinstance(unit, str):
+        raise SpecError(f"{where}.unit", f'must be a unit in quotes such as "uU/mL", got {unit!r}')
+    return unit
 
 
 def _numbers(raw: dict, key: str, where: str) -> list[float]:
