@@ -25,6 +25,7 @@ EXPECTED_KIND = {
     "Comparison": "class",
     "Scenario": "class",
     "Dose": "class",
+    "SeriesChange": "class",
     "Target": "class",
     "Disagreement": "class",
     "Patient": "class",

@@ -26,6 +26,7 @@ _LAZY = {
     "predictive_draws": "ensemble",
     "Scenario": "scenarios",
     "Dose": "scenarios",
+    "SeriesChange": "scenarios",
     "Target": "qoi",
     "disagreement": "twin_disagreement",
     "Disagreement": "twin_disagreement",
