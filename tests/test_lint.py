@@ -20,8 +20,11 @@ def _ruff() -> list[str]:
 
 
 @pytest.mark.parametrize(
-    "args", [["check", "."], ["format", "--check", "."]], ids=["lint", "format"]
+    "args",
+    [["check", "--no-cache", "."], ["format", "--no-cache", "--check", "."]],
+    ids=["lint", "format"],
 )
 def test_ruff_clean(args):
+    # --no-cache: the test writes nothing into the tree (tests/test_fuzz.py checks that)
     res = subprocess.run(_ruff() + args, cwd=ROOT, capture_output=True, text=True)
     assert res.returncode == 0, res.stdout + res.stderr

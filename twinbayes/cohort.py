@@ -245,7 +245,16 @@ def run_cohort(
     if todo:
         run = partial(run_task, folder=str(folder))
         map_tasks(run, todo, scheduler=scheduler, n_workers=n_workers, progress=report)
+        _remove_stale_partials(folder, todo)
     return merge_cohort(out, tasks)
+
+
+def _remove_stale_partials(folder: Path, tasks: Sequence[CohortTask]) -> None:
+    """Remove what a worker lost while writing left of a task that another worker then finished."""
+    finished = {f".{t.file_name}." for t in tasks if (folder / t.file_name).exists()}
+    for stale in folder.glob(".*.partial"):
+        if any(stale.name.startswith(prefix) for prefix in finished):
+            stale.unlink(missing_ok=True)
 
 
 def _print_progress(done: int, total: int, name: str, how: str) -> None:
