@@ -126,36 +126,50 @@ def test_a_second_process_hits_and_samples_the_same_draws(tmp_path):
 
 
 AHEAD = r"""
-import json
+import json, time
+from pathlib import Path
 from twinbayes import Patient, graph_cache, load_spec
 from twinbayes.compile_ahead import CompileAhead
 from twinbayes.dynamics.design import design_for
 from twinbayes.fitting import compile_label, compiled_for
 from twinbayes.model import TwinModel
 patient = Patient.from_csv("bundled:theophylline.csv", subject="1")
-sources = ["pk_1cmt_oral", "pk_1cmt_oral_lag"]
+sources = ["pk_1cmt_oral", "pk_1cmt_oral_lag", "pk_2cmt_oral"]
+
+def compile_here(source):
+    spec = load_spec(source)
+    design = design_for(spec, patient)
+    seen = graph_cache.remembered(compile_label(spec, design))
+    before = dict(graph_cache.STATS)
+    compiled_for(spec, design, TwinModel.of(spec).pymc_model(design, weighted=True))
+    return seen, {k: graph_cache.STATS[k] - before[k] for k in before}
+
 with CompileAhead(sources, patient) as ahead:
     started = ahead._proc is not None
-    ahead.wait(2)
-spec = load_spec(sources[1])
-design = design_for(spec, patient)
-seen = graph_cache.remembered(compile_label(spec, design))
-compiled_for(spec, design, TwinModel.of(spec).pymc_model(design, weighted=True))
+    deadline = time.time() + 120
+    while not Path(ahead._claims, "twin-3").exists() and time.time() < deadline:
+        time.sleep(0.05)  # the worker starts with the last twin
+    ahead.wait(2)  # not claimed by the worker: this process compiles it
+    second = compile_here(sources[1])
+    ahead.wait(3)  # the worker's: wait for it
+    third = compile_here(sources[2])
 with CompileAhead(sources, patient) as again:
     restarted = again._proc is not None
-print(json.dumps({"started": started, "seen": seen, "stats": graph_cache.STATS, "restarted": restarted}))
+print(json.dumps({"started": started, "second": second, "third": third, "restarted": restarted}))
 """
 
 
-def test_the_worker_compiles_later_twins_into_the_caches_once(tmp_path):
+def test_the_worker_and_the_study_compile_different_twins_once_each(tmp_path):
     env = {**os.environ, "PYTENSOR_FLAGS": f"base_compiledir={tmp_path}"}
     proc = subprocess.run(
         [sys.executable, "-c", AHEAD], env=env, capture_output=True, text=True, check=True
     )
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert out["started"] and out["seen"]  # the worker compiled twin 2 ...
-    # ... so this process reuses it
-    assert out["stats"]["misses"] == 0 and out["stats"]["hits"] >= 2
+    assert out["started"]
+    seen, stats = out["second"]  # twin 2: not compiled by the worker, compiled here
+    assert not seen and stats["misses"] >= 2 and stats["hits"] == 0
+    seen, stats = out["third"]  # twin 3: the worker compiled it, this process reuses it
+    assert seen and stats["misses"] == 0 and stats["hits"] >= 2
     assert not out["restarted"]  # and on a warm machine no worker starts
 
 

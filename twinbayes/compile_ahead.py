@@ -1,13 +1,15 @@
-"""Compiling a study's later twins in a second process while the first twin is fitted.
+"""Compiling a study's later twins in a second process while this one compiles and fits.
 
 On a machine whose compile caches are empty, compiling a twin's log density (PyTensor's graph
 rewriting, then Numba's LLVM) takes 5-10 s per closed-form twin and runs on one core, while the
 other core waits: the largest stage of a cold study (``benchmarks/bench_study.py``).
-:class:`CompileAhead` starts one worker process that compiles twins 2, 3, ... in order, each
-exactly as :func:`twinbayes.fit` would (``fitting.compiled_for``), which leaves
-their rewritten graphs and machine code in the on-disk caches; the study process fits twin 1
-meanwhile and, before each later twin, waits for the worker to be done with it, then finds
-it in the caches (0.4-1 s instead of 5-10 s).
+:class:`CompileAhead` starts one worker process that compiles twins from the last one down,
+each exactly as :func:`twinbayes.fit` would (``fitting.compiled_for``), which leaves their
+rewritten graphs and machine code in the on-disk caches.  The study process fits twins from
+the first one up; it compiles a twin itself unless the worker has claimed it, and otherwise
+waits for the worker and finds the twin in the caches (0.4-1 s instead of 5-10 s).  Each twin
+is claimed once, by whichever process reaches it first (an exclusively created file), so the
+two processes compile different twins side by side until they meet.
 
 Only twins this machine has not compiled before are sent (``graph_cache.remembered``, a
 hint); on a warm machine no worker starts.  Nothing the study computes depends on the worker:
@@ -21,8 +23,11 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import shutil
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 from .patient import Patient
 
@@ -58,16 +63,31 @@ def _needed(sources: list[str], patient: Patient) -> list[tuple[int, str]]:
     return jobs
 
 
+def claim(folder: str | Path, i: int) -> bool:
+    """Claim twin ``i`` for compiling: True for the first process to ask, False afterwards.
+
+    False too once the study has removed ``folder`` (it no longer needs the worker).
+    """
+    try:
+        os.close(os.open(Path(folder) / f"twin-{i}", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except (FileExistsError, FileNotFoundError):
+        return False
+    return True
+
+
 def _worker() -> None:
-    """``python -m twinbayes.compile_ahead``: read the job from stdin, say ``done i`` per twin."""
+    """``python -m twinbayes.compile_ahead``: read the job from stdin; from the last twin down,
+    compile each twin it can claim and say ``done i``."""
     from pytensor import config
 
     from .import_speed import import_and_freeze
 
     import_and_freeze(("twinbayes.fitting", "nutpie"))
 
-    compiledir, patient, jobs = pickle.load(sys.stdin.buffer)
-    for i, source in jobs:
+    compiledir, claims, patient, jobs = pickle.load(sys.stdin.buffer)
+    for i, source in reversed(jobs):
+        if not claim(claims, i):  # the study process compiles it (or no longer needs it)
+            continue
         if str(config.compiledir) == compiledir:  # another cache than the study's: no use
             try:
                 _compile_one(source, patient)
@@ -84,7 +104,8 @@ def _cores() -> int:
 
 
 class CompileAhead:
-    """A worker compiling twins ``2..n`` of a study while twin 1 is fitted (module docstring).
+    """A worker compiling twins ``n, n-1, ...`` of a study while this process fits twins ``1, 2, ...``
+    (module docstring).
 
     Parameters
     ----------
@@ -100,6 +121,7 @@ class CompileAhead:
     def __init__(self, sources: list[str], patient: Patient, enabled: bool = True):
         self._pending: set[int] = set()
         self._proc: subprocess.Popen | None = None
+        self._claims: str | None = None
         if not enabled or len(sources) < 2 or _cores() < 2:
             return
         from pytensor import config
@@ -120,7 +142,8 @@ class CompileAhead:
                 stderr=subprocess.DEVNULL,
                 env=env,
             )
-            pickle.dump((str(config.compiledir), patient, jobs), self._proc.stdin)
+            self._claims = tempfile.mkdtemp(prefix="twinbayes-compile-ahead-")
+            pickle.dump((str(config.compiledir), self._claims, patient, jobs), self._proc.stdin)
             self._proc.stdin.close()
             self._pending = {i for i, _ in jobs}
         except Exception as err:  # no worker: each twin compiles in this process
@@ -128,7 +151,10 @@ class CompileAhead:
             self.close()
 
     def wait(self, i: int) -> None:
-        """Return when the worker is done with twin ``i`` (1-based), however it went."""
+        """Return when twin ``i`` (1-based) is this process's to compile (the worker has not
+        claimed it), or when the worker is done with it, however it went."""
+        if i in self._pending and claim(self._claims, i):
+            self._pending.discard(i)
         while i in self._pending and self._proc is not None:
             line = self._proc.stdout.readline().decode()
             if not line:  # the worker ended early: the rest compile here
@@ -146,6 +172,9 @@ class CompileAhead:
             self._proc.wait()
             self._proc.stdout.close()
             self._proc = None
+        if self._claims is not None:
+            shutil.rmtree(self._claims, ignore_errors=True)
+            self._claims = None
         self._pending.clear()
 
     def __enter__(self) -> CompileAhead:
