@@ -65,3 +65,24 @@ def test_draws_at_once_equal_one_draw_at_a_time():
     for j in range(16):
         one = linear.state_amounts(spec, {k: v[j] for k, v in env.items()}, times, doses)
         np.testing.assert_allclose(batch[:, j], one["central"], rtol=1e-13, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["lag+F", "2cmt iv expm"])
+def test_chunks_of_draws_give_the_same_bits(name, monkeypatch):
+    """The evaluation in chunks of draws (kinds.in_draw_chunks) is bitwise the evaluation at once."""
+    from twinbayes.dynamics import kinds
+
+    spec = _variants()[name]
+    route = next(iter(spec.routes))
+    env = _draws(spec, 500, 3)
+    times = np.linspace(0, 48, 193)
+    doses = {route: (np.arange(0.0, 48.0, 6.0), np.full(8, 100.0))}
+    dynamics = kinds.LinearExact(spec)
+    states = list(spec.states)
+    monkeypatch.setattr(kinds, "CHUNK_ELEMENTS", 10_000)  # 25 draws a chunk
+    chunked = dynamics.states_at(env, times, doses, states)
+    monkeypatch.setattr(kinds, "CHUNK_ELEMENTS", 1 << 40)  # all at once
+    whole = dynamics.states_at(env, times, doses, states)
+    for s in states:
+        assert chunked[s].shape == (len(times), 500)
+        np.testing.assert_array_equal(chunked[s], whole[s])

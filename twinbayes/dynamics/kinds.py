@@ -41,9 +41,9 @@ CHUNK_ELEMENTS = 1 << 19
 def in_draw_chunks(fn, env: Mapping[str, Any], per_draw: int) -> dict[str, np.ndarray]:
     """``fn(env)`` evaluated on chunks of the posterior draws and joined on the last axis.
 
-    Superposition builds ``(times, doses, draws)`` temporaries; for thousands of draws these
-    are hundreds of MB and the evaluation is bound by memory bandwidth.  Chunks of draws
-    keep them in cache.  Every element is computed exactly as without chunks (elementwise
+    Superposition builds ``(times, draws)`` temporaries for each dose; for thousands of draws
+    they outgrow the cache and the evaluation is bound by memory bandwidth.  Chunks of
+    draws keep them in cache.  Every element is computed exactly as without chunks (elementwise
     operations and sums over doses only), so results are bit-identical.
     """
     sizes = {np.size(v) for v in env.values() if np.ndim(v) > 0}
@@ -99,8 +99,9 @@ class LinearExact:
     def states_at(self, env, times, doses, states, backend=NUMPY, inputs=None):
         if backend is not NUMPY:
             return state_amounts(self.spec, env, times, doses, states, backend)
-        n_doses = sum(len(entry[0]) for entry in doses.values())
-        per_draw = np.size(times) * max(n_doses, 1) * 2  # a bolus and a step response each
+        # draws are superposed one dose at a time (linear._superpose_by_dose): temporaries of
+        # (times, draws), a few per dose; chunks of ~1000 draws keep them in cache
+        per_draw = np.size(times) * 2
         return in_draw_chunks(
             lambda e: state_amounts(self.spec, e, times, doses, states, backend), env, per_draw
         )
