@@ -28,6 +28,7 @@ __all__ = [
 
 def _finish(fig, path: str | Path | None):
     """Lay out ``fig``; save it to ``path`` (PNG, 110 dpi) and close it when a path is given."""
+    fig.set_dpi(110)  # lay out at the resolution it is saved at: text is measured once, not twice
     fig.tight_layout()
     if path is not None:
         fig.savefig(path, dpi=110)
