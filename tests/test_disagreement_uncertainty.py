@@ -5,7 +5,7 @@ from test_disagreement import GRID, synthetic_twin
 
 from twinbayes.comparison import bootstrap_stacking_weights
 from twinbayes.plots import plot_disagreement_over_time
-from twinbayes.qoi import ValueAt
+from twinbayes.qoi import Target, ValueAt
 from twinbayes.scenarios import Scenario
 from twinbayes.twin_disagreement import disagreement
 
@@ -55,6 +55,50 @@ def test_share_interval_covers_the_spread_over_stacking_weight_draws():
     ).round(12) or (
         abs(float(res.qoi_between_share_equal.squeeze()) - _pooled_share(c6, [0.5, 0.5])) < 1e-10
     )
+
+
+def test_weight_draws_include_a_twin_that_the_point_weights_leave_out():
+    """Stacking may give a twin weight 0 while bootstrap replicates give it weight, even all of
+    it: those replicates count with that twin in them (not renormalised away, never 0/0)."""
+    a, b, c = (
+        synthetic_twin(n, m, cl_sd=0.2, seed=s)
+        for n, m, s in (("a", 3, 1), ("b", 5, 2), ("c", 8, 3))
+    )
+    rng = np.random.default_rng(4)
+    draws = rng.dirichlet(np.ones(3), size=50)
+    draws[:5] = [0.0, 0.0, 1.0]  # all the weight on c, which the point weights leave out
+    q = ValueAt(6.0, name="C6")
+    target = Target(q, lower=4.0, name="C6 >= 4")
+    res = disagreement(
+        [a, b, c],
+        {"a": 0.5, "b": 0.5, "c": 0.0},
+        [Scenario.regimen("100 mg once", 100, "iv"), Scenario.regimen("150 mg once", 150, "iv")],
+        GRID,
+        qois=[q],
+        targets=[target],
+        weight_draws={"a": draws[:, 0], "b": draws[:, 1], "c": draws[:, 2]},
+    ).data
+    c6 = [
+        100.0 / 10.0 * np.exp(-t.idata["posterior"]["CL"].values.ravel() / 10.0 * 6.0)
+        for t in (a, b, c)
+    ]
+    by_draw = np.array([_pooled_share(c6, w) for w in draws])
+    got = (
+        res.qoi_between_share_q05.isel(scenario=0).squeeze(),
+        res.qoi_between_share_q95.isel(scenario=0).squeeze(),
+    )
+    np.testing.assert_allclose(
+        [float(x) for x in got], np.quantile(by_draw, [0.05, 0.95]), rtol=1e-8
+    )
+    assert float(got[0]) == 0.0  # a draw with one twin has no between-twin variance
+    p = [np.mean(x >= 4.0) for x in c6]  # P(C6 >= 4) under each twin, 100 mg
+    ensemble = draws @ np.array(p)
+    lo, hi = (
+        float(res[v].isel(scenario=0).squeeze())
+        for v in ("p_meets_ensemble_q05", "p_meets_ensemble_q95")
+    )
+    np.testing.assert_allclose([lo, hi], np.quantile(ensemble, [0.05, 0.95]), rtol=1e-12)
+    assert res.attrs["n_ensemble"] == 2  # the point ensemble is still a and b
 
 
 def test_one_twin_left_gives_no_share_and_says_why():

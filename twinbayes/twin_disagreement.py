@@ -321,7 +321,8 @@ def disagreement(
     weight_draws : mapping twin name -> array (B,), optional
         Draws from the uncertainty of ``weights`` (e.g. ``Comparison.weight_draws["stacking"]``,
         Bayesian-bootstrap replicates).  The between-twin shares and the ensemble's
-        probabilities then carry 90 % intervals over them.
+        probabilities then carry 90 % intervals over them; a twin of weight 0 that some
+        draws give weight takes part in those draws.
 
     Notes
     -----
@@ -441,12 +442,45 @@ def _check_weights(twins: list[Twin], weights: Mapping[str, float]) -> np.ndarra
     return w
 
 
+def _drawn_weights(
+    twins: list[Twin], active: np.ndarray, weight_draws: Mapping[str, np.ndarray] | None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The twins that weight draws give weight to (the active ones first) and the draws
+    ``(B, len(drawn))``, each a distribution over those twins.
+
+    Raises
+    ------
+    ValueError
+        A twin of positive weight without draws, or a draw that gives no twin here any weight.
+    """
+    if weight_draws is None:
+        return active, None
+    missing = [twins[k].name for k in active if twins[k].name not in weight_draws]
+    if missing:
+        raise ValueError(f"weight_draws has no draws for twin(s) {missing} of positive weight")
+    others = [
+        k
+        for k, t in enumerate(twins)
+        if k not in active and np.any(np.asarray(weight_draws.get(t.name, 0.0), float) > 0)
+    ]
+    drawn = np.concatenate([active, np.array(others, dtype=int)]).astype(int)
+    draws = np.stack([np.asarray(weight_draws[twins[k].name], float) for k in drawn], axis=1)
+    total = draws.sum(axis=1, keepdims=True)
+    if np.any(total <= 0):
+        raise ValueError(
+            "a weight draw gives none of these twins any weight (draws of other twins' weights?)"
+        )
+    return drawn, draws / total
+
+
 @dataclass(frozen=True)
 class _Ensemble:
     """Who is in the ensemble and with what weights, jackknife blocks, twin pairs.
 
     ``active``: twins of positive weight, ``wa`` their renormalised weights,
-    ``weight_draws`` (B, len(active)) draws of those weights (or ``None``),
+    ``weight_draws`` (B, len(drawn)) draws of the weights of the twins ``drawn`` (or ``None``):
+    the active ones and any other that some draw gives weight (a twin the point weights leave
+    out may carry a replicate, even all of it),
     ``equal``: the converged twins, weighted equally in the sensitivity line.
     """
 
@@ -457,6 +491,7 @@ class _Ensemble:
     n_blocks: int
     pairs: list[tuple[int, int]]
     weight_draws: np.ndarray | None
+    drawn: np.ndarray
     equal: np.ndarray
 
     @classmethod
@@ -467,19 +502,10 @@ class _Ensemble:
         ]
         blocks = [np.arange(n) * n_blocks // n for n in sizes]
         pairs = [(a, b) for a in range(len(twins)) for b in range(a + 1, len(twins))]
-        draws = None
-        if weight_draws is not None:
-            missing = [twins[k].name for k in active if twins[k].name not in weight_draws]
-            if missing:
-                raise ValueError(
-                    f"weight_draws has no draws for twin(s) {missing} of positive weight"
-                )
-            draws = np.stack(
-                [np.asarray(weight_draws[twins[k].name], float) for k in active], axis=1
-            )
-            draws = draws / draws.sum(axis=1, keepdims=True)
+        drawn, draws = _drawn_weights(twins, active, weight_draws)
         equal = np.array([k for k, t in enumerate(twins) if t.converged], dtype=int)
-        return cls(w, active, w[active] / w[active].sum(), blocks, n_blocks, pairs, draws, equal)
+        wa = w[active] / w[active].sum()
+        return cls(w, active, wa, blocks, n_blocks, pairs, draws, drawn, equal)
 
     def share(self, samples: list[np.ndarray]) -> dict[str, np.ndarray]:
         """Between-twin share at the weights (with MCSE), its 90 % interval over weight draws, and at equal weights.
@@ -514,9 +540,7 @@ class _Ensemble:
         n = self.n_blocks
         out["mcse"] = np.sqrt((n - 1) / n * ((reps - reps.mean(axis=0)) ** 2).sum(axis=0))
         if self.weight_draws is not None:
-            by_draw = _share_of_moments(
-                means[self.active], variances[self.active], self.weight_draws
-            )
+            by_draw = _share_of_moments(means[self.drawn], variances[self.drawn], self.weight_draws)
             out["q05"], out["q95"] = np.quantile(by_draw, [0.05, 0.95], axis=0)
         return out
 
@@ -697,7 +721,7 @@ def _ensemble_over_weights(p: np.ndarray, ens: _Ensemble) -> dict[str, tuple]:
     nan = np.full((n_sc, n_tg), np.nan)
     q05 = q95 = nan
     if ens.weight_draws is not None:
-        by_draw = np.einsum("bk,kst->bst", ens.weight_draws, p[ens.active])
+        by_draw = np.einsum("bk,kst->bst", ens.weight_draws, p[ens.drawn])
         q05, q95 = np.quantile(by_draw, [0.05, 0.95], axis=0)
     equal = p[ens.equal].mean(axis=0) if len(ens.equal) else nan
     return {
@@ -743,7 +767,7 @@ def _decisions(
         choice = sims.argmax(axis=2)
         p_diff[g] = np.mean(np.any(choice != choice[:, :1], axis=1))
         if ens.weight_draws is not None:
-            ensemble = ens.weight_draws @ p[ens.active, :, g]
+            ensemble = ens.weight_draws @ p[ens.drawn, :, g]
             changes[g] = np.mean(ensemble.argmax(axis=1) != best_idx[-1, g])
     return {
         "best_scenario": (("source", "target"), best),
