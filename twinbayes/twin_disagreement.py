@@ -537,8 +537,7 @@ class _Ensemble:
             ),
             self.wa,
         )
-        n = self.n_blocks
-        out["mcse"] = np.sqrt((n - 1) / n * ((reps - reps.mean(axis=0)) ** 2).sum(axis=0))
+        out["mcse"] = _jackknife_se(reps, self.n_blocks)
         if self.weight_draws is not None:
             by_draw = _share_of_moments(means[self.drawn], variances[self.drawn], self.weight_draws)
             out["q05"], out["q95"] = np.quantile(by_draw, [0.05, 0.95], axis=0)
@@ -651,7 +650,8 @@ def _without_block(ranked: tuple[np.ndarray, np.ndarray], j: int) -> np.ndarray:
 
 def _w1_jackknife(a: tuple, b: tuple, n_blocks: int) -> tuple[np.ndarray, np.ndarray]:
     """W1 between two twins' draws (from :func:`_sort_with_blocks`) and its delete-one-block
-    jackknife standard error, as :func:`_jackknife` of :func:`_w1` computes them, from one sort."""
+    jackknife standard error, each replicate's draws still sorted (one sort per twin, not one per
+    replicate; the same numbers as sorting each replicate's draws for :func:`_w1`)."""
     full = _w1_sorted(a[0], b[0])
     reps = np.array(
         [_w1_sorted(_without_block(a, j), _without_block(b, j)) for j in range(n_blocks)]
