@@ -3,7 +3,11 @@
 
 For the oral PK specs: 8000 posterior-like draws (prior draws), the example study's regimens
 (320 mg q12h x 6 and 160 mg q6h x 12) on its 289-point grid, the states the observation needs.
-Both implementations give the same bits (``tests/test_superposition.py``); best of ``--rounds``.
+``dense`` and ``by_dose`` evaluate all draws at once; ``chunks_before`` and ``chunks_now`` are
+what predictions run (``kinds.in_draw_chunks`` around ``linear.state_amounts``) with the chunk
+size of session 13 (sized for the dense sum: ~75 draws a chunk for 12 doses) and of session 14
+(sized for the dose-by-dose sum: ~900 draws).  All give the same bits
+(``tests/test_superposition.py``); best of ``--rounds``.
 Usage: ``.venv/bin/python benchmarks/bench_simulation.py [--rounds 3] [--out FILE.json]``
 """
 
@@ -18,7 +22,7 @@ from functools import partial
 import numpy as np
 
 import twinbayes as tb
-from twinbayes.dynamics import linear
+from twinbayes.dynamics import kinds, linear
 from twinbayes.scenarios import Scenario
 from twinbayes.spec.expr import NUMPY
 from twinbayes.validation import prior_draw
@@ -63,17 +67,23 @@ def main() -> None:
         for sc in REGIMENS:
             t_dose, amount, _ = sc.to_doses(spec)["oral"]
             inputs = (spec, route, env, TIMES, t_dose, amount, states)
+            doses = {"oral": (t_dose, amount)}
+            model = partial(linear.state_amounts, spec, times=TIMES, doses=doses, states=states)
             impls = {
                 "dense": partial(linear._superpose_dense, *inputs, NUMPY, True, False),
                 "by_dose": partial(linear._superpose_by_dose, *inputs, False),
+                "chunks_before": partial(
+                    kinds.in_draw_chunks, model, env, TIMES.size * len(t_dose) * 2
+                ),
+                "chunks_now": partial(kinds.in_draw_chunks, model, env, TIMES.size * 2),
             }
             timings = {impl: _time(f, args.rounds) for impl, f in impls.items()}
             per = {k: v / (DRAWS * len(TIMES)) * 1e9 for k, v in timings.items()}
             rows.append(
                 {"spec": name, "scenario": sc.name, "seconds": timings, "ns_per_draw_time": per}
             )
-            print(f"{name:18s} {sc.name:16s} dense {per['dense']:6.1f} ns  by dose {per['by_dose']:6.1f} ns "
-                  f"per draw x time  ({timings['dense'] / timings['by_dose']:.1f}x)")  # fmt: skip
+            print(f"{name:18s} {sc.name:16s} " + "  ".join(f"{k} {v:6.1f}" for k, v in per.items())
+                  + " ns per draw x time")  # fmt: skip
     record = {"draws": DRAWS, "times": len(TIMES), "rounds": args.rounds, "cases": rows,
               "machine": platform.platform()}  # fmt: skip
     if args.out:
