@@ -9,9 +9,15 @@ scenarios; files; figures; report) and for the whole process (imports included),
 rounds; and whether cold and warm runs gave bit-identical arrays (SHA-256 over every array of
 every NetCDF file in the results folder).
 
+With ``--against DIR`` (a checkout of another version, e.g. ``git worktree add /tmp/ref REV``)
+each round also runs that version's code, interleaved with this one's (reference cold, this cold,
+reference warm, this warm), and reports the ratio of the whole-process times round by round: a
+comparison that holds when the machine's speed drifts during the run.
+
 Run::
 
     .venv/bin/python benchmarks/bench_study.py [--rounds 3] [--json benchmarks/results_study.json]
+        [--against /tmp/ref]
 """
 
 from __future__ import annotations
@@ -49,8 +55,9 @@ def _stages(stdout: str) -> dict[str, float]:
     return {k.strip(): float(v) for k, v in re.findall(r"([^,]+?) ([0-9.]+) s", line[6:])}
 
 
-def run_once(compiledir: Path, out: Path) -> dict:
-    """``twinbayes run`` of the bundled example, as a user runs it, with the given compile directory."""
+def run_once(compiledir: Path, out: Path, code: Path | None = None) -> dict:
+    """``twinbayes run`` of the bundled example, as a user runs it, with the given compile
+    directory; with ``code``, the twinbayes package of that checkout instead of this one."""
     env = {**os.environ, "PYTENSOR_FLAGS": f"base_compiledir={compiledir}", "MPLBACKEND": "Agg"}
     command = [
         sys.executable,
@@ -63,7 +70,9 @@ def run_once(compiledir: Path, out: Path) -> dict:
         str(out),
     ]
     t0 = time.perf_counter()
-    proc = subprocess.run(command, env=env, capture_output=True, text=True)
+    if code is not None:  # ``python -m`` imports from the working directory first
+        env["PYTHONPATH"] = str(code)
+    proc = subprocess.run(command, env=env, capture_output=True, text=True, cwd=code)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise RuntimeError(proc.stdout[-2000:] + proc.stderr[-3000:])
@@ -72,48 +81,61 @@ def run_once(compiledir: Path, out: Path) -> dict:
     return {"timings": timings, "digest": _digest(out), "outcome": proc.returncode}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--json", type=Path, default=None)
-    args = ap.parse_args()
-    runs: dict[str, list[dict]] = {"cold": [], "warm": []}
-    with tempfile.TemporaryDirectory() as tmp:
-        for r in range(args.rounds):
-            compiledir = Path(tmp) / f"compiledir{r}"
-            for kind in ("cold", "warm"):
-                rec = run_once(compiledir, Path(tmp) / f"out{r}{kind}")
-                runs[kind].append(rec)
-                print(
-                    f"round {r} {kind}: {rec['timings']['process (imports included)']:.1f} s",
-                    flush=True,
-                )
-    digests = {rec["digest"] for kind in runs for rec in runs[kind]}
+def _table(runs: dict[str, list[dict]]) -> dict[str, dict[str, float]]:
+    """Median of each stage over the rounds, cold and warm."""
     stages = list(dict.fromkeys(s for kind in runs for rec in runs[kind] for s in rec["timings"]))
-    table = {
+    return {
         kind: {
             s: statistics.median(rec["timings"].get(s, 0.0) for rec in runs[kind]) for s in stages
         }
         for kind in runs
     }
-    print(f"\n{'stage':<28} {'cold (s)':>9} {'warm (s)':>9}   median of {args.rounds}")
-    for s in stages:
+
+
+def _print(table: dict, rounds: int, title: str) -> None:
+    print(f"\n{title:<28} {'cold (s)':>9} {'warm (s)':>9}   median of {rounds}")
+    for s in table["cold"]:
         print(f"{s:<28} {table['cold'][s]:>9.1f} {table['warm'][s]:>9.1f}")
-    print(f"bit-identical cold and warm: {len(digests) == 1} ({len(digests)} digest(s))")
-    if args.json:
-        args.json.write_text(
-            json.dumps(
-                {
-                    "date": time.strftime("%Y-%m-%d"),
-                    "cpus": os.cpu_count(),
-                    "rounds": args.rounds,
-                    "median_s": table,
-                    "runs": runs,
-                    "bit_identical": len(digests) == 1,
-                },
-                indent=2,
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--against", type=Path, default=None, help="a checkout to compare with")
+    args = ap.parse_args()
+    versions = {"this": None} if args.against is None else {"reference": args.against, "this": None}
+    runs = {v: {"cold": [], "warm": []} for v in versions}
+    whole = "process (imports included)"
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(args.rounds):
+            for kind in ("cold", "warm"):
+                for v, code in versions.items():
+                    compiledir = Path(tmp) / f"compiledir-{v}-{r}"
+                    rec = run_once(compiledir, Path(tmp) / f"out-{v}-{r}-{kind}", code)
+                    runs[v][kind].append(rec)
+                    print(f"round {r} {kind} {v}: {rec['timings'][whole]:.1f} s", flush=True)
+    record = {"date": time.strftime("%Y-%m-%d"), "cpus": os.cpu_count(), "rounds": args.rounds}
+    for v in versions:
+        digests = {rec["digest"] for kind in runs[v] for rec in runs[v][kind]}
+        table = _table(runs[v])
+        _print(table, args.rounds, "stage" if v == "this" else f"stage ({args.against})")
+        print(f"bit-identical cold and warm: {len(digests) == 1} ({len(digests)} digest(s))")
+        record[v] = {"median_s": table, "runs": runs[v], "bit_identical": len(digests) == 1}
+    if args.against is not None:
+        ratios = {
+            kind: statistics.median(
+                a["timings"][whole] / b["timings"][whole]
+                for a, b in zip(runs["this"][kind], runs["reference"][kind])
             )
-        )
+            for kind in ("cold", "warm")
+        }
+        print(f"this / reference, whole process, median over rounds: cold {ratios['cold']:.2f}, "
+              f"warm {ratios['warm']:.2f}")  # fmt: skip
+        record["ratio_this_to_reference"] = ratios
+        record["reference"]["path"] = str(args.against)
+    if args.json:
+        args.json.write_text(json.dumps(record, indent=2))
 
 
 if __name__ == "__main__":
