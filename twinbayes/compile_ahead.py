@@ -63,7 +63,7 @@ def _needed(sources: list[str], patient: Patient) -> list[tuple[int, str]]:
     return jobs
 
 
-def claim(folder: str | Path, i: int) -> bool:
+def _claim(folder: str | Path, i: int) -> bool:
     """Claim twin ``i`` for compiling: True for the first process to ask, False afterwards.
 
     False too once the study has removed ``folder`` (it no longer needs the worker).
@@ -86,7 +86,7 @@ def _worker() -> None:
 
     compiledir, claims, patient, jobs = pickle.load(sys.stdin.buffer)
     for i, source in reversed(jobs):
-        if not claim(claims, i):  # the study process compiles it (or no longer needs it)
+        if not _claim(claims, i):  # the study process compiles it (or no longer needs it)
             continue
         if str(config.compiledir) == compiledir:  # another cache than the study's: no use
             try:
@@ -153,7 +153,7 @@ class CompileAhead:
     def wait(self, i: int) -> None:
         """Return when twin ``i`` (1-based) is this process's to compile (the worker has not
         claimed it), or when the worker is done with it, however it went."""
-        if i in self._pending and claim(self._claims, i):
+        if i in self._pending and _claim(self._claims, i):
             self._pending.discard(i)
         while i in self._pending and self._proc is not None:
             line = self._proc.stdout.readline().decode()

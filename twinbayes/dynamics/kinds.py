@@ -100,7 +100,7 @@ class LinearExact:
         if backend is not NUMPY:
             return state_amounts(self.spec, env, times, doses, states, backend)
         # draws are superposed one dose at a time (linear._superpose_by_dose): temporaries of
-        # (times, draws), a few per dose; chunks of ~1000 draws keep them in cache
+        # (times, draws), a few per dose; for ~300 times, chunks of ~900 draws keep them in cache
         per_draw = np.size(times) * 2
         return in_draw_chunks(
             lambda e: state_amounts(self.spec, e, times, doses, states, backend), env, per_draw
