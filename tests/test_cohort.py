@@ -102,3 +102,18 @@ def test_the_draws_do_not_depend_on_the_threads_the_chains_run_on():
         np.testing.assert_array_equal(
             a.idata["posterior"][v].values, b.idata["posterior"][v].values
         )
+
+
+def test_partials_of_finished_tasks_are_removed_and_no_others(tmp_path):
+    """What a lost writer left of a task another worker finished goes; a partial of an unfinished
+    task (its writer may still be alive) stays."""
+    from twinbayes.cohort import _remove_stale_partials
+
+    done, running = cohort_tasks("bundled:theophylline.csv", SPECS[:1], subjects=["1", "2"])
+    (tmp_path / done.file_name).write_bytes(b"finished")
+    lost = tmp_path / f".{done.file_name}.4242.partial"
+    live = tmp_path / f".{running.file_name}.4343.partial"
+    for p in (lost, live):
+        p.write_bytes(b"half")
+    _remove_stale_partials(tmp_path, [done, running])
+    assert not lost.exists() and live.exists() and (tmp_path / done.file_name).exists()
