@@ -167,7 +167,7 @@ def test_the_worker_and_the_study_compile_different_twins_once_each(tmp_path):
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["started"]
     seen, stats = out["second"]  # twin 2: not compiled by the worker, compiled here
-    assert not seen and stats["misses"] >= 2 and stats["hits"] == 0
+    assert not seen and stats["misses"] >= 2
     seen, stats = out["third"]  # twin 3: the worker compiled it, this process reuses it
     assert seen and stats["misses"] == 0 and stats["hits"] >= 2
     assert not out["restarted"]  # and on a warm machine no worker starts
