@@ -614,12 +614,15 @@ def _qoi_stats(values: list[np.ndarray], ens: _Ensemble) -> dict[str, np.ndarray
     mean = np.stack(
         [v.mean(axis=0) for v in values] + [sum(wk * v.mean(axis=0) for wk, v in zip(ens.wa, act))]
     )
+    ranked = [
+        _sort_with_blocks(v, b) for v, b in zip(values, ens.blocks)
+    ]  # sorted once, used twice
+    lanes = [np.ascontiguousarray(ranked[k][0].T) for k in ens.active]
     q = np.stack(
         [np.quantile(v, [0.05, 0.95], axis=0) for v in values]
-        + [weighted_quantile(act, ens.wa, [0.05, 0.95])]
+        + [_lane_quantile(lanes, ens.wa, [0.05, 0.95])]
     )
     share = ens.share(values)
-    ranked = [_sort_with_blocks(v, b) for v, b in zip(values, ens.blocks)]
     w1 = [_w1_jackknife(ranked[a], ranked[b], ens.n_blocks) for a, b in ens.pairs]
     return {
         "qoi_mean": mean,
