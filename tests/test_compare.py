@@ -224,3 +224,27 @@ def test_grouped_kfold_keeps_groups_together(iv_twin):
     folds = res["fold"].values
     assert len(set(folds[:4])) == 1 and len(set(folds[4:])) == 1 and folds[0] != folds[4]
     assert np.all(np.isfinite(res["elpd_i"].values)) and res.attrs["k"] == 2
+
+
+def test_scores_made_ahead_in_a_thread_give_the_same_comparison(theoph_twins):
+    """What a study does (each twin scored in a background thread as soon as it is fitted) gives
+    the comparison's bits; scores made with other settings are refused."""
+    import xarray as xr
+
+    from twinbayes.comparison.scoring import Scoring
+    from twinbayes.score_ahead import ScoreAhead
+
+    kwargs = dict(include_unconverged=True, seed=7, threshold=0.5, max_refits=2)
+    with ScoreAhead(Scoring.of(kwargs)) as ahead:
+        for twin in theoph_twins:
+            ahead.submit(twin)
+        scores = ahead.scores(theoph_twins)
+    assert sum(s.attrs["refits"] for s in scores) >= 1  # exact refits ran in the thread
+    made_ahead = compare(theoph_twins, **kwargs, scores=scores)
+    here = compare(theoph_twins, **kwargs)
+    xr.testing.assert_identical(made_ahead.table, here.table)
+    xr.testing.assert_identical(made_ahead.pointwise, here.pointwise)
+    with pytest.raises(ValueError, match="other settings"):
+        compare(theoph_twins, **{**kwargs, "seed": 8}, scores=scores)
+    with pytest.raises(ValueError, match="other settings"):
+        compare(theoph_twins, **kwargs, scores=scores[::-1])

@@ -330,3 +330,28 @@ def test_a_forced_scenario_is_refused_where_it_cannot_be_answered():
         SeriesChange("insulin", scale=2.0, times=(0, 1), values=(1, 2), unit="uU/mL")
     with pytest.raises(ValueError, match="changes a series twice"):
         Scenario("x", series=(SeriesChange("insulin"), SeriesChange("insulin", scale=2.0)))
+
+
+def test_scenarios_simulated_ahead_give_the_same_bits_and_must_match():
+    """A study simulates the scenarios while the comparison runs and passes them in."""
+    from twinbayes.twin_disagreement import simulate
+
+    twins = [synthetic_twin("a", 1.0, seed=1), synthetic_twin("b", 2.0, seed=2)]
+    qois = [ValueAt(12.0, name="C(12h)")]
+    kwargs = dict(qois=qois, targets=[TARGET])
+    sim = simulate(twins, SCENARIOS, GRID, **kwargs)
+    ahead = disagreement(twins, {"a": 0.3, "b": 0.7}, SCENARIOS, GRID, **kwargs, simulated=sim)
+    here = disagreement(twins, {"a": 0.3, "b": 0.7}, SCENARIOS, GRID, **kwargs)
+    xr.testing.assert_identical(ahead.data, here.data)
+    for other in [
+        dict(scenarios=SCENARIOS[:1]),
+        dict(times=GRID[:-1]),
+        dict(qois=[]),
+        dict(targets=[]),
+        dict(twins=twins[::-1]),
+        dict(observable="concentration"),
+    ]:
+        args = {"twins": twins, "scenarios": SCENARIOS, "times": GRID, **kwargs, **other}
+        weights = {"a": 0.3, "b": 0.7}
+        with pytest.raises(ValueError, match="simulate with the same"):
+            disagreement(weights=weights, simulated=sim, **args)

@@ -13,15 +13,17 @@ from pathlib import Path
 import numpy as np
 
 from .comparison import Comparison, compare
+from .comparison.scoring import Scoring
 from .compile_ahead import CompileAhead
 from .dynamics.design import describe_excluded, design_for
 from .dynamics.ode import OdeError
 from .fitting import FailedFit, FitError, Twin, default_sampler, fit
 from .patient import Patient
 from .results import ResultsFolder
+from .score_ahead import ScoreAhead
 from .spec.model_spec import load_spec
 from .study import Study
-from .twin_disagreement import Disagreement, disagreement
+from .twin_disagreement import Disagreement, Simulated, disagreement, simulate
 
 __all__ = ["StudyResult", "Outcome", "run_study"]
 
@@ -127,17 +129,23 @@ def run_study(
     watch = Stopwatch()
     try:
         patient, specs = _prepare(study, quiet, patient)
-        with watch("fits"):
-            twins = _fit_all(specs, patient, study, folder, progress, quiet)
-        fitted = [t for t in twins if isinstance(t, Twin)]  # a FailedFit has no posterior
-        watch.add_fit_parts(fitted)
-        _say("\n" + summary_table(fitted) + "\n", quiet)
         skipped: list[str] = []
-        with watch("compare"):
-            comparison = _compare(fitted, study, skipped, quiet)
+        with ScoreAhead(_scoring(study, len(specs))) as ahead:
+            with watch("fits"):
+                twins = _fit_all(specs, patient, study, folder, progress, quiet, ahead)
+            fitted = [t for t in twins if isinstance(t, Twin)]  # a FailedFit has no posterior
+            watch.add_fit_parts(fitted)
+            _say("\n" + summary_table(fitted) + "\n", quiet)
+            with watch("scenarios"):  # while the last twins' refits run in the background
+                simulated = _simulate(fitted, study, quiet)
+            if folder and figures:
+                with watch("figures"), folder.writing():
+                    _twin_figures(folder, fitted)
+            with watch("compare"):
+                comparison = _compare(fitted, study, skipped, quiet, ahead)
         weights = _weights(fitted, comparison, study)
         with watch("scenarios"):
-            result = _scenarios(fitted, weights, comparison, study, skipped, quiet)
+            result = _scenarios(fitted, weights, comparison, study, skipped, quiet, simulated)
         outcome = Outcome.of(twins, skipped)
         if outcome is not Outcome.OK:
             _say(
@@ -282,14 +290,17 @@ def _check_scenario_forcing(study: Study, spec, design) -> None:
             ) from None
 
 
-def _fit_all(specs, patient, study, folder, progress, quiet) -> list[Twin | FailedFit]:
-    """Every twin in turn, the later ones compiled ahead in a second process (nutpie only)."""
+def _fit_all(specs, patient, study, folder, progress, quiet, scored) -> list[Twin | FailedFit]:
+    """Every twin in turn, the later ones compiled ahead in a second process (nutpie only),
+    each fitted twin handed to ``scored`` (a :class:`ScoreAhead`)."""
     nutpie = (study.sampler.get("sampler") or default_sampler()) == "nutpie"
     twins = []
     with CompileAhead(list(study.specs), patient, enabled=nutpie) as ahead:
         for i, spec in enumerate(specs, 1):
             ahead.wait(i)
             twins.append(_fit_one(i, len(specs), spec, patient, study, folder, progress, quiet))
+            if isinstance(twins[-1], Twin):
+                scored.submit(twins[-1])
     return twins
 
 
@@ -334,8 +345,34 @@ def _gate_failures(twins: list[Twin]) -> list[str]:
     return [f"{t.name} failed its gate" for t in twins if not t.converged]
 
 
-def _compare(twins: list[Twin], study: Study, skipped: list[str], quiet: bool) -> Comparison | None:
-    """The comparison of two or more twins (``None``, with the reason in ``skipped``, when it cannot run)."""
+def _comparison_settings(study: Study) -> dict:
+    """:func:`~twinbayes.comparison.compare`'s keyword arguments from the study's ``[comparison]``."""
+    c = study.comparison
+    return dict(
+        seed=study.seed,
+        include_unconverged=c["include_unconverged"],
+        refit=c["refits"],
+        max_refits=c["max_refits"],
+        kfold_k=c["kfold_k"],
+        bma=c["bma"],
+        bma_method=c.get("bma_method", "smc"),
+        cv=c["cv"],
+        lfo_min_points=c["lfo_min_points"],
+        lfo_horizon=c["lfo_horizon"],
+        lfo_method=c["lfo_method"],
+    )
+
+
+def _scoring(study: Study, n_twins: int) -> Scoring | None:
+    """How the comparison will score each twin (``None`` when there is no comparison)."""
+    return Scoring.of(_comparison_settings(study)) if n_twins >= 2 else None
+
+
+def _compare(
+    twins: list[Twin], study: Study, skipped: list[str], quiet: bool, ahead: ScoreAhead
+) -> Comparison | None:
+    """The comparison of two or more twins (``None``, with the reason in ``skipped``, when it cannot run),
+    with the scores ``ahead`` computed while the twins were fitting."""
     if len(twins) < 2:
         return None
     c = study.comparison
@@ -351,20 +388,7 @@ def _compare(twins: list[Twin], study: Study, skipped: list[str], quiet: bool) -
         quiet,
     )
     try:
-        comparison = compare(
-            twins,
-            seed=study.seed,
-            include_unconverged=c["include_unconverged"],
-            refit=c["refits"],
-            max_refits=c["max_refits"],
-            kfold_k=c["kfold_k"],
-            bma=c["bma"],
-            bma_method=c.get("bma_method", "smc"),
-            cv=c["cv"],
-            lfo_min_points=c["lfo_min_points"],
-            lfo_horizon=c["lfo_horizon"],
-            lfo_method=c["lfo_method"],
-        )
+        comparison = compare(twins, **_comparison_settings(study), scores=ahead.scores(twins))
     except ValueError as exc:  # e.g. no twin passed its gate
         skipped.append(f"comparison skipped: {exc}")
         _say(skipped[-1], quiet)
@@ -373,11 +397,27 @@ def _compare(twins: list[Twin], study: Study, skipped: list[str], quiet: bool) -
     return comparison
 
 
+def _simulate(twins: list[Twin], study: Study, quiet: bool) -> Simulated | None:
+    """The scenarios under every twin (``None`` when there are none, or no twin to simulate)."""
+    if not study.scenarios or not twins:
+        return None
+    _say(f"simulating {len(study.scenarios)} scenario(s) under every twin ...", quiet)
+    return simulate(
+        twins,
+        study.scenarios,
+        study.times,
+        observable=study.observable,
+        qois=study.qois,
+        targets=study.targets,
+    )
+
+
 def _scenarios(
-    twins, weights, comparison, study: Study, skipped: list[str], quiet: bool
+    twins, weights, comparison, study: Study, skipped: list[str], quiet: bool, simulated
 ) -> Disagreement | None:
-    """The scenario study under every twin and the ensemble (``None`` when none was asked for or possible)."""
-    if not study.scenarios:
+    """The scenario study under every twin and the ensemble (``None`` when none was asked for or
+    possible), from the twins' ``simulated`` scenarios."""
+    if simulated is None:
         return None
     if not weights:
         skipped.append(
@@ -385,10 +425,6 @@ def _scenarios(
         )
         _say(skipped[-1], quiet)
         return None
-    _say(
-        f"simulating {len(study.scenarios)} scenario(s) under every twin and the ensemble ...",
-        quiet,
-    )
     result = disagreement(
         twins,
         weights,
@@ -401,6 +437,7 @@ def _scenarios(
         weight_draws=None
         if comparison is None
         else comparison.weight_draws_of(study.comparison["weights"]),
+        simulated=simulated,
     )
     _say(str(result), quiet)
     return result
@@ -482,13 +519,9 @@ def _figures(folder, twins, comparison, result, weights, study) -> None:
         plot_decision_table,
         plot_disagreement_over_time,
         plot_scenario_fans,
-        plot_twin_checks,
     )
     from .report import decision_figure_name
 
-    for twin in twins:
-        if isinstance(twin, Twin):
-            plot_twin_checks(twin, folder.figure_path(f"{twin.name}_checks"))
     if comparison is not None and weights:
         plot_average(
             [t for t in twins if isinstance(t, Twin)], weights, folder.figure_path("average")
@@ -503,6 +536,14 @@ def _figures(folder, twins, comparison, result, weights, study) -> None:
         for i, target in enumerate(result.data.target.values):
             name = decision_figure_name(i).removesuffix(".png")
             plot_decision_table(result, str(target), path=folder.figure_path(name))
+
+
+def _twin_figures(folder, twins: list[Twin]) -> None:
+    """Each twin's checks (posterior predictive, LOO-PIT): what needs the twin alone."""
+    from .plots import plot_twin_checks
+
+    for twin in twins:
+        plot_twin_checks(twin, folder.figure_path(f"{twin.name}_checks"))
 
 
 def _shown_quantities(spec) -> list[str]:

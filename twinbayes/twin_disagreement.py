@@ -27,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import xarray as xr
@@ -36,7 +37,14 @@ from .fitting import Twin
 from .qoi import Target, qoi_name
 from .scenarios import Scenario
 
-__all__ = ["Disagreement", "disagreement", "weighted_quantile", "between_share"]
+__all__ = [
+    "Disagreement",
+    "Simulated",
+    "disagreement",
+    "simulate",
+    "weighted_quantile",
+    "between_share",
+]
 
 
 def weighted_quantile(
@@ -296,6 +304,7 @@ def disagreement(
     n_blocks: int = 20,
     seed: int = 0,
     weight_draws: Mapping[str, np.ndarray] | None = None,
+    simulated: Simulated | None = None,
 ) -> Disagreement:
     """Simulate scenarios under every twin and quantify how the twins disagree.
 
@@ -323,6 +332,10 @@ def disagreement(
         Bayesian-bootstrap replicates).  The between-twin shares and the ensemble's
         probabilities then carry 90 % intervals over them; a twin of weight 0 that some
         draws give weight takes part in those draws.
+    simulated : Simulated, optional
+        The scenarios already simulated under these twins (:func:`simulate` with these
+        twins, scenarios, times, QoIs, targets and observable), e.g. while the comparison ran;
+        default: simulated here.
 
     Notes
     -----
@@ -337,22 +350,17 @@ def disagreement(
     """
     twins = list(twins)
     w = _check_weights(twins, weights)
-    if not scenarios:
-        raise ValueError("no scenarios given")
-    qois = list(qois) + [t.qoi for t in targets if t.qoi not in list(qois)]
-    grid = np.unique(
-        np.concatenate([np.asarray(times, float), [x for q in qois for x in q.required_times()]])
-    )
+    if simulated is None:
+        simulated = simulate(
+            twins, scenarios, times, qois=qois, targets=targets, observable=observable
+        )
+    simulated.check(twins, scenarios, times, qois, targets, observable)
+    grid, qois, values = simulated.grid, simulated.qois, simulated.values
     ens = _Ensemble.of(w, twins, n_blocks, weight_draws)
-    per_scenario, values = [], []
-    for sc in scenarios:
-        ys = _scenario_means(twins, grid, observable, sc)
-        vs = [
-            np.stack([q(grid, y) for q in qois], axis=1) if qois else np.zeros((len(y), 0))
-            for y in ys
-        ]
-        per_scenario.append({**_trajectory_stats(ys, ens), **_qoi_stats(vs, ens)})
-        values.append(vs)
+    per_scenario = [
+        {**_trajectory_stats(ys, ens), **_qoi_stats(vs, ens)}
+        for ys, vs in zip(simulated.means, values)
+    ]
     names = [t.name for t in twins]
     scenario_names = [sc.name for sc in scenarios]
     data = {
@@ -387,6 +395,91 @@ def disagreement(
         },
     )
     return Disagreement(ds)
+
+
+class Simulated(NamedTuple):
+    """Scenarios simulated under every twin: what :func:`disagreement` weights and summarises.
+
+    Attributes
+    ----------
+    twins, scenarios : tuple of str
+        Names, in the order of ``means`` and ``values``.
+    observable : str or None
+        As asked (``None``: the twins' first).
+    times : numpy.ndarray
+        The requested time grid.
+    grid : numpy.ndarray
+        ``times`` with the times the QoIs need.
+    qois : tuple
+        The QoIs, those of the targets included.
+    means : list (scenario) of list (twin) of numpy.ndarray
+        Predicted means ``(draw, grid time)``.
+    values : list (scenario) of list (twin) of numpy.ndarray
+        QoI values ``(draw, qoi)``.
+    """
+
+    twins: tuple[str, ...]
+    scenarios: tuple[str, ...]
+    observable: str | None
+    times: np.ndarray
+    grid: np.ndarray
+    qois: tuple
+    means: list[list[np.ndarray]]
+    values: list[list[np.ndarray]]
+
+    def check(self, twins, scenarios, times, qois, targets, observable) -> None:
+        """Raise ``ValueError`` unless simulated with these arguments of :func:`simulate`."""
+        asked = (
+            tuple(t.name for t in twins),
+            tuple(sc.name for sc in scenarios),
+            _with_target_qois(qois, targets),
+            observable,
+        )
+        if (self.twins, self.scenarios, self.qois, self.observable) != asked or not (
+            np.array_equal(self.times, np.asarray(times, float))
+        ):
+            raise ValueError(
+                f"simulated for twins {self.twins}, scenarios {self.scenarios}, observable "
+                f"{self.observable!r} and other QoIs or times than asked; simulate with the same"
+            )
+
+
+def _with_target_qois(qois: Sequence, targets: Sequence[Target]) -> tuple:
+    """The QoIs and those of the targets not among them."""
+    return tuple(qois) + tuple(t.qoi for t in targets if t.qoi not in list(qois))
+
+
+def simulate(
+    twins: Sequence[Twin],
+    scenarios: Sequence[Scenario],
+    times: np.ndarray,
+    *,
+    qois: Sequence = (),
+    targets: Sequence[Target] = (),
+    observable: str | None = None,
+) -> Simulated:
+    """Every scenario under every twin: predicted means on ``times`` (and the times the QoIs
+    need) and the QoI values, per posterior draw.  The part of :func:`disagreement` that needs
+    no weights.
+    """
+    twins = list(twins)
+    if not scenarios:
+        raise ValueError("no scenarios given")
+    qois = _with_target_qois(qois, targets)
+    times = np.asarray(times, float)
+    grid = np.unique(np.concatenate([times, [x for q in qois for x in q.required_times()]]))
+    means, values = [], []
+    for sc in scenarios:
+        ys = _scenario_means(twins, grid, observable, sc)
+        means.append(ys)
+        values.append(
+            [
+                np.stack([q(grid, y) for q in qois], axis=1) if qois else np.zeros((len(y), 0))
+                for y in ys
+            ]
+        )
+    names = (tuple(t.name for t in twins), tuple(sc.name for sc in scenarios))
+    return Simulated(*names, observable, times, grid, qois, means, values)
 
 
 def _scenario_means(

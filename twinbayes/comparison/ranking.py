@@ -14,10 +14,9 @@ import xarray as xr
 
 from ..fitting import Twin
 from .cv import standard_error
-from .lfo import lfo
-from .loo import loo
 from .marginal import bma_weights
 from .notes import duplicate_notes, selection_bias_note
+from .scoring import Scoring
 from .weights import bootstrap_stacking_weights, pseudo_bma_plus_weights, stacking_weights
 
 __all__ = ["Comparison", "compare"]
@@ -124,6 +123,7 @@ def compare(
     lfo_horizon: int = 1,
     lfo_method: str = "approx",
     seed: int = 0,
+    scores: Sequence[xr.Dataset] | None = None,
     **refit_kwargs,
 ) -> Comparison:
     """Compare twins of one patient out of sample and weight them.
@@ -162,6 +162,10 @@ def compare(
     lfo_min_points, lfo_horizon, lfo_method
         See :func:`~twinbayes.comparison.lfo` (``min_points``, ``horizon``, ``method``).
     seed : int
+    scores : sequence of xarray.Dataset, optional
+        Each twin's scores, computed ahead by :class:`~twinbayes.comparison.scoring.Scoring`
+        with these settings (``Scoring.of(kwargs)``; e.g. while later twins were fitting);
+        default: scored here.  Scores made with other settings are refused.
     **refit_kwargs
         Sampler settings for exact refits.
     """
@@ -175,12 +179,15 @@ def compare(
         )
     names = _names(twins)
     _check_same_data(twins)
-    lfo_kwargs = dict(min_points=lfo_min_points, horizon=lfo_horizon, method=lfo_method)
-    loo_kwargs = dict(threshold=threshold, max_refits=max_refits, kfold_k=kfold_k, refit=refit)
-    results = [
-        _score(t, cv, loo_kwargs, lfo_kwargs, include_unconverged, seed, refit_kwargs)
-        for t in twins
-    ]
+    scoring = Scoring(
+        cv, threshold, max_refits, kfold_k, refit, lfo_min_points, lfo_horizon, lfo_method,
+        include_unconverged, seed, dict(refit_kwargs),
+    )  # fmt: skip
+    if scores is None:
+        results = [scoring(t) for t in twins]
+    else:
+        results = list(scores)
+        scoring.check(results, twins)
     elpd_i = np.stack([r["elpd_i"].values for r in results], axis=1)
     inc = np.flatnonzero(included)
     weights, draws = _weights(elpd_i, inc, n_bootstrap, seed)
@@ -211,44 +218,6 @@ def compare(
     return Comparison(
         table.isel(twin=order), _pointwise(results, elpd_i, names), pair, notes, weight_draws
     )
-
-
-def _score(twin, cv, loo_kwargs, lfo_kwargs, include_unconverged, seed, refit_kwargs) -> xr.Dataset:
-    """A twin's pointwise out-of-sample scores by PSIS-LOO or LFO, in the shape :func:`compare` tabulates."""
-    if cv == "lfo":
-        return _lfo_as_rows(lfo(twin, seed=seed, **lfo_kwargs, **refit_kwargs))
-    if cv != "loo":
-        raise ValueError(f"cv must be 'loo' or 'lfo', got {cv!r}")
-    loo_kwargs = loo_kwargs | {
-        "refit": loo_kwargs["refit"] and (twin.converged or include_unconverged)
-    }
-    return loo(twin, seed=seed, **loo_kwargs, **refit_kwargs)
-
-
-def _lfo_as_rows(ds: xr.Dataset) -> xr.Dataset:
-    """An LFO result in the shape :func:`compare` tabulates (one row per forecast origin)."""
-    method = ds.attrs["method"]
-    fits = ds.attrs["n_refits"] + 1
-    out = xr.Dataset(
-        {
-            "elpd_i": ("obs", ds["elpd_i"].values),
-            "pareto_k": ("obs", ds["pareto_k"].values),
-            "method": ("obs", np.where(ds["refit"].values, "refit", "psis")),
-        },
-        coords={"obs": ds["origin"].values, "time": ("obs", ds["forecast_time"].values)},
-    )
-    out.attrs.update(
-        se=ds.attrs["se"],
-        p_loo=ds.attrs["p_lfo"],
-        n_high_k=ds.attrs["n_refits"] if method == "approx" else 0,
-        cv_method=f"{'psis' if method == 'approx' else 'exact'}-lfo {ds.attrs['horizon']}-step, {fits} fit{'s' * (fits > 1)}",
-        elpd_waic=np.nan,
-        refits=fits,
-        refits_unconverged=ds.attrs["refits_unconverged"],
-        threshold=ds.attrs["k_threshold"],
-        crps=ds.attrs["crps"],
-    )
-    return out
 
 
 def _marginal_notes(table: xr.Dataset, names: list[str]) -> list[str]:
