@@ -357,10 +357,13 @@ def disagreement(
     simulated.check(twins, scenarios, times, qois, targets, observable)
     grid, qois, values = simulated.grid, simulated.qois, simulated.values
     ens = _Ensemble.of(w, twins, n_blocks, weight_draws)
-    per_scenario = [
-        {**_trajectory_stats(ys, ens), **_qoi_stats(vs, ens)}
-        for ys, vs in zip(simulated.means, values)
-    ]
+    with ThreadPoolExecutor(max_workers=2) as pool:  # NumPy's sorts release the GIL
+        per_scenario = list(
+            pool.map(
+                lambda sim: {**_trajectory_stats(sim[0], ens), **_qoi_stats(sim[1], ens)},
+                zip(simulated.means, values),
+            )
+        )
     names = [t.name for t in twins]
     scenario_names = [sc.name for sc in scenarios]
     data = {
