@@ -90,3 +90,12 @@ def test_ucum_litre_may_be_written_l_or_L(lower, upper):
 def test_unknown_bundled_file_is_a_clear_error():
     with pytest.raises(PatientDataError, match="no bundled data file"):
         Patient.from_csv("bundled:nope.csv")
+
+
+def test_a_dose_unit_that_is_not_text_is_named_when_the_study_loads(tmp_path):
+    path = tmp_path / "study.toml"
+    path.write_text(BAD_ROUTE.replace('route = "po"', 'route = "oral"\nunit = 5'))
+    with pytest.raises(SpecError) as err:
+        load_study(path)
+    text = str(err.value)
+    assert str(path) in text and "scenarios[0].unit" in text and 'in quotes such as "' in text

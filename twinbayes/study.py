@@ -396,7 +396,7 @@ def _parse_scenarios(raw: list) -> list[Scenario]:
                     n_doses=_count(sc, "doses", w, MAX_DOSES),
                     start=_num(sc, "start", w) if "start" in sc else 0.0,
                     duration=_num(sc, "duration", w) if "duration" in sc else 0.0,
-                    unit=sc.get("unit", "mg"),
+                    unit=_unit_text(sc, w, "mg") if "unit" in sc else "mg",
                     time_unit=time_unit,
                 )
                 scenarios.append(replace(regimen, series=series))
@@ -452,11 +452,13 @@ def _parse_series(raw: Any, where: str) -> tuple[SeriesChange, ...]:
     return tuple(out)
 
 
-def _unit_text(raw: dict, where: str) -> str:
+def _unit_text(raw: dict, where: str, example: str = "uU/mL") -> str:
     """An optional unit string (empty when absent)."""
     unit = raw.get("unit", "")
     if not isinstance(unit, str):
-        raise SpecError(f"{where}.unit", f'must be a unit in quotes such as "uU/mL", got {unit!r}')
+        raise SpecError(
+            f"{where}.unit", f'must be a unit in quotes such as "{example}", got {unit!r}'
+        )
     return unit
 
 
