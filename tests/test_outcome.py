@@ -153,3 +153,30 @@ def test_excluded_twin_is_named_next_to_the_share(tmp_path, capsys):
     report = (tmp_path / "out" / "report.html").read_text()
     assert "excluded from the ensemble (failed the convergence gate): pk_sign" in report
     assert "ladder exhausted, twin excluded" in report
+
+
+def test_scenarios_are_not_simulated_for_twins_that_cannot_get_weight(tmp_path, monkeypatch):
+    """No twin passed its gate: the scenarios are skipped (with the reason), never simulated."""
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from twinbayes import pipeline
+    from twinbayes.study import load_study
+
+    (tmp_path / "pk_sign.toml").write_text(_pk_sign_spec())
+    (tmp_path / "study.toml").write_text(PK_STUDY)
+    study = load_study(tmp_path / "study.toml")
+    simulated = []
+    monkeypatch.setattr(pipeline, "simulate", lambda twins, *a, **k: simulated.append(twins))
+    failed = [SimpleNamespace(converged=False, name=n) for n in ("a", "b")]
+    assert pipeline._simulate(failed, study, quiet=True) is None and not simulated
+    skipped = []
+    assert pipeline._scenarios(failed, None, None, study, skipped, True, None) is None
+    assert skipped == [
+        "scenarios skipped: no twin has ensemble weight (none passed its convergence gate)"
+    ]
+    passed = [SimpleNamespace(converged=True, name="c"), *failed]
+    pipeline._simulate(passed, study, quiet=True)
+    opted_in = replace(study, comparison={**study.comparison, "include_unconverged": True})
+    pipeline._simulate(failed, opted_in, quiet=True)
+    assert simulated == [passed, failed]

@@ -398,8 +398,9 @@ def _compare(
 
 
 def _simulate(twins: list[Twin], study: Study, quiet: bool) -> Simulated | None:
-    """The scenarios under every twin (``None`` when there are none, or no twin to simulate)."""
-    if not study.scenarios or not twins:
+    """The scenarios under every twin (``None`` when there are none, or no twin can get weight)."""
+    may_weigh = study.comparison["include_unconverged"] or any(t.converged for t in twins)
+    if not study.scenarios or not may_weigh:
         return None
     _say(f"simulating {len(study.scenarios)} scenario(s) under every twin ...", quiet)
     return simulate(
@@ -416,8 +417,8 @@ def _scenarios(
     twins, weights, comparison, study: Study, skipped: list[str], quiet: bool, simulated
 ) -> Disagreement | None:
     """The scenario study under every twin and the ensemble (``None`` when none was asked for or
-    possible), from the twins' ``simulated`` scenarios."""
-    if simulated is None:
+    possible), from the twins' ``simulated`` scenarios (``None``: simulated here)."""
+    if not study.scenarios:
         return None
     if not weights:
         skipped.append(
