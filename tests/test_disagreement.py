@@ -345,6 +345,7 @@ def test_scenarios_simulated_ahead_give_the_same_bits_and_must_match():
     xr.testing.assert_identical(ahead.data, here.data)
     for other in [
         dict(scenarios=SCENARIOS[:1]),
+        dict(scenarios=[SCENARIOS[0], Scenario.regimen("200 mg once", 250, "iv")]),
         dict(times=GRID[:-1]),
         dict(qois=[]),
         dict(targets=[]),

@@ -403,10 +403,14 @@ def _simulate(twins: list[Twin], study: Study, quiet: bool) -> Simulated | None:
     if not study.scenarios or not may_weigh:
         return None
     _say(f"simulating {len(study.scenarios)} scenario(s) under every twin ...", quiet)
-    return simulate(
-        twins,
-        study.scenarios,
-        study.times,
+    return simulate(twins, **_scenario_study(study))
+
+
+def _scenario_study(study: Study) -> dict:
+    """The study's scenarios, prediction times, observable, QoIs and targets, as keywords."""
+    return dict(
+        scenarios=study.scenarios,
+        times=study.times,
         observable=study.observable,
         qois=study.qois,
         targets=study.targets,
@@ -429,11 +433,7 @@ def _scenarios(
     result = disagreement(
         twins,
         weights,
-        study.scenarios,
-        study.times,
-        observable=study.observable,
-        qois=study.qois,
-        targets=study.targets,
+        **_scenario_study(study),
         seed=study.seed,
         weight_draws=None
         if comparison is None

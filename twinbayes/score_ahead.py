@@ -37,7 +37,8 @@ class ScoreAhead:
     Use as a context manager.  Leaving it normally waits for the thread; leaving it by an
     error or an interrupt cancels the scoring not yet started and does not wait for a running
     one (the thread is a daemon: an interrupted ``twinbayes run`` exits at once).  Either way
-    the warning filters are restored.
+    the warning filters are restored (after an interrupt, a scoring still running can change
+    them once more as it ends).
     """
 
     def __init__(self, scoring: Scoring | None) -> None:

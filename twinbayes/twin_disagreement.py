@@ -405,8 +405,10 @@ class Simulated(NamedTuple):
 
     Attributes
     ----------
-    twins, scenarios : tuple of str
-        Names, in the order of ``means`` and ``values``.
+    twins : tuple of str
+        The twins' names, in the order of ``means`` and ``values``.
+    scenarios : tuple of Scenario
+        In the order of ``means`` and ``values``.
     observable : str or None
         As asked (``None``: the twins' first).
     times : numpy.ndarray
@@ -422,7 +424,7 @@ class Simulated(NamedTuple):
     """
 
     twins: tuple[str, ...]
-    scenarios: tuple[str, ...]
+    scenarios: tuple[Scenario, ...]
     observable: str | None
     times: np.ndarray
     grid: np.ndarray
@@ -434,7 +436,7 @@ class Simulated(NamedTuple):
         """Raise ``ValueError`` unless simulated with these arguments of :func:`simulate`."""
         asked = (
             tuple(t.name for t in twins),
-            tuple(sc.name for sc in scenarios),
+            tuple(scenarios),
             _with_target_qois(qois, targets),
             observable,
         )
@@ -442,8 +444,9 @@ class Simulated(NamedTuple):
             np.array_equal(self.times, np.asarray(times, float))
         ):
             raise ValueError(
-                f"simulated for twins {self.twins}, scenarios {self.scenarios}, observable "
-                f"{self.observable!r} and other QoIs or times than asked; simulate with the same"
+                f"simulated for twins {self.twins}, scenarios {[sc.name for sc in self.scenarios]}, "
+                f"observable {self.observable!r} and other doses, QoIs or times than asked; "
+                "simulate with the same"
             )
 
 
@@ -481,8 +484,8 @@ def simulate(
                 for y in ys
             ]
         )
-    names = (tuple(t.name for t in twins), tuple(sc.name for sc in scenarios))
-    return Simulated(*names, observable, times, grid, qois, means, values)
+    names = tuple(t.name for t in twins)
+    return Simulated(names, tuple(scenarios), observable, times, grid, qois, means, values)
 
 
 def _scenario_means(

@@ -180,9 +180,18 @@ def compare(
     names = _names(twins)
     _check_same_data(twins)
     scoring = Scoring(
-        cv, threshold, max_refits, kfold_k, refit, lfo_min_points, lfo_horizon, lfo_method,
-        include_unconverged, seed, dict(refit_kwargs),
-    )  # fmt: skip
+        cv=cv,
+        threshold=threshold,
+        max_refits=max_refits,
+        kfold_k=kfold_k,
+        refit=refit,
+        lfo_min_points=lfo_min_points,
+        lfo_horizon=lfo_horizon,
+        lfo_method=lfo_method,
+        include_unconverged=include_unconverged,
+        seed=seed,
+        refit_kwargs=dict(refit_kwargs),
+    )
     if scores is None:
         results = [scoring(t) for t in twins]
     else:
