@@ -241,6 +241,28 @@ def test_killed_run_leaves_nothing_that_looks_complete_and_rerun_finishes(tmp_pa
     assert rc in (0, 3, 4, 5) and rc == _exit_code_reported(out)
 
 
+def test_ctrl_c_ends_the_run_with_130_and_changes_no_results_folder(tmp_path, study_file):
+    """An interrupt while a later twin fits or is scored ends the run (nutpie alone would return
+    the draws so far and the study would go on); the existing results folder stays as it was."""
+    out = tmp_path / "res"
+    out.mkdir()
+    (out / ".twinbayes-results").write_text("")
+    (out / "summary.json").write_text('{"earlier": "run"}')
+    cmd = [sys.executable, "-m", "twinbayes.cli", "run", str(study_file()), "--out", str(out)]
+    proc = subprocess.Popen(
+        [*cmd, "--force", "--no-figures", *SHORT], stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(tmp_path.glob(".res.partial-*/twins/*.nc")):
+        time.sleep(0.1)
+    assert list(tmp_path.glob(".res.partial-*/twins/*.nc")), "the run never got to its first fit"
+    proc.send_signal(signal.SIGINT)  # twin 2 is being fitted, twin 1 scored
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted; no results folder was changed" in err
+    assert (out / "summary.json").read_text() == '{"earlier": "run"}'
+    assert not list(tmp_path.glob(".res.partial-*"))
+
+
 def test_specs_check_of_a_forced_spec_needs_data_that_drive_it(capsys):
     from twinbayes.library import data_path
 

@@ -45,3 +45,37 @@ def test_a_guarded_model_samples_the_same_when_every_start_is_good():
         for m in (compiled, guard_starts(compiled))
     ]
     assert np.array_equal(*draws)
+
+
+def test_an_interrupt_during_sampling_stops_the_caller_instead_of_returning_draws_so_far():
+    """nutpie returns the draws so far on Ctrl-C; a study must stop instead (sample_nuts)."""
+    import _thread
+    import threading
+    import time
+
+    import nutpie
+
+    from twinbayes.compiled_model import sample_nuts
+
+    with pm.Model() as model:
+        pm.Normal("theta", 0.0, 1.0)
+    compiled = compile_model(model)
+    settings = dict(draws=2_000_000, tune=100, chains=1, seed=1, progress_bar=False)
+    for sample, interrupted in [(nutpie.sample, False), (sample_nuts, True)]:
+        timer = threading.Timer(1.0, _thread.interrupt_main)  # as Ctrl-C would, mid-run
+        timer.start()
+        t0 = time.perf_counter()
+        try:
+            trace = sample(compiled, **settings)
+            draws = trace.posterior.sizes["draw"]  # nutpie's own answer: the draws so far
+            assert not interrupted and 0 < draws < settings["draws"]
+        except KeyboardInterrupt:
+            assert interrupted
+        finally:
+            timer.join()
+        assert time.perf_counter() - t0 < 30  # stopped, not run to the end
+    quick = dict(draws=50, tune=50, chains=2, seed=3, progress_bar=False)
+    assert np.array_equal(  # not interrupted: the draws of nutpie.sample
+        sample_nuts(compiled, **quick).posterior["theta"].values,
+        nutpie.sample(compiled, **quick).posterior["theta"].values,
+    )

@@ -192,6 +192,9 @@ def console() -> None:
     except BrokenPipeError:  # the reader went away (``| head``): stop quietly, as Unix tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         state["code"] = 1
+    except KeyboardInterrupt:  # Ctrl-C: a results folder being written was left as it was
+        print("\ntwinbayes: interrupted; no results folder was changed", file=sys.stderr)
+        state["code"] = 130  # 128 + SIGINT, as shells report it
     sys.exit(state["code"])
 
 

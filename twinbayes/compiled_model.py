@@ -294,3 +294,21 @@ def guard_starts(compiled, floor: float = START_FLOOR, tries: int = START_TRIES)
         return best
 
     return dataclasses.replace(compiled, initial_point_func=initial_point)
+
+
+def sample_nuts(compiled, **settings):
+    """``nutpie.sample(compiled, **settings)``, except that an interrupt stops the caller.
+
+    nutpie answers Ctrl-C during sampling by returning the draws so far (for interactive use):
+    a study would take them for a short fit, find it failing its gate and go on with the next
+    twin.  Here the sampler is cancelled and ``KeyboardInterrupt`` raised, so that an
+    interrupted run ends, with nothing written.  The draws are those of ``nutpie.sample``.
+    """
+    import nutpie
+
+    sampler = nutpie.sample(compiled, blocking=False, **settings)
+    try:
+        return sampler.wait()
+    except KeyboardInterrupt:
+        sampler.cancel()
+        raise

@@ -22,7 +22,7 @@ import pymc as pm
 import xarray as xr
 
 from . import graph_cache
-from .compiled_model import compile_model, guard_starts
+from .compiled_model import compile_model, guard_starts, sample_nuts
 from .diagnostics import Diagnostics, Gate, check_convergence, diagnose
 from .dynamics.design import Design, describe_excluded, design_for
 from .ladder import DEFAULT_LADDER, Attempt, Ladder, adaptation_problem
@@ -107,8 +107,6 @@ class Refitter:
                 **s,
             )
             return posterior_draws(refit), refit.diagnostics
-        import nutpie
-
         if (
             self._compiled is None
         ):  # the fit's own compiled model, or (a twin made elsewhere) a new one
@@ -116,7 +114,7 @@ class Refitter:
                 build_weighted_model(self.twin.spec, self.twin.design)
             )
         model = guard_starts(self._compiled.with_data(obs_weight=(~holdout).astype(float)))
-        trace = nutpie.sample(
+        trace = sample_nuts(
             model,
             draws=s["draws"],
             tune=s["tune"],
@@ -498,9 +496,7 @@ class _Nuts:
         """One run of NUTS with ``settings`` (draws, tune, chains, seed, target_accept)."""
         s = settings
         if self.sampler == "nutpie":
-            import nutpie
-
-            idata = nutpie.sample(
+            idata = sample_nuts(
                 guard_starts(self._compiled),
                 draws=s["draws"],
                 tune=s["tune"],

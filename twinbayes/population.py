@@ -282,9 +282,8 @@ def fit_population(
     Sheiner LB, Rosenberg B, Marathe VV (1977). Estimation of population characteristics of
     pharmacokinetic parameters from routine clinical data. J Pharmacokinet Biopharm 5:445-479.
     """
-    import nutpie
 
-    from .compiled_model import compile_model, guard_starts
+    from .compiled_model import compile_model, guard_starts, sample_nuts
 
     spec = spec if isinstance(spec, ModelSpec) else load_spec(spec)
     _check_population_spec(spec)
@@ -297,7 +296,7 @@ def fit_population(
     subjects = [p.label for p in patients]
     t0 = time.perf_counter()
     compiled = compile_model(population_model(spec, designs, subjects))
-    idata = nutpie.sample(
+    idata = sample_nuts(
         guard_starts(compiled),
         draws=draws,
         tune=tune,
