@@ -249,14 +249,15 @@ def test_ctrl_c_ends_the_run_with_130_and_changes_no_results_folder(tmp_path, st
     (out / ".twinbayes-results").write_text("")
     (out / "summary.json").write_text('{"earlier": "run"}')
     cmd = [sys.executable, "-m", "twinbayes.cli", "run", str(study_file()), "--out", str(out)]
+    long = ["--draws", "100000"]  # each twin samples for seconds: the interrupt lands in a fit
     proc = subprocess.Popen(
-        [*cmd, "--force", "--no-figures", *SHORT], stderr=subprocess.PIPE, text=True
+        [*cmd, "--force", "--no-figures", *SHORT, *long], stderr=subprocess.PIPE, text=True
     )
     deadline = time.time() + 120
     while time.time() < deadline and not list(tmp_path.glob(".res.partial-*/twins/*.nc")):
         time.sleep(0.1)
     assert list(tmp_path.glob(".res.partial-*/twins/*.nc")), "the run never got to its first fit"
-    proc.send_signal(signal.SIGINT)  # twin 2 is being fitted, twin 1 scored
+    proc.send_signal(signal.SIGINT)  # twin 2 is being fitted (sampled), twin 1 scored
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "interrupted; no results folder was changed" in err
     assert (out / "summary.json").read_text() == '{"earlier": "run"}'

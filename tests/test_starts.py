@@ -57,10 +57,11 @@ def test_an_interrupt_during_sampling_stops_the_caller_instead_of_returning_draw
 
     from twinbayes.compiled_model import sample_nuts
 
-    with pm.Model() as model:
-        pm.Normal("theta", 0.0, 1.0)
+    with pm.Model() as model:  # 200 000 observations: a slow gradient, so a run lasts minutes
+        theta = pm.Normal("theta", 0.0, 1.0)
+        pm.Normal("y", mu=theta, sigma=1.0, observed=np.zeros(200_000))
     compiled = compile_model(model)
-    settings = dict(draws=2_000_000, tune=100, chains=1, seed=1, progress_bar=False)
+    settings = dict(draws=1_000_000, tune=100, chains=1, seed=1, progress_bar=False)
     for sample, interrupted in [(nutpie.sample, False), (sample_nuts, True)]:
         timer = threading.Timer(1.0, _thread.interrupt_main)  # as Ctrl-C would, mid-run
         timer.start()
@@ -74,7 +75,7 @@ def test_an_interrupt_during_sampling_stops_the_caller_instead_of_returning_draw
         finally:
             timer.join()
         assert time.perf_counter() - t0 < 30  # stopped, not run to the end
-    quick = dict(draws=50, tune=50, chains=2, seed=3, progress_bar=False)
+    quick = dict(draws=20, tune=20, chains=2, seed=3, progress_bar=False)
     assert np.array_equal(  # not interrupted: the draws of nutpie.sample
         sample_nuts(compiled, **quick).posterior["theta"].values,
         nutpie.sample(compiled, **quick).posterior["theta"].values,
