@@ -1,3 +1,5 @@
+import signal
+
 import pytest
 
 from twinbayes import Patient, load_spec
@@ -34,3 +36,13 @@ def spec_text():
         return text
 
     return _text
+
+
+@pytest.fixture
+def ctrl_c():
+    """SIGINT raises KeyboardInterrupt in this process and in the processes it starts, as in a
+    terminal.  A test run started in the background (``nohup ... &``) inherits SIGINT ignored,
+    and so would every process it starts."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)

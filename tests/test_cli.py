@@ -241,7 +241,7 @@ def test_killed_run_leaves_nothing_that_looks_complete_and_rerun_finishes(tmp_pa
     assert rc in (0, 3, 4, 5) and rc == _exit_code_reported(out)
 
 
-def test_ctrl_c_ends_the_run_with_130_and_changes_no_results_folder(tmp_path, study_file):
+def test_ctrl_c_ends_the_run_with_130_and_changes_no_results_folder(tmp_path, study_file, ctrl_c):
     """An interrupt while a later twin fits or is scored ends the run (nutpie alone would return
     the draws so far and the study would go on); the existing results folder stays as it was."""
     out = tmp_path / "res"

@@ -47,7 +47,7 @@ def test_a_guarded_model_samples_the_same_when_every_start_is_good():
     assert np.array_equal(*draws)
 
 
-def test_an_interrupt_during_sampling_stops_the_caller_instead_of_returning_draws_so_far():
+def test_an_interrupt_during_sampling_stops_the_caller_instead_of_returning_draws_so_far(ctrl_c):
     """nutpie returns the draws so far on Ctrl-C; a study must stop instead (sample_nuts)."""
     import _thread
     import threading
