@@ -309,6 +309,6 @@ def sample_nuts(compiled, **settings):
     sampler = nutpie.sample(compiled, blocking=False, **settings)
     try:
         return sampler.wait()
-    except KeyboardInterrupt:
+    except BaseException:  # an interrupt, or an error: stop the chains (as nutpie does on errors)
         sampler.cancel()
         raise
