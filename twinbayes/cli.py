@@ -263,6 +263,7 @@ def _update(args, argv) -> int:
 
 def _validate(args) -> int:
     """``validate sbc`` / ``validate recovery``: run the study, print it, write NetCDF, text and a figure."""
+    from .netcdf import write_netcdf
     from .plots import plot_recovery, plot_sbc
     from .results import ResultsFolder
     from .validation import recovery, recovery_table, sbc
@@ -288,7 +289,7 @@ def _validate(args) -> int:
             plot_recovery(data, folder.figure_path("recovery"))
         print(text)
         with folder.writing():
-            data.to_netcdf(folder.staging / f"{what}.nc", engine="h5netcdf")
+            write_netcdf(data, folder.staging / f"{what}.nc")
             (folder.staging / f"{what}.txt").write_text(text + "\n")
             folder.commit()
     except BaseException:

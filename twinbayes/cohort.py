@@ -33,6 +33,7 @@ import numpy as np
 import xarray as xr
 
 from .names import check_name, inside
+from .netcdf import write_netcdf
 from .patient import Patient
 
 __all__ = ["CohortTask", "cohort_tasks", "run_cohort", "merge_cohort", "map_tasks"]
@@ -131,7 +132,7 @@ def run_task(task: CohortTask, folder: str) -> tuple[str, str, float]:
     settings = {"cores": 1} | task.settings  # the workers share the machine, not one fit's chains
     twin = fit(load_spec(task.spec), patient, seed=task.seed, **settings)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.partial")
-    _summary(twin).to_netcdf(tmp, engine="h5netcdf")
+    write_netcdf(_summary(twin), tmp)
     os.replace(tmp, target)  # atomic: a killed task leaves no file that looks complete
     return task.file_name, "fitted", time.perf_counter() - start
 
@@ -277,6 +278,6 @@ def merge_cohort(out: str | Path, tasks: Sequence[CohortTask]) -> xr.DataTree:
         groups[spec] = merged.assign_attrs(spec=spec)
     tree = xr.DataTree.from_dict(groups)
     tmp = Path(out) / ".cohort.nc.partial"
-    tree.to_netcdf(tmp, engine="h5netcdf")
+    write_netcdf(tree, tmp)
     os.replace(tmp, Path(out) / "cohort.nc")
     return tree

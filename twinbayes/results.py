@@ -24,6 +24,7 @@ from importlib import metadata
 from pathlib import Path
 
 from .names import check_name, inside
+from .netcdf import write_netcdf
 
 __all__ = ["ResultsFolder", "OutputError", "load_twin_data"]
 
@@ -134,9 +135,9 @@ class ResultsFolder:
                     self.finish_writes()
             if self._writer is None:
                 self._writer = ThreadPoolExecutor(1, thread_name_prefix="twinbayes-write")
-            self._writes.append(self._writer.submit(tree.to_netcdf, target, engine="h5netcdf"))
+            self._writes.append(self._writer.submit(write_netcdf, tree, target))
         else:
-            tree.to_netcdf(target, engine="h5netcdf")
+            write_netcdf(tree, target)
         return target
 
     def finish_writes(self) -> None:
@@ -168,14 +169,14 @@ class ResultsFolder:
             }
         )
         tree.attrs["notes"] = json.dumps(comparison.notes)
-        tree.to_netcdf(target, engine="h5netcdf")
+        write_netcdf(tree, target)
         (self.staging / "comparison.txt").write_text(str(comparison) + "\n")
         return target
 
     def write_disagreement(self, result) -> Path:
         """Write the disagreement between twins (NetCDF) and its tables (text)."""
         target = self.staging / "disagreement.nc"
-        result.data.to_netcdf(target, engine="h5netcdf")
+        write_netcdf(result.data, target)
         (self.staging / "disagreement.txt").write_text(str(result) + "\n")
         return target
 
