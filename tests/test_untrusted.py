@@ -391,12 +391,12 @@ def test_a_full_disk_replaces_nothing_and_leaves_no_partial_folder(tmp_path, mon
 
     old = _old_results(tmp_path)
 
-    import xarray as xr
+    import xarray.backends
 
-    def disk_full(self, target, **kwargs):  # in the background thread that writes the twin
-        raise OSError(errno.ENOSPC, "No space left on device", str(target))
+    def disk_full(filename, *args, **kwargs):  # in the background thread that writes the twin
+        raise OSError(errno.ENOSPC, "No space left on device", str(filename))
 
-    monkeypatch.setattr(xr.DataTree, "to_netcdf", disk_full)
+    monkeypatch.setattr(xarray.backends.H5NetCDFStore, "open", disk_full)
     study = _study(tmp_path, specs=("pk_1cmt_iv",))
     args = ["run", str(study), "--out", str(old), "--force", "--quiet", "--no-ladder"]
     assert main([*args, "--draws", "100", "--tune", "100", "--chains", "1"]) == 2
