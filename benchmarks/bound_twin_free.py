@@ -78,7 +78,8 @@ def run(free: list[str], out: str) -> None:
             submit(self, twin)
 
     pipeline.fit, pipeline.ScoreAhead.submit = free_fit, free_submit
-    main(["run", "--force", "--out", out, "--quiet"])
+    if main(["run", "--force", "--out", out, "--quiet"]) != 0:
+        raise SystemExit("the example did not run to the end")
 
 
 def main() -> None:
@@ -97,15 +98,16 @@ def main() -> None:
 
     for r in range(args.rounds):
         for free in [[], *[[t] for t in args.twins]]:
-            with tempfile.TemporaryDirectory() as out:
+            with tempfile.TemporaryDirectory() as tmp:
+                out = Path(tmp) / "out"
                 t0 = time.perf_counter()
                 subprocess.run(
-                    [sys.executable, __file__, "--run", out, *free], check=True, capture_output=True
+                    [sys.executable, __file__, "--run", str(out), *free],
+                    check=True,
+                    capture_output=True,
                 )
                 wall = time.perf_counter() - t0
-                print(
-                    f"round {r} free {free or '-'}: {wall:.1f} s, digest {_digest(Path(out))[:16]}"
-                )
+                print(f"round {r} free {free or '-'}: {wall:.1f} s, digest {_digest(out)[:16]}")
 
 
 if __name__ == "__main__":
