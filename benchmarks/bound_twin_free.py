@@ -32,8 +32,7 @@ PICKLE = Path(tempfile.gettempdir()) / "twinbayes-bound-twin-free.pkl"
 def setup() -> None:
     """Fit and score every example twin as ``twinbayes run`` does; keep them in :data:`PICKLE`."""
     from twinbayes.comparison.scoring import Scoring
-    from twinbayes.fitting import fit
-    from twinbayes.pipeline import _comparison_settings
+    from twinbayes.pipeline import _comparison_settings, fit_for_study
     from twinbayes.spec.model_spec import load_spec
     from twinbayes.study import example_study_path, load_study
 
@@ -42,14 +41,7 @@ def setup() -> None:
     ready = {}
     for i, source in enumerate(study.specs, 1):
         spec = load_spec(source)
-        twin = fit(
-            spec,
-            patient,
-            seed=study.seed + i,
-            gate=study.gate,
-            ladder=study.ladder,
-            **study.sampler,
-        )
+        twin = fit_for_study(study, i, spec, patient)
         ready[spec.name] = (
             dataclasses.replace(twin, compiled=None),
             Scoring.of(_comparison_settings(study))(twin),

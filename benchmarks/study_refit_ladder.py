@@ -25,8 +25,9 @@ import numpy as np
 
 from twinbayes.comparison.cv import REFIT_LADDER, REFIT_SETTINGS, HeldOutGate, heldout_elpd
 from twinbayes.comparison.loo import loo
-from twinbayes.fitting import Refitter, fit
+from twinbayes.fitting import Refitter
 from twinbayes.ladder import NO_LADDER
+from twinbayes.pipeline import fit_for_study
 from twinbayes.spec.model_spec import load_spec
 from twinbayes.study import example_study_path, load_study
 
@@ -106,14 +107,7 @@ def main() -> None:
     rows = []
     for i, source in enumerate(study.specs, 1):  # fitted as `twinbayes run` fits them
         spec = load_spec(source)
-        twin = fit(
-            spec,
-            patient,
-            seed=study.seed + i,
-            gate=study.gate,
-            ladder=study.ladder,
-            **study.sampler,
-        )
+        twin = fit_for_study(study, i, spec, patient)
         rows += study_twin(twin, study.seed)  # the comparison's seed (pipeline)
     _print(rows)
     if args.json:

@@ -25,7 +25,7 @@ from .spec.model_spec import load_spec
 from .study import Study
 from .twin_disagreement import Disagreement, Simulated, disagreement, simulate
 
-__all__ = ["StudyResult", "Outcome", "run_study"]
+__all__ = ["StudyResult", "Outcome", "run_study", "fit_for_study"]
 
 
 class Outcome(IntEnum):
@@ -304,6 +304,20 @@ def _fit_all(specs, patient, study, folder, progress, quiet, scored) -> list[Twi
     return twins
 
 
+def fit_for_study(study: Study, i: int, spec, patient: Patient, progress: bool = False) -> Twin:
+    """Twin ``i`` (1-based) of ``study`` fitted as a run fits it: seed ``study.seed + i``, the
+    study's gate, ladder and sampler settings (raises :class:`FitError` as :func:`fit` does)."""
+    return fit(
+        spec,
+        patient,
+        seed=study.seed + i,
+        gate=study.gate,
+        ladder=study.ladder,
+        progress=progress,
+        **study.sampler,
+    )
+
+
 def _fit_one(i, n, spec, patient, study, folder, progress, quiet) -> Twin | FailedFit:
     """Fit twin ``i`` of ``n`` (seed ``study.seed + i``), say how it went, write it.
 
@@ -314,15 +328,7 @@ def _fit_one(i, n, spec, patient, study, folder, progress, quiet) -> Twin | Fail
     _say(f"[{i}/{n}] fitting {spec.name} ({spec.title}) ...", quiet)
     t0 = time.perf_counter()
     try:
-        twin = fit(
-            spec,
-            patient,
-            seed=study.seed + i,
-            gate=study.gate,
-            ladder=study.ladder,
-            progress=progress,
-            **study.sampler,
-        )
+        twin = fit_for_study(study, i, spec, patient, progress)
     except (FitError, OdeError) as exc:
         _say(
             f"      FAILED after {time.perf_counter() - t0:.1f} s: {exc}; this twin gets no weight",
