@@ -282,7 +282,6 @@ def fit_population(
     Sheiner LB, Rosenberg B, Marathe VV (1977). Estimation of population characteristics of
     pharmacokinetic parameters from routine clinical data. J Pharmacokinet Biopharm 5:445-479.
     """
-
     from .compiled_model import compile_model, guard_starts, sample_nuts
 
     spec = spec if isinstance(spec, ModelSpec) else load_spec(spec)
