@@ -101,7 +101,10 @@ from twinbayes.model import TwinModel
 spec = load_spec("pk_1cmt_oral")
 design = design_for(spec, Patient.from_csv("bundled:theophylline.csv", subject="1"))
 model = TwinModel.of(spec).pymc_model(design, weighted=True)
-compiled = compile_model(model) if sys.argv[1] == "cached" else _compile_model(model)
+if sys.argv[1] == "cached":  # the rewritten graphs from disk (no model records: see test_model_records)
+    compiled = compile_model(model, from_records=False)
+else:
+    compiled, _ = _compile_model(model)
 idata = nutpie.sample(compiled, draws=100, tune=100, chains=2, seed=5, progress_bar=False)
 draws = {v: idata.posterior[v].values.ravel().tolist() for v in idata.posterior.data_vars}
 print(json.dumps({"stats": graph_cache.STATS, "draws": draws}))
@@ -128,7 +131,7 @@ def test_a_second_process_hits_and_samples_the_same_draws(tmp_path):
 AHEAD = r"""
 import json, time
 from pathlib import Path
-from twinbayes import Patient, graph_cache, load_spec
+from twinbayes import Patient, graph_cache, load_spec, model_records
 from twinbayes.compile_ahead import CompileAhead
 from twinbayes.dynamics.design import design_for
 from twinbayes.fitting import compile_label, compiled_for
@@ -140,9 +143,10 @@ def compile_here(source):
     spec = load_spec(source)
     design = design_for(spec, patient)
     seen = graph_cache.remembered(compile_label(spec, design))
-    before = dict(graph_cache.STATS)
+    before, records = dict(graph_cache.STATS), dict(model_records.STATS)
     compiled_for(spec, design, TwinModel.of(spec).pymc_model(design, weighted=True))
-    return seen, {k: graph_cache.STATS[k] - before[k] for k in before}
+    graphs = {k: graph_cache.STATS[k] - before[k] for k in before}
+    return seen, graphs, {k: model_records.STATS[k] - records[k] for k in records}
 
 with CompileAhead(sources, patient) as ahead:
     started = ahead._proc is not None
@@ -166,10 +170,11 @@ def test_the_worker_and_the_study_compile_different_twins_once_each(tmp_path):
     )
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["started"]
-    seen, stats = out["second"]  # twin 2: not compiled by the worker, compiled here
-    assert not seen and stats["misses"] >= 2
-    seen, stats = out["third"]  # twin 3: the worker compiled it, this process reuses it
-    assert seen and stats["misses"] == 0 and stats["hits"] >= 2
+    seen, graphs, records = out["second"]  # twin 2: not compiled by the worker, compiled here
+    assert not seen and graphs["misses"] >= 2 and records == {"hits": 0, "misses": 1, "stored": 1}
+    seen, graphs, records = out["third"]  # twin 3: the worker compiled it, this process reuses it
+    assert seen and graphs == {"hits": 0, "misses": 0, "stored": 0}  # nothing left to rewrite:
+    assert records == {"hits": 1, "misses": 0, "stored": 0}  # the worker's record was enough
     assert not out["restarted"]  # and on a warm machine no worker starts
 
 

@@ -21,16 +21,21 @@ This relies on nutpie's model-building helpers (``_make_functions``, ``make_user
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import numba
 import numpy as np
 from numba.core import types
+from numba.core.ccallback import CFunc
 from numba.extending import intrinsic
 
+from . import model_records
 from .graph_cache import rewrites_cached
+from .model_records import ModelRecord
 
 _LOGP_SRC = """
 def logp_cfunc(dim, x_, out_, logp_, user_data_):
@@ -110,8 +115,31 @@ def as_double_ptr(typingctx, src):
     return types.CPointer(types.float64)(src), codegen
 
 
-def _cached_cfunc(src: str, name: str, inner, signature) -> Any:
-    """``numba.cfunc(signature, cache=True)`` of generated ``src``, keyed by PyTensor's graph key.
+class _CacheMiss(Exception):
+    """The callback is not in PyTensor's Numba cache."""
+
+
+class _LoadOnlyCFunc(CFunc):
+    """A ``numba.cfunc`` taken from the cache or not at all (nothing is compiled)."""
+
+    def _compile_uncached(self):
+        raise _CacheMiss
+
+
+def _callback_env(inner) -> dict[str, Any]:
+    return {
+        "__name__": __name__,  # numba rebuilds a cached function's environment from this module
+        "inner": inner,
+        "carray": numba.carray,
+        "np": np,
+        "as_uint64_ptr": as_uint64_ptr,
+        "as_double_ptr": as_double_ptr,
+    }
+
+
+def _cached_cfunc(src: str, name: str, inner, signature) -> tuple[Any, str] | None:
+    """``numba.cfunc(signature, cache=True)`` of generated ``src``, keyed by PyTensor's graph key,
+    and the key.
 
     Returns ``None`` when PyTensor has no cache key for ``inner`` (the caller falls back).
     """
@@ -121,18 +149,29 @@ def _cached_cfunc(src: str, name: str, inner, signature) -> Any:
     if graph_key is None:
         return None
     key = hashlib.sha256(f"twinbayes-cfunc-1\n{graph_key}\n{src}".encode()).hexdigest()
-    env = {
-        "__name__": __name__,  # numba rebuilds a cached function's environment from this module
-        "inner": inner,
-        "carray": numba.carray,
-        "np": np,
-        "as_uint64_ptr": as_uint64_ptr,
-        "as_double_ptr": as_double_ptr,
-    }
-    fn = compile_numba_function_src(src, name, global_env=env, cache_key=key)
+    fn = compile_numba_function_src(src, name, global_env=_callback_env(inner), cache_key=key)
     with warnings.catch_warnings():  # an uncacheable wrapper still works, compiled as nutpie would
         warnings.filterwarnings("ignore", "Cannot cache", numba.NumbaWarning)
-        return numba.cfunc(signature, cache=True)(fn)
+        return numba.cfunc(signature, cache=True)(fn), key
+
+
+def _load_cfunc(src: str, name: str, key: str, signature) -> Any | None:
+    """The callback of ``src`` stored under ``key`` by :func:`_cached_cfunc`, or ``None``.
+
+    Nothing is typed or compiled, so the PyTensor function the source calls (``inner``) is not
+    needed: the cached machine code has it linked in.
+    """
+    from numba.core import sigutils
+    from pytensor.link.numba.cache import compile_numba_function_src
+
+    fn = compile_numba_function_src(src, name, global_env=_callback_env(None), cache_key=key)
+    cfunc = _LoadOnlyCFunc(fn, sigutils.normalize_signature(signature), locals={}, options={})
+    cfunc.enable_caching()
+    try:
+        cfunc.compile()
+    except _CacheMiss:
+        return None
+    return cfunc
 
 
 def _signatures():
@@ -151,7 +190,11 @@ def _signatures():
     return logp, expand
 
 
-def compile_model(model) -> Any:
+_SIGNATURES = _signatures()
+"""The C signatures of the log density with gradient and of the expansion (nutpie's)."""
+
+
+def compile_model(model, *, from_records: bool = True) -> Any:
     """nutpie's compiled model of ``model``, its two C callbacks cached on disk.
 
     Parameters
@@ -159,22 +202,37 @@ def compile_model(model) -> Any:
     model : pymc.Model
         A model whose shared data (``pm.Data``) are float64 arrays; ``with_data`` may change their
         values, not their shapes.
+    from_records : bool
+        Build the model from its record (:mod:`twinbayes.model_records`) where one and its machine
+        code are stored, skipping the gradient and the linking; ``False`` always compiles (the
+        callbacks may still come from the cache).
 
     Returns
     -------
     nutpie.compile_pymc.CompiledPyMCModel
-        The same object ``nutpie.compile_pymc_model(model)`` returns, sampling the same draws.
+        The same object ``nutpie.compile_pymc_model(model)`` returns, sampling the same draws;
+        one built from a record has no PyTensor functions (``logp_func``, ``expand_func`` are
+        ``None``: nutpie samples through the callbacks).
     """
+    initial = _initial_point(model)
+    found = model_records.fingerprint(model, _LOGP_SRC + _EXPAND_SRC) if from_records else None
+    if found is not None and (record := model_records.load(found.key)) is not None:
+        compiled = _from_record(model, record, found.shared, initial)
+        if compiled is not None:
+            return compiled
     with rewrites_cached():
-        return _compile_model(model)
+        compiled, record = _compile_model(model, initial)
+    if found is not None and record is not None:
+        model_records.store(found.key, record)
+    return compiled
 
 
-def _compile_model(model) -> Any:
-    import nutpie
+def _initial_point(model) -> Callable:
+    """PyMC's seeded initial points of ``model`` (support point, U(-1, 1) jitter), as nutpie's."""
     from nutpie import compile_pymc as cp
     from pymc.initial_point import make_initial_point_fn
 
-    initial = cp._wrap_with_lock(
+    return cp._wrap_with_lock(
         make_initial_point_fn(
             model=model,
             default_strategy="support_point",
@@ -182,6 +240,14 @@ def _compile_model(model) -> Any:
             return_transformed=True,
         )
     )
+
+
+def _compile_model(model, initial: Callable | None = None) -> tuple[Any, ModelRecord | None]:
+    """nutpie's compiled ``model`` the long way, and its record (``None`` where it cannot have one)."""
+    import nutpie
+    from nutpie import compile_pymc as cp
+
+    initial = _initial_point(model) if initial is None else initial
     n_dim, n_expanded, logp_pt, expand_pt, initial_point_fn, shape_info, reparam = (
         cp._make_functions(
             model,
@@ -193,50 +259,122 @@ def _compile_model(model) -> Any:
     )
     shared_vars = list(dict.fromkeys([*logp_pt.get_shared(), *expand_pt.get_shared()]))
     if any(np.asarray(v.get_value()).dtype != np.float64 for v in shared_vars):
-        return nutpie.compile_pymc_model(model)
-    keys = {var: f"shared{i}" for i, var in enumerate(shared_vars)}
-    data = {
-        keys[v]: np.array(v.get_value(), dtype=float, order="C", copy=True) for v in shared_vars
-    }
-    for value in data.values():
-        value.flags.writeable = False
-    all_keys = list(keys.values())
-    shapes = {k: v.shape for k, v in data.items()}
-    sig_logp, sig_expand = _signatures()
-    shared, args = _shared_lines([keys[v] for v in logp_pt.get_shared()], all_keys, shapes)
-    logp = _cached_cfunc(
-        _LOGP_SRC.format(n_dim=n_dim, shared=shared, args=args),
-        "logp_cfunc",
-        logp_pt.vm.jit_fn,
-        sig_logp,
-    )
-    shared, args = _shared_lines([keys[v] for v in expand_pt.get_shared()], all_keys, shapes)
+        return nutpie.compile_pymc_model(model), None
+    parts = _Parts(model, logp_pt.get_shared(), expand_pt.get_shared())
+    logp = _cached_cfunc(parts.logp_src(n_dim), "logp_cfunc", logp_pt.vm.jit_fn, _SIGNATURES[0])
     expand = _cached_cfunc(
-        _EXPAND_SRC.format(n_dim=n_dim, n_expanded=n_expanded, shared=shared, args=args),
-        "expand_cfunc",
-        expand_pt.vm.jit_fn,
-        sig_expand,
+        parts.expand_src(n_dim, n_expanded), "expand_cfunc", expand_pt.vm.jit_fn, _SIGNATURES[1]
     )
     if logp is None or expand is None:
-        return nutpie.compile_pymc_model(model)
-    dims, coords = cp._prepare_dims_and_coords(model, shape_info, reparam)
-    return cp.CompiledPyMCModel(
-        _n_dim=n_dim,
-        dims=dims,
-        _coords=coords,
-        _shapes={name: tuple(shape) for name, _, shape in zip(*shape_info)},
-        compiled_logp_func=logp,
-        compiled_expand_func=expand,
-        initial_point_func=initial_point_fn,
-        shared_data=data,
-        shared_var_keys=keys,
-        user_data=cp.make_user_data(keys, data),
+        return nutpie.compile_pymc_model(model), None
+    names, slices, shapes = shape_info
+    record = ModelRecord(
+        n_dim=n_dim,
         n_expanded=n_expanded,
-        shape_info=shape_info,
-        logp_func=logp_pt,
-        expand_func=expand_pt,
-        reparameterized_names=reparam,
+        names=tuple(names),
+        slices=tuple((s.start, s.stop) for s in slices),
+        shapes=tuple(tuple(int(n) for n in shape) for shape in shapes),
+        reparameterized=tuple(reparam),
+        logp_shared=tuple(v.name for v in logp_pt.get_shared()),
+        expand_shared=tuple(v.name for v in expand_pt.get_shared()),
+        logp_key=logp[1],
+        expand_key=expand[1],
     )
+    compiled = parts.assemble(
+        n_dim, n_expanded, shape_info, reparam, (logp[0], expand[0]), initial_point_fn
+    )
+    return dataclasses.replace(compiled, logp_func=logp_pt, expand_func=expand_pt), record
+
+
+def _from_record(model, record: ModelRecord, shared: dict[str, Any], initial: Callable):
+    """nutpie's compiled ``model`` from its ``record``; ``None`` if a callback is not cached."""
+    from nutpie import compile_pymc as cp
+
+    try:
+        parts = _Parts(
+            model,
+            [shared[name] for name in record.logp_shared],
+            [shared[name] for name in record.expand_shared],
+        )
+    except KeyError:
+        return None
+    if any(np.asarray(v.get_value()).dtype != np.float64 for v in parts.keys):
+        return None
+    n_dim, n_expanded = record.n_dim, record.n_expanded
+    logp = _load_cfunc(parts.logp_src(n_dim), "logp_cfunc", record.logp_key, _SIGNATURES[0])
+    expand = _load_cfunc(
+        parts.expand_src(n_dim, n_expanded), "expand_cfunc", record.expand_key, _SIGNATURES[1]
+    )
+    if logp is None or expand is None:
+        return None
+    names, slices, shapes = record.shape_info
+    n_free = len(model.free_RVs)
+    if names[:n_free] != [model.rvs_to_values[v].name for v in model.free_RVs]:
+        return None
+    initial_point_fn = cp._rv_dict_to_flat_array_wrapper(
+        initial, names=names[:n_free], shapes=shapes[:n_free]
+    )
+    return parts.assemble(
+        n_dim,
+        n_expanded,
+        record.shape_info,
+        list(record.reparameterized),
+        (logp, expand),
+        initial_point_fn,
+    )
+
+
+class _Parts:
+    """The shared data of a model's two callbacks: their copies, the callbacks' source, assembly."""
+
+    def __init__(self, model, logp_shared: list, expand_shared: list):
+        self.model = model
+        self.keys = {
+            var: f"shared{i}" for i, var in enumerate(dict.fromkeys([*logp_shared, *expand_shared]))
+        }
+        self.data = {
+            self.keys[v]: np.array(v.get_value(), dtype=float, order="C", copy=True)
+            for v in self.keys
+        }
+        for value in self.data.values():
+            value.flags.writeable = False
+        self._logp = [self.keys[v] for v in logp_shared]
+        self._expand = [self.keys[v] for v in expand_shared]
+
+    def _lines(self, keys: list[str]) -> tuple[str, str]:
+        shapes = {k: v.shape for k, v in self.data.items()}
+        return _shared_lines(keys, list(self.keys.values()), shapes)
+
+    def logp_src(self, n_dim: int) -> str:
+        shared, args = self._lines(self._logp)
+        return _LOGP_SRC.format(n_dim=n_dim, shared=shared, args=args)
+
+    def expand_src(self, n_dim: int, n_expanded: int) -> str:
+        shared, args = self._lines(self._expand)
+        return _EXPAND_SRC.format(n_dim=n_dim, n_expanded=n_expanded, shared=shared, args=args)
+
+    def assemble(self, n_dim, n_expanded, shape_info, reparam, cfuncs, initial_point_fn):
+        """nutpie's ``CompiledPyMCModel`` over the callbacks ``cfuncs`` (log density, expansion)."""
+        from nutpie import compile_pymc as cp
+
+        dims, coords = cp._prepare_dims_and_coords(self.model, shape_info, reparam)
+        return cp.CompiledPyMCModel(
+            _n_dim=n_dim,
+            dims=dims,
+            _coords=coords,
+            _shapes={name: tuple(shape) for name, _, shape in zip(*shape_info)},
+            compiled_logp_func=cfuncs[0],
+            compiled_expand_func=cfuncs[1],
+            initial_point_func=initial_point_fn,
+            shared_data=self.data,
+            shared_var_keys=self.keys,
+            user_data=cp.make_user_data(self.keys, self.data),
+            n_expanded=n_expanded,
+            shape_info=shape_info,
+            logp_func=None,
+            expand_func=None,
+            reparameterized_names=reparam,
+        )
 
 
 START_FLOOR = -1e6
@@ -262,7 +400,6 @@ def guard_starts(compiled, floor: float = START_FLOOR, tries: int = START_TRIES)
         The same model with a guarded ``initial_point_func``.
     """
     import ctypes
-    import dataclasses
 
     draw = compiled.initial_point_func
     func = compiled.compiled_logp_func.ctypes
