@@ -257,10 +257,9 @@ def _compile_model(model, initial: Callable | None = None) -> tuple[Any, ModelRe
             pymc_initial_point_fn=initial,
         )
     )
-    shared_vars = list(dict.fromkeys([*logp_pt.get_shared(), *expand_pt.get_shared()]))
-    if any(np.asarray(v.get_value()).dtype != np.float64 for v in shared_vars):
-        return nutpie.compile_pymc_model(model), None
     parts = _Parts(model, logp_pt.get_shared(), expand_pt.get_shared())
+    if not parts.float64:
+        return nutpie.compile_pymc_model(model), None
     logp = _cached_cfunc(parts.logp_src(n_dim), "logp_cfunc", logp_pt.vm.jit_fn, _SIGNATURES[0])
     expand = _cached_cfunc(
         parts.expand_src(n_dim, n_expanded), "expand_cfunc", expand_pt.vm.jit_fn, _SIGNATURES[1]
@@ -298,7 +297,7 @@ def _from_record(model, record: ModelRecord, shared: dict[str, Any], initial: Ca
         )
     except KeyError:
         return None
-    if any(np.asarray(v.get_value()).dtype != np.float64 for v in parts.keys):
+    if not parts.float64:
         return None
     n_dim, n_expanded = record.n_dim, record.n_expanded
     logp = _load_cfunc(parts.logp_src(n_dim), "logp_cfunc", record.logp_key, _SIGNATURES[0])
@@ -332,9 +331,14 @@ class _Parts:
         self.keys = {
             var: f"shared{i}" for i, var in enumerate(dict.fromkeys([*logp_shared, *expand_shared]))
         }
+        values = {self.keys[v]: np.asarray(v.get_value()) for v in self.keys}
+        self.float64 = all(value.dtype == np.float64 for value in values.values())
+        """Whether every shared array is float64 (what the callbacks' source reads); if not, the
+        model is compiled by nutpie itself."""
         self.data = {
-            self.keys[v]: np.array(v.get_value(), dtype=float, order="C", copy=True)
-            for v in self.keys
+            k: np.array(v, dtype=float, order="C", copy=True)
+            for k, v in values.items()
+            if self.float64
         }
         for value in self.data.values():
             value.flags.writeable = False

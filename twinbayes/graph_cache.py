@@ -150,14 +150,18 @@ def _detached(fgraph) -> tuple[list, list]:
     return list(copy.inputs), list(copy.outputs)
 
 
-def _store(path: Path, before: tuple[list, list], fgraph) -> None:
+def write_atomically(path: Path, payload: bytes) -> None:
+    """Write ``payload`` to ``path`` so that a concurrent reader sees the old file or the new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    entry = (_FORMAT, before, _detached(fgraph))
-    payload = pickle.dumps(entry, protocol=pickle.HIGHEST_PROTOCOL)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
     with os.fdopen(fd, "wb") as f:
         f.write(payload)
-    os.replace(tmp, path)  # atomic: a concurrent reader sees the old entry or the new one
+    os.replace(tmp, path)
+
+
+def _store(path: Path, before: tuple[list, list], fgraph) -> None:
+    entry = (_FORMAT, before, _detached(fgraph))
+    write_atomically(path, pickle.dumps(entry, protocol=pickle.HIGHEST_PROTOCOL))
 
 
 def _load(path: Path, fgraph, targets: list | None = None):

@@ -24,14 +24,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from .graph_cache import graph_key
+from .graph_cache import graph_key, write_atomically
 
 __all__ = ["ModelRecord", "Fingerprint", "fingerprint", "load", "store", "records_dir", "STATS"]
 
@@ -197,13 +195,8 @@ def load(key: str) -> ModelRecord | None:
 
 def store(key: str, record: ModelRecord) -> None:
     """Write ``record`` under ``key`` atomically; a record that cannot be written is left out."""
-    path = _path(key)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        with os.fdopen(fd, "w") as f:
-            f.write(record.to_json())
-        os.replace(tmp, path)  # a concurrent reader sees no record or the whole one
+        write_atomically(_path(key), record.to_json().encode())
     except OSError as err:
         _log.debug("model record %s not stored: %s", key, err)
         return
