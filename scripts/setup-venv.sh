@@ -63,11 +63,17 @@ case ",$extras," in *,test,*) lock=requirements/test.lock ;; esac
 # editable install picks up code changes by itself.
 stamp=$venv/.twinbayes-installed-$(basename "$lock" .lock)
 want_stamp=$(cat "$lock" pyproject.toml <(echo "$extras") | sha256sum | cut -d' ' -f1)
+# twinbayes' own bytecode, compiled here once: where the environment says PYTHONDONTWRITEBYTECODE
+# (as this project's machines do), every run would otherwise compile its 16,000 lines again (~0.2 s
+# of each run's start). Up-to-date files are skipped (~0.05 s); Python ignores a stale one.
+compile_bytecode() { "$py" -m compileall -q twinbayes >/dev/null || true; }
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want_stamp" ] && "$py" -c "import importlib.util as u, sys; sys.exit(u.find_spec('twinbayes') is None)" 2>/dev/null; then
+  compile_bytecode
   exit 0
 fi
 rm -f "$stamp"
 "$py" -m pip install -q --require-hashes -r "$lock"
 "$py" -m pip install -q --no-deps -e .
 case ",$extras," in *,bench,*) "$py" -m pip install -q "pystan>=3.10" ;; esac  # benchmarks only, not locked
+compile_bytecode
 echo "$want_stamp" > "$stamp"

@@ -39,3 +39,40 @@ def test_a_missing_module_fails_on_first_use_as_without_the_workaround():
     assert "No module named 'no_such_module_twinbayes'" in plain
     assert "line 5" in plain and 'mod = lazy_loader.load("no_such' in plain  # the caller's line
     assert patched == plain
+
+
+DUCKS = """
+import sys
+{setup}
+import numpy as np, xarray as xr
+from twinbayes.netcdf import write_netcdf
+ds = xr.Dataset({{"a": ("x", np.arange(3.0))}}, coords={{"x": [1, 2, 3]}})
+write_netcdf(ds.sel(x=[1, 3]), sys.argv[1])
+back = xr.open_dataset(sys.argv[1], engine="h5netcdf").load()
+print("imported:", "dask" in sys.modules, "pint" in sys.modules, float(back.a.sum()))
+import dask.array as da, pint
+from xarray.namedarray.pycompat import array_type, is_chunked_array
+chunked = ds.chunk({{"x": 1}})
+print(array_type("dask"), is_chunked_array(chunked.a.data), chunked.chunks, float(chunked.a.sum()))
+q = pint.UnitRegistry().Quantity(np.arange(3.0), "m")
+print(array_type("pint"), xr.DataArray(q).to_numpy().tolist())
+"""
+
+
+def test_xarray_imports_dask_and_pint_only_once_something_else_has(tmp_path):
+    """In a study process (``import_and_freeze``) indexing and writing NetCDF import neither
+    package, and once imported, dask arrays and pint quantities are recognised as without it."""
+    plain = subprocess.run(
+        [sys.executable, "-c", DUCKS.format(setup=""), str(tmp_path / "a.nc")],
+        capture_output=True, text=True, check=True,
+    ).stdout.splitlines()  # fmt: skip
+    setup = "from twinbayes.import_speed import import_and_freeze\nimport_and_freeze()"
+    deferred = subprocess.run(
+        [sys.executable, "-c", DUCKS.format(setup=setup), str(tmp_path / "b.nc")],
+        capture_output=True, text=True, check=True,
+    ).stdout.splitlines()  # fmt: skip
+    assert deferred[0] == "imported: False False 2.0"
+    assert plain[0] == "imported: True True 2.0"  # what the workaround saves
+    assert deferred[1:] == plain[1:]
+    assert "dask.array.core.Array" in deferred[1] and "True" in deferred[1]
+    assert deferred[2].endswith("[0.0, 1.0, 2.0]") and "Quantity" in deferred[2]
