@@ -80,3 +80,22 @@ def test_an_interrupt_during_sampling_stops_the_caller_instead_of_returning_draw
         sample_nuts(compiled, **quick).posterior["theta"].values,
         nutpie.sample(compiled, **quick).posterior["theta"].values,
     )
+
+
+def test_all_chains_at_once_gives_the_draws_of_chains_in_waves():
+    """sample_nuts runs every chain at once (cores = chains); nutpie with one core runs them one
+    after another: each chain's draws depend on the seed and its index only."""
+    import nutpie
+
+    from twinbayes.compiled_model import sample_nuts
+
+    with pm.Model() as model:
+        mu = pm.Normal("mu", 0.0, 1.0)
+        pm.Normal("y", mu=mu, sigma=pm.HalfNormal("s", 1.0), observed=np.array([0.3, -1.2, 2.0]))
+    compiled = compile_model(model)
+    settings = dict(draws=100, tune=100, chains=4, seed=11, progress_bar=False)
+    at_once = sample_nuts(compiled, **settings).posterior
+    in_waves = nutpie.sample(compiled, cores=1, **settings).posterior
+    for name in ("mu", "s"):
+        assert np.array_equal(at_once[name].values, in_waves[name].values)
+    assert at_once.sizes["chain"] == 4 and np.unique(at_once["mu"].values[:, -1]).size == 4
