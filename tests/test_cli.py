@@ -202,6 +202,8 @@ def test_bundled_example_is_reproducible_end_to_end(tmp_path, capsys):
     assert {"scenario_fans.png", "disagreement_over_time.png", "decision_table.png"} <= {
         p.name for p in (outs[0] / "figures").iterdir()
     }
+    assert main(["report", str(outs[0])]) == 0  # from the files: the run's report, to the byte
+    assert (outs[0] / "report.html").read_text() == ha
 
 
 def test_killed_run_leaves_nothing_that_looks_complete_and_rerun_finishes(tmp_path, study_file):

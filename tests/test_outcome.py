@@ -127,6 +127,7 @@ def _pk_sign_spec() -> str:
 def test_excluded_twin_is_named_next_to_the_share(tmp_path, capsys):
     from twinbayes.pipeline import run_study
     from twinbayes.plots import plot_disagreement_over_time
+    from twinbayes.report import write_report
     from twinbayes.study import load_study
 
     (tmp_path / "pk_sign.toml").write_text(_pk_sign_spec())
@@ -152,6 +153,8 @@ def test_excluded_twin_is_named_next_to_the_share(tmp_path, capsys):
     )
     report = (tmp_path / "out" / "report.html").read_text()
     assert "excluded from the ensemble (failed the convergence gate): pk_sign" in report
+    # the run's report (from the data just written) is the one read back from the files
+    assert write_report(tmp_path / "out").read_text() == report
     assert "ladder exhausted, twin excluded" in report
 
 

@@ -472,7 +472,7 @@ def _write(
         outcome={"code": int(outcome), "name": outcome.name, "skipped": skipped},
     )
     with watch("report"):
-        write_report(folder.staging)
+        write_report(folder.staging, folder.written)
     folder.commit()
 
 

@@ -13,6 +13,7 @@ import base64
 import json
 import shlex
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -261,15 +262,13 @@ def _convergence_rows(summary: dict) -> list[dict]:
     return rows
 
 
-def _posteriors(folder: Path, summary: dict) -> list[dict]:
+def _posteriors(folder: Path, summary: dict, written: Mapping[str, xr.DataTree]) -> list[dict]:
     """Posterior median and 90 % interval and the checks figure of every fitted twin."""
     out = []
     for name, s in summary.items():
         if s.get("failed"):
             continue  # no posterior: the fit itself failed (its cause is in the convergence table)
-        path = folder / "twins" / f"{name}.nc"
-        with xr.open_dataset(path, group="posterior", engine="h5netcdf") as stored:
-            post = stored.load()  # the one group shown: opening the whole tree reads every group
+        post = _read(folder, f"twins/{name}.nc", written, group="posterior")
         rows = []
         for var in post.data_vars:
             q = np.quantile(post[var].values, [0.05, 0.5, 0.95])
@@ -282,11 +281,11 @@ def _posteriors(folder: Path, summary: dict) -> list[dict]:
     return out
 
 
-def _comparison(folder: Path) -> dict | None:
+def _comparison(folder: Path, written: Mapping[str, xr.DataTree]) -> dict | None:
     """The comparison table, its notes and the averaged predictions."""
-    if not (folder / "comparison.nc").exists():
+    if "comparison.nc" not in written and not (folder / "comparison.nc").exists():
         return None
-    comp = xr.open_datatree(folder / "comparison.nc", engine="h5netcdf")
+    comp = _read(folder, "comparison.nc", written)
     t = comp["table"].to_dataset()
     header = ["twin", "elpd", "SE", "elpd diff", "SE diff", "p_loo", "stacking (90 % BB)"]
     header += ["pseudo-BMA+", "cv", "note"]
@@ -435,18 +434,33 @@ def _head(folder: Path, summary_doc: dict, provenance: dict, study: dict) -> dic
     }
 
 
-def _context(folder: Path) -> dict:
-    """Everything the template shows, read from the files of a results folder."""
+def _read(
+    folder: Path, name: str, written: Mapping[str, xr.DataTree], group: str | None = None
+) -> xr.DataTree | xr.Dataset:
+    """The NetCDF file ``name`` of the folder (its ``group`` as a Dataset, or the whole tree), in
+    memory: the tree just written there when ``written`` holds it, else read from the file."""
+    if name in written:
+        tree = written[name]
+        return tree if group is None else tree[group].to_dataset()
+    if group is None:
+        return xr.open_datatree(folder / name, engine="h5netcdf")
+    with xr.open_dataset(folder / name, group=group, engine="h5netcdf") as stored:
+        return stored.load()  # the one group shown: opening the whole tree reads every group
+
+
+def _context(folder: Path, written: Mapping[str, xr.DataTree] | None = None) -> dict:
+    """Everything the template shows, from the files of a results folder (NetCDF files in
+    ``written`` from the trees just written into them, not read back)."""
+    written = written or {}
     summary_doc = json.loads((folder / "summary.json").read_text())
     summary = summary_doc["twins"]
     provenance = json.loads((folder / "provenance.json").read_text())
     study_path = folder / "study.toml"
     study = tomllib.loads(study_path.read_text()) if study_path.exists() else {}
-    comparison = _comparison(folder)
+    comparison = _comparison(folder, written)
     d = None
-    if (folder / "disagreement.nc").exists():
-        with xr.open_dataset(folder / "disagreement.nc", engine="h5netcdf") as stored:
-            d = stored.load()  # in memory: the tables below read it cell by cell
+    if "disagreement.nc" in written or (folder / "disagreement.nc").exists():
+        d = _read(folder, "disagreement.nc", written, group="/")  # the tables read it cell by cell
     weights = study.get("comparison", {}).get("weights", "stacking")
     return {
         **_head(folder, summary_doc, provenance, study),
@@ -464,7 +478,7 @@ def _context(folder: Path) -> dict:
         "comparison": comparison,
         "history": _history(folder),
         "convergence": _convergence_rows(summary),
-        "posteriors": _posteriors(folder, summary),
+        "posteriors": _posteriors(folder, summary, written),
         "provenance": _provenance_items(provenance),
         "provenance_json": json.dumps(provenance, indent=2, default=str),
     }
@@ -475,7 +489,7 @@ def decision_figure_name(index: int) -> str:
     return "decision_table.png" if index == 0 else f"decision_table_{index + 1}.png"
 
 
-def write_report(folder: str | Path) -> Path:
+def write_report(folder: str | Path, written: Mapping[str, xr.DataTree] | None = None) -> Path:
     """Write ``report.html`` into a results folder from the files in it.
 
     The report opens with the answer for every target (the preferred scenario, P(target) across
@@ -483,10 +497,12 @@ def write_report(folder: str | Path) -> Path:
     uncertainty that comes from the twins disagreeing), then the decision figures, the QoIs with
     90 % intervals, the comparison, each twin's convergence, posterior and checks, and the
     provenance (collapsed).  Everything but the provenance is a deterministic function of the
-    results (same seed, same report).
+    results (same seed, same report).  ``written`` (name -> DataTree, from
+    :attr:`~twinbayes.results.ResultsFolder.written`) spares reading back the NetCDF files a run
+    has just written: the same report as from the files (tested).
     """
     folder = Path(folder)
-    html = _ENV.get_template("report.html.j2").render(**_context(folder))
+    html = _ENV.get_template("report.html.j2").render(**_context(folder, written))
     target = folder / "report.html"
     tmp = target.with_suffix(".html.tmp")
     tmp.write_text(html, encoding="utf-8")

@@ -56,6 +56,9 @@ class ResultsFolder:
     staging: Path
     force: bool
     study_info: dict | None = None
+    written: dict = field(default_factory=dict, repr=False)
+    """NetCDF files written so far (name relative to the folder -> the DataTree written), for
+    the report (:func:`~twinbayes.report.write_report`) to use without reading them back."""
     _writes: list[Future] = field(default_factory=list, repr=False)
     _writer: ThreadPoolExecutor | None = field(default=None, repr=False)
 
@@ -129,6 +132,7 @@ class ResultsFolder:
             v for v in stats.data_vars if stats[v].dtype == object
         ]  # free-text messages do not fit NetCDF
         tree["sample_stats"] = stats.drop_vars(drop)
+        self.written[f"twins/{target.name}"] = tree
         if background:
             for w in self._writes:  # an earlier twin's failed write ends the run now, not later
                 if w.done() and w.exception() is not None:
@@ -170,13 +174,17 @@ class ResultsFolder:
         )
         tree.attrs["notes"] = json.dumps(comparison.notes)
         write_netcdf(tree, target)
+        self.written[target.name] = tree
         (self.staging / "comparison.txt").write_text(str(comparison) + "\n")
         return target
 
     def write_disagreement(self, result) -> Path:
         """Write the disagreement between twins (NetCDF) and its tables (text)."""
+        import xarray as xr
+
         target = self.staging / "disagreement.nc"
         write_netcdf(result.data, target)
+        self.written[target.name] = xr.DataTree(result.data)
         (self.staging / "disagreement.txt").write_text(str(result) + "\n")
         return target
 
