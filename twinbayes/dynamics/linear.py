@@ -140,6 +140,8 @@ def _superpose_by_dose(spec, route, env, times, t_dose, scale, states, step):
         after = np.nonzero(times - t_k - earliest > 0)[0]
         if after.size == 0:
             continue
+        if after[-1] - after[0] + 1 == after.size:  # sorted times: a view, added to in place
+            after = slice(int(after[0]), int(after[-1]) + 1)
         tad = (times[after] - t_k)[:, None]
         a = np.full(tad.shape, a_k)
         if lag is not None:
