@@ -5,13 +5,15 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from enum import IntEnum
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
+from .aside import Aside
 from .comparison import Comparison, compare
 from .comparison.scoring import Scoring
 from .compile_ahead import CompileAhead
@@ -453,24 +455,31 @@ def _scenarios(
 def _write(
     folder, twins, comparison, result, weights, study, figures, command, skipped, outcome, watch
 ) -> None:
-    """Everything after the fits into the staging folder, then the atomic commit."""
+    """Everything after the fits into the staging folder, then the atomic commit.
+
+    The weighted figures are drawn in a forked child (:class:`~twinbayes.aside.Aside`, where
+    that is safe) while this process writes the NetCDF files and the metadata.
+    """
     from .report import write_report
 
     with watch("files"):
         folder.finish_writes()  # the twins' files, written while later twins fitted
-        if comparison is not None:
-            folder.write_comparison(comparison)
-        if result is not None:
-            folder.write_disagreement(result)
-    if figures:
-        with watch("figures"):
-            _figures(folder, twins, comparison, result, weights, study)
-    folder.write_study(study)
-    folder.write_metadata(
-        twins,
-        command=command or sys.argv,
-        outcome={"code": int(outcome), "name": outcome.name, "skipped": skipped},
-    )
+    draw = partial(_figures, folder, twins, comparison, result, weights, study)
+    with Aside(draw) if figures else nullcontext() as drawing:
+        with watch("files"):
+            if comparison is not None:
+                folder.write_comparison(comparison)
+            if result is not None:
+                folder.write_disagreement(result)
+        folder.write_study(study)
+        folder.write_metadata(
+            twins,
+            command=command or sys.argv,
+            outcome={"code": int(outcome), "name": outcome.name, "skipped": skipped},
+        )
+        if figures:
+            with watch("figures"):
+                drawing.wait()
     with watch("report"):
         write_report(folder.staging, folder.written)
     folder.commit()
