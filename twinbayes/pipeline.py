@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from enum import IntEnum
@@ -22,10 +22,17 @@ from .dynamics.ode import OdeError
 from .fitting import FailedFit, FitError, Twin, default_sampler, fit
 from .patient import Patient
 from .results import ResultsFolder
-from .score_ahead import ScoreAhead
+from .score_ahead import Ahead, ScoreAhead
 from .spec.model_spec import load_spec
 from .study import Study
-from .twin_disagreement import Disagreement, Simulated, disagreement, simulate
+from .twin_disagreement import (
+    Disagreement,
+    Simulated,
+    TwinScenarios,
+    disagreement,
+    simulate,
+    twin_simulation,
+)
 
 __all__ = ["StudyResult", "Outcome", "run_study", "fit_for_study"]
 
@@ -132,14 +139,19 @@ def run_study(
     try:
         patient, specs = _prepare(study, quiet, patient)
         skipped: list[str] = []
-        with ScoreAhead(_scoring(study, len(specs))) as ahead:
+        with (
+            ScoreAhead(_scoring(study, len(specs))) as ahead,
+            Ahead(_simulation(study), name="twinbayes-simulate") as simulating,
+        ):
             with watch("fits"):
-                twins = _fit_all(specs, patient, study, folder, progress, quiet, ahead)
+                twins = _fit_all(
+                    specs, patient, study, folder, progress, quiet, (ahead, simulating)
+                )
             fitted = [t for t in twins if isinstance(t, Twin)]  # a FailedFit has no posterior
             watch.add_fit_parts(fitted)
             _say("\n" + summary_table(fitted) + "\n", quiet)
             with watch("scenarios"):  # while the last twins' refits run in the background
-                simulated = _simulate(fitted, study, quiet)
+                simulated = _simulate(fitted, study, quiet, simulating.results(fitted))
             if folder and figures:
                 with watch("figures"), folder.writing():
                     _twin_figures(folder, fitted)
@@ -292,17 +304,18 @@ def _check_scenario_forcing(study: Study, spec, design) -> None:
             ) from None
 
 
-def _fit_all(specs, patient, study, folder, progress, quiet, scored) -> list[Twin | FailedFit]:
+def _fit_all(specs, patient, study, folder, progress, quiet, aheads) -> list[Twin | FailedFit]:
     """Every twin in turn, the later ones compiled ahead in a second process (nutpie only),
-    each fitted twin handed to ``scored`` (a :class:`ScoreAhead`)."""
+    each fitted twin handed to each of ``aheads`` (:class:`Ahead`: its score, its scenarios)."""
     nutpie = (study.sampler.get("sampler") or default_sampler()) == "nutpie"
     twins = []
-    with CompileAhead(list(study.specs), patient, enabled=nutpie) as ahead:
+    with CompileAhead(list(study.specs), patient, enabled=nutpie) as compiling:
         for i, spec in enumerate(specs, 1):
-            ahead.wait(i)
+            compiling.wait(i)
             twins.append(_fit_one(i, len(specs), spec, patient, study, folder, progress, quiet))
             if isinstance(twins[-1], Twin):
-                scored.submit(twins[-1])
+                for ahead in aheads:
+                    ahead.submit(twins[-1])
     return twins
 
 
@@ -405,13 +418,21 @@ def _compare(
     return comparison
 
 
-def _simulate(twins: list[Twin], study: Study, quiet: bool) -> Simulated | None:
-    """The scenarios under every twin (``None`` when there are none, or no twin can get weight)."""
+def _simulation(study: Study) -> Callable[[Twin], TwinScenarios] | None:
+    """A fitted twin's scenarios as the study simulates them (``None``: the study has none)."""
+    return twin_simulation(**_scenario_study(study)) if study.scenarios else None
+
+
+def _simulate(
+    twins: list[Twin], study: Study, quiet: bool, per_twin: list[TwinScenarios] | None = None
+) -> Simulated | None:
+    """The scenarios under every twin (``None`` when there are none, or no twin can get weight),
+    from ``per_twin`` where each twin's were simulated while the next ones were fitted."""
     may_weigh = study.comparison["include_unconverged"] or any(t.converged for t in twins)
     if not study.scenarios or not may_weigh:
         return None
     _say(f"simulating {len(study.scenarios)} scenario(s) under every twin ...", quiet)
-    return simulate(twins, **_scenario_study(study))
+    return simulate(twins, **_scenario_study(study), per_twin=per_twin)
 
 
 def _scenario_study(study: Study) -> dict:

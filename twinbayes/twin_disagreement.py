@@ -27,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import NamedTuple
 
 import numpy as np
@@ -42,6 +43,9 @@ __all__ = [
     "Simulated",
     "disagreement",
     "simulate",
+    "simulate_twin",
+    "twin_simulation",
+    "TwinScenarios",
     "weighted_quantile",
     "between_share",
 ]
@@ -463,44 +467,78 @@ def simulate(
     qois: Sequence = (),
     targets: Sequence[Target] = (),
     observable: str | None = None,
+    per_twin: Sequence[TwinScenarios] | None = None,
 ) -> Simulated:
     """Every scenario under every twin: predicted means on ``times`` (and the times the QoIs
     need) and the QoI values, per posterior draw.  The part of :func:`disagreement` that needs
     no weights.
+
+    ``per_twin``: each twin's :func:`simulate_twin` with these arguments, made already (e.g. in
+    the background while later twins were fitted); default: simulated here, two twins at a time
+    (NumPy releases the GIL in its large operations; each twin's values are the same bits).
     """
     twins = list(twins)
     if not scenarios:
         raise ValueError("no scenarios given")
     qois = _with_target_qois(qois, targets)
     times = np.asarray(times, float)
-    grid = np.unique(np.concatenate([times, [x for q in qois for x in q.required_times()]]))
-    means, values = [], []
-    for sc in scenarios:
-        ys = _scenario_means(twins, grid, observable, sc)
-        means.append(ys)
-        values.append(
-            [
-                np.stack([q(grid, y) for q in qois], axis=1) if qois else np.zeros((len(y), 0))
-                for y in ys
-            ]
-        )
+    grid = simulation_grid(times, qois)
+    if per_twin is None:
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            per_twin = list(
+                pool.map(lambda t: simulate_twin(t, scenarios, grid, qois, observable), twins)
+            )
+    means = [[p.means[s] for p in per_twin] for s in range(len(scenarios))]
+    values = [[p.values[s] for p in per_twin] for s in range(len(scenarios))]
     names = tuple(t.name for t in twins)
     return Simulated(names, tuple(scenarios), observable, times, grid, qois, means, values)
 
 
-def _scenario_means(
-    twins: list[Twin], grid: np.ndarray, observable: str | None, scenario: Scenario
-) -> list[np.ndarray]:
-    """Each twin's predicted means ``(draw, time)`` under ``scenario``, two twins at a time
-    (NumPy releases the GIL in its large operations; each twin's values are the same bits)."""
+def twin_simulation(
+    scenarios: Sequence[Scenario],
+    times: np.ndarray,
+    *,
+    qois: Sequence = (),
+    targets: Sequence[Target] = (),
+    observable: str | None = None,
+) -> Callable[[Twin], TwinScenarios]:
+    """:func:`simulate_twin` as :func:`simulate` calls it with these arguments: its ``per_twin``."""
+    qois = _with_target_qois(qois, targets)
+    grid = simulation_grid(np.asarray(times, float), qois)
+    return partial(simulate_twin, scenarios=scenarios, grid=grid, qois=qois, observable=observable)
 
-    def means(twin: Twin) -> np.ndarray:
-        return predictive_draws(
-            twin, grid, observable=observable, scenario=scenario, mean=True
-        ).values
 
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        return list(pool.map(means, twins))
+def simulation_grid(times: np.ndarray, qois: Sequence) -> np.ndarray:
+    """``times`` with the times ``qois`` need (:meth:`required_times`), sorted, no repeats."""
+    return np.unique(np.concatenate([times, [x for q in qois for x in q.required_times()]]))
+
+
+class TwinScenarios(NamedTuple):
+    """One twin under every scenario: predicted means ``(draw, grid time)`` and QoI values
+    ``(draw, qoi)``, one array per scenario."""
+
+    means: list[np.ndarray]
+    values: list[np.ndarray]
+
+
+def simulate_twin(
+    twin: Twin,
+    scenarios: Sequence[Scenario],
+    grid: np.ndarray,
+    qois: Sequence,
+    observable: str | None,
+) -> TwinScenarios:
+    """``twin``'s predicted means on ``grid`` (:func:`simulation_grid`) and its values of
+    ``qois`` (targets' QoIs included) under each scenario: its part of :func:`simulate`."""
+    means = [
+        predictive_draws(twin, grid, observable=observable, scenario=sc, mean=True).values
+        for sc in scenarios
+    ]
+    values = [
+        np.stack([q(grid, y) for q in qois], axis=1) if qois else np.zeros((len(y), 0))
+        for y in means
+    ]
+    return TwinScenarios(means, values)
 
 
 _DIMS = {
