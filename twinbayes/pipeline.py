@@ -5,10 +5,9 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from enum import IntEnum
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -150,11 +149,11 @@ def run_study(
             fitted = [t for t in twins if isinstance(t, Twin)]  # a FailedFit has no posterior
             watch.add_fit_parts(fitted)
             _say("\n" + summary_table(fitted) + "\n", quiet)
-            with watch("scenarios"):  # while the last twins' refits run in the background
-                simulated = _simulate(fitted, study, quiet, simulating.results(fitted))
-            if folder and figures:
+            if folder and figures:  # while the last twin's scenarios and refits run
                 with watch("figures"), folder.writing():
                     _twin_figures(folder, fitted)
+            with watch("scenarios"):
+                simulated = _simulate(fitted, study, quiet, simulating.results(fitted))
             with watch("compare"):
                 comparison = _compare(fitted, study, skipped, quiet, ahead)
         weights = _weights(fitted, comparison, study)
@@ -478,15 +477,16 @@ def _write(
 ) -> None:
     """Everything after the fits into the staging folder, then the atomic commit.
 
-    The weighted figures are drawn in a forked child (:class:`~twinbayes.aside.Aside`, where
-    that is safe) while this process writes the NetCDF files and the metadata.
+    The weighted figures are drawn in two forked children (:class:`~twinbayes.aside.Aside`,
+    where that is safe) while this process writes the NetCDF files and the metadata.
     """
     from .report import write_report
 
     with watch("files"):
         folder.finish_writes()  # the twins' files, written while later twins fitted
-    draw = partial(_figures, folder, twins, comparison, result, weights, study)
-    with Aside(draw) if figures else nullcontext() as drawing:
+    batches = _figures(folder, twins, comparison, result, weights, study) if figures else []
+    with ExitStack() as stack:
+        drawing = [stack.enter_context(Aside(batch)) for batch in batches]
         with watch("files"):
             if comparison is not None:
                 folder.write_comparison(comparison)
@@ -498,9 +498,10 @@ def _write(
             command=command or sys.argv,
             outcome={"code": int(outcome), "name": outcome.name, "skipped": skipped},
         )
-        if figures:
+        if drawing:
             with watch("figures"):
-                drawing.wait()
+                for batch in drawing:
+                    batch.wait()
     with watch("report"):
         write_report(folder.staging, folder.written)
     folder.commit()
@@ -550,7 +551,8 @@ def _weights(twins, comparison, study) -> dict[str, float] | None:
     }
 
 
-def _figures(folder, twins, comparison, result, weights, study) -> None:
+def _figures(folder, twins, comparison, result, weights, study) -> list[Callable[[], None]]:
+    """The weighted figures, in two batches of about equal work (drawn side by side)."""
     from .plots import (
         plot_average,
         plot_decision_table,
@@ -559,20 +561,25 @@ def _figures(folder, twins, comparison, result, weights, study) -> None:
     )
     from .report import decision_figure_name
 
-    if comparison is not None and weights:
-        plot_average(
-            [t for t in twins if isinstance(t, Twin)], weights, folder.figure_path("average")
-        )
-    if result is not None:
+    def average_and_decisions() -> None:
+        if comparison is not None and weights:
+            fitted = [t for t in twins if isinstance(t, Twin)]
+            plot_average(fitted, weights, folder.figure_path("average"))
+        for i, target in enumerate(result.data.target.values if result is not None else ()):
+            name = decision_figure_name(i).removesuffix(".png")
+            plot_decision_table(result, str(target), path=folder.figure_path(name))
+
+    def scenarios() -> None:
+        if result is None:
+            return
         band = next(
             ((q.lower, q.upper) for q in study.qois if hasattr(q, "lower") and hasattr(q, "upper")),
             None,
         )
         plot_scenario_fans(result, folder.figure_path("scenario_fans"), band=band)
         plot_disagreement_over_time(result, folder.figure_path("disagreement_over_time"))
-        for i, target in enumerate(result.data.target.values):
-            name = decision_figure_name(i).removesuffix(".png")
-            plot_decision_table(result, str(target), path=folder.figure_path(name))
+
+    return [average_and_decisions, scenarios]
 
 
 def _twin_figures(folder, twins: list[Twin]) -> None:
