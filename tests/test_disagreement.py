@@ -334,7 +334,7 @@ def test_a_forced_scenario_is_refused_where_it_cannot_be_answered():
 
 def test_scenarios_simulated_ahead_give_the_same_bits_and_must_match():
     """A study simulates the scenarios while the comparison runs and passes them in."""
-    from twinbayes.twin_disagreement import simulate
+    from twinbayes.twin_disagreement import simulate, twin_simulation
 
     twins = [synthetic_twin("a", 1.0, seed=1), synthetic_twin("b", 2.0, seed=2)]
     qois = [ValueAt(12.0, name="C(12h)")]
@@ -343,6 +343,12 @@ def test_scenarios_simulated_ahead_give_the_same_bits_and_must_match():
     ahead = disagreement(twins, {"a": 0.3, "b": 0.7}, SCENARIOS, GRID, **kwargs, simulated=sim)
     here = disagreement(twins, {"a": 0.3, "b": 0.7}, SCENARIOS, GRID, **kwargs)
     xr.testing.assert_identical(ahead.data, here.data)
+    # each twin simulated on its own (as a study does while the next twins fit): the same bits
+    per_twin = [twin_simulation(SCENARIOS, GRID, **kwargs)(t) for t in twins[::-1]][::-1]
+    pieced = simulate(twins, SCENARIOS, GRID, **kwargs, per_twin=per_twin)
+    for a, b in zip(pieced.means + pieced.values, sim.means + sim.values):
+        assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert np.array_equal(pieced.grid, sim.grid) and pieced.qois == sim.qois
     for other in [
         dict(scenarios=SCENARIOS[:1]),
         dict(scenarios=[SCENARIOS[0], Scenario.regimen("200 mg once", 250, "iv")]),

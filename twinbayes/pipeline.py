@@ -153,7 +153,7 @@ def run_study(
                 with watch("figures"), folder.writing():
                     _twin_figures(folder, fitted)
             with watch("scenarios"):
-                simulated = _simulate(fitted, study, quiet, simulating.results(fitted))
+                simulated = _simulate(fitted, study, quiet, simulating)
             with watch("compare"):
                 comparison = _compare(fitted, study, skipped, quiet, ahead)
         weights = _weights(fitted, comparison, study)
@@ -423,14 +423,15 @@ def _simulation(study: Study) -> Callable[[Twin], TwinScenarios] | None:
 
 
 def _simulate(
-    twins: list[Twin], study: Study, quiet: bool, per_twin: list[TwinScenarios] | None = None
+    twins: list[Twin], study: Study, quiet: bool, ahead: Ahead | None = None
 ) -> Simulated | None:
     """The scenarios under every twin (``None`` when there are none, or no twin can get weight),
-    from ``per_twin`` where each twin's were simulated while the next ones were fitted."""
+    from each twin's simulated ``ahead`` while the next ones were fitted (default: here)."""
     may_weigh = study.comparison["include_unconverged"] or any(t.converged for t in twins)
     if not study.scenarios or not may_weigh:
         return None
     _say(f"simulating {len(study.scenarios)} scenario(s) under every twin ...", quiet)
+    per_twin = ahead.results(twins) if ahead is not None else None
     return simulate(twins, **_scenario_study(study), per_twin=per_twin)
 
 

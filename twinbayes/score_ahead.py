@@ -39,9 +39,9 @@ class Ahead:
     """A background thread computing ``work(twin)`` for each twin submitted (``None``: nothing).
 
     Use as a context manager.  Leaving it normally waits for the thread; leaving it by an
-    error or an interrupt cancels the scoring not yet started and does not wait for a running
+    error or an interrupt cancels the work not yet started and does not wait for a running
     one (the thread is a daemon: an interrupted ``twinbayes run`` exits at once).  Either way
-    the warning filters are restored (after an interrupt, a scoring still running can change
+    the warning filters are restored (after an interrupt, work still running can change
     them once more as it ends).
     """
 
