@@ -34,6 +34,16 @@ if sys.argv[1] == "tiny":  # compiles in seconds on an empty cache
         a = pm.LogNormal("a", 0.0, 1.0)
         pm.Potential("lik", (weight * pm.logp(pm.Normal.dist(a, 1.0), [0.5, 1.0, 1.5])).sum())
     n_obs = 3
+elif sys.argv[1] == "vector":  # a vector of parameters: nutpie gives its sizes as NumPy ints
+    import numpy as np
+    import pymc as pm
+    with pm.Model(coords={"subject": ["a", "b", "c"]}) as model:
+        weight = pm.Data("obs_weight", np.ones(3))
+        z = pm.Normal("z", 0.0, 1.0, dims="subject")
+        mu = pm.Normal("mu", 0.0, 1.0)
+        lik = pm.logp(pm.Normal.dist(mu + z, 1.0), [0.1, 0.5, -0.2])
+        pm.Potential("lik", (weight * lik).sum())
+    n_obs = 3
 else:
     spec = load_spec(sys.argv[1])
     design = design_for(spec, Patient.from_csv("bundled:theophylline.csv", subject="1"))
@@ -83,6 +93,16 @@ def test_a_second_process_builds_a_twin_from_its_record(tmp_path):
     assert second["graphs"] == {"hits": 0, "misses": 0, "stored": 0}  # ... nothing was rewritten
     assert not second["pytensor"]  # ... nor linked
     assert second["draws"] == first["draws"] and first["same"] and second["same"]
+
+
+def test_a_model_with_a_vector_parameter_is_recorded_and_built_from_its_record(tmp_path):
+    """A population twin's deviations are a vector: its record is stored (plain JSON ints) and
+    the next process builds the model from it, sampling nutpie's own draws."""
+    first = _child(tmp_path, "vector", "nutpie")
+    assert first["records"] == {"hits": 0, "misses": 1, "stored": 1} and first["same"]
+    second = _child(tmp_path, "vector", "nutpie")
+    assert second["records"] == {"hits": 1, "misses": 0, "stored": 0} and second["same"]
+    assert second["draws"] == first["draws"] and len(second["draws"]["z"]) == 3 * 200
 
 
 def test_a_record_without_machine_code_or_damaged_falls_back_to_compiling(tmp_path):

@@ -267,11 +267,11 @@ def _compile_model(model, initial: Callable | None = None) -> tuple[Any, ModelRe
     if logp is None or expand is None:
         return nutpie.compile_pymc_model(model), None
     names, slices, shapes = shape_info
-    record = ModelRecord(
-        n_dim=n_dim,
-        n_expanded=n_expanded,
+    record = ModelRecord(  # plain ints: nutpie's sizes of vector variables are NumPy integers
+        n_dim=int(n_dim),
+        n_expanded=int(n_expanded),
         names=tuple(names),
-        slices=tuple((s.start, s.stop) for s in slices),
+        slices=tuple((int(s.start), int(s.stop)) for s in slices),
         shapes=tuple(tuple(int(n) for n in shape) for shape in shapes),
         reparameterized=tuple(reparam),
         logp_shared=tuple(v.name for v in logp_pt.get_shared()),

@@ -194,10 +194,11 @@ def load(key: str) -> ModelRecord | None:
 
 
 def store(key: str, record: ModelRecord) -> None:
-    """Write ``record`` under ``key`` atomically; a record that cannot be written is left out."""
+    """Write ``record`` under ``key`` atomically; a record that cannot be written is left out
+    (the next process compiles the model again)."""
     try:
         write_atomically(_path(key), record.to_json().encode())
-    except OSError as err:
+    except (OSError, TypeError, ValueError) as err:
         _log.debug("model record %s not stored: %s", key, err)
         return
     STATS["stored"] += 1
