@@ -53,7 +53,7 @@ weights = np.ones(design.n_obs)
 weights[2] = 0.0
 ours = compile_model(model)
 draws = {}
-for label, compiled in (("ours", ours), ("nutpie", nutpie.compile_pymc_model(model))):
+for label, compiled in (("ours", ours), ("nutpie", nutpie.compile_pymc_model(model, default_initialization_strategy="prior", jitter_rvs=set()))):
     idata = nutpie.sample(compiled.with_data(obs_weight=weights), draws=100, tune=100, chains=2,
                           seed=5, progress_bar=False)
     draws[label] = {v: idata.posterior[v].values.ravel().tolist() for v in idata.posterior.data_vars}

@@ -51,7 +51,7 @@ else:
     n_obs = design.n_obs
 compiled = compile_model(model)
 draws = {}
-against = [("nutpie", nutpie.compile_pymc_model(model))] if sys.argv[2] == "nutpie" else []
+against = [("nutpie", nutpie.compile_pymc_model(model, default_initialization_strategy="prior", jitter_rvs=set()))] if sys.argv[2] == "nutpie" else []
 for label, c in [("ours", compiled), *against]:
     weighted = c.with_data(obs_weight=[1.0] * n_obs)
     idata = nutpie.sample(weighted, draws=100, tune=100, chains=2, seed=5, progress_bar=False)

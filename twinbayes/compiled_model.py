@@ -227,16 +227,33 @@ def compile_model(model, *, from_records: bool = True) -> Any:
     return compiled
 
 
-def _initial_point(model) -> Callable:
-    """PyMC's seeded initial points of ``model`` (support point, U(-1, 1) jitter), as nutpie's."""
+STARTS = "prior"
+"""Where chains start: ``"prior"``, a draw from each parameter's prior (transformed to the
+unconstrained space), or ``"support_point"``, PyMC's support point jittered by U(-1, 1) there
+(nutpie's default)."""
+
+
+def _initial_point(model, starts: str = STARTS) -> Callable:
+    """PyMC's seeded initial points of ``model``, as nutpie takes them.
+
+    Chains start from independent draws from the prior (PyMC's ``"prior"`` initial-value
+    strategy, on the unconstrained scale): overdispersed with respect to the posterior, which
+    R-hat assumes (Gelman & Rubin 1992, "Inference from iterative simulation using multiple
+    sequences", Statistical Science 7(4); Vehtari et al. 2021, sec. 4).  Chains started near one
+    point all climb into the same mode of a posterior with separated modes, and R-hat cannot see
+    the other.  The draws depend on the seed nutpie gives each chain only: same seed, same
+    starts.  A start whose log density is hopeless is redrawn (:func:`guard_starts`).
+    """
     from nutpie import compile_pymc as cp
     from pymc.initial_point import make_initial_point_fn
 
+    if starts not in ("prior", "support_point"):
+        raise ValueError(f"starts must be 'prior' or 'support_point', got {starts!r}")
     return cp._wrap_with_lock(
         make_initial_point_fn(
             model=model,
-            default_strategy="support_point",
-            jitter_rvs=set(model.free_RVs),
+            default_strategy=starts,
+            jitter_rvs=set(model.free_RVs) if starts == "support_point" else set(),
             return_transformed=True,
         )
     )
@@ -244,7 +261,6 @@ def _initial_point(model) -> Callable:
 
 def _compile_model(model, initial: Callable | None = None) -> tuple[Any, ModelRecord | None]:
     """nutpie's compiled ``model`` the long way, and its record (``None`` where it cannot have one)."""
-    import nutpie
     from nutpie import compile_pymc as cp
 
     initial = _initial_point(model) if initial is None else initial
@@ -259,13 +275,13 @@ def _compile_model(model, initial: Callable | None = None) -> tuple[Any, ModelRe
     )
     parts = _Parts(model, logp_pt.get_shared(), expand_pt.get_shared())
     if not parts.float64:
-        return nutpie.compile_pymc_model(model), None
+        return _nutpie_compiled(model), None
     logp = _cached_cfunc(parts.logp_src(n_dim), "logp_cfunc", logp_pt.vm.jit_fn, _SIGNATURES[0])
     expand = _cached_cfunc(
         parts.expand_src(n_dim, n_expanded), "expand_cfunc", expand_pt.vm.jit_fn, _SIGNATURES[1]
     )
     if logp is None or expand is None:
-        return nutpie.compile_pymc_model(model), None
+        return _nutpie_compiled(model), None
     names, slices, shapes = shape_info
     record = ModelRecord(  # plain ints: nutpie's sizes of vector variables are NumPy integers
         n_dim=int(n_dim),
@@ -283,6 +299,17 @@ def _compile_model(model, initial: Callable | None = None) -> tuple[Any, ModelRe
         n_dim, n_expanded, shape_info, reparam, (logp[0], expand[0]), initial_point_fn
     )
     return dataclasses.replace(compiled, logp_func=logp_pt, expand_func=expand_pt), record
+
+
+def _nutpie_compiled(model, starts: str = STARTS):
+    """``nutpie.compile_pymc_model(model)`` with this module's starting points (:func:`_initial_point`)."""
+    import nutpie
+
+    return nutpie.compile_pymc_model(
+        model,
+        default_initialization_strategy=starts,
+        jitter_rvs=set(model.free_RVs) if starts == "support_point" else set(),
+    )
 
 
 def _from_record(model, record: ModelRecord, shared: dict[str, Any], initial: Callable):
@@ -386,7 +413,9 @@ START_FLOOR = -1e6
 START_TRIES = 20
 
 
-def guard_starts(compiled, floor: float = START_FLOOR, tries: int = START_TRIES):
+def guard_starts(
+    compiled, floor: float = START_FLOOR, tries: int = START_TRIES, record: list | None = None
+):
     """``compiled`` whose chains do not start at hopeless points.
 
     nutpie starts each chain at PyMC's support point jittered by U(-1, 1) on the unconstrained
@@ -397,6 +426,9 @@ def guard_starts(compiled, floor: float = START_FLOOR, tries: int = START_TRIES)
     whose log density, evaluated with this model's own data, is below ``floor`` or not finite is
     redrawn (the jitter with a seed derived from the chain's, up to ``tries`` times); a start
     above it is kept, so chains that start well are exactly as before.
+
+    With ``record``, each start handed to nutpie is appended to it as ``(seed, point)``, the
+    point on the unconstrained scale (nutpie's chains may call from several threads; sort by seed).
 
     Returns
     -------
@@ -432,6 +464,8 @@ def guard_starts(compiled, floor: float = START_FLOOR, tries: int = START_TRIES)
             x = draw(int(np.random.SeedSequence([int(seed), k]).generate_state(1)[0]))
             if (value := logp(x)) > best_logp:
                 best, best_logp = x, value
+        if record is not None:
+            record.append((int(seed), np.array(best, dtype=float)))
         return best
 
     return dataclasses.replace(compiled, initial_point_func=initial_point)

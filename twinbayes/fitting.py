@@ -10,6 +10,7 @@ predictive draws, and applies the convergence :class:`~twinbayes.diagnostics.Gat
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -23,9 +24,16 @@ import xarray as xr
 
 from . import graph_cache
 from .compiled_model import compile_model, guard_starts, sample_nuts
-from .diagnostics import Diagnostics, Gate, check_convergence, diagnose
+from .diagnostics import (
+    Diagnostics,
+    Gate,
+    attempts_disagree,
+    check_convergence,
+    diagnose,
+    settled_chains,
+)
 from .dynamics.design import Design, describe_excluded, design_for
-from .ladder import DEFAULT_LADDER, Attempt, Ladder, adaptation_problem
+from .ladder import DEFAULT_LADDER, DEFAULT_MAXDEPTH, Attempt, Ladder, adaptation_problem
 from .model import TwinModel, obs_dim, patient_data
 from .patient import Patient
 from .sensitivity import power_scaling_sensitivity
@@ -79,7 +87,8 @@ class Refitter:
         self.settings = {
             k: v
             for k, v in twin.settings.items()
-            if k in ("draws", "tune", "chains", "sampler", "target_accept", "adaptation")
+            if k
+            in ("draws", "tune", "chains", "sampler", "target_accept", "adaptation", "maxdepth")
         }
         self.settings.update(settings)
         self._compiled = None
@@ -125,17 +134,20 @@ class Refitter:
             progress_bar=False,
             save_warmup=False,
             return_raw_trace=True,
+            **({"maxdepth": s["maxdepth"]} if "maxdepth" in s else {}),
         )
-        draws, diverging, maxdepth = _kept_draws(trace, list(self.twin.spec.parameters))
+        draws, diverging, maxdepth, energy = _kept_draws(trace, list(self.twin.spec.parameters))
         return {p: v.reshape(-1) for p, v in draws.items()}, diagnose(
-            draws, diverging, maxdepth, gate
+            draws, diverging, maxdepth, gate, energy
         )
 
 
-def _kept_draws(trace, names: list[str]) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
-    """Draws after warm-up, ``(chain, draw)`` per name, and the divergence and max-depth flags,
-    read from nutpie's raw (Arrow) trace: what ``nutpie.sample`` would put in a DataTree, without
-    building one (most of a short refit's time)."""
+def _kept_draws(
+    trace, names: list[str]
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
+    """Draws after warm-up, ``(chain, draw)`` per name, the divergence and max-depth flags and the
+    energies, read from nutpie's raw (Arrow) trace: what ``nutpie.sample`` would put in a DataTree,
+    without building one (most of a short refit's time)."""
     chains, stats = trace.get_arrow_trace()
     kept = [~np.asarray(st.column("tuning").to_numpy(), bool) for st in stats]
 
@@ -143,7 +155,12 @@ def _kept_draws(trace, names: list[str]) -> tuple[dict[str, np.ndarray], np.ndar
         return np.stack([np.asarray(b.column(name).to_numpy())[k] for b, k in zip(batches, kept)])
 
     draws = {n: column(chains, n).astype(float) for n in names}
-    return draws, column(stats, "diverging"), column(stats, "maxdepth_reached")
+    return (
+        draws,
+        column(stats, "diverging"),
+        column(stats, "maxdepth_reached"),
+        column(stats, "energy").astype(float),
+    )
 
 
 @dataclass
@@ -360,42 +377,81 @@ def fit(
 def _sample_with_ladder(
     nuts: _Nuts, spec: ModelSpec, base: dict, gate: Gate, ladder: Ladder, progress: bool
 ):
-    """Sample; while the gate fails and rungs are left, escalate.  Returns the last attempt and all records."""
+    """Sample; while the gate fails and rungs are left, escalate.  Returns the last attempt and all records.
+
+    A fit the ladder escalated is judged once more with the chains of every attempt
+    (:func:`~twinbayes.diagnostics.attempts_disagree`): attempts that found different modes make
+    the twin multimodal (the first reasons), never converged, even when its last attempt passed.
+    """
     attempts: list[Attempt] = []
+    seen: list[tuple[dict[str, np.ndarray], np.ndarray]] = []
     t_sample = 0.0
+    failed: frozenset[str] = frozenset()
     for step in range(len(ladder.rungs) + 1):
-        settings = base if step == 0 else ladder.settings(base, step)
+        settings = base if step == 0 else ladder.settings(base, step, failed)
         if step:
-            log.warning(
-                "%s: gate failed (%s); escalating, step %d of %d: target_accept %.3f, %d warm-up, %d draws, seed %d",
-                spec.name,
-                "; ".join(attempts[-1].reasons[:3]),
-                step,
-                len(ladder.rungs),
-                settings["target_accept"],
-                settings["tune"],
-                settings["draws"],
-                settings["seed"],
-            )
+            _log_escalation(spec.name, attempts[-1], step, len(ladder.rungs), settings)
         t0 = time.perf_counter()
         idata = nuts.sample(settings, progress)
         t_sample += time.perf_counter() - t0
         diagnostics = check_convergence(idata, list(spec.parameters), gate)
-        attempts.append(
-            Attempt(
-                step,
-                float(settings["target_accept"]),
-                int(settings["tune"]),
-                int(settings["draws"]),
-                int(settings["seed"]),
-                diagnostics.passed,
-                str(diagnostics),
-                tuple(diagnostics.reasons),
-            )
-        )
+        seen.append(_settled(idata, spec))
+        attempts.append(_attempt(step, settings, diagnostics))
         if diagnostics.passed:
             break
+        failed = frozenset(k for k in _FAILURE_KINDS if diagnostics.failed_on(k))
+    if len(seen) > 1 and (modes := attempts_disagree(seen, gate)):
+        log.warning("%s: %s", spec.name, modes[0])
+        reasons = modes + ([] if diagnostics.passed else diagnostics.reasons)
+        diagnostics = dataclasses.replace(diagnostics, passed=False, reasons=reasons)
     return idata, settings, diagnostics, attempts, t_sample
+
+
+def _settled(idata, spec: ModelSpec) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """An attempt's draws (chain, draw) per parameter and which chains settled (:func:`settled_chains`)."""
+    draws = {p: np.asarray(idata["posterior"][p].values, float) for p in spec.parameters}
+    stats = idata["sample_stats"]
+    flags = [
+        np.asarray(stats[v].values, bool)
+        if v in stats
+        else np.zeros((len(stats["chain"]), 1), bool)
+        for v in ("diverging", "maxdepth_reached")
+    ]
+    return draws, settled_chains(draws, *flags)
+
+
+_FAILURE_KINDS = ("R-hat", "ESS", "divergent", "tree depth", "E-BFMI")
+
+
+def _attempt(step: int, settings: dict, diagnostics: Diagnostics) -> Attempt:
+    """The record of one attempt of the ladder."""
+    return Attempt(
+        step,
+        float(settings["target_accept"]),
+        int(settings["tune"]),
+        int(settings["draws"]),
+        int(settings["seed"]),
+        diagnostics.passed,
+        str(diagnostics),
+        tuple(diagnostics.reasons),
+        int(settings.get("maxdepth", DEFAULT_MAXDEPTH)),
+    )
+
+
+def _log_escalation(name: str, last: Attempt, step: int, rungs: int, settings: dict) -> None:
+    log.warning(
+        "%s: gate failed (%s); escalating, step %d of %d: target_accept %.3f, %d warm-up, %d draws, "
+        "seed %d, max tree depth %d",
+        name,
+        "; ".join(last.reasons[:3]),
+        step,
+        rungs,
+        settings["target_accept"],
+        settings["tune"],
+        settings["draws"],
+        settings["seed"],
+        settings.get("maxdepth", DEFAULT_MAXDEPTH),
+    )
 
 
 class FitError(RuntimeError):
@@ -496,8 +552,9 @@ class _Nuts:
         """One run of NUTS with ``settings`` (draws, tune, chains, seed, target_accept)."""
         s = settings
         if self.sampler == "nutpie":
+            starts: list = []
             idata = sample_nuts(
-                guard_starts(self._compiled),
+                guard_starts(self._compiled, record=starts),
                 draws=s["draws"],
                 tune=s["tune"],
                 chains=s["chains"],
@@ -507,6 +564,10 @@ class _Nuts:
                 progress_bar=progress,
                 save_warmup=False,
                 **({"cores": self.cores} if self.cores else {}),
+                **({"maxdepth": s["maxdepth"]} if "maxdepth" in s else {}),
+            )
+            idata.attrs["chain_starts"] = json.dumps(
+                [[float(v) for v in point] for _, point in sorted(starts, key=lambda s: s[0])]
             )
             values = self.design.values
             idata["observed_data"] = xr.Dataset(
@@ -516,7 +577,10 @@ class _Nuts:
             return idata
         with self.model:
             t0 = time.perf_counter()
-            step = pm.NUTS(target_accept=s["target_accept"])  # compiles the logp and gradient
+            step = pm.NUTS(  # compiles the logp and gradient
+                target_accept=s["target_accept"],
+                max_treedepth=s.get("maxdepth", DEFAULT_MAXDEPTH),
+            )
             self.compile_seconds += time.perf_counter() - t0
             return pm.sample(
                 draws=s["draws"],

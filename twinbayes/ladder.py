@@ -7,9 +7,12 @@ often mean adaptation had not finished.  The remedy Stan users apply by hand
 (Stan Development Team, *Stan Reference Manual*, "Divergent transitions";
 Betancourt 2017, arXiv:1701.02434, sec. 6.2) is taken automatically: refit
 with a higher target acceptance rate (smaller steps), a longer warm-up and
-more draws, from fresh initial points (a new seed).  Every attempt and its
-diagnostics is recorded; only when the last rung also fails is the twin
-excluded, with the reasons of that last attempt.
+more draws, from fresh initial points (a new seed) unless R-hat failed
+(:meth:`Ladder.settings`).  Every attempt and its diagnostics is recorded;
+only when the last rung also fails is the twin excluded, with the reasons of
+that last attempt; and a last attempt that passes is still judged with the
+chains of every attempt (:func:`twinbayes.diagnostics.attempts_disagree`): a
+twin whose attempts found different modes is reported as multimodal.
 
 What the ladder cannot fix is a posterior that does not mix: separated modes
 (e.g. the flip-flop symmetry ``ka <-> ke`` of oral one-compartment models)
@@ -32,6 +35,7 @@ __all__ = [
     "Ladder",
     "Attempt",
     "DEFAULT_LADDER",
+    "DEFAULT_MAXDEPTH",
     "NO_LADDER",
     "ADAPTATIONS",
     "adaptation_problem",
@@ -77,19 +81,44 @@ class Ladder:
 
     rungs: tuple[Rung, ...] = (Rung(0.99, 2.0, 1.0), Rung(0.995, 4.0, 2.0))
 
-    def settings(self, base: dict[str, Any], step: int) -> dict[str, Any]:
+    def settings(
+        self, base: dict[str, Any], step: int, failed: frozenset[str] = frozenset()
+    ) -> dict[str, Any]:
         """Sampler settings of rung ``step`` (1-based) from the first attempt's ``base`` settings.
 
-        Each rung starts from fresh initial points: its seed is ``base seed + 7919 step``.
+        ``failed`` names the kinds of reason the previous attempt failed on
+        (:meth:`~twinbayes.diagnostics.Diagnostics.failed_on`): what the rung changes depends on
+        it, so that no remedy makes the failure more likely.
+
+        - **R-hat**: the seed is kept, so the chains start from the same overdispersed points
+          as before.  A new seed would be a new draw of which mode the chains fall into, and
+          re-seeding until R-hat passes selects the attempt whose chains all fell into one
+          mode; longer warm-up from the same starts repairs slow adaptation but not separate
+          modes.  Otherwise each rung starts from fresh points: seed ``base seed + 7919 step``.
+        - **tree depth** (without divergences): the depth limit rises by ``2 step`` and the
+          target acceptance rate stays as it was, since smaller steps need longer trajectories
+          and would make the failure more likely (Stan Development Team, *Stan Reference
+          Manual*, "Tree depth").
+        - anything else: ``target_accept`` rises to the rung's.
         """
         rung = self.rungs[step - 1]
-        return {
+        depth_only = "tree depth" in failed and "divergent" not in failed
+        out = {
             **base,
-            "target_accept": max(float(base["target_accept"]), rung.target_accept),
+            "target_accept": float(base["target_accept"])
+            if depth_only
+            else max(float(base["target_accept"]), rung.target_accept),
             "tune": int(round(base["tune"] * rung.tune_factor)),
             "draws": int(round(base["draws"] * rung.draws_factor)),
-            "seed": int(base["seed"]) + 7919 * step,
+            "seed": int(base["seed"]) + (0 if "R-hat" in failed else 7919 * step),
         }
+        if "tree depth" in failed:
+            out["maxdepth"] = int(base.get("maxdepth", DEFAULT_MAXDEPTH)) + 2 * step
+        return out
+
+
+DEFAULT_MAXDEPTH = 10
+"""NUTS' tree-depth limit (nutpie's and Stan's default, at most 2^10 leapfrog steps a draw)."""
 
 
 DEFAULT_LADDER = Ladder()
@@ -110,6 +139,7 @@ class Attempt(NamedTuple):
     passed: bool
     diagnostics: str
     reasons: tuple[str, ...]
+    maxdepth: int = 10
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready record (``summary.json``, NetCDF attributes, the report)."""

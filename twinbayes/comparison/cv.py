@@ -109,8 +109,9 @@ def heldout_elpd(
     """
     base = {**refitter.settings, "seed": seed}
     chains = int(base["chains"])
+    failed: frozenset[str] = frozenset()
     for step in range(len(ladder.rungs) + 1):
-        s = ladder.settings(base, step) if step else base
+        s = ladder.settings(base, step, failed) if step else base
         params, diagnostics = refitter.posterior(
             holdout,
             s["seed"],
@@ -118,6 +119,10 @@ def heldout_elpd(
             tune=s["tune"],
             draws=s["draws"],
             target_accept=s["target_accept"],
+            **({"maxdepth": s["maxdepth"]} if "maxdepth" in s else {}),
+        )
+        failed = frozenset(
+            k for k in ("R-hat", "tree depth", "divergent") if diagnostics.failed_on(k)
         )
         ll = _heldout_loglik(refitter, params, holdout)
         result = _judge(ll.reshape(chains, -1, ll.shape[1]), diagnostics.reasons, gate)
