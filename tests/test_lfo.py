@@ -133,3 +133,36 @@ def test_over_time_forecast_densities_are_the_exact_lfo_terms(tumour_twin):
     assert np.isnan(history["lfo_weight"].values[:2]).all()
     share = history["between_share"].sel(observable="volume")
     assert ((share >= 0) & (share <= 1)).all() and (share.sel(weighting="equal") > 0).all()
+    # each refit's gate verdict and Pareto k travel with it (issue 36, item 6)
+    assert history["refit_converged"].dtype == bool and history["refit_converged"].shape == (
+        history.sizes["origin"],
+        2,
+    )
+    assert np.all(np.isfinite(history["max_pareto_k"].values))
+    failed = ~history["refit_converged"].values
+    assert all(
+        bool(r) == f for r, f in zip(history["refit_reasons"].values.ravel(), failed.ravel())
+    )
+
+
+def test_over_time_share_is_the_share_of_noise_free_means(tumour_twin):
+    """The share at an origin is between_share of each refit's noise-free mean at the next time
+    point (how disagreement computes it), recomputed here from refits with the same seed."""
+    from twinbayes.comparison.lfo import time_points
+    from twinbayes.fitting import Refitter
+    from twinbayes.model import TwinModel
+    from twinbayes.twin_disagreement import between_share
+
+    other = fit(load_spec("tumor_exponential"), tumour_twin.patient, seed=2, **SETTINGS)
+    twins = [tumour_twin, other]
+    history = over_time(twins, min_points=4, seed=3, **SETTINGS)
+    _, point_of_obs = time_points(tumour_twin.design)
+    origin = int(history.origin.values[0])
+    means = []
+    for twin in twins:
+        params, _ = Refitter(twin, **SETTINGS).posterior(point_of_obs >= origin, 3 + origin)
+        nxt = twin.design.split(point_of_obs == origin)[1]
+        means.append(TwinModel.of(twin.spec).means(params, nxt)["volume"][:, 0])
+    expected = float(between_share(means, np.array([0.5, 0.5])))
+    got = float(history["between_share"].sel(observable="volume", weighting="equal")[0])
+    assert got == pytest.approx(expected, rel=1e-12)

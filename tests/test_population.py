@@ -241,6 +241,16 @@ def test_phenobarbital_cohort_fit_matches_nonmem_and_gives_the_individual_prior(
         assert abs(ours[name] - ref) < 2 * se, (name, ours[name], ref, se)
     individual = pop.individual_spec()
     assert set(individual.fixed_values()) >= {"TVCL", "TVV", "theta_asphyxia", "sigma_prop"}
+    # must-show 6 of issue 36: the new infant's prior SD of log CL matches, within 5 %, the SD of
+    # the predictive distribution of a new infant's log CL from the cohort's posterior draws
+    # (simulated here: eta_new ~ N(0, omega^2) for every draw, 20 new infants a draw)
+    post = pop.idata["posterior"]
+    tvcl, omega = (post[n].values.reshape(-1) for n in ("TVCL", "omega_eta_CL"))
+    rng = np.random.default_rng(6)
+    eta_new = rng.standard_normal((20, tvcl.size)) * omega
+    predictive_sd = np.std(np.log(tvcl * 1.3) + eta_new)  # at the reference weight, 1.3 kg
+    assert individual.population.sd[0] == pytest.approx(predictive_sd, rel=0.05)
+    assert individual.population.sd[0] > est["omega_eta_CL"][0] * 1.02  # not the median of omega
     for subject, etas in EBE.items():
         patient = Patient.from_csv(DATA, subject=subject)
         twin = fit(individual, patient, seed=2)

@@ -53,3 +53,46 @@ def test_agreement_is_said_plainly():
     assert answer.verdict == "C6 in 0.1-1.5: 50 mg. All twins and the ensemble prefer it"
     assert np.isnan(float(d.qoi_between_share.sel(scenario="50 mg").squeeze()))
     assert "n/a" in answer.lines[1]  # one twin in the ensemble: no share, not 0
+
+
+def _decision(p_meets, equal, excluded=""):
+    """A disagreement dataset as the answer box reads it: sources a, b, mm (and the ensemble)."""
+    import xarray as xr
+
+    sources, scenarios = ["lin", "mm1", "mm2", "ensemble"], ["100 mg q8h", "150 mg q8h"]
+    p = np.array(p_meets)[:, :, None]
+    best = np.array(scenarios)[p.argmax(axis=1)]
+    d = xr.Dataset(
+        {
+            "p_meets": (("source", "scenario", "target"), p),
+            "p_meets_mcse": (("source", "scenario", "target"), np.where(p % 1 == 0, 0.0, 0.01)),
+            "best_scenario": (("source", "target"), best),
+            "p_meets_ensemble_q05": (("scenario", "target"), p[-1]),
+            "p_meets_ensemble_q95": (("scenario", "target"), p[-1]),
+            "p_meets_equal": (("scenario", "target"), np.array(equal)[:, None]),
+            "p_recommend_differently": (("target",), [1.0]),
+            "p_ensemble_choice_changes": (("target",), [0.0]),
+        },
+        coords={"source": sources, "scenario": scenarios, "target": ["trough"]},
+        attrs={"excluded": excluded, "n_ensemble": 3 - bool(excluded)},
+    )
+    return answers(d, {})[0]
+
+
+def test_the_answer_says_when_the_choice_depends_on_which_twin_is_believed():
+    """The newcomer's case of issue 36: stacking weight 1 on the linear twin gives P = 1 for
+    100 mg q8h, both saturable twins and equal weights prefer 150 mg; an excluded twin is named as
+    excluded, never as the twin that disagrees; a P of 1 from draws that all agree has no MCSE."""
+    a = _decision(
+        [[1.0, 0.9], [0.09, 0.5], [0.24, 0.6], [1.0, 0.9]], equal=[0.44, 0.67], excluded="mm2"
+    )
+    text = " ".join([a.verdict, *a.lines])
+    assert "mm1 prefers 150 mg q8h" in a.verdict and "mm2" not in a.verdict
+    assert "The choice depends on which twin is believed: with equal weights" in text
+    assert "it would be 150 mg q8h" in text
+    assert "Excluded (failed its convergence gate; no vote, no weight): mm2" in text
+    assert "1.00 (MCSE not estimable)" in text and "± 0.00" not in text
+    agree = _decision(
+        [[0.9, 0.1], [0.8, 0.2], [0.7, 0.1], [0.85, 0.15]], equal=[0.8, 0.13], excluded=""
+    )
+    assert "depends on which twin" not in " ".join(agree.lines)

@@ -78,3 +78,34 @@ def test_sbc_on_dask_workers_gives_the_ranks_of_one_process(indometacin1):
     there = sbc(spec, indometacin1, n_workers=2, **short)
     np.testing.assert_array_equal(here.ranks.values, there.ranks.values)
     assert here.unconverged == there.unconverged
+
+
+def test_sbc_thins_by_the_ess_and_keeps_ranks_uniform_with_few_draws():
+    """Thinning follows the ESS (Talts et al. 2018, sec. 5.1), not a fixed step; with fewer kept
+    draws than ranks, the mapped ranks of a uniform rank are uniform (chi-square, 0..n_ranks)."""
+    from scipy import stats
+
+    from twinbayes.validation import _rank, sbc_thinning
+
+    assert sbc_thinning(2000, 99, ess=1500.0) == 20  # enough ESS: every 20th draw, as before
+    assert sbc_thinning(2000, 99, ess=50.0) == 40  # 50 effective draws: every 40th
+    rng = np.random.default_rng(3)
+    n_ranks, kept = 19, 7
+    ranks = [  # truth and draws from one distribution: the rank among 7 draws is uniform on 0..7
+        _rank(rng.uniform(size=kept), t, n_ranks, u) for t, u in rng.uniform(size=(20_000, 2))
+    ]
+    counts = np.bincount(ranks, minlength=n_ranks + 1)
+    assert stats.chisquare(counts).pvalue > 0.01 and len(counts) == n_ranks + 1
+
+
+@pytest.mark.slow
+def test_sbc_of_the_configuration_users_run(indometacin1):
+    """SBC with 4 chains and the escalation ladder on (the defaults of a fit), not 2 chains without
+    it: the ladder's selection of attempts must not bias the ranks."""
+    from twinbayes.ladder import DEFAULT_LADDER
+
+    result = sbc(
+        load_spec("pk_1cmt_iv"), indometacin1, n_sims=200, seed=7, chains=4, ladder=DEFAULT_LADDER
+    )
+    print(result)
+    assert result.calibrated, str(result)

@@ -473,6 +473,14 @@ def _scenarios(
     return result
 
 
+def _unreliable(comparison) -> list[str]:
+    """Twins whose elpd, and so weight, rests on cross-validation refits that failed their gate."""
+    if comparison is None or "elpd_reliable" not in comparison.table:
+        return []
+    t = comparison.table
+    return [str(n) for n, ok in zip(t.twin.values, t.elpd_reliable.values) if not bool(ok)]
+
+
 def _write(
     folder, twins, comparison, result, weights, study, figures, command, skipped, outcome, watch
 ) -> None:
@@ -497,7 +505,12 @@ def _write(
         folder.write_metadata(
             twins,
             command=command or sys.argv,
-            outcome={"code": int(outcome), "name": outcome.name, "skipped": skipped},
+            outcome={
+                "code": int(outcome),
+                "name": outcome.name,
+                "skipped": skipped,
+                "unreliable_weights": _unreliable(comparison),
+            },
         )
         if drawing:
             with watch("figures"):

@@ -230,7 +230,7 @@ def plot_disagreement_over_time(result, path: str | Path | None = None):
     axes[0].text(
         0.01,
         0.98,
-        "dashed: 90 % over weight draws; dotted: equal weights",
+        "dashed: range over weight draws (5-95 %, with the estimate); dotted: equal weights",
         transform=axes[0].transAxes,
         fontsize=7,
         va="top",

@@ -21,6 +21,8 @@ import jinja2
 import numpy as np
 import xarray as xr
 
+from .mc_error import format_estimate, mcse_estimable
+
 __all__ = ["write_report", "answers"]
 
 CSS = """
@@ -95,8 +97,14 @@ def _target_qoi(study: dict, target: str) -> str | None:
 
 
 def _answer(d: xr.Dataset, study: dict, target: str) -> Answer:
-    """Verdict, P(target) across twins and for the ensemble, share of disagreement, robustness."""
-    twins = [str(s) for s in d.source.values if s != "ensemble"]
+    """Verdict, P(target) across twins and for the ensemble, share of disagreement, robustness.
+
+    Twins excluded from the ensemble (failed their gate) do not vote: they are named as
+    excluded, with their own P, never as the twin that disagrees.
+    """
+    excluded = [n.strip() for n in str(d.attrs.get("excluded", "")).split(",") if n.strip()]
+    twins = [str(s) for s in d.source.values if s != "ensemble" and str(s) not in excluded]
+    twins = twins or [str(s) for s in d.source.values if s != "ensemble"]
     choice, verdict = _preference(d, target, twins)
     at = {"scenario": choice, "target": target}
     p_twins = [_value(d, "p_meets", source=t, **at) for t in twins]
@@ -108,11 +116,13 @@ def _answer(d: xr.Dataset, study: dict, target: str) -> Answer:
     spread = f"{min(p_twins):.2f}-{max(p_twins):.2f} across twins" if len(twins) > 1 else ""
     equal = _value(d, "p_meets_equal", **at)
     lines = [
-        f"P({target}) under {choice}: {spread}{'; ' if spread else ''}ensemble {p_ens:.2f} ± {p_mcse:.2f} "
-        "(Monte Carlo SE)"
-        + (f"; {lo:.2f}-{hi:.2f} over the uncertainty of the weights" if lo == lo else "")
+        f"P({target}) under {choice}: {spread}{'; ' if spread else ''}ensemble "
+        f"{format_estimate(p_ens, p_mcse, 2, (0.0, 1.0), pm='±')}"
+        + (" (Monte Carlo SE)" if mcse_estimable(p_ens, p_mcse, (0.0, 1.0)) else "")
+        + (f"; {lo:.2f}-{hi:.2f} over weights the data support about as well" if lo == lo else "")
         + (f"; {equal:.2f} with equal weights." if equal == equal else ".")
     ]
+    lines += _depends_on_belief(d, target, choice, excluded)
     reference = str(d.scenario.values[0])
     if choice != reference:
         diff = _value(d, "p_meets_diff", source="ensemble", **at)
@@ -133,6 +143,30 @@ def _answer(d: xr.Dataset, study: dict, target: str) -> Answer:
         f"changes under the weights' uncertainty: {_value(d, 'p_ensemble_choice_changes', target=target):.2f}."
     )
     return Answer(target, verdict, lines)
+
+
+def _depends_on_belief(d: xr.Dataset, target: str, choice: str, excluded: list[str]) -> list[str]:
+    """Whether the choice would change with equal weights, and what excluded twins would say."""
+    lines = []
+    if "p_meets_equal" in d:
+        equal = d.p_meets_equal.sel(target=target)
+        if np.all(np.isfinite(equal.values)):
+            best = str(d.scenario.values[int(np.argmax(equal.values))])
+            if best != choice:
+                lines.append(
+                    f"The choice depends on which twin is believed: with equal weights on the "
+                    f"converged twins it would be {best} "
+                    f"(P {float(equal.sel(scenario=best)):.2f} against "
+                    f"{float(equal.sel(scenario=choice)):.2f} for {choice})."
+                )
+    for name in excluded:
+        if name in d.source.values:
+            p = _value(d, "p_meets", source=name, scenario=choice, target=target)
+            lines.append(
+                f"Excluded (failed its convergence gate; no vote, no weight): {name}, "
+                f"whose unvalidated draws give P {p:.2f} under {choice}."
+            )
+    return lines
 
 
 def answers(d: xr.Dataset, study: dict) -> list[Answer]:
@@ -180,7 +214,25 @@ def _comparison_headline(t: xr.Dataset, weights: str) -> str:
         )
     weights_text = ", ".join(f"{n} {float(t[column][i]):.2f}" for i, n in enumerate(names))
     label = {"stacking": "Stacking", "pseudo_bma": "Pseudo-BMA+", "bma": "BMA"}.get(column, column)
-    return text + f". {label} weights: {weights_text}."
+    return text + f". {label} weights: {weights_text}." + _unreliable_weights(t, column)
+
+
+def _unreliable_weights(t: xr.Dataset, column: str) -> str:
+    """A warning naming twins whose weight rests on cross-validation refits that failed their gate."""
+    if "elpd_reliable" not in t:
+        return ""
+    flagged = [
+        f"{n} ({float(t[column][i]):.2f})"
+        for i, n in enumerate(str(x) for x in t.twin.values)
+        if not bool(t.elpd_reliable[i]) and float(t[column][i]) > 0
+    ]
+    if not flagged:
+        return ""
+    return (
+        " UNRELIABLE weight: the elpd of "
+        + ", ".join(flagged)
+        + " rests on cross-validation refits that failed their convergence gate (see the comparison table)."
+    )
 
 
 def _share_cell(d: xr.Dataset, sc, q) -> str:
@@ -189,7 +241,7 @@ def _share_cell(d: xr.Dataset, sc, q) -> str:
         _value(d, f"qoi_between_share{k}", scenario=sc, qoi=q)
         for k in ("", "_mcse", "_q05", "_q95", "_equal")
     )
-    cell = "n/a" if v != v else f"{v:.3f} ± {e:.3f}"
+    cell = format_estimate(v, e, 3, (0.0, 1.0), pm="±")
     if lo == lo:
         cell += f" [{lo:.3f}-{hi:.3f}" + (f"; {eq:.3f}]" if eq == eq else "]")
     elif eq == eq:

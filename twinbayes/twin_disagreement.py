@@ -35,6 +35,7 @@ import xarray as xr
 
 from .ensemble import predictive_draws
 from .fitting import Twin
+from .mc_error import NOT_ESTIMABLE, format_estimate
 from .qoi import Target, qoi_name
 from .scenarios import Scenario
 
@@ -198,12 +199,13 @@ class Disagreement:
         ``traj_between_share`` and ``..._mcse``, ``traj_within_var``,
         ``traj_between_var`` (scenario, time); ``traj_w1`` (pair, scenario, time);
         ``qoi_mean``, ``qoi_q05``, ``qoi_q95`` (source, scenario, qoi);
-        ``qoi_between_share``/``_mcse`` (scenario, qoi); ``qoi_w1``/``_mcse``
-        (pair, scenario, qoi); ``p_meets``/``_mcse`` (source, scenario, target);
+        ``qoi_between_share``/``_mcse`` (scenario, qoi); ``qoi_w1``/``_mcse``/``_null``
+        (pair, scenario, qoi; ``_null`` is the distance Monte Carlo error alone would give,
+        :func:`w1_null`); ``p_meets``/``_mcse`` (source, scenario, target);
         ``best_scenario`` (source, target); ``p_recommend_differently`` and
         ``weight_against_ensemble`` (target).  Weight uncertainty and
-        sensitivity: ``traj_/qoi_between_share_q05/_q95`` (90 % over weight
-        draws) and ``_equal`` (converged twins at equal weight);
+        sensitivity: ``traj_/qoi_between_share_q05/_q95`` (5-95 % of weight
+        draws, widened to include the value at the point weights: :func:`weight_range`) and ``_equal`` (converged twins at equal weight);
         ``p_meets_ensemble_q05/_q95``, ``p_meets_equal`` (scenario, target);
         ``p_ensemble_choice_changes`` (target).  Shared draws:
         ``p_meets_diff``/``_mcse`` (source, scenario, target), the difference to
@@ -238,11 +240,7 @@ class Disagreement:
             lines.append(f"P({tg})   [+- Monte Carlo SE]")
             lines.append(f"{'scenario':<28}" + "".join(f"{str(s):>24}" for s in d.source.values))
             for sc in d.scenario.values:
-                cells = "".join(
-                    f"{float(d.p_meets.sel(source=s, scenario=sc, target=tg)):>15.3f} +- "
-                    f"{float(d.p_meets_mcse.sel(source=s, scenario=sc, target=tg)):.3f}"
-                    for s in d.source.values
-                )
+                cells = "".join(f"{_probability_cell(d, s, sc, tg):>24}" for s in d.source.values)
                 lines.append(f"{str(sc):<28}{cells}" + self._ensemble_spread(sc, tg))
             best = "".join(
                 f"{str(d.best_scenario.sel(source=s, target=tg).values):>24}"
@@ -261,6 +259,8 @@ class Disagreement:
                 )
             )
         note = self.exclusion_note()
+        if any("(n/e)" in line for line in lines):
+            lines.append(f"n/e: {NOT_ESTIMABLE} (every draw agreed, or the error is as large as P)")
         return "\n".join(lines + ([f"note: {note}"] if note else []))
 
     def _ensemble_spread(self, sc, tg) -> str:
@@ -270,14 +270,14 @@ class Disagreement:
             for v in ("p_meets_ensemble_q05", "p_meets_ensemble_q95")
         )
         eq = float(d.p_meets_equal.sel(scenario=sc, target=tg))
-        spread = "" if np.isnan(lo) else f"   ensemble over weights {lo:.3f}-{hi:.3f}"
+        spread = "" if np.isnan(lo) else f"   ensemble, range over weights {lo:.3f}-{hi:.3f}"
         return spread + ("" if np.isnan(eq) else f"; equal weights {eq:.3f}")
 
     def share_table(self) -> str:
         """Between-twin share of the predictive variance per scenario and QoI: +- MCSE, over weights, at equal weights."""
         d = self.data
         lines = [
-            f"{'scenario':<28} {'qoi':<34} {'between-twin share':>20}   90% over weights   equal weights"
+            f"{'scenario':<28} {'qoi':<34} {'between-twin share':>38}  range over weights   equal weights"
         ]
         for sc in d.scenario.values:
             for q in d.qoi.values:
@@ -285,15 +285,22 @@ class Disagreement:
                     float(d[f"qoi_between_share{k}"].sel(scenario=sc, qoi=q))
                     for k in ("", "_mcse", "_q05", "_q95", "_equal")
                 )
-                share = "n/a" if np.isnan(v) else f"{v:.3f} +- {e:.3f}"
+                share = format_estimate(v, e, 3, (0.0, 1.0))
                 spread = "-" if np.isnan(lo) else f"{lo:.3f}-{hi:.3f}"
                 equal = "n/a" if np.isnan(eq) else f"{eq:.3f}"
-                lines.append(f"{str(sc):<28} {str(q):<34} {share:>20}   {spread:>16}   {equal:>13}")
+                lines.append(f"{str(sc):<28} {str(q):<34} {share:>38}  {spread:>18}   {equal:>13}")
         note = self.exclusion_note()
         return "\n".join(lines + ([f"note: {note}"] if note else []))
 
     def __str__(self) -> str:
         return self.share_table() + "\n\n" + self.decision_table()
+
+
+def _probability_cell(d: xr.Dataset, source, scenario, target) -> str:
+    """P(meets target) of one source and scenario with its MCSE (:func:`~twinbayes.mc_error.format_estimate`)."""
+    at = dict(source=source, scenario=scenario, target=target)
+    p, se = float(d.p_meets.sel(**at)), float(d.p_meets_mcse.sel(**at))
+    return format_estimate(p, se, 3, (0.0, 1.0)).replace(f" ({NOT_ESTIMABLE})", " (n/e)")
 
 
 def disagreement(
@@ -555,7 +562,7 @@ _DIMS = {
     "traj_w1": ("pair", "scenario", "time"),
     **{k: ("source", "scenario", "qoi") for k in ("qoi_mean", "qoi_q05", "qoi_q95")},
     **{k: ("scenario", "qoi") for k in ("qoi_between_share", "qoi_between_share_mcse")},
-    **{k: ("pair", "scenario", "qoi") for k in ("qoi_w1", "qoi_w1_mcse")},
+    **{k: ("pair", "scenario", "qoi") for k in ("qoi_w1", "qoi_w1_mcse", "qoi_w1_null")},
     **{
         k: ("scenario", "time")
         for k in ("traj_between_share_q05", "traj_between_share_q95", "traj_between_share_equal")
@@ -645,7 +652,7 @@ class _Ensemble:
         return cls(w, active, wa, blocks, n_blocks, pairs, draws, drawn, equal)
 
     def share(self, samples: list[np.ndarray]) -> dict[str, np.ndarray]:
-        """Between-twin share at the weights (with MCSE), its 90 % interval over weight draws, and at equal weights.
+        """Between-twin share at the weights (with MCSE), its range over weight draws (:func:`weight_range`), and at equal weights.
 
         ``samples[k]`` are twin k's draws (draws first).  NaN where fewer than
         two twins take part: the share is not defined there.
@@ -677,8 +684,24 @@ class _Ensemble:
         out["mcse"] = _jackknife_se(reps, self.n_blocks)
         if self.weight_draws is not None:
             by_draw = _share_of_moments(means[self.drawn], variances[self.drawn], self.weight_draws)
-            out["q05"], out["q95"] = np.quantile(by_draw, [0.05, 0.95], axis=0)
+            out["q05"], out["q95"] = weight_range(by_draw, out["share"])
         return out
+
+
+def weight_range(by_draw: np.ndarray, point: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The range of a quantity over weight draws, reported beside its value at the point weights.
+
+    The 5 % and 95 % quantiles over the draws (first axis), widened to include ``point``.  The
+    weight draws (Bayesian-bootstrap stacking, Yao et al. 2018, sec. 3.3) are not a posterior of
+    the point weights: at small n they pile up at the simplex's corners, where a between-twin
+    share is smallest, and their central 90 % can miss the point estimate (0.157 reported with
+    0.000-0.159 before).  So this is a *sensitivity range*, not a credible interval: what the
+    quantity would be under the weights the data support about as well, and never one that
+    excludes the number it stands beside.
+    """
+    lo, hi = np.quantile(by_draw, [0.05, 0.95], axis=0)
+    point = np.asarray(point, float)
+    return np.fmin(lo, point), np.fmax(hi, point)
 
 
 def _moment_replicates(
@@ -746,7 +769,7 @@ def _qoi_stats(values: list[np.ndarray], ens: _Ensemble) -> dict[str, np.ndarray
         return {
             **dict.fromkeys(("qoi_mean", "qoi_q05", "qoi_q95"), empty),
             **{f"qoi_between_share{k}": np.zeros(0) for k in shares},
-            **dict.fromkeys(("qoi_w1", "qoi_w1_mcse"), np.zeros((n_pairs, 0))),
+            **dict.fromkeys(("qoi_w1", "qoi_w1_mcse", "qoi_w1_null"), np.zeros((n_pairs, 0))),
         }
     mean = np.stack(
         [v.mean(axis=0) for v in values] + [sum(wk * v.mean(axis=0) for wk, v in zip(ens.wa, act))]
@@ -761,6 +784,7 @@ def _qoi_stats(values: list[np.ndarray], ens: _Ensemble) -> dict[str, np.ndarray
     )
     share = ens.share(values)
     w1 = [_w1_jackknife(ranked[a], ranked[b], ens.n_blocks) for a, b in ens.pairs]
+    half = [_w1_between_halves(r, ens.n_blocks) for r in ranked]
     return {
         "qoi_mean": mean,
         "qoi_q05": q[:, 0],
@@ -772,7 +796,46 @@ def _qoi_stats(values: list[np.ndarray], ens: _Ensemble) -> dict[str, np.ndarray
         "qoi_between_share_equal": share["equal"],
         "qoi_w1": np.array([x[0] for x in w1]).reshape(n_pairs, n_q),
         "qoi_w1_mcse": np.array([x[1] for x in w1]).reshape(n_pairs, n_q),
+        "qoi_w1_null": np.array([w1_null(half[a], half[b]) for a, b in ens.pairs]).reshape(
+            n_pairs, n_q
+        ),
     }
+
+
+def _w1_between_halves(ranked: tuple[np.ndarray, np.ndarray], n_blocks: int) -> np.ndarray:
+    """W1 between two halves of one twin's draws, averaged over splits of its jackknife blocks.
+
+    The blocks are contiguous runs of draws, so each half keeps the draws' autocorrelation; the
+    splits put block ``j`` in half ``(j // m) % 2`` for ``m = 1, 2, 4, ...`` (fewer than
+    ``n_blocks``), so no split follows one pattern of the chains alone.
+    """
+    x, blocks = ranked
+    out = []
+    m = 1
+    while m < n_blocks:
+        side = ((blocks // m) % 2).T  # (qoi, draws), in each QoI's sorted order
+        if 0 < int((side[:1] == 0).sum()) < side.shape[1]:
+            out.append(_w1_unequal_columns(x.T, side))
+        m *= 2
+    return np.mean(out, axis=0) if out else np.full(x.shape[1], np.nan)
+
+
+def _w1_unequal_columns(x: np.ndarray, side: np.ndarray) -> np.ndarray:
+    """W1 per row of ``x`` (sorted) between the draws with ``side == 0`` and those with ``side == 1``."""
+    return np.array([_w1_sorted(row[s == 0], row[s == 1]) for row, s in zip(x, side)])
+
+
+def w1_null(half_a: np.ndarray, half_b: np.ndarray) -> np.ndarray:
+    """The W1 distance expected between two twins' draws if both came from one distribution.
+
+    An empirical quantile function from ``N`` effective draws is off by about ``c / sqrt(N)``,
+    so two samples of one distribution lie ``c sqrt(1/N_a + 1/N_b)`` apart in W1 although the
+    twins agree (two identical N(0, 1) twins with AR(1) 0.9 draws read 0.108 apart).  Two halves
+    of one twin's draws lie ``c_k sqrt(4 / N_k) = h_k`` apart, hence the baseline
+    ``sqrt(h_a^2 + h_b^2) / 2``.  A distance well above it is a disagreement; one near it is
+    what Monte Carlo error alone would give.
+    """
+    return 0.5 * np.sqrt(np.asarray(half_a) ** 2 + np.asarray(half_b) ** 2)
 
 
 def _sort_with_blocks(x: np.ndarray, blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -856,13 +919,13 @@ def _target_stats(
 
 
 def _ensemble_over_weights(p: np.ndarray, ens: _Ensemble) -> dict[str, tuple]:
-    """The ensemble's P(meets) over weight draws (90 % interval) and at equal weights over converged twins."""
+    """The ensemble's P(meets) over weight draws (:func:`weight_range`) and at equal weights over converged twins."""
     n_sc, n_tg = p.shape[1:]
     nan = np.full((n_sc, n_tg), np.nan)
     q05 = q95 = nan
     if ens.weight_draws is not None:
         by_draw = np.einsum("bk,kst->bst", ens.weight_draws, p[ens.drawn])
-        q05, q95 = np.quantile(by_draw, [0.05, 0.95], axis=0)
+        q05, q95 = weight_range(by_draw, p[-1])
     equal = p[ens.equal].mean(axis=0) if len(ens.equal) else nan
     return {
         "p_meets_ensemble_q05": (("scenario", "target"), q05),

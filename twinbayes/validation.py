@@ -36,7 +36,7 @@ from .patient import Patient
 from .spec.model_spec import ModelSpec
 from .spec.priors import Prior
 
-__all__ = ["SBCResult", "sbc", "recovery", "recovery_table", "prior_draw"]
+__all__ = ["SBCResult", "sbc", "sbc_thinning", "recovery", "recovery_table", "prior_draw"]
 
 
 class SBCResult(NamedTuple):
@@ -51,7 +51,8 @@ class SBCResult(NamedTuple):
     n_ranks : int
         ``L``, posterior draws per rank (after thinning).
     thinning : int
-        Every ``thinning``-th posterior draw was kept.
+        Every ``thinning``-th posterior draw was kept (the largest over the simulations:
+        :func:`sbc_thinning` chooses it from each fit's smallest bulk ESS).
     unconverged : int
         Simulations whose fit failed its convergence gate (their ranks are kept: dropping
         them would bias the ranks towards the easy simulations).
@@ -172,7 +173,7 @@ def sbc(
     )
     ranks = np.array([r for r, _, _ in rows], int).reshape(n_sims, len(names))
     unconverged = sum(not ok for _, ok, _ in rows)
-    thinning = rows[-1][2]
+    thinning = max(r[2] for r in rows)
     pit = (ranks + np.random.default_rng([seed, n_sims]).uniform(size=ranks.shape)) / (n_ranks + 1)
     level = alpha / len(names)  # Bonferroni: the study-wide verdict holds at level alpha
     tests = {
@@ -189,11 +190,35 @@ def _sbc_one(spec, patient, names, n_ranks, simulator_priors, seed, settings, i:
     data = _simulated_design(spec, design_for(spec, patient), truth, rng)
     twin = fit(spec, patient, design=data, seed=seed + i, posterior_predictive=False, **settings)
     post = twin.idata["posterior"]
-    thinning = max(1, post.sizes["chain"] * post.sizes["draw"] // n_ranks)
+    ess = float(np.nanmin(twin.diagnostics.table.ess_bulk.values))
+    thinning = sbc_thinning(post.sizes["chain"] * post.sizes["draw"], n_ranks, ess)
+    u = np.random.default_rng([seed, i, 1]).uniform(size=len(names))
     ranks = [
-        int(np.sum(post[n].values.reshape(-1)[::thinning][:n_ranks] < truth[n])) for n in names
+        _rank(post[n].values.reshape(-1)[::thinning][:n_ranks], truth[n], n_ranks, uk)
+        for n, uk in zip(names, u)
     ]
     return ranks, twin.converged, thinning
+
+
+def sbc_thinning(n_draws: int, n_ranks: int, ess: float) -> int:
+    """Keep every ``thinning``-th draw: at least ``n_draws / ess`` apart, so that the kept draws are
+    nearly independent (Talts et al. 2018, sec. 5.1: ranks of autocorrelated draws are not
+    uniform), and no closer than needed for ``n_ranks`` of them."""
+    by_ess = int(np.ceil(n_draws / ess)) if np.isfinite(ess) and ess > 0 else n_draws
+    return max(1, n_draws // n_ranks, by_ess)
+
+
+def _rank(draws: np.ndarray, truth: float, n_ranks: int, u: float) -> int:
+    """The rank of ``truth`` among ``draws`` on the scale of ``n_ranks`` draws.
+
+    With fewer kept draws ``L`` than ``n_ranks`` (a low ESS), the rank ``r`` of ``L`` is mapped by
+    its randomised PIT ``(r + u) / (L + 1)`` to ``floor(PIT (n_ranks + 1))``: uniform on
+    ``0..n_ranks`` whenever ``r`` is uniform on ``0..L``.
+    """
+    r = int(np.sum(draws < truth))
+    if len(draws) >= n_ranks:
+        return r
+    return min(n_ranks, int((r + u) / (len(draws) + 1) * (n_ranks + 1)))
 
 
 def recovery(

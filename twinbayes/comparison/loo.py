@@ -25,7 +25,7 @@ from scipy.special import logsumexp
 from ..fitting import Refitter, Twin
 from .cv import REFIT_LADDER, REFIT_SETTINGS, HeldOutGate, heldout_elpd, kfold, standard_error
 
-__all__ = ["loo", "k_threshold", "pointwise_loglik"]
+__all__ = ["loo", "k_threshold", "pointwise_loglik", "psis_mcse_i"]
 
 log = logging.getLogger("twinbayes")
 
@@ -89,9 +89,11 @@ def loo(
     Returns
     -------
     xarray.Dataset
-        Per observation (``obs``): ``elpd_i``, ``pareto_k``, ``lppd_i``,
-        ``method`` (psis/refit/kfold), ``time``, ``observable``; attributes
-        ``elpd``, ``se``, ``p_loo``, ``threshold``, ``n_high_k``, ``cv_method``,
+        Per observation (``obs``): ``elpd_i``, its Monte Carlo SE ``mcse_i``
+        (:func:`psis_mcse_i`, a refit's held-out MCSE; NaN under K-fold), ``pareto_k``,
+        ``lppd_i``, ``method`` (psis/refit/kfold), ``time``, ``observable``; attributes
+        ``elpd``, ``se``, ``mcse`` (of ``elpd``: the observations' in quadrature, or K-fold's),
+        ``p_loo``, ``threshold``, ``n_high_k``, ``cv_method``,
         ``refits``, ``refits_unconverged`` (refits that failed their gate) and
         ``failed_refits`` (which, and why)
         and ``elpd_waic``/``p_waic`` (secondary).
@@ -114,11 +116,13 @@ def loo(
     elpd_i = np.asarray(res.elpd_i.values, float).copy()
     pareto_k = np.asarray(res.pareto_k.values, float)
     method = np.array(["psis"] * len(elpd_i), dtype=object)
+    mcse_i = np.full(len(elpd_i), np.nan)
     high = pareto_k > thr
     cv_method, refits, failed, why = "psis-loo", 0, 0, ""
+    kfold_mcse = None
     if refit and high.any():
-        elpd_i, cv_method, refits, failed, why = _escalate(
-            twin, elpd_i, method, high, max_refits, kfold_k, seed, gate, refit_kwargs
+        elpd_i, cv_method, refits, failed, why, kfold_mcse = _escalate(
+            twin, elpd_i, method, mcse_i, high, max_refits, kfold_k, seed, gate, refit_kwargs
         )
         log.info(
             "%s: %d observation(s) with Pareto k > %.2f -> %s",
@@ -128,9 +132,11 @@ def loo(
             cv_method,
         )
     p_waic_i = flat.var(axis=0, ddof=1)
+    mcse_i = np.where(method == "psis", psis_mcse_i(ll.values, res.log_weights.values), mcse_i)
     ds = xr.Dataset(
         {
             "elpd_i": ("obs", elpd_i),
+            "mcse_i": ("obs", mcse_i),
             "pareto_k": ("obs", pareto_k),
             "lppd_i": ("obs", lppd_i),
             "method": ("obs", method.astype(str)),
@@ -141,6 +147,7 @@ def loo(
         twin=twin.name,
         elpd=float(elpd_i.sum()),
         se=float(standard_error(elpd_i)),
+        mcse=float(np.sqrt(np.sum(mcse_i**2))) if kfold_mcse is None else kfold_mcse,
         p_loo=float((lppd_i - elpd_i).sum()),
         threshold=thr,
         n_high_k=int(high.sum()),
@@ -154,19 +161,27 @@ def loo(
     return ds
 
 
-def _escalate(twin, elpd_i, method, high, max_refits, kfold_k, seed, gate, refit_kwargs):
+def _escalate(twin, elpd_i, method, mcse_i, high, max_refits, kfold_k, seed, gate, refit_kwargs):
     """Replace the PSIS elpd of high-k observations by exact refits, or the whole twin's by K-fold.
 
-    Updates ``method`` in place; returns ``(elpd_i, cv_method, refits, failed, why)``: how many
-    refits failed their gate after escalation, and which and why (``"obs j: reasons | ..."``, or
-    K-fold's ``"fold f: reasons | ..."``).
+    Updates ``method`` and ``mcse_i`` in place; returns ``(elpd_i, cv_method, refits, failed,
+    why, kfold_mcse)``: how many refits failed their gate after escalation, and which and why
+    (``"obs j: reasons | ..."``, or K-fold's ``"fold f: reasons | ..."``), and K-fold's MCSE of
+    the whole elpd (``None`` without K-fold: the refits' MCSEs are per observation).
     """
     if high.sum() > max_refits:
         kf = kfold(twin, k=kfold_k, seed=seed, gate=gate, **refit_kwargs)
         method[:] = "kfold"
         k = kf.attrs["k"]
         failed = k - kf.attrs["refits_converged"]
-        return kf["elpd_i"].values, f"{k}-fold cv", k, failed, kf.attrs["failed_folds"]
+        return (
+            kf["elpd_i"].values,
+            f"{k}-fold cv",
+            k,
+            failed,
+            kf.attrs["failed_folds"],
+            float(kf.attrs["mcse"]),
+        )
     settings = {**REFIT_SETTINGS, **refit_kwargs}
     ladder = settings.pop("ladder", REFIT_LADDER)
     refitter = Refitter(twin, **settings)
@@ -176,7 +191,39 @@ def _escalate(twin, elpd_i, method, high, max_refits, kfold_k, seed, gate, refit
         hold[j] = True
         held = heldout_elpd(refitter, hold, seed + 1 + j, gate, ladder)
         elpd_i[j] = held.elpd_i[0]
+        mcse_i[j] = held.mcse
         method[j] = "refit"
         if not held.passed:
             failures.append(f"obs {j}: " + "; ".join(held.reasons))
-    return elpd_i, "psis-loo + exact refits", int(high.sum()), len(failures), " | ".join(failures)
+    n = int(high.sum())
+    return elpd_i, "psis-loo + exact refits", n, len(failures), " | ".join(failures), None
+
+
+def psis_mcse_i(ll: np.ndarray, log_weights: np.ndarray) -> np.ndarray:
+    """Monte Carlo SE of each PSIS-LOO ``elpd_i`` from the log-likelihood and the smoothed weights.
+
+    With normalised weights ``w_s`` and ``p_s = p(y_i | theta_s)``, the estimate
+    ``E_i = sum_s w_s p_s`` has variance about ``sum_s w_s^2 (p_s - E_i)^2 / r_eff`` (the
+    self-normalised importance sampler's, inflated by the draws' relative efficiency ``r_eff``
+    of ``p_s``), and ``log E_i`` an SE of ``sqrt(var) / E_i`` (delta method): the loo R package's
+    ``mcse_elpd`` before its parametric refinement (Vehtari, Gelman & Gabry 2017, Stat Comput
+    27:1413-1432, sec. 2.1 and 3.3; Vehtari et al. 2024, JMLR 25(72)).
+
+    Parameters
+    ----------
+    ll : numpy.ndarray
+        Pointwise log-likelihood, (chain, draw, obs).
+    log_weights : numpy.ndarray
+        PSIS log weights normalised over the draws, (obs, chain, draw) (``arviz_stats.loo``).
+    """
+    from arviz_stats.base import array_stats
+
+    ll = np.moveaxis(np.asarray(ll, float), -1, 0)  # (obs, chain, draw)
+    p = np.exp(ll - ll.max(axis=(1, 2), keepdims=True))
+    w = np.exp(np.asarray(log_weights, float))
+    w = w / w.sum(axis=(1, 2), keepdims=True)
+    e = np.sum(w * p, axis=(1, 2))
+    r_eff = np.asarray(array_stats.ess(p, method="mean"), float) / (p.shape[1] * p.shape[2])
+    r_eff = np.clip(np.nan_to_num(r_eff, nan=1.0), 1e-3, None)
+    var = np.sum(w**2 * (p - e[:, None, None]) ** 2, axis=(1, 2)) / r_eff
+    return np.sqrt(var) / e

@@ -7,7 +7,23 @@ from typing import NamedTuple
 import numpy as np
 from scipy.special import logsumexp
 
-__all__ = ["log_marginal_likelihood", "prior_importance_log_ml", "MarginalEstimate", "bma_weights"]
+__all__ = [
+    "log_marginal_likelihood",
+    "prior_importance_log_ml",
+    "MarginalEstimate",
+    "bma_weights",
+    "IMPORTANCE_ESS_MIN",
+    "IMPORTANCE_KHAT_MAX",
+]
+
+
+IMPORTANCE_ESS_MIN = 100.0
+"""Fewest effective prior draws (Kish) for which a prior importance-sampling estimate is used."""
+IMPORTANCE_KHAT_MAX = 0.7
+"""Largest Pareto k of the importance weights for which the estimate is used (Vehtari et al. 2024)."""
+SMC_CHAINS = 8
+"""Independent SMC runs per marginal likelihood: their spread is the estimate's standard error,
+and four give a standard deviation that is itself uncertain by about 40 %."""
 
 
 class MarginalEstimate(NamedTuple):
@@ -24,12 +40,22 @@ class MarginalEstimate(NamedTuple):
         a few hundred or more for a trustworthy estimate.
     draws : int
         Prior draws used.
+    khat : float
+        Pareto k of the importance weights (NaN where it cannot be estimated); above 0.7 the
+        estimator's variance may be infinite and its SE meaningless (Vehtari, Simpson, Gelman,
+        Yao & Gabry 2024, "Pareto smoothed importance sampling", JMLR 25(72)).
     """
 
     log_ml: float
     se: float
     ess: float
     draws: int
+    khat: float = float("nan")
+
+    @property
+    def reliable(self) -> bool:
+        """Whether the estimate and its SE can be used: ESS and Pareto k within bounds."""
+        return bool(self.ess >= IMPORTANCE_ESS_MIN and self.khat <= IMPORTANCE_KHAT_MAX)
 
 
 def prior_importance_log_ml(
@@ -84,11 +110,28 @@ def prior_importance_log_ml(
     w = np.exp(ll - ll.max())
     ess = float(w.sum() ** 2 / (w**2).sum())
     se = float(np.std(w, ddof=1) / (np.sqrt(draws) * w.mean()))
-    return MarginalEstimate(log_ml, se, ess, draws)
+    return MarginalEstimate(log_ml, se, ess, draws, _weights_khat(ll))
+
+
+def _weights_khat(log_w: np.ndarray) -> float:
+    """Pareto k of the right tail of importance weights given on the log scale (arviz-stats'
+    PSIS, ``psislw``, which fits the generalised Pareto to the largest weights; it takes the
+    log-likelihood of PSIS-LOO, whose weights are its negative)."""
+    from arviz_stats.base import array_stats
+
+    finite = log_w[np.isfinite(log_w)]
+    if finite.size < 20:
+        return float("inf")
+    try:
+        _, k = array_stats.psislw(-finite, r_eff=1.0)
+    except (ValueError, FloatingPointError):
+        return float("inf")
+    k = float(np.asarray(k, float))
+    return k if np.isfinite(k) else float("inf")
 
 
 def log_marginal_likelihood(
-    model, draws: int = 2000, chains: int = 4, seed: int = 0
+    model, draws: int = 2000, chains: int = SMC_CHAINS, seed: int = 0
 ) -> tuple[float, float]:
     """Log marginal likelihood of a PyMC model by sequential Monte Carlo.
 
@@ -123,29 +166,43 @@ def bma_weights(
 
     ``method`` is ``"smc"`` (:func:`log_marginal_likelihood`, ``draws`` per chain, default
     2000) or ``"importance"`` (:func:`prior_importance_log_ml`, ``draws`` prior draws, default
-    20000; adds ``log_ml_ess``).  The estimator's error is propagated by drawing
+    20000; adds ``log_ml_ess`` and ``log_ml_khat``).  A twin whose importance-sampling estimate
+    is not :attr:`~MarginalEstimate.reliable` (fewer than 100 effective draws, or Pareto k of
+    the weights above 0.7: its SE then means nothing, e.g. a mean error of -21 against a
+    reported SE of 0.94) is estimated by SMC instead; ``log_ml_method`` says which estimator
+    each twin's number comes from.  The estimator's error is propagated by drawing
     ``log ML ~ Normal(estimate, se)``; returns ``log_ml``, ``log_ml_se``, ``bma`` and its 90 %
     interval ``bma_q05``/``bma_q95``.
     """
-    from ..model import TwinModel
-
-    if method == "smc":
+    if method not in ("smc", "importance"):
+        raise ValueError(f"bma_method must be 'smc' or 'importance', got {method!r}")
+    extra: dict[str, np.ndarray] = {}
+    if method == "importance":
+        est = [prior_importance_log_ml(t.spec, t.design, draws or 20_000, seed) for t in twins]
+        extra = {
+            "log_ml_ess": np.array([e.ess for e in est]),
+            "log_ml_khat": np.array([e.khat for e in est]),
+        }
+        used = ["importance" if e.reliable else "smc" for e in est]
         lml = np.array(
             [
-                log_marginal_likelihood(
-                    TwinModel.of(t.spec).pymc_model(t.design), draws=draws or 2000, seed=seed
-                )
-                for t in twins
+                (e.log_ml, e.se) if e.reliable else _smc_log_ml(t, draws=None, seed=seed)
+                for e, t in zip(est, twins)
             ]
         )
-        extra = {}
-    elif method == "importance":
-        est = [prior_importance_log_ml(t.spec, t.design, draws or 20_000, seed) for t in twins]
-        lml = np.array([(e.log_ml, e.se) for e in est])
-        extra = {"log_ml_ess": np.array([e.ess for e in est])}
     else:
-        raise ValueError(f"bma_method must be 'smc' or 'importance', got {method!r}")
+        used = ["smc"] * len(twins)
+        lml = np.array([_smc_log_ml(t, draws, seed) for t in twins])
+    extra["log_ml_method"] = np.array(used)
     return {**_weights_from_log_ml(lml, inc, seed), **extra}
+
+
+def _smc_log_ml(twin, draws: int | None, seed: int) -> tuple[float, float]:
+    """A twin's log marginal likelihood and its SE by SMC (:func:`log_marginal_likelihood`)."""
+    from ..model import TwinModel
+
+    model = TwinModel.of(twin.spec).pymc_model(twin.design)
+    return log_marginal_likelihood(model, draws=draws or 2000, seed=seed)
 
 
 def _weights_from_log_ml(lml: np.ndarray, inc: np.ndarray, seed: int) -> dict[str, np.ndarray]:

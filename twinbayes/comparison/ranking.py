@@ -13,8 +13,9 @@ import numpy as np
 import xarray as xr
 
 from ..fitting import Twin
+from ..mc_error import NOT_ESTIMABLE, format_mcse, mcse_estimable
 from .cv import standard_error
-from .marginal import bma_weights
+from .marginal import IMPORTANCE_ESS_MIN, IMPORTANCE_KHAT_MAX, bma_weights
 from .notes import duplicate_notes, selection_bias_note
 from .scoring import Scoring
 from .weights import bootstrap_stacking_weights, pseudo_bma_plus_weights, stacking_weights
@@ -69,7 +70,7 @@ class Comparison:
 
     def __str__(self) -> str:
         t = self.table
-        cols = f"{'twin':<20} {'elpd':>8} {'se':>6} {'diff':>7} {'dse':>6} {'p_loo':>6} {'stacking (90% BB)':>20} {'pBMA+':>6}"
+        cols = f"{'twin':<20} {'elpd':>8} {'se':>6} {'mcse':>6} {'diff':>7} {'dse':>6} {'p_loo':>6} {'stacking (90% BB)':>20} {'pBMA+':>6}"
         has_bma, has_crps = "bma" in t, "crps" in t
         if has_bma:
             cols += f" {'BMA':>6}"
@@ -82,7 +83,8 @@ class Comparison:
                 f"{float(r.stacking):.2f} ({float(r.stacking_q05):.2f}-{float(r.stacking_q95):.2f})"
             )
             line = (
-                f"{str(r.twin.values):<20} {float(r.elpd):>8.2f} {float(r.se):>6.2f} {float(r.elpd_diff):>7.2f} "
+                f"{str(r.twin.values):<20} {float(r.elpd):>8.2f} {float(r.se):>6.2f} "
+                f"{_mcse_cell(float(r.mcse)):>6} {float(r.elpd_diff):>7.2f} "
                 f"{float(r.se_diff):>6.2f} {float(r.p_loo):>6.2f} {stack:>20} {float(r.pseudo_bma):>6.2f}"
             )
             if has_bma:
@@ -91,7 +93,8 @@ class Comparison:
                 line += f" {float(r.crps):>8.3g}"
             note = str(r.note.values)
             lines.append(line + f"  {str(r.cv_method.values)}" + (f"; {note}" if note else ""))
-        return "\n".join(lines + [f"note: {n}" for n in self.notes])
+        footnote = [f"n/e: {NOT_ESTIMABLE}"] if any("n/e" in line for line in lines[1:]) else []
+        return "\n".join(lines + [f"note: {n}" for n in self.notes + footnote])
 
 
 def _pairwise(elpd_i: np.ndarray, names: list[str]) -> xr.Dataset:
@@ -230,15 +233,27 @@ def compare(
 
 
 def _marginal_notes(table: xr.Dataset, names: list[str]) -> list[str]:
-    """A warning where prior importance sampling had too few effective draws to trust its BMA weight."""
-    if "log_ml_ess" not in table:
+    """Which twins' BMA weights came from SMC because prior importance sampling was unreliable."""
+    if "log_ml_method" not in table or "log_ml_ess" not in table:
         return []
-    low = [n for n, e in zip(names, table["log_ml_ess"].values) if e < 100]
-    if not low:
+    switched = [
+        f"{n} (ESS {e:.0f}, Pareto k {k:.2f})"
+        for n, e, k, m in zip(
+            names,
+            table["log_ml_ess"].values,
+            table["log_ml_khat"].values,
+            table["log_ml_method"].values,
+        )
+        if m == "smc"
+    ]
+    if not switched:
         return []
     return [
-        f"BMA by prior importance sampling is unreliable for {', '.join(low)} (fewer than 100 effective "
-        'prior draws: the data dominate the prior); use bma_method = "smc"'
+        "BMA by prior importance sampling was unreliable for "
+        + ", ".join(switched)
+        + f" (fewer than {IMPORTANCE_ESS_MIN:.0f} effective prior draws or Pareto k above "
+        f"{IMPORTANCE_KHAT_MAX}: the data dominate the prior); their marginal likelihoods are "
+        "estimated by SMC instead"
     ]
 
 
@@ -316,10 +331,27 @@ def _row_notes(
         if r.attrs["refits_unconverged"]:
             notes[i] += (
                 ("; " if notes[i] else "")
-                + f"{r.attrs['refits_unconverged']} of {r.attrs['refits']} refits failed their gate"
+                + f"UNRELIABLE: its elpd rests on {r.attrs['refits_unconverged']} of "
+                f"{r.attrs['refits']} refits that failed their gate, and so does its weight"
                 + (f" ({r.attrs['failed_refits']})" if r.attrs.get("failed_refits") else "")
             )
+        n_params = len(twins[i].spec.parameters)
+        if r.attrs["p_loo"] > n_params:
+            notes[i] += ("; " if notes[i] else "") + (
+                f"p_loo {r.attrs['p_loo']:.1f} > {n_params} parameters: the model is misspecified "
+                "or its elpd estimate unreliable (Vehtari et al. 2017, sec. 4.2; loo's diagnostics)"
+            )
     return notes
+
+
+def _mcse_cell(mcse: float) -> str:
+    """An elpd's MCSE in the table's narrow column (``n/e``: :data:`~twinbayes.mc_error.NOT_ESTIMABLE`, footnoted)."""
+    return format_mcse(mcse, 2) if mcse_estimable(0.0, mcse) else "n/e"
+
+
+def elpd_reliable(results: list[xr.Dataset]) -> list[bool]:
+    """Per twin: whether its elpd rests on no cross-validation refit that failed its gate."""
+    return [not r.attrs["refits_unconverged"] for r in results]
 
 
 def _table(
@@ -330,6 +362,8 @@ def _table(
         {
             "elpd": ("twin", elpd_i.sum(axis=0)),
             "se": ("twin", [r.attrs["se"] for r in results]),
+            "mcse": ("twin", [r.attrs.get("mcse", np.nan) for r in results]),
+            "elpd_reliable": ("twin", elpd_reliable(results)),
             "p_loo": ("twin", [r.attrs["p_loo"] for r in results]),
             "elpd_diff": ("twin", pair["elpd_diff"].values[:, best]),
             "se_diff": ("twin", pair["se_diff"].values[:, best]),

@@ -61,10 +61,14 @@ def over_time(
         PSIS-LOO of the data so far), ``pseudo_bma_weight`` (pseudo-BMA+ on the same),
         ``lfo_weight`` (stacking on the forecast densities of the earlier origins; NaN
         before two origins), ``elpd_loo`` and ``lpd_next`` (log predictive density of the
-        next time point) per twin, and ``between_share`` of the next point's predictive
-        variance per ``observable`` and ``weighting`` (``stacking``, ``pseudo_bma`` or
-        ``equal``: how far the twins themselves disagree, whatever their weights).  With
-        a few points stacking often puts all weight on one twin, and its share is then 0.
+        next time point) per twin, ``refit_converged``/``refit_reasons`` (each refit's
+        gate verdict) and ``max_pareto_k`` (the largest Pareto k of its PSIS-LOO), and
+        ``between_share`` of the next point's variance per ``observable`` and ``weighting``
+        (``stacking``, ``pseudo_bma`` or ``equal``: how far the twins themselves disagree,
+        whatever their weights), computed from each twin's noise-free mean at the next time
+        point, exactly as :func:`~twinbayes.twin_disagreement.disagreement` computes it from
+        trajectories.  With a few points stacking often puts all weight on one twin, and
+        its share is then 0.
     """
     from .ranking import _check_same_data, _names
 
@@ -104,6 +108,9 @@ def over_time(
             "elpd_loo": (("origin", "twin"), elpd),
             "lpd_next": (("origin", "twin"), lpd),
             "between_share": (("origin", "observable", "weighting"), share),
+            "refit_converged": (("origin", "twin"), [[s.passed for s in row] for row in steps]),
+            "refit_reasons": (("origin", "twin"), [[s.reasons for s in row] for row in steps]),
+            "max_pareto_k": (("origin", "twin"), [[s.max_pareto_k for s in row] for row in steps]),
         },
         coords={
             "origin": origins,
@@ -117,11 +124,16 @@ def over_time(
 
 
 class _Step(NamedTuple):
-    """One twin refitted to the first ``L`` time points: its LOO of them and its forecast of point ``L``."""
+    """One twin refitted to the first ``L`` time points: its LOO of them, its forecast of point
+    ``L`` (noise-free means per draw, as :func:`~twinbayes.twin_disagreement.disagreement` uses),
+    and the refit's gate verdict and largest Pareto k."""
 
     elpd_loo_i: np.ndarray
     lpd_next: float
     next_draws: dict[str, np.ndarray]
+    passed: bool
+    reasons: str
+    max_pareto_k: float
 
 
 def _share_of(row: list[_Step], weights: np.ndarray, name: str) -> float:
@@ -133,19 +145,21 @@ def _share_of(row: list[_Step], weights: np.ndarray, name: str) -> float:
 
 def _step(refitter: Refitter, point_of_obs: np.ndarray, origin: int, seed: int) -> _Step:
     twin = refitter.twin
-    params, _ = refitter.posterior(point_of_obs >= origin, seed)
+    params, diagnostics = refitter.posterior(point_of_obs >= origin, seed)
     model = TwinModel.of(twin.spec)
     train = twin.design.split(point_of_obs >= origin)[0]
     ll = np.concatenate(list(model.log_likelihood(params, train).values()), axis=1)
-    elpd_loo_i, _, _ = array_stats.loo(ll.T[:, None, :], chain_axis=-2, draw_axis=-1)
+    elpd_loo_i, pareto_k, _ = array_stats.loo(ll.T[:, None, :], chain_axis=-2, draw_axis=-1)
     nxt = twin.design.split(point_of_obs == origin)[1]
     moments = model.moments(params, nxt)
     joint = np.concatenate(list(model.log_likelihood(params, nxt, moments).values()), axis=1).sum(
         axis=1
     )
-    draws = model.simulate(params, nxt, np.random.default_rng(seed), moments)
     return _Step(
         np.asarray(elpd_loo_i, float),
         float(logsumexp(joint) - np.log(len(joint))),
-        {n: v[:, 0] for n, v in draws.items()},
+        {n: mean[:, 0] for n, (_, mean, _) in moments.items()},
+        diagnostics.passed,
+        "; ".join(diagnostics.reasons),
+        float(np.max(pareto_k)),
     )

@@ -1,0 +1,208 @@
+"""Is the shipped answer calibrated?  P(target) over simulated patients (issue 36, must-show 0).
+
+Two twins are offered, the bundled ``pk_1cmt_iv`` (linear elimination) and ``pk_1cmt_iv_mm``
+(Michaelis-Menten), as in the newcomer's case of issue 36: a 1000 mg IV load, then 100 mg q8h; a
+few levels (2-8, at random times over the first 96 h); the decision is whether the trough before the
+dose at 168 h (day 7) lies in 10-20 mg/L.  Each patient is fitted by both twins with the defaults of
+``tb.fit`` (2000 draws x 4 chains, the ladder), compared (``tb.compare``: PSIS-LOO with exact
+refits, stacking with Bayesian-bootstrap draws) and simulated (``tb.disagreement``).
+
+Sets of patients (parameters from a population around typical values, not from the priors):
+
+- ``closed``: the truth is one of the twins (alternately the linear and the saturable one);
+- ``open``: the truth is a two-compartment model (``pk_2cmt_iv``), which no twin is.
+
+For every patient the script records P(target) of the stacking ensemble, of equal weights over the
+converged twins, and of the twin with the best elpd, and whether the truth (noise-free) met the
+target.  ``--summary FILE`` reads such records and prints, per set and method, the Brier score,
+a reliability table (mean predicted P against the observed frequency in 5 bins, with the MC error
+of the frequency), Spiegelhalter's z, and how often a claim of P >= 0.95 or <= 0.05 was wrong.
+
+Run (about 10-20 s a patient on 2 cores)::
+
+    .venv/bin/python benchmarks/bench_calibration.py --set closed --patients 100 --out cal_closed.jsonl
+    .venv/bin/python benchmarks/bench_calibration.py --set open --patients 100 --out cal_open.jsonl
+    .venv/bin/python benchmarks/bench_calibration.py --summary cal_closed.jsonl cal_open.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+TROUGH_AT = 167.9
+LOW, HIGH = 10.0, 20.0
+TWINS = ("pk_1cmt_iv", "pk_1cmt_iv_mm")
+TRUTHS = {
+    "pk_1cmt_iv": {"CL": (1.0, 0.35), "V": (40.0, 0.2), "sigma_add": 0.3, "sigma_prop": 0.1},
+    "pk_1cmt_iv_mm": {"Vmax": (20.0, 0.2), "Km": (8.0, 0.3), "V": (40.0, 0.2), "sigma_prop": 0.1},
+    "pk_2cmt_iv": {
+        "CL": (1.0, 0.35),
+        "V1": (15.0, 0.2),
+        "Q": (3.0, 0.3),
+        "V2": (25.0, 0.2),
+        "sigma_add": 0.3,
+        "sigma_prop": 0.1,
+    },
+}
+
+
+def regimen():
+    """The dosing of every patient: 1000 mg at 0, then 100 mg every 8 h until 160 h."""
+    import twinbayes as tb
+
+    load = tb.Scenario.regimen("load", 1000.0, "iv")
+    return load + tb.Scenario.regimen(
+        "100 mg q8h", 100.0, "iv", interval=8.0, n_doses=20, start=8.0
+    )
+
+
+def draw_truth(name: str, rng: np.random.Generator) -> dict[str, float]:
+    """Parameters of one simulated patient: log-normal around the typical values."""
+    return {
+        k: float(v if np.isscalar(v) else v[0] * np.exp(v[1] * rng.standard_normal()))
+        for k, v in TRUTHS[name].items()
+    }
+
+
+def one_patient(kind: str, i: int, seed: int) -> dict:
+    """Simulate, fit both twins, compare, decide; the record of one patient."""
+    import twinbayes as tb
+    from twinbayes.qoi import ValueAt
+    from twinbayes.simulate import simulate_patient
+
+    rng = np.random.default_rng([seed, i])
+    truth_name = {"closed": TWINS[i % 2], "open": "pk_2cmt_iv"}[kind]
+    spec = tb.load_spec(truth_name)
+    params = draw_truth(truth_name, rng)
+    n_levels = int(rng.integers(2, 9))
+    times = np.sort(rng.uniform(1.0, 96.0, n_levels)).round(2)
+    dose_t = np.array([0.0] + [8.0 * k for k in range(1, 13)])  # doses given before 96 h
+    dose_a = np.array([1000.0] + [100.0] * 12)
+    patient = simulate_patient(spec, params, times, {"iv": (dose_t, dose_a)}, seed=seed + i)
+    scenario = [regimen()]
+    trough = ValueAt(TROUGH_AT, name="day-7 trough")
+    target = tb.Target(trough, lower=LOW, upper=HIGH)
+    true_value = _true_trough(spec, params, scenario[0])
+    t0 = time.perf_counter()
+    twins = [tb.fit(tb.load_spec(n), patient, seed=seed + i + k) for k, n in enumerate(TWINS)]
+    record = {
+        "set": kind,
+        "patient": i,
+        "truth": truth_name,
+        "n_levels": n_levels,
+        "true_trough": true_value,
+        "meets": bool(LOW <= true_value <= HIGH),
+        "converged": [bool(t.converged) for t in twins],
+    }
+    if not any(t.converged for t in twins):
+        return {**record, "status": "no twin converged", "seconds": time.perf_counter() - t0}
+    comparison = tb.compare(twins, seed=seed + i, include_unconverged=False)
+    result = tb.disagreement(
+        twins,
+        comparison.weights,
+        scenario,
+        np.linspace(0.0, 168.0, 169),
+        qois=[trough],
+        targets=[target],
+        seed=seed + i,
+        weight_draws=comparison.weight_draws_of("stacking"),
+    )
+    d = result.data.isel(scenario=0, target=0)
+    best = str(comparison.table.twin.values[0])
+    return {
+        **record,
+        "status": "ok",
+        "weights": comparison.weights,
+        "elpd_reliable": [bool(v) for v in comparison.table.elpd_reliable.values],
+        "p_ensemble": float(d.p_meets.sel(source="ensemble")),
+        "p_ensemble_mcse": float(d.p_meets_mcse.sel(source="ensemble")),
+        "p_equal": float(d.p_meets_equal),
+        "p_best_loo": float(d.p_meets.sel(source=best)),
+        "p_twins": {n: float(d.p_meets.sel(source=n)) for n in TWINS},
+        "range_over_weights": [float(d.p_meets_ensemble_q05), float(d.p_meets_ensemble_q95)],
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def _true_trough(spec, params, scenario) -> float:
+    """The noise-free trough of the true model under the scenario."""
+    from twinbayes.dynamics.design import design_for
+    from twinbayes.model import TwinModel
+    from twinbayes.simulate import simulate_patient
+
+    doses = {r: v[:2] for r, v in scenario.to_doses(spec).items()}  # boluses: times, amounts
+    patient = simulate_patient(spec, params, np.array([TROUGH_AT]), doses, seed=0)
+    design = design_for(spec, patient)
+    mean = TwinModel.of(spec).means(params, design)
+    return float(np.ravel(next(iter(mean.values())))[0])
+
+
+def summarise(records: list[dict]) -> str:
+    """Brier score, reliability, Spiegelhalter's z and wrong confident claims per set and method."""
+    from scipy import stats
+
+    lines = []
+    for kind in sorted({r["set"] for r in records}):
+        rows = [r for r in records if r["set"] == kind and r["status"] == "ok"]
+        y = np.array([r["meets"] for r in rows], float)
+        lines.append(
+            f"set {kind}: {len(rows)} patients ({sum(r['set'] == kind for r in records) - len(rows)} "
+            f"without a converged twin); target met by {y.mean():.2f}"
+        )
+        for method in ("p_ensemble", "p_equal", "p_best_loo"):
+            p = np.clip(np.array([r[method] for r in rows]), 0.0, 1.0)
+            brier = float(np.mean((p - y) ** 2))
+            z = float(
+                np.sum((y - p) * (1 - 2 * p)) / np.sqrt(np.sum((1 - 2 * p) ** 2 * p * (1 - p)))
+            )
+            confident = (p >= 0.95) | (p <= 0.05)
+            wrong = confident & ((p >= 0.95) != (y == 1))
+            lines.append(
+                f"  {method:<11} Brier {brier:.3f}  Spiegelhalter z {z:+.2f} (p {2 * stats.norm.sf(abs(z)):.2g})  "
+                f"confident claims {int(confident.sum())}, wrong {int(wrong.sum())}"
+            )
+            edges = np.linspace(0, 1, 6)
+            for lo, hi in zip(edges[:-1], edges[1:]):
+                inside = (p >= lo) & ((p < hi) | (hi == 1))
+                if inside.any():
+                    n = int(inside.sum())
+                    freq, mean_p = float(y[inside].mean()), float(p[inside].mean())
+                    se = np.sqrt(mean_p * (1 - mean_p) / n)
+                    lines.append(
+                        f"      P in [{lo:.1f}, {hi:.1f}]: n {n:3d}  mean P {mean_p:.2f}  observed "
+                        f"{freq:.2f}  (+- {se:.2f} binomial SE of the mean P)"
+                    )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--set", choices=("closed", "open"))
+    ap.add_argument("--patients", type=int, default=100)
+    ap.add_argument("--first", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=20261207)
+    ap.add_argument("--out", type=Path)
+    ap.add_argument("--summary", type=Path, nargs="+")
+    args = ap.parse_args(argv)
+    if args.summary:
+        records = [json.loads(line) for f in args.summary for line in f.read_text().splitlines()]
+        print(summarise(records))
+        return 0
+    if not (args.set and args.out):
+        ap.error("--set and --out (or --summary)")
+    for i in range(args.first, args.first + args.patients):
+        record = one_patient(args.set, i, args.seed)
+        with args.out.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        print(f"{args.set} {i}: {record['status']}, {record['seconds']:.1f} s", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
