@@ -119,6 +119,14 @@ def one_patient(kind: str, i: int, seed: int) -> dict:
         **record,
         "status": "ok",
         "weights": comparison.weights,
+        "pseudo_bma": {
+            str(n): float(w)
+            for n, w in zip(comparison.table.twin.values, comparison.table.pseudo_bma.values)
+        },
+        "elpd_i": {  # pointwise, so that other weighting rules can be scored from the records
+            str(n): [float(v) for v in comparison.pointwise.elpd_i.sel(twin=n).values]
+            for n in comparison.table.twin.values
+        },
         "elpd_reliable": [bool(v) for v in comparison.table.elpd_reliable.values],
         "p_ensemble": float(d.p_meets.sel(source="ensemble")),
         "p_ensemble_mcse": float(d.p_meets_mcse.sel(source="ensemble")),
@@ -143,10 +151,33 @@ def _true_trough(spec, params, scenario) -> float:
     return float(np.ravel(next(iter(mean.values())))[0])
 
 
+def with_other_weights(record: dict) -> dict:
+    """The record with P(target) under weights computed afterwards from its pointwise elpds:
+    pseudo-BMA+ and Bayesian stacking (each twin's P mixed by the weights; converged twins only)."""
+    from twinbayes.comparison.weights import bayesian_stacking_weights
+
+    if record["status"] != "ok":
+        return record
+    names = [n for n, ok in zip(TWINS, record["converged"]) if ok]
+    p = np.array([record["p_twins"][n] for n in names])
+    elpd = np.array([record["elpd_i"][n] for n in names]).T
+    w = bayesian_stacking_weights(elpd, seed=record["patient"])[0] if len(names) > 1 else [1.0]
+    pbma = np.array([record["pseudo_bma"][n] for n in names])
+    return {
+        **record,
+        "p_bayes_stacking": float(np.dot(w, p)),
+        "p_pseudo_bma": float(np.dot(pbma / pbma.sum(), p)),
+    }
+
+
+METHODS = ("p_ensemble", "p_bayes_stacking", "p_pseudo_bma", "p_equal", "p_best_loo")
+
+
 def summarise(records: list[dict]) -> str:
     """Brier score, reliability, Spiegelhalter's z and wrong confident claims per set and method."""
     from scipy import stats
 
+    records = [with_other_weights(r) for r in records]
     lines = []
     for kind in sorted({r["set"] for r in records}):
         rows = [r for r in records if r["set"] == kind and r["status"] == "ok"]
@@ -155,7 +186,7 @@ def summarise(records: list[dict]) -> str:
             f"set {kind}: {len(rows)} patients ({sum(r['set'] == kind for r in records) - len(rows)} "
             f"without a converged twin); target met by {y.mean():.2f}"
         )
-        for method in ("p_ensemble", "p_equal", "p_best_loo"):
+        for method in METHODS:
             p = np.clip(np.array([r[method] for r in rows]), 0.0, 1.0)
             brier = float(np.mean((p - y) ** 2))
             z = float(
@@ -164,7 +195,7 @@ def summarise(records: list[dict]) -> str:
             confident = (p >= 0.95) | (p <= 0.05)
             wrong = confident & ((p >= 0.95) != (y == 1))
             lines.append(
-                f"  {method:<11} Brier {brier:.3f}  Spiegelhalter z {z:+.2f} (p {2 * stats.norm.sf(abs(z)):.2g})  "
+                f"  {method:<16} Brier {brier:.3f}  Spiegelhalter z {z:+.2f} (p {2 * stats.norm.sf(abs(z)):.2g})  "
                 f"confident claims {int(confident.sum())}, wrong {int(wrong.sum())}"
             )
             edges = np.linspace(0, 1, 6)

@@ -248,3 +248,27 @@ def test_scores_made_ahead_in_a_thread_give_the_same_comparison(theoph_twins):
         compare(theoph_twins, **{**kwargs, "seed": 8}, scores=scores)
     with pytest.raises(ValueError, match="other settings"):
         compare(theoph_twins, **kwargs, scores=scores[::-1])
+
+
+@pytest.mark.parametrize("n, gap", [(7, 1.0), (40, 0.1)])
+def test_bayesian_stacking_weights_match_quadrature_of_their_posterior(n, gap):
+    """Two twins: the posterior of w under a uniform prior is one-dimensional,
+    p(w | y) ~ prod_i (w p_i1 + (1 - w) p_i2); its mean and 5-95 % quantiles by quadrature on a
+    fine grid are the independent reference for the Gibbs sampler's.  On 7 points where one twin
+    is better everywhere, stacking says 1.00 and the posterior mean about 0.85."""
+    from twinbayes.comparison.weights import bayesian_stacking_weights, stacking_weights
+
+    rng = np.random.default_rng(n)
+    elpd = np.stack([rng.normal(-1.0, 0.3, n), rng.normal(-1.0 - gap, 0.3, n)], axis=1)
+    mean, draws = bayesian_stacking_weights(elpd, draws=4000, seed=1)
+    grid = np.linspace(1e-6, 1 - 1e-6, 20001)
+    log_post = np.log(np.outer(grid, np.exp(elpd[:, 0])) + np.outer(1 - grid, np.exp(elpd[:, 1])))
+    post = np.exp(log_post.sum(axis=1) - log_post.sum(axis=1).max())
+    cdf = np.cumsum(post) / post.sum()
+    ref_mean = float(np.sum(grid * post) / post.sum())
+    mcse = draws[:, 0].std() / np.sqrt(4000 / 20)  # a generous bound on the Gibbs chain's ESS
+    assert abs(mean[0] - ref_mean) < 3 * mcse + 1e-3, (mean, ref_mean)
+    for q in (0.05, 0.95):
+        assert abs(np.quantile(draws[:, 0], q) - grid[np.searchsorted(cdf, q)]) < 0.03
+    if n == 7:
+        assert stacking_weights(elpd)[0] > 0.999 and 0.7 < mean[0] < 0.95

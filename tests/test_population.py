@@ -136,6 +136,32 @@ def test_a_cohort_fit_needs_a_population_section(infants):
         fit_population("pk_1cmt_iv", list(infants.values()))
 
 
+@pytest.mark.slow  # a cohort model's compilation: about a minute
+def test_a_cohort_fit_gates_every_deviation_and_escalates(infants):
+    """Three infants, a warm-up far too short: the gate judges each infant's deviations too
+    (``eta_CL[0]`` ...), and the ladder escalates with the single-twin rules, every attempt
+    recorded."""
+    import json
+
+    from twinbayes.ladder import Ladder, Rung
+    from twinbayes.population import fit_population
+
+    pop = fit_population(
+        "phenobarbital_neonate_pop",
+        list(infants.values()),
+        seed=3,
+        draws=100,
+        tune=10,
+        chains=2,
+        ladder=Ladder((Rung(0.95, 2.0, 1.0),)),
+    )
+    names = list(pop.diagnostics.table.parameter.values)
+    assert {"TVCL", "omega_eta_CL", "eta_CL[0]", "eta_V[2]"} <= set(names)
+    attempts = json.loads(pop.idata.attrs["gate_attempts"])
+    assert len(attempts) == 2 and not attempts[0]["passed"]  # 10 warm-up steps cannot pass
+    assert attempts[1]["tune"] == 20
+
+
 def test_correlated_deviations_get_an_lkj_prior_in_the_cohort_model(infants):
     """A spec with a correlation matrix asks for a full Omega: LKJ Cholesky prior, one named
     correlation per pair, eta = z L^T; without one the deviations stay independent."""

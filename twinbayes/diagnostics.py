@@ -32,6 +32,7 @@ __all__ = [
     "ebfmi_per_chain",
     "attempts_disagree",
     "settled_chains",
+    "sampler_flags",
 ]
 
 
@@ -130,13 +131,22 @@ def check_convergence(idata, var_names: list[str], gate: Gate = Gate()) -> Diagn
     gate : Gate
     """
     post = idata["posterior"].to_dataset()
+    draws = {n: np.asarray(post[n].values, float) for n in var_names}
+    diverging, maxdepth, energy = sampler_flags(idata)
+    return diagnose(draws, diverging, maxdepth, gate, energy)
+
+
+def sampler_flags(idata) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Divergence and max-depth flags (chain, draw) and the energies (``None`` without them) of a
+    NUTS run, whichever sampler (nutpie or PyMC) wrote its ``sample_stats``."""
     stats = idata["sample_stats"].to_dataset()
     depth_var = next((v for v in ("maxdepth_reached", "reached_max_treedepth") if v in stats), None)
-    return diagnose(
-        {n: np.asarray(post[n].values, float) for n in var_names},
-        np.asarray(stats["diverging"].values) if "diverging" in stats else np.zeros(1, bool),
-        np.asarray(stats[depth_var].values) if depth_var else np.zeros(1, bool),
-        gate,
+    shape = (stats.sizes["chain"], stats.sizes["draw"])
+    return (
+        np.asarray(stats["diverging"].values, bool)
+        if "diverging" in stats
+        else np.zeros(shape, bool),
+        np.asarray(stats[depth_var].values, bool) if depth_var else np.zeros(shape, bool),
         np.asarray(stats["energy"].values, float) if "energy" in stats else None,
     )
 

@@ -10,7 +10,6 @@ predictive draws, and applies the convergence :class:`~twinbayes.diagnostics.Gat
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import time
@@ -24,16 +23,9 @@ import xarray as xr
 
 from . import graph_cache
 from .compiled_model import compile_model, guard_starts, sample_nuts
-from .diagnostics import (
-    Diagnostics,
-    Gate,
-    attempts_disagree,
-    check_convergence,
-    diagnose,
-    settled_chains,
-)
+from .diagnostics import Diagnostics, Gate, diagnose
 from .dynamics.design import Design, describe_excluded, design_for
-from .ladder import DEFAULT_LADDER, DEFAULT_MAXDEPTH, Attempt, Ladder, adaptation_problem
+from .ladder import DEFAULT_LADDER, DEFAULT_MAXDEPTH, Attempt, Ladder, adaptation_problem, climb
 from .model import TwinModel, obs_dim, patient_data
 from .patient import Patient
 from .sensitivity import power_scaling_sensitivity
@@ -377,50 +369,28 @@ def fit(
 def _sample_with_ladder(
     nuts: _Nuts, spec: ModelSpec, base: dict, gate: Gate, ladder: Ladder, progress: bool
 ):
-    """Sample; while the gate fails and rungs are left, escalate.  Returns the last attempt and all records.
+    """Sample along the ladder (:func:`~twinbayes.ladder.climb`).  Returns the last attempt, its
+    settings and verdict, every attempt's record and the seconds spent sampling."""
+    seconds = [0.0]
 
-    A fit the ladder escalated is judged once more with the chains of every attempt
-    (:func:`~twinbayes.diagnostics.attempts_disagree`): attempts that found different modes make
-    the twin multimodal (the first reasons), never converged, even when its last attempt passed.
-    """
-    attempts: list[Attempt] = []
-    seen: list[tuple[dict[str, np.ndarray], np.ndarray]] = []
-    t_sample = 0.0
-    failed: frozenset[str] = frozenset()
-    for step in range(len(ladder.rungs) + 1):
-        settings = base if step == 0 else ladder.settings(base, step, failed)
-        if step:
-            _log_escalation(spec.name, attempts[-1], step, len(ladder.rungs), settings)
+    def sample(settings: dict):
         t0 = time.perf_counter()
         idata = nuts.sample(settings, progress)
-        t_sample += time.perf_counter() - t0
-        diagnostics = check_convergence(idata, list(spec.parameters), gate)
-        seen.append(_settled(idata, spec))
-        attempts.append(_attempt(step, settings, diagnostics))
-        if diagnostics.passed:
-            break
-        failed = frozenset(k for k in _FAILURE_KINDS if diagnostics.failed_on(k))
-    if len(seen) > 1 and (modes := attempts_disagree(seen, gate)):
-        log.warning("%s: %s", spec.name, modes[0])
-        reasons = modes + ([] if diagnostics.passed else diagnostics.reasons)
-        diagnostics = dataclasses.replace(diagnostics, passed=False, reasons=reasons)
-    return idata, settings, diagnostics, attempts, t_sample
+        seconds[0] += time.perf_counter() - t0
+        return idata
 
+    def draws_of(idata) -> dict[str, np.ndarray]:
+        post = idata["posterior"]
+        return {p: np.asarray(post[p].values, float) for p in spec.parameters}
 
-def _settled(idata, spec: ModelSpec) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """An attempt's draws (chain, draw) per parameter and which chains settled (:func:`settled_chains`)."""
-    draws = {p: np.asarray(idata["posterior"][p].values, float) for p in spec.parameters}
-    stats = idata["sample_stats"]
-    flags = [
-        np.asarray(stats[v].values, bool)
-        if v in stats
-        else np.zeros((len(stats["chain"]), 1), bool)
-        for v in ("diverging", "maxdepth_reached")
-    ]
-    return draws, settled_chains(draws, *flags)
+    def announce(step: int, settings: dict, last: Diagnostics) -> None:
+        _log_escalation(spec.name, last, step, len(ladder.rungs), settings)
 
-
-_FAILURE_KINDS = ("R-hat", "ESS", "divergent", "tree depth", "E-BFMI")
+    done = climb(sample, draws_of, base, gate, ladder, announce)
+    if done.diagnostics.failed_on("multimodal"):
+        log.warning("%s: %s", spec.name, done.diagnostics.reasons[0])
+    attempts = [_attempt(step, s, d) for step, (s, d) in enumerate(done.attempts)]
+    return done.result, done.settings, done.diagnostics, attempts, seconds[0]
 
 
 def _attempt(step: int, settings: dict, diagnostics: Diagnostics) -> Attempt:
@@ -438,7 +408,7 @@ def _attempt(step: int, settings: dict, diagnostics: Diagnostics) -> Attempt:
     )
 
 
-def _log_escalation(name: str, last: Attempt, step: int, rungs: int, settings: dict) -> None:
+def _log_escalation(name: str, last: Diagnostics, step: int, rungs: int, settings: dict) -> None:
     log.warning(
         "%s: gate failed (%s); escalating, step %d of %d: target_accept %.3f, %d warm-up, %d draws, "
         "seed %d, max tree depth %d",

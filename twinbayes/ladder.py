@@ -27,8 +27,21 @@ task for its authors (e.g. an ordering constraint ``ka > ke``).
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
+
+import numpy as np
+
+from .diagnostics import (
+    Diagnostics,
+    Gate,
+    attempts_disagree,
+    diagnose,
+    sampler_flags,
+    settled_chains,
+)
 
 __all__ = [
     "Rung",
@@ -39,6 +52,8 @@ __all__ = [
     "NO_LADDER",
     "ADAPTATIONS",
     "adaptation_problem",
+    "Climb",
+    "climb",
 ]
 
 ADAPTATIONS = ("diag", "low_rank")
@@ -144,3 +159,69 @@ class Attempt(NamedTuple):
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready record (``summary.json``, NetCDF attributes, the report)."""
         return {**self._asdict(), "reasons": list(self.reasons)}
+
+
+FAILURE_KINDS = ("R-hat", "ESS", "divergent", "tree depth", "E-BFMI")
+"""The kinds of gate failure a rung responds to (:meth:`Ladder.settings`)."""
+
+
+class Climb(NamedTuple):
+    """What walking the ladder gave: the last attempt, its settings and verdict, and every attempt."""
+
+    result: Any
+    settings: dict[str, Any]
+    diagnostics: Diagnostics
+    attempts: list[tuple[dict[str, Any], Diagnostics]]
+
+
+def climb(
+    sample: Callable[[dict[str, Any]], Any],
+    draws_of: Callable[[Any], dict[str, np.ndarray]],
+    base: dict[str, Any],
+    gate: Gate,
+    ladder: Ladder,
+    announce: Callable[[int, dict[str, Any], Diagnostics], None] | None = None,
+) -> Climb:
+    """Sample; while the gate fails and rungs are left, escalate; then judge every attempt together.
+
+    Parameters
+    ----------
+    sample : callable
+        ``sample(settings)`` runs NUTS and returns its DataTree (``sample_stats`` as nutpie or
+        PyMC write it).
+    draws_of : callable
+        The gated parameters of a result, ``name -> (chain, draw)`` array.
+    base : dict
+        The first attempt's settings; rungs derive theirs (:meth:`Ladder.settings`).
+    gate, ladder
+    announce : callable, optional
+        Called as ``announce(step, settings, last verdict)`` before each escalation.
+
+    Returns
+    -------
+    Climb
+        A climb that escalated is judged once more with the settled chains of every attempt
+        (:func:`~twinbayes.diagnostics.attempts_disagree`): attempts that found different modes
+        make the result multimodal (the first reasons), never converged, even when its last
+        attempt passed.
+    """
+    attempts: list[tuple[dict[str, Any], Diagnostics]] = []
+    seen: list[tuple[dict[str, np.ndarray], np.ndarray]] = []
+    failed: frozenset[str] = frozenset()
+    for step in range(len(ladder.rungs) + 1):
+        settings = base if step == 0 else ladder.settings(base, step, failed)
+        if step and announce is not None:
+            announce(step, settings, attempts[-1][1])
+        result = sample(settings)
+        draws = draws_of(result)
+        diverging, maxdepth, energy = sampler_flags(result)
+        diagnostics = diagnose(draws, diverging, maxdepth, gate, energy)
+        seen.append((draws, settled_chains(draws, diverging, maxdepth)))
+        attempts.append((settings, diagnostics))
+        if diagnostics.passed:
+            break
+        failed = frozenset(k for k in FAILURE_KINDS if diagnostics.failed_on(k))
+    if len(seen) > 1 and (modes := attempts_disagree(seen, gate)):
+        reasons = modes + ([] if diagnostics.passed else diagnostics.reasons)
+        diagnostics = dataclasses.replace(diagnostics, passed=False, reasons=reasons)
+    return Climb(result, settings, diagnostics, attempts)

@@ -558,7 +558,7 @@ def _weights(twins, comparison, study) -> dict[str, float] | None:
         )
     column = study.comparison[
         "weights"
-    ]  # a column of Comparison.table: stacking, pseudo_bma or bma
+    ]  # a column of Comparison.table: stacking, bayes_stacking, pseudo_bma or bma
     return {
         str(t): float(w)
         for t, w in zip(comparison.table.twin.values, comparison.table[column].values)

@@ -11,6 +11,7 @@ import numpy as np
 from .calibration import loo_pit, pit_uniformity_test
 from .ensemble import average_predictive, predictive_draws
 from .fitting import Twin
+from .mc_error import NOT_ESTIMABLE, format_estimate
 
 __all__ = [
     "plot_ppc",
@@ -259,7 +260,9 @@ def plot_decision_table(result, target: str | None = None, path: str | Path | No
             ax.text(
                 j,
                 i,
-                f"{float(p[i, j]):.3f}\n± {float(e[i, j]):.3f}",
+                format_estimate(float(p[i, j]), float(e[i, j]), 3, (0.0, 1.0), pm="±")
+                .replace(" ±", "\n±")
+                .replace(f" ({NOT_ESTIMABLE})", "\nMCSE n/e"),
                 ha="center",
                 va="center",
                 color="w" if p[i, j] < 0.6 else "k",
@@ -272,7 +275,9 @@ def plot_decision_table(result, target: str | None = None, path: str | Path | No
         range(p.sizes["source"]), [str(s) for s in p.source.values], rotation=20, fontsize=8
     )
     ax.set_yticks(range(p.sizes["scenario"]), [str(s) for s in p.scenario.values], fontsize=8)
-    ax.set_title(f"P({target}) ± MC SE; red: best scenario per source", fontsize=9)
+    ax.set_title(
+        f"P({target}) ± MC SE (n/e: {NOT_ESTIMABLE}); red: best scenario per source", fontsize=9
+    )
     return _finish(fig, path)
 
 

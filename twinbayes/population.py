@@ -22,6 +22,7 @@ Without ``correlation`` the deviations are independent (``$OMEGA DIAGONAL``).
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 import tomllib
 from dataclasses import dataclass
@@ -29,8 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from .diagnostics import Diagnostics, Gate, check_convergence
+from .diagnostics import Diagnostics, Gate
 from .dynamics.design import Design, design_for
+from .ladder import DEFAULT_LADDER, Ladder, climb
 from .model import TwinModel, ieee_numerics
 from .patient import Patient
 from .spec.expr import PYTENSOR
@@ -77,7 +79,7 @@ class PopulationFit:
         Posterior of the population parameters, ``omega_<eta>``, the deviations ``eta``
         (``subject`` x ``deviation``) and each subject's derived quantities (e.g. ``CL``, ``V``).
     diagnostics : Diagnostics
-        The gate's verdict on the population parameters and ``omega``.
+        The gate's verdict on every parameter: population, ``omega`` and each deviation.
     seconds : float
         Wall time of compilation and sampling.
     """
@@ -310,6 +312,7 @@ def fit_population(
     target_accept: float = 0.9,
     gate: Gate = Gate(),
     progress: bool = False,
+    ladder: Ladder = DEFAULT_LADDER,
 ) -> PopulationFit:
     """Fit a population spec to a cohort: the joint posterior of population and individuals.
 
@@ -322,7 +325,13 @@ def fit_population(
     draws, tune, chains, seed, target_accept
         NUTS settings (nutpie).
     gate : Gate
-        Convergence thresholds for the population parameters and ``omega``.
+        Convergence thresholds for every parameter: the population parameters, ``omega`` (and
+        correlations) and each subject's deviations (``eta[subject, deviation]``).
+    ladder : Ladder
+        Escalation when the gate fails, with the rules of a single twin's fit
+        (:meth:`~twinbayes.ladder.Ladder.settings`; every attempt's settled chains judged
+        together, :func:`~twinbayes.diagnostics.attempts_disagree`).  The attempts are stored in
+        the posterior's attribute ``gate_attempts``.
 
     Returns
     -------
@@ -347,23 +356,46 @@ def fit_population(
     subjects = [p.label for p in patients]
     t0 = time.perf_counter()
     compiled = compile_model(population_model(spec, designs, subjects))
-    idata = sample_nuts(
-        guard_starts(compiled),
-        draws=draws,
-        tune=tune,
-        chains=chains,
-        seed=seed,
-        target_accept=target_accept,
-        progress_bar=progress,
+    base = dict(draws=draws, tune=tune, seed=seed, target_accept=target_accept)
+    done = climb(
+        lambda s: sample_nuts(
+            guard_starts(compiled),
+            draws=s["draws"],
+            tune=s["tune"],
+            chains=chains,
+            seed=s["seed"],
+            target_accept=s["target_accept"],
+            progress_bar=progress,
+            **({"maxdepth": s["maxdepth"]} if "maxdepth" in s else {}),
+        ),
+        lambda idata: _gated_draws(idata, spec),
+        base,
+        gate,
+        ladder,
+    )
+    idata = done.result
+    idata.attrs["gate_attempts"] = json.dumps(
+        [{**s, "passed": d.passed, "reasons": d.reasons} for s, d in done.attempts]
     )
     seconds = time.perf_counter() - t0
+    return PopulationFit(spec, tuple(subjects), idata, done.diagnostics, seconds, tuple(ids))
+
+
+def _gated_draws(idata, spec: ModelSpec) -> dict[str, np.ndarray]:
+    """Every parameter the gate judges, as (chain, draw) arrays: population quantities and each
+    subject's deviations (``eta[i,k]``, subject i and deviation k)."""
+    post = idata["posterior"]
     names = (
         population_parameters(spec)
         + [omega_name(e) for e in spec.population.etas]
         + correlation_names(spec)
     )
-    diagnostics = check_convergence(idata, names, gate)
-    return PopulationFit(spec, tuple(subjects), idata, diagnostics, seconds, tuple(ids))
+    out = {n: np.asarray(post[n].values, float) for n in names}
+    eta = np.asarray(post["eta"].values, float)  # (chain, draw, subject, deviation)
+    for i in range(eta.shape[2]):
+        for k, e in enumerate(spec.population.etas):
+            out[f"{e}[{i}]"] = eta[:, :, i, k]
+    return out
 
 
 def subjects_in(path) -> list[str]:

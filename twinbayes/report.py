@@ -213,7 +213,12 @@ def _comparison_headline(t: xr.Dataset, weights: str) -> str:
             else ". Every other twin is more than 2 SE behind"
         )
     weights_text = ", ".join(f"{n} {float(t[column][i]):.2f}" for i, n in enumerate(names))
-    label = {"stacking": "Stacking", "pseudo_bma": "Pseudo-BMA+", "bma": "BMA"}.get(column, column)
+    label = {
+        "stacking": "Stacking",
+        "bayes_stacking": "Bayesian stacking",
+        "pseudo_bma": "Pseudo-BMA+",
+        "bma": "BMA",
+    }.get(column, column)
     return text + f". {label} weights: {weights_text}." + _unreliable_weights(t, column)
 
 

@@ -343,10 +343,11 @@ def _parse_comparison(raw: dict) -> dict[str, Any]:
             raise SpecError(f"comparison.{key}", f"must be a whole number >= {low}, got {v!r}")
     if not isinstance(comparison["weights"], str) or comparison["weights"] not in (
         "stacking",
+        "bayes_stacking",
         "pseudo_bma",
         "bma",
     ):
-        raise SpecError("comparison.weights", "choose stacking, pseudo_bma or bma")
+        raise SpecError("comparison.weights", "choose stacking, bayes_stacking, pseudo_bma or bma")
     if comparison["bma_method"] not in ("smc", "importance"):
         raise SpecError(
             "comparison.bma_method",

@@ -18,7 +18,12 @@ from .cv import standard_error
 from .marginal import IMPORTANCE_ESS_MIN, IMPORTANCE_KHAT_MAX, bma_weights
 from .notes import duplicate_notes, selection_bias_note
 from .scoring import Scoring
-from .weights import bootstrap_stacking_weights, pseudo_bma_plus_weights, stacking_weights
+from .weights import (
+    bayesian_stacking_weights,
+    bootstrap_stacking_weights,
+    pseudo_bma_plus_weights,
+    stacking_weights,
+)
 
 __all__ = ["Comparison", "compare"]
 
@@ -70,7 +75,7 @@ class Comparison:
 
     def __str__(self) -> str:
         t = self.table
-        cols = f"{'twin':<20} {'elpd':>8} {'se':>6} {'mcse':>6} {'diff':>7} {'dse':>6} {'p_loo':>6} {'stacking (90% BB)':>20} {'pBMA+':>6}"
+        cols = f"{'twin':<20} {'elpd':>8} {'se':>6} {'mcse':>6} {'diff':>7} {'dse':>6} {'p_loo':>6} {'stacking (90% BB)':>20} {'pBMA+':>6} {'Bayes-stacking (90%)':>21}"
         has_bma, has_crps = "bma" in t, "crps" in t
         if has_bma:
             cols += f" {'BMA':>6}"
@@ -79,13 +84,12 @@ class Comparison:
         lines = [cols + "  cv / note"]
         for i in range(t.sizes["twin"]):
             r = t.isel(twin=i)
-            stack = (
-                f"{float(r.stacking):.2f} ({float(r.stacking_q05):.2f}-{float(r.stacking_q95):.2f})"
-            )
+            stack = _interval(r, "stacking")
             line = (
                 f"{str(r.twin.values):<20} {float(r.elpd):>8.2f} {float(r.se):>6.2f} "
                 f"{_mcse_cell(float(r.mcse)):>6} {float(r.elpd_diff):>7.2f} "
                 f"{float(r.se_diff):>6.2f} {float(r.p_loo):>6.2f} {stack:>20} {float(r.pseudo_bma):>6.2f}"
+                f" {_interval(r, 'bayes_stacking'):>21}"
             )
             if has_bma:
                 line += f" {float(r.bma):>6.2f}"
@@ -285,14 +289,17 @@ def _check_same_data(twins: list[Twin]) -> None:
 def _weights(
     elpd_i: np.ndarray, inc: np.ndarray, n_bootstrap: int, seed: int
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Stacking (with its 90 % Bayesian-bootstrap interval) and pseudo-BMA+ weights; 0 for excluded twins.
+    """Stacking (with its 90 % Bayesian-bootstrap interval), pseudo-BMA+ and Bayesian stacking
+    (posterior mean, 90 % posterior interval) weights; 0 for excluded twins.
 
     Also their replicates, ``(replicate, twin)`` per method: the Bayesian-bootstrap
-    stacking weights and the pseudo-BMA+ bootstrap weights.
+    stacking weights, the pseudo-BMA+ bootstrap weights and posterior draws of the Bayesian
+    stacking weights (:func:`~twinbayes.comparison.weights.bayesian_stacking_weights`).
     """
     k = elpd_i.shape[1]
-    out = {name: np.zeros(k) for name in ("stacking", "stacking_q05", "stacking_q95", "pseudo_bma")}
-    draws = {"stacking": np.zeros((n_bootstrap, k)), "pseudo_bma": np.zeros((n_bootstrap, k))}
+    names = ("stacking", "stacking_q05", "stacking_q95", "pseudo_bma", "bayes_stacking")
+    out = {name: np.zeros(k) for name in (*names, "bayes_stacking_q05", "bayes_stacking_q95")}
+    draws = {m: np.zeros((n_bootstrap, k)) for m in ("stacking", "pseudo_bma", "bayes_stacking")}
     if len(inc) == 1:
         for v in (*out.values(), *draws.values()):
             v[..., inc] = 1.0
@@ -307,6 +314,13 @@ def _weights(
     )
     out["pseudo_bma"][inc] = mean
     draws["pseudo_bma"][:, inc] = replicates[:n_bootstrap]
+    mean, posterior = bayesian_stacking_weights(elpd_i[:, inc], seed=seed)
+    out["bayes_stacking"][inc] = mean
+    out["bayes_stacking_q05"][inc], out["bayes_stacking_q95"][inc] = np.quantile(
+        posterior, [0.05, 0.95], axis=0
+    )
+    pick = np.linspace(0, len(posterior) - 1, n_bootstrap).round().astype(int)
+    draws["bayes_stacking"][:, inc] = posterior[pick]
     return out, draws
 
 
@@ -342,6 +356,12 @@ def _row_notes(
                 "or its elpd estimate unreliable (Vehtari et al. 2017, sec. 4.2; loo's diagnostics)"
             )
     return notes
+
+
+def _interval(row: xr.Dataset, name: str) -> str:
+    """A weight and its 90 % interval, ``0.84 (0.55-0.99)``."""
+    lo, hi = float(row[f"{name}_q05"]), float(row[f"{name}_q95"])
+    return f"{float(row[name]):.2f} ({lo:.2f}-{hi:.2f})"
 
 
 def _mcse_cell(mcse: float) -> str:
