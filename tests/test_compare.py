@@ -59,8 +59,11 @@ def test_weights_agree_with_arviz_compare(theoph_twins):
     comp = compare(theoph_twins, include_unconverged=True, refit=False, seed=124)
     assert comp.table.stacking.sum() == pytest.approx(1.0)
     np.testing.assert_allclose(
-        [comp.weights[t.name] for t in theoph_twins], stacking_weights(elpd_i), atol=1e-12
+        [comp.weights_of("stacking")[t.name] for t in theoph_twins],
+        stacking_weights(elpd_i),
+        atol=1e-12,
     )
+    assert comp.weights == comp.weights_of("bayes_stacking")  # the default (issue 36)
 
 
 def test_stacking_picks_the_only_predictive_twin():

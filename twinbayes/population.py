@@ -157,7 +157,8 @@ class PopulationFit:
         cov = self.predictive_deviation_cov()
         sd = np.sqrt(np.diag(cov))
         doc["population"]["sd"] = [float(v) for v in sd]
-        corr = cov / np.outer(sd, sd)
+        corr = np.clip(cov / np.outer(sd, sd), -1.0, 1.0)
+        np.fill_diagonal(corr, 1.0)
         if correlated(self.spec) or not np.allclose(corr, np.eye(len(sd)), atol=1e-3):
             doc["population"]["correlation"] = [[float(v) for v in row] for row in corr]
         doc["population"].pop("sd_prior", None)

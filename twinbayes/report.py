@@ -117,12 +117,12 @@ def _answer(d: xr.Dataset, study: dict, target: str) -> Answer:
     equal = _value(d, "p_meets_equal", **at)
     lines = [
         f"P({target}) under {choice}: {spread}{'; ' if spread else ''}ensemble "
-        f"{format_estimate(p_ens, p_mcse, 2, (0.0, 1.0), pm='±')}"
+        f"{_probability(p_ens, p_mcse)}"
         + (" (Monte Carlo SE)" if mcse_estimable(p_ens, p_mcse, (0.0, 1.0)) else "")
         + (f"; {lo:.2f}-{hi:.2f} over weights the data support about as well" if lo == lo else "")
         + (f"; {equal:.2f} with equal weights." if equal == equal else ".")
     ]
-    lines += _depends_on_belief(d, target, choice, excluded)
+    lines = _depends_on_belief(d, target, choice, excluded) + lines  # first: is it robust?
     reference = str(d.scenario.values[0])
     if choice != reference:
         diff = _value(d, "p_meets_diff", source="ensemble", **at)
@@ -143,6 +143,14 @@ def _answer(d: xr.Dataset, study: dict, target: str) -> Answer:
         f"changes under the weights' uncertainty: {_value(d, 'p_ensemble_choice_changes', target=target):.2f}."
     )
     return Answer(target, verdict, lines)
+
+
+def _probability(p: float, mcse: float) -> str:
+    """P with its MCSE for the answer box: two decimals, the MCSE to its first significant digit
+    where it is below 0.005 (never ``± 0.00``), or the words of :mod:`~twinbayes.mc_error`."""
+    if mcse_estimable(p, mcse, (0.0, 1.0)) and 0 < mcse < 0.005:
+        return f"{p:.2f} ± {mcse:.1g}"
+    return format_estimate(p, mcse, 2, (0.0, 1.0), pm="±")
 
 
 def _depends_on_belief(d: xr.Dataset, target: str, choice: str, excluded: list[str]) -> list[str]:

@@ -324,7 +324,7 @@ def _parse_comparison(raw: dict) -> dict[str, Any]:
         "kfold_k": 10,
         "bma": False,
         "bma_method": "smc",
-        "weights": "stacking",
+        "weights": "bayes_stacking",  # as comparison.ranking.DEFAULT_WEIGHTS
         "cv": "loo",
         "lfo_min_points": 3,
         "lfo_horizon": 1,

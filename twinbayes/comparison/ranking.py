@@ -25,7 +25,12 @@ from .weights import (
     stacking_weights,
 )
 
-__all__ = ["Comparison", "compare"]
+__all__ = ["Comparison", "compare", "DEFAULT_WEIGHTS"]
+
+DEFAULT_WEIGHTS = "bayes_stacking"
+"""The weights a comparison hands on by default (:attr:`Comparison.weights`, a study's
+``[comparison] weights``): Bayesian stacking, calibrated on few levels where the stacking optimum
+is not (docs/comparison.md, "Is the answer calibrated?")."""
 
 
 @dataclass
@@ -37,8 +42,10 @@ class Comparison:
     table : xarray.Dataset
         One row per twin (dimension ``twin``), best first: ``elpd``, ``se``,
         ``p_loo``, ``elpd_diff``/``se_diff`` (against the best included twin),
+        ``mcse`` (Monte Carlo SE of ``elpd``), ``elpd_reliable`` (no failed refit behind it),
         ``n_high_k``, ``cv_method``, weights (``stacking`` with bootstrap
-        ``stacking_q05``/``stacking_q95``, ``pseudo_bma``, optionally ``bma``
+        ``stacking_q05``/``stacking_q95``, ``bayes_stacking`` with its posterior
+        ``bayes_stacking_q05``/``_q95``, ``pseudo_bma``, optionally ``bma``
         with ``bma_se``), ``elpd_waic`` (secondary), ``converged``,
         ``included`` and ``note``.
     pointwise : xarray.Dataset
@@ -48,9 +55,10 @@ class Comparison:
     notes : list of str
         Flags: near-duplicate twins, possible selection bias, exclusions.
     weight_draws : xarray.Dataset
-        ``stacking`` (Bayesian-bootstrap stacking weights) and ``pseudo_bma``
-        (its bootstrap replicates), each ``(replicate, twin)``: the weights'
-        uncertainty, for :func:`~twinbayes.twin_disagreement.disagreement`.
+        ``stacking`` (Bayesian-bootstrap stacking weights), ``pseudo_bma``
+        (its bootstrap replicates) and ``bayes_stacking`` (posterior draws), each
+        ``(replicate, twin)``: the weights' uncertainty, for
+        :func:`~twinbayes.twin_disagreement.disagreement`.
     """
 
     table: xr.Dataset
@@ -59,7 +67,7 @@ class Comparison:
     notes: list[str] = field(default_factory=list)
     weight_draws: xr.Dataset | None = None
 
-    def weight_draws_of(self, method: str = "stacking") -> dict[str, np.ndarray] | None:
+    def weight_draws_of(self, method: str = DEFAULT_WEIGHTS) -> dict[str, np.ndarray] | None:
         """Replicates of the ``method`` weights by twin name (for :func:`~twinbayes.twin_disagreement.disagreement`)."""
         if self.weight_draws is None or method not in self.weight_draws:
             return None
@@ -68,10 +76,13 @@ class Comparison:
 
     @property
     def weights(self) -> dict[str, float]:
-        """Stacking weights by twin name."""
-        return {
-            str(t): float(w) for t, w in zip(self.table.twin.values, self.table.stacking.values)
-        }
+        """The default weights (:data:`DEFAULT_WEIGHTS`, Bayesian stacking) by twin name."""
+        return self.weights_of(DEFAULT_WEIGHTS)
+
+    def weights_of(self, method: str) -> dict[str, float]:
+        """The ``method`` weights (a column of :attr:`table`: ``stacking``, ``bayes_stacking``,
+        ``pseudo_bma`` or ``bma``) by twin name."""
+        return {str(t): float(w) for t, w in zip(self.table.twin.values, self.table[method].values)}
 
     def __str__(self) -> str:
         t = self.table
