@@ -23,7 +23,7 @@ nb(
         "twins[0].summary()",
         "md:## Checks: posterior predictive and LOO-PIT calibration",
         "for t in twins:\n    plot_twin_checks(t)\n    plt.show()",
-        "md:## Out-of-sample comparison\n\nPSIS-LOO with exact refits where Pareto k is high; stacking weights with their Bayesian-bootstrap uncertainty; pseudo-BMA+.",
+        "md:## Out-of-sample comparison\n\nPSIS-LOO with exact refits where Pareto k is high, every elpd with its Monte Carlo SE. The weights the ensemble uses are Bayesian stacking's (the posterior of the stacking weights: on ten levels it keeps open what ten levels cannot decide), beside stacking's optimum with its Bayesian-bootstrap interval and pseudo-BMA+. A twin whose elpd rests on refits that failed their convergence gate is marked UNRELIABLE in its row, and so is its weight.",
         "print('failed the gate after the escalation ladder:', [t.name for t in twins if not t.converged] or 'none')\ncomparison = compare(twins, seed=1)  # twins that failed the gate get no weight\nprint(comparison)\nassert abs(comparison.table.stacking.sum() - 1) < 1e-9",
         "plot_average(twins, comparison.weights, until=36)\nplt.show()",
     ],
@@ -49,11 +49,11 @@ nb(
 
 nb(
     [
-        "md:# Dosing scenarios: how much do the twins disagree?\n\nTheophylline subject 1. Two regimens with the same daily dose -- 320 mg every 12 h or 160 mg every 6 h -- simulated under three PK twins and their stacking ensemble. Question: what is the probability that the concentration stays within the therapeutic window of 10-20 mg/L throughout day 3, and how much of the uncertainty comes from not knowing which twin is right?",
+        "md:# Dosing scenarios: how much do the twins disagree?\n\nTheophylline subject 1. Two regimens with the same daily dose -- 320 mg every 12 h or 160 mg every 6 h -- simulated under three PK twins and their ensemble (Bayesian-stacking weights). Question: what is the probability that the concentration stays within the therapeutic window of 10-20 mg/L throughout day 3, and how much of the uncertainty comes from not knowing which twin is right?",
         "import numpy as np\nimport matplotlib.pyplot as plt\nimport twinbayes as tb\nfrom twinbayes.fitting import fit\nfrom twinbayes.comparison import compare\nfrom twinbayes.library import data_path\nfrom twinbayes.scenarios import Scenario\nfrom twinbayes.qoi import Cmax, ValueAt, StaysInRange, Target\nfrom twinbayes.twin_disagreement import disagreement\nfrom twinbayes.plots import plot_scenario_fans, plot_disagreement_over_time, plot_decision_table\n\npatient = tb.Patient.from_csv(data_path('theophylline.csv'), subject=1)\ntwins = [fit(tb.load_spec(n), patient, seed=i, draws=1000) for i, n in enumerate(['pk_1cmt_oral', 'pk_1cmt_oral_lag', 'pk_2cmt_oral'], 1)]\nprint('failed the gate after the escalation ladder:', [t.name for t in twins if not t.converged] or 'none')\ncomparison = compare(twins, seed=1)  # twins that failed the gate get no weight\nprint(comparison)",
         "scenarios = [Scenario.regimen('320 mg q12h', 320, 'oral', interval=12, n_doses=6),\n             Scenario.regimen('160 mg q6h', 160, 'oral', interval=6, n_doses=12)]\nday3 = (48.0, 72.0)\nstays = StaysInRange(10, 20, day3, name='stays in 10-20 mg/L on day 3')\nresult = disagreement(twins, comparison.weights, scenarios, np.linspace(0, 72, 289),\n                      qois=[Cmax(day3, name='Cmax day 3'), ValueAt(72.0, name='trough 72 h')],\n                      targets=[Target(stays, lower=1, name=stays.name)],\n                      weight_draws=comparison.weight_draws_of())  # shares carry the weights' uncertainty\nprint(result)",
         "plot_scenario_fans(result, band=(10, 20)); plt.show()\nplot_disagreement_over_time(result); plt.show()\nplot_decision_table(result); plt.show()",
-        "md:Every probability comes with its Monte Carlo standard error (block jackknife over the MCMC draws). The between-twin share is the part of the ensemble's predictive variance that would vanish if we knew which twin is right.",
+        "md:Every probability comes with its Monte Carlo standard error (block jackknife over the MCMC draws). The between-twin share is the part of the ensemble's predictive variance that would vanish if we knew which twin is right; its range over the weight draws always contains it (a sensitivity range, not a credible interval).",
         "result.data[['p_meets', 'p_meets_mcse']].to_dataframe()",
     ],
     "notebooks/03_dosing_scenario_disagreement.ipynb",
