@@ -53,9 +53,9 @@ class Gate:
     ebfmi_min : float
         Smallest acceptable E-BFMI of any chain (Betancourt 2016: below 0.3 is a warning sign).
     rhat_attempts_max : float
-        Largest acceptable R-hat over the chains of *every* attempt of a fit that the ladder
-        escalated after an R-hat failure (:func:`attempts_disagree`): above it the attempts
-        found different modes, and the fit is reported as multimodal, not converged.
+        Largest acceptable R-hat over the settled chains of *every* attempt of a fit that the
+        ladder escalated (:func:`attempts_disagree`): above it the attempts found different
+        modes, and the fit is reported as multimodal, not converged.
     """
 
     rhat_max: float = 1.01
