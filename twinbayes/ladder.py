@@ -206,7 +206,7 @@ def climb(
         attempt passed.
     """
     attempts: list[tuple[dict[str, Any], Diagnostics]] = []
-    seen: list[tuple[dict[str, np.ndarray], np.ndarray]] = []
+    seen: list[tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]] = []
     failed: frozenset[str] = frozenset()
     for step in range(len(ladder.rungs) + 1):
         settings = base if step == 0 else ladder.settings(base, step, failed)
@@ -216,12 +216,14 @@ def climb(
         draws = draws_of(result)
         diverging, maxdepth, energy = sampler_flags(result)
         diagnostics = diagnose(draws, diverging, maxdepth, gate, energy)
-        seen.append((draws, settled_chains(draws, diverging, maxdepth)))
+        seen.append((draws, diverging, maxdepth))
         attempts.append((settings, diagnostics))
         if diagnostics.passed:
             break
         failed = frozenset(k for k in FAILURE_KINDS if diagnostics.failed_on(k))
-    if len(seen) > 1 and (modes := attempts_disagree(seen, gate)):
+    if len(seen) > 1 and (  # settled chains are needed only once the ladder escalated
+        modes := attempts_disagree([(d, settled_chains(d, dv, md)) for d, dv, md in seen], gate)
+    ):
         reasons = modes + ([] if diagnostics.passed else diagnostics.reasons)
         diagnostics = dataclasses.replace(diagnostics, passed=False, reasons=reasons)
     return Climb(result, settings, diagnostics, attempts)

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["NOT_ESTIMABLE", "mcse_estimable", "format_mcse", "format_estimate"]
+__all__ = ["NOT_ESTIMABLE", "SHORT", "mcse_estimable", "format_mcse", "format_estimate"]
 
 NOT_ESTIMABLE = "MCSE not estimable"
 """The words written where an MCSE cannot be estimated (console, report, text files)."""
+SHORT = "n/e"
+"""The same in a narrow table column or figure cell, with :data:`NOT_ESTIMABLE` in a footnote."""
 
 
 def mcse_estimable(value: float, mcse: float, bounds: tuple[float, float] | None = None) -> bool:
@@ -36,10 +38,14 @@ def mcse_estimable(value: float, mcse: float, bounds: tuple[float, float] | None
 
 
 def format_mcse(
-    mcse: float, digits: int = 3, value: float = 0.0, bounds: tuple[float, float] | None = None
+    mcse: float,
+    digits: int = 3,
+    value: float = 0.0,
+    bounds: tuple[float, float] | None = None,
+    words: str = NOT_ESTIMABLE,
 ) -> str:
-    """``mcse`` with ``digits`` decimals, or :data:`NOT_ESTIMABLE`."""
-    return f"{mcse:.{digits}f}" if mcse_estimable(value, mcse, bounds) else NOT_ESTIMABLE
+    """``mcse`` with ``digits`` decimals, or ``words`` (:data:`NOT_ESTIMABLE`, or :data:`SHORT`)."""
+    return f"{mcse:.{digits}f}" if mcse_estimable(value, mcse, bounds) else words
 
 
 def format_estimate(
@@ -48,10 +54,12 @@ def format_estimate(
     digits: int = 3,
     bounds: tuple[float, float] | None = None,
     pm: str = "+-",
+    words: str = NOT_ESTIMABLE,
 ) -> str:
-    """``"value +- mcse"``, ``"value (MCSE not estimable)"``, or ``"n/a"`` where ``value`` is undefined."""
+    """``"value +- mcse"``, ``"value (MCSE not estimable)"`` (``words``), or ``"n/a"`` where
+    ``value`` is undefined."""
     if not math.isfinite(value):
         return "n/a"
     if mcse_estimable(value, mcse, bounds):
         return f"{value:.{digits}f} {pm} {mcse:.{digits}f}"
-    return f"{value:.{digits}f} ({NOT_ESTIMABLE})"
+    return f"{value:.{digits}f} ({words})"

@@ -11,7 +11,7 @@ import numpy as np
 from .calibration import loo_pit, pit_uniformity_test
 from .ensemble import average_predictive, predictive_draws
 from .fitting import Twin
-from .mc_error import NOT_ESTIMABLE, format_estimate
+from .mc_error import NOT_ESTIMABLE, SHORT, format_estimate
 
 __all__ = [
     "plot_ppc",
@@ -260,9 +260,11 @@ def plot_decision_table(result, target: str | None = None, path: str | Path | No
             ax.text(
                 j,
                 i,
-                format_estimate(float(p[i, j]), float(e[i, j]), 3, (0.0, 1.0), pm="±")
+                format_estimate(
+                    float(p[i, j]), float(e[i, j]), 3, (0.0, 1.0), pm="±", words=f"MCSE {SHORT}"
+                )
                 .replace(" ±", "\n±")
-                .replace(f" ({NOT_ESTIMABLE})", "\nMCSE n/e"),
+                .replace(f" (MCSE {SHORT})", f"\nMCSE {SHORT}"),
                 ha="center",
                 va="center",
                 color="w" if p[i, j] < 0.6 else "k",
@@ -276,7 +278,7 @@ def plot_decision_table(result, target: str | None = None, path: str | Path | No
     )
     ax.set_yticks(range(p.sizes["scenario"]), [str(s) for s in p.scenario.values], fontsize=8)
     ax.set_title(
-        f"P({target}) ± MC SE (n/e: {NOT_ESTIMABLE}); red: best scenario per source", fontsize=9
+        f"P({target}) ± MC SE ({SHORT}: {NOT_ESTIMABLE}); red: best scenario per source", fontsize=9
     )
     return _finish(fig, path)
 

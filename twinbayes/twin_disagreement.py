@@ -35,7 +35,7 @@ import xarray as xr
 
 from .ensemble import predictive_draws
 from .fitting import Twin
-from .mc_error import NOT_ESTIMABLE, format_estimate
+from .mc_error import NOT_ESTIMABLE, SHORT, format_estimate
 from .qoi import Target, qoi_name
 from .scenarios import Scenario
 
@@ -259,8 +259,10 @@ class Disagreement:
                 )
             )
         note = self.exclusion_note()
-        if any("(n/e)" in line for line in lines):
-            lines.append(f"n/e: {NOT_ESTIMABLE} (every draw agreed, or the error is as large as P)")
+        if any(f"({SHORT})" in line for line in lines):
+            lines.append(
+                f"{SHORT}: {NOT_ESTIMABLE} (every draw agreed, or the error is as large as P)"
+            )
         return "\n".join(lines + ([f"note: {note}"] if note else []))
 
     def _ensemble_spread(self, sc, tg) -> str:
@@ -300,7 +302,7 @@ def _probability_cell(d: xr.Dataset, source, scenario, target) -> str:
     """P(meets target) of one source and scenario with its MCSE (:func:`~twinbayes.mc_error.format_estimate`)."""
     at = dict(source=source, scenario=scenario, target=target)
     p, se = float(d.p_meets.sel(**at)), float(d.p_meets_mcse.sel(**at))
-    return format_estimate(p, se, 3, (0.0, 1.0)).replace(f" ({NOT_ESTIMABLE})", " (n/e)")
+    return format_estimate(p, se, 3, (0.0, 1.0), words=SHORT)
 
 
 def disagreement(

@@ -13,7 +13,7 @@ import numpy as np
 import xarray as xr
 
 from ..fitting import Twin
-from ..mc_error import NOT_ESTIMABLE, format_mcse, mcse_estimable
+from ..mc_error import NOT_ESTIMABLE, SHORT, format_mcse
 from .cv import standard_error
 from .marginal import IMPORTANCE_ESS_MIN, IMPORTANCE_KHAT_MAX, bma_weights
 from .notes import duplicate_notes, selection_bias_note
@@ -108,7 +108,7 @@ class Comparison:
                 line += f" {float(r.crps):>8.3g}"
             note = str(r.note.values)
             lines.append(line + f"  {str(r.cv_method.values)}" + (f"; {note}" if note else ""))
-        footnote = [f"n/e: {NOT_ESTIMABLE}"] if any("n/e" in line for line in lines[1:]) else []
+        footnote = [f"{SHORT}: {NOT_ESTIMABLE}"] if any(SHORT in ln for ln in lines[1:]) else []
         return "\n".join(lines + [f"note: {n}" for n in self.notes + footnote])
 
 
@@ -377,7 +377,7 @@ def _interval(row: xr.Dataset, name: str) -> str:
 
 def _mcse_cell(mcse: float) -> str:
     """An elpd's MCSE in the table's narrow column (``n/e``: :data:`~twinbayes.mc_error.NOT_ESTIMABLE`, footnoted)."""
-    return format_mcse(mcse, 2) if mcse_estimable(0.0, mcse) else "n/e"
+    return format_mcse(mcse, 2, words=SHORT)
 
 
 def elpd_reliable(results: list[xr.Dataset]) -> list[bool]:
