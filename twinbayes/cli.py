@@ -19,11 +19,11 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .error import TwinbayesError
 from .ladder import NO_LADDER
 from .library import list_specs
 from .patient import Patient, PatientDataError
-from .results import OutputError
-from .spec.model_spec import SpecError, load_spec
+from .spec.model_spec import load_spec
 
 
 def _positive_int(text: str) -> int:
@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
             return _patient(args)
         if args.command == "validate":
             return _validate(args)
-    except (SpecError, PatientDataError, OutputError, FileExistsError, FileNotFoundError) as exc:
+    except (TwinbayesError, FileExistsError, FileNotFoundError) as exc:
         print(f"twinbayes: error: {exc}", file=sys.stderr)
         return 2
     return 0  # pragma: no cover

@@ -47,6 +47,7 @@ from typing import Any
 from .patient import Patient, PatientDataError
 from .scenarios import MAX_DOSES, Scenario
 from .units import UnitError, conversion_factor, parse_unit
+from .untrusted import read_file
 
 __all__ = [
     "FhirMapping",
@@ -556,17 +557,10 @@ def _load(bundle: str | Path | Mapping) -> tuple[str, Any]:
     if isinstance(bundle, Mapping):
         return "<bundle>", bundle
     path = Path(bundle)
+    raw = read_file(path, MAX_BUNDLE_BYTES, PatientDataError)
     try:
-        size = path.stat().st_size
-    except (FileNotFoundError, OSError):
-        raise PatientDataError(f"{path}: file not found") from None
-    if size > MAX_BUNDLE_BYTES:
-        raise PatientDataError(
-            f"{path}: {size / 1e6:.0f} MB is more than one patient's record ({MAX_BUNDLE_BYTES / 1e6:.0f} MB at most)"
-        )
-    try:
-        return str(path), json.loads(path.read_bytes())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return str(path), json.loads(raw)
+    except ValueError as exc:  # not JSON, not UTF-8, an integer of more than 4300 digits
         raise PatientDataError(f"{path}: not a JSON file ({exc})") from None
     except RecursionError:
         raise PatientDataError(f"{path}: JSON nested too deeply") from None

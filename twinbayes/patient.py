@@ -30,7 +30,9 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from .error import TwinbayesError
 from .units import UnitError, conversion_factor, parse_unit
+from .untrusted import read_file
 
 __all__ = ["PatientDataError", "Patient", "COLUMNS"]
 
@@ -42,7 +44,7 @@ MAX_BYTES = 20_000_000
 """Largest patient file read (bytes): one patient's data, not a cohort's."""
 
 
-class PatientDataError(ValueError):
+class PatientDataError(TwinbayesError, ValueError):
     """Patient data are malformed; the message says where and how to fix them."""
 
 
@@ -351,17 +353,11 @@ class Patient:
             Naming the file, line and column, and how to fix the data.
         """
         path = resolve_data_path(path)
-        try:
-            raw = path.read_bytes()
-        except FileNotFoundError:
-            raise PatientDataError(f"{path}: file not found") from None
-        except (IsADirectoryError, PermissionError) as exc:
-            raise PatientDataError(f"{path}: cannot read the file ({type(exc).__name__})") from None
-        if len(raw) > MAX_BYTES:
-            raise PatientDataError(
-                f"{path}: {len(raw) / 1e6:.0f} MB is more than one patient's data ({MAX_BYTES / 1e6:.0f} MB at most); "
-                "split a cohort file into one file per patient"
-            )
+        return cls.from_csv_bytes(read_file(path, MAX_BYTES, PatientDataError), str(path), subject)
+
+    @classmethod
+    def from_csv_bytes(cls, raw: bytes, path: str, subject: str | int | None = None) -> Patient:
+        """A tidy CSV file's bytes as read by :meth:`from_csv` (``path`` names it in errors)."""
         try:
             text = raw.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
@@ -416,7 +412,7 @@ class Patient:
                 (t, r["time_unit"], event, r["name"], v, r["unit"], _duration(r, event, where))
             )
             lines.append(ln)
-        return _build(rows, lines, subject or "", str(path), sha=hashlib.sha256(raw).hexdigest())
+        return _build(rows, lines, subject or "", path, sha=hashlib.sha256(raw).hexdigest())
 
 
 def _number(text: str, where: str) -> float:

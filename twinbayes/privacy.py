@@ -16,10 +16,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import re
 import secrets
 from pathlib import Path
 
-__all__ = ["pseudonym", "key_file"]
+__all__ = ["pseudonym", "key_file", "PSEUDONYM"]
+
+PSEUDONYM = re.compile(r"p-[0-9a-f]{12}")
+"""What :func:`pseudonym` returns (a results folder's ``patient.csv`` subject is checked against it)."""
 
 
 _PROCESS_KEY = secrets.token_bytes(32)

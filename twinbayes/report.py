@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import json
 import shlex
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,11 @@ import jinja2
 import numpy as np
 import xarray as xr
 
+from .error import ResultsFolderError
 from .mc_error import format_estimate, mcse_estimable
+from .results import OutputError
+from .results_reading import check_results_folder, read_json, read_study_copy, read_summary
+from .untrusted import checked_in_folder, exists_in_folder, read_in_folder, replace_in_folder
 
 __all__ = ["write_report", "answers"]
 
@@ -56,13 +59,27 @@ class Answer:
     lines: list[str]
 
 
-def _figure(path: Path, alt: str) -> dict | None:
-    if not path.exists():
+MAX_FIGURE_BYTES = 20_000_000
+"""Largest PNG embedded (a figure of twinbayes is well under 1 MB)."""
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _figure(folder: Path, rel: str, alt: str) -> dict | None:
+    """The figure ``rel`` of the folder as a data URI (``None`` when there is none).
+
+    Read without following a link (:func:`~twinbayes.untrusted.read_in_folder`) and embedded
+    only if it is a PNG file: a results folder is untrusted, and its figures are the one thing
+    copied into the report byte for byte.
+    """
+    if not exists_in_folder(folder, rel):
         return None
-    return {
-        "alt": alt,
-        "src": "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode(),
-    }
+    data = read_in_folder(folder, rel, MAX_FIGURE_BYTES)
+    if not data.startswith(PNG):
+        raise ResultsFolderError(
+            f"{folder / rel}: not a PNG image; a results folder's figures are twinbayes' own PNG "
+            "files (was it changed by hand?): run the study again"
+        )
+    return {"alt": alt, "src": "data:image/png;base64," + base64.b64encode(data).decode()}
 
 
 def _fmt(x, digits=3) -> str:
@@ -339,7 +356,8 @@ def _posteriors(folder: Path, summary: dict, written: Mapping[str, xr.DataTree])
             q = np.quantile(post[var].values, [0.05, 0.5, 0.95])
             rows.append([var, _fmt(q[1]), _fmt(q[0]), _fmt(q[2])])
         figure = _figure(
-            folder / "figures" / f"{name}_checks.png",
+            folder,
+            f"figures/{name}_checks.png",
             f"posterior predictive check and LOO-PIT of {name}",
         )
         out.append({"name": name, "rows": rows, "figure": figure})
@@ -348,7 +366,7 @@ def _posteriors(folder: Path, summary: dict, written: Mapping[str, xr.DataTree])
 
 def _comparison(folder: Path, written: Mapping[str, xr.DataTree]) -> dict | None:
     """The comparison table, its notes and the averaged predictions."""
-    if "comparison.nc" not in written and not (folder / "comparison.nc").exists():
+    if "comparison.nc" not in written and not exists_in_folder(folder, "comparison.nc"):
         return None
     comp = _read(folder, "comparison.nc", written)
     t = comp["table"].to_dataset()
@@ -365,7 +383,7 @@ def _comparison(folder: Path, written: Mapping[str, xr.DataTree]) -> dict | None
         ]
         for i in range(t.sizes["twin"])
     ]
-    figure = _figure(folder / "figures" / "average.png", "twins and their weighted average")
+    figure = _figure(folder, "figures/average.png", "twins and their weighted average")
     return {
         "header": header,
         "rows": rows,
@@ -377,8 +395,9 @@ def _comparison(folder: Path, written: Mapping[str, xr.DataTree]) -> dict | None
 
 def _history(folder: Path) -> dict | None:
     """One row per run of the folder (from two runs on): data extent, weights, between-twin share."""
-    path = folder / "history.json"
-    entries = json.loads(path.read_text()) if path.exists() else []
+    entries = (
+        read_json(folder, "history.json", list) if exists_in_folder(folder, "history.json") else []
+    )
     if len(entries) < 2:
         return None
     twins = list(dict.fromkeys(n for e in entries for n in e["twins"]))
@@ -396,7 +415,7 @@ def _history(folder: Path) -> dict | None:
         for i, e in enumerate(entries)
     ]
     figure = _figure(
-        folder / "figures" / "history.png", "weights, elpd and between-twin share over time"
+        folder, "figures/history.png", "weights, elpd and between-twin share over time"
     )
     return {"header": header, "rows": rows, "figure": figure}
 
@@ -459,7 +478,7 @@ def _conflicts(summary: dict) -> list[str]:
     return out
 
 
-def _figures(figs: Path, d: xr.Dataset | None) -> dict[str, list]:
+def _figures(folder: Path, d: xr.Dataset | None) -> dict[str, list]:
     """The decision figure of every target and the scenario figures, embedded."""
     targets = [str(t) for t in d.target.values] if d is not None else []
     scenario = [
@@ -470,10 +489,14 @@ def _figures(figs: Path, d: xr.Dataset | None) -> dict[str, list]:
         "decision_figures": [
             f
             for i, t in enumerate(targets)
-            if (f := _figure(figs / decision_figure_name(i), f"P({t}) per scenario and twin"))
+            if (
+                f := _figure(
+                    folder, f"figures/{decision_figure_name(i)}", f"P({t}) per scenario and twin"
+                )
+            )
         ],
         "scenario_figures": [
-            f for name, alt in scenario if (f := _figure(figs / f"{name}.png", alt))
+            f for name, alt in scenario if (f := _figure(folder, f"figures/{name}.png", alt))
         ],
     }
 
@@ -507,24 +530,46 @@ def _read(
     if name in written:
         tree = written[name]
         return tree if group is None else tree[group].to_dataset()
-    if group is None:
-        return xr.open_datatree(folder / name, engine="h5netcdf")
-    with xr.open_dataset(folder / name, group=group, engine="h5netcdf") as stored:
-        return stored.load()  # the one group shown: opening the whole tree reads every group
+    path = checked_in_folder(folder, name)
+    try:
+        if group is None:
+            return xr.open_datatree(path, engine="h5netcdf")
+        with xr.open_dataset(path, group=group, engine="h5netcdf") as stored:
+            return stored.load()  # the one group shown: opening the whole tree reads every group
+    except (OSError, ValueError, KeyError) as exc:
+        raise ResultsFolderError(
+            f"{path}: not a readable NetCDF file ({exc}); run the study again"
+        ) from None
 
 
 def _context(folder: Path, written: Mapping[str, xr.DataTree] | None = None) -> dict:
     """Everything the template shows, from the files of a results folder (NetCDF files in
-    ``written`` from the trees just written into them, not read back)."""
+    ``written`` from the trees just written into them, not read back).
+
+    The folder is untrusted: it must carry twinbayes' marker, every file is read without
+    following links, the twin names in ``summary.json`` must be names a spec may have, and a
+    damaged file ends in :class:`~twinbayes.error.ResultsFolderError`, never a traceback.
+    """
     written = written or {}
-    summary_doc = json.loads((folder / "summary.json").read_text())
-    summary = summary_doc["twins"]
-    provenance = json.loads((folder / "provenance.json").read_text())
-    study_path = folder / "study.toml"
-    study = tomllib.loads(study_path.read_text()) if study_path.exists() else {}
+    check_results_folder(folder)
+    summary_doc, summary = read_summary(folder)
+    provenance = read_json(folder, "provenance.json", dict)
+    study = read_study_copy(folder)
+    try:
+        return _render_context(folder, written, summary_doc, summary, provenance, study)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        if isinstance(exc, ResultsFolderError):
+            raise
+        raise ResultsFolderError(
+            f"{folder}: a file of the results folder is damaged ({type(exc).__name__}: {exc}); "
+            "run the study again"
+        ) from exc
+
+
+def _render_context(folder, written, summary_doc, summary, provenance, study) -> dict:
     comparison = _comparison(folder, written)
     d = None
-    if "disagreement.nc" in written or (folder / "disagreement.nc").exists():
+    if "disagreement.nc" in written or exists_in_folder(folder, "disagreement.nc"):
         d = _read(folder, "disagreement.nc", written, group="/")  # the tables read it cell by cell
     weights = study.get("comparison", {}).get("weights", "stacking")
     return {
@@ -537,7 +582,7 @@ def _context(folder: Path, written: Mapping[str, xr.DataTree] | None = None) -> 
         "comparison_headline": _comparison_headline(comparison["table"], weights)
         if comparison
         else "",
-        **_figures(folder / "figures", d),
+        **_figures(folder, d),
         "qoi_rows": _qoi_rows(d) if d is not None else [],
         "qoi_sources": [str(s) for s in d.source.values] if d is not None else [],
         "comparison": comparison,
@@ -568,8 +613,9 @@ def write_report(folder: str | Path, written: Mapping[str, xr.DataTree] | None =
     """
     folder = Path(folder)
     html = _ENV.get_template("report.html.j2").render(**_context(folder, written))
-    target = folder / "report.html"
-    tmp = target.with_suffix(".html.tmp")
-    tmp.write_text(html, encoding="utf-8")
-    tmp.replace(target)
-    return target
+    try:
+        return replace_in_folder(folder, "report.html", html.encode("utf-8"))
+    except OSError as exc:
+        raise OutputError(
+            f"cannot write {folder / 'report.html'}: {exc.strerror or exc}; nothing was changed"
+        ) from None

@@ -8,11 +8,14 @@ asked (``force=True``), and then only after the new one is complete.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import logging
 import os
 import platform
 import shutil
+import stat
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -22,7 +25,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
+from typing import NamedTuple
 
+from .error import TwinbayesError
 from .names import check_name, inside
 from .netcdf import write_netcdf
 
@@ -42,7 +47,10 @@ PACKAGES = (
 )
 
 
-class OutputError(RuntimeError):
+log = logging.getLogger(__name__)
+
+
+class OutputError(TwinbayesError, RuntimeError):
     """The results cannot be written (read-only folder, full disk, ...); nothing was replaced."""
 
 
@@ -59,6 +67,10 @@ class ResultsFolder:
     written: dict = field(default_factory=dict, repr=False)
     """NetCDF files written so far (name relative to the folder -> the DataTree written), for
     the report (:func:`~twinbayes.report.write_report`) to use without reading them back."""
+    seen: tuple[int, int] | None = None
+    """Device and inode of the folder at :attr:`path` when the run started (``None``: none was
+    there): the only folder :meth:`commit` may replace."""
+    lock: Lock | None = field(default=None, repr=False)
     _writes: list[Future] = field(default_factory=list, repr=False)
     _writer: ThreadPoolExecutor | None = field(default=None, repr=False)
 
@@ -66,33 +78,41 @@ class ResultsFolder:
     def create(cls, path: Path, force: bool = False) -> ResultsFolder:
         """Start a results folder at ``path`` (moved into place by :meth:`commit`).
 
+        The run holds a lock on ``path`` until :meth:`commit` or :meth:`abort` (a second run on
+        the same folder is refused at once), removes the partial folders that killed runs left
+        beside it, and remembers which folder (device and inode) ``--force`` may replace.
+
         Raises
         ------
         FileExistsError
-            If ``path`` exists and ``force`` is false.
+            If ``path`` exists and ``force`` is false, or is not a folder twinbayes wrote.
+        OutputError
+            If the folder cannot be written, or another run is writing it.
         """
         path = Path(path)
-        if path.exists() or path.is_symlink():
-            if not force:
-                raise FileExistsError(
-                    f"results folder {path} exists; choose another --out or pass --force to replace it"
-                )
-            if path.is_symlink() or not path.is_dir() or not (path / MARKER).is_file():
-                raise FileExistsError(
-                    f"{path} is not a twinbayes results folder (it has no {MARKER} file): --force replaces "
-                    "only folders twinbayes wrote; choose another --out"
-                )
         try:  # before any fit: a folder that cannot be written is found in a second, not after hours
             path.parent.mkdir(parents=True, exist_ok=True)
+            lock = _lock(path)
+        except OSError as exc:
+            raise _unwritable(path, exc) from exc
+        try:
+            seen = _replaceable(path, force)
+            _remove_stale(path)
             staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
+        except OSError as exc:
+            _unlock(lock)
+            raise _unwritable(path, exc) from exc
+        except BaseException:
+            _unlock(lock)
+            raise
+        folder = cls(path, staging, force, seen=seen, lock=lock)
+        try:
             (staging / "twins").mkdir()
             (staging / MARKER).write_text("written by twinbayes; --force may replace this folder\n")
         except OSError as exc:
-            raise OutputError(
-                f"cannot write results into {path.parent}: {exc.strerror or exc}; "
-                "choose another --out, in a folder you can write to"
-            ) from exc
-        return cls(path, staging, force)
+            folder.abort()
+            raise _unwritable(path, exc) from exc
+        return folder
 
     @contextmanager
     def writing(self) -> Iterator[None]:
@@ -106,10 +126,21 @@ class ResultsFolder:
         except OSError as exc:
             where = f" ({exc.filename})" if exc.filename else ""
             raise OutputError(
-                f"writing the results failed: {exc.strerror or exc}{where}. Nothing was replaced: "
-                f"{self.path} is as it was and the partial results were removed. Free some space "
-                "or choose another --out, then run again"
+                f"writing the results failed: {exc.strerror or exc}{where}{self._space(exc)}. "
+                f"Nothing was replaced: {self.path} is as it was and the partial results were "
+                "removed. Free some space or choose another --out, then run again"
             ) from exc
+
+    def _space(self, exc: OSError) -> str:
+        """For a full disk: what the results held when it filled, and what is free."""
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            return ""
+        held = sum(f.stat().st_size for f in self.staging.rglob("*") if f.is_file())
+        free = shutil.disk_usage(self.staging).free
+        return (
+            f"; {free / 1e6:.1f} MB free in {self.path.parent}, and the results need more than "
+            f"the {held / 1e6:.2f} MB written when the disk filled"
+        )
 
     def abort(self) -> None:
         """Remove the partial folder after a failure (once no write is in flight)."""
@@ -118,6 +149,12 @@ class ResultsFolder:
         except Exception:  # the failure being handled is the caller's; this one adds nothing
             pass
         shutil.rmtree(self.staging, ignore_errors=True)
+        self._release()
+
+    def _release(self) -> None:
+        if self.lock is not None:
+            _unlock(self.lock)
+            self.lock = None
 
     def write_twin(self, twin, background: bool = False) -> Path:
         """Write a twin's DataTree (posterior, log-likelihood, predictive, ...) as NetCDF.
@@ -260,20 +297,141 @@ class ResultsFolder:
         _write_json(self.staging / "provenance.json", provenance)
 
     def commit(self) -> Path:
-        """Move the complete folder into place (replacing an old one only with ``force``)."""
+        """Move the complete folder into place, replacing only the folder seen at the start.
+
+        Whatever is at :attr:`path` now is checked again: a folder that appeared during the run,
+        or one that is not the folder seen at the start (another device or inode, no marker), is
+        never touched; the new results are then moved to a visible sibling folder and
+        :class:`OutputError` says where.  The old folder is renamed aside, the new one
+        renamed in, and only then the old one (the one seen at the start) removed.
+        """
         self.finish_writes()
-        if self.path.exists():
-            if not self.force:  # appeared while we ran
-                raise FileExistsError(
-                    f"results folder {self.path} appeared during the run; new results kept in {self.staging}"
+        try:
+            now = _identity(self.path)
+            if now is None:
+                os.replace(self.staging, self.path)
+            elif now == self.seen and self.force and _marked(self.path):
+                old = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.old-", dir=self.path.parent))
+                os.replace(self.path, old / "results")
+                os.replace(self.staging, self.path)
+                shutil.rmtree(old)
+            else:
+                kept = _sibling(self.path)
+                os.replace(self.staging, kept)
+                raise OutputError(
+                    f"{self.path} {'appeared' if self.seen is None else 'was replaced by something else'} "
+                    f"during the run and was left as it is; the new results are in {kept}"
                 )
-            old = self.path.with_name(f".{self.path.name}.old-{os.getpid()}")
-            os.replace(self.path, old)
-            os.replace(self.staging, self.path)
-            shutil.rmtree(old)
-        else:
-            os.replace(self.staging, self.path)
+        finally:
+            self._release()
         return self.path
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """Device and inode of ``path`` itself (a link is not followed); ``None`` if nothing is there."""
+    try:
+        info = path.lstat()
+    except FileNotFoundError:
+        return None
+    return (info.st_dev, info.st_ino)
+
+
+def _marked(path: Path) -> bool:
+    """A real folder (not a link) holding twinbayes' marker as a regular file."""
+    try:
+        return stat.S_ISDIR(path.lstat().st_mode) and stat.S_ISREG((path / MARKER).lstat().st_mode)
+    except OSError:
+        return False
+
+
+def _replaceable(path: Path, force: bool) -> tuple[int, int] | None:
+    """The identity of what is at ``path`` if the run may replace it at the end (else refuse)."""
+    seen = _identity(path)
+    if seen is None:
+        return None
+    if not force:
+        raise FileExistsError(
+            f"results folder {path} exists; choose another --out or pass --force to replace it"
+        )
+    if not _marked(path):
+        raise FileExistsError(
+            f"{path} is not a twinbayes results folder (it has no {MARKER} file): --force replaces "
+            "only folders twinbayes wrote; choose another --out"
+        )
+    return seen
+
+
+def _sibling(path: Path) -> Path:
+    """A new visible folder beside ``path`` for results that could not go to ``path``."""
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    for i in range(1000):
+        kept = path.with_name(f"{path.name}-{stamp}" + (f"-{i}" if i else ""))
+        if _identity(kept) is None:
+            return kept
+    raise FileExistsError(errno.EEXIST, "no free name beside the results folder", str(path))
+
+
+class Lock(NamedTuple):
+    """An exclusive ``flock`` held on the file ``.NAME.lock`` beside a results folder."""
+
+    fd: int
+    path: Path
+
+
+def _lock(path: Path) -> Lock:
+    """Hold an exclusive lock on ``path`` (the file ``.NAME.lock`` beside it); refuse if held."""
+    import fcntl
+
+    lockfile = path.with_name(f".{path.name}.lock")
+    while True:
+        fd = os.open(lockfile, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise OutputError(
+                f"another twinbayes run is writing {path} (it holds {lockfile}); wait for it to "
+                "finish or choose another --out"
+            ) from None
+        try:
+            same = os.fstat(fd).st_ino == os.lstat(lockfile).st_ino
+        except FileNotFoundError:  # its holder removed it between our open and our lock
+            same = False
+        if same:
+            return Lock(fd, lockfile)
+        os.close(fd)
+
+
+def _unlock(lock: Lock) -> None:
+    """Release a lock from :func:`_lock` (its file is removed while still held, so that a run
+    waiting on the old file sees that it is gone and takes a new one)."""
+    try:
+        lock.path.unlink()
+    except OSError:
+        pass
+    os.close(lock.fd)
+
+
+def _remove_stale(path: Path) -> None:
+    """Remove the ``.NAME.partial-*`` and ``.NAME.old-*`` folders of runs that were killed.
+
+    Called with the lock held, so no living run owns them: they hold a killed run's partial
+    results (patient data).  Only real folders holding twinbayes' marker (or empty ones) go.
+    """
+    for pattern in (f".{path.name}.partial-*", f".{path.name}.old-*"):
+        for stale in path.parent.glob(pattern):
+            if stale.is_symlink() or not stale.is_dir():
+                continue
+            if _marked(stale) or _marked(stale / "results") or not any(stale.iterdir()):
+                shutil.rmtree(stale, ignore_errors=True)
+                log.info("removed %s, left by an interrupted run", stale)
+
+
+def _unwritable(path: Path, exc: OSError) -> OutputError:
+    return OutputError(
+        f"cannot write results into {path.parent}: {exc.strerror or exc}; "
+        "choose another --out, in a folder you can write to"
+    )
 
 
 def _requested_scenarios(study) -> str:

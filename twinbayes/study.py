@@ -11,7 +11,6 @@ file and the field, as for spec files.  See ``docs/study-format.md``.
 from __future__ import annotations
 
 import hashlib
-import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from .library import data_path, spec_path
 from .names import check_name
 from .patient import Patient
 from .scenarios import MAX_DOSES, Scenario, SeriesChange
-from .spec.model_spec import SpecError, _check_keys
+from .spec.model_spec import SpecError, _check_keys, parse_toml, read_text_file
 
 __all__ = ["Study", "load_study", "example_study_path"]
 
@@ -170,14 +169,8 @@ def load_study(path: str | Path) -> Study:
         Naming the file, the field and a fix.
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SpecError("<file>", "study file not found", str(path)) from None
-    try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise SpecError("<toml>", f"not valid TOML: {exc}", str(path)) from None
+    text = read_text_file(path, str(path))
+    doc = parse_toml(text, str(path))
     try:
         return _with_requested_scenarios(_parse(doc, path, text))
     except SpecError as exc:

@@ -33,10 +33,12 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
+from .error import TwinbayesError
+
 __all__ = ["UnitError", "Unit", "parse_unit", "conversion_factor", "KNOWN_SYMBOLS"]
 
 
-class UnitError(ValueError):
+class UnitError(TwinbayesError, ValueError):
     """A unit string could not be parsed or two units do not match."""
 
 

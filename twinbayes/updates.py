@@ -24,13 +24,16 @@ from pathlib import Path
 
 import numpy as np
 
+from .error import ResultsFolderError
 from .names import check_name
+from .patient import MAX_BYTES as MAX_PATIENT_BYTES
 from .patient import Patient, PatientDataError
-from .privacy import pseudonym
-from .results import MARKER
+from .privacy import PSEUDONYM, pseudonym
+from .results_reading import MAX_JSON_BYTES, check_results_folder, read_json, read_summary
 from .spec.model_spec import SpecError
 from .study import Study, _parse
 from .units import UnitError, conversion_factor
+from .untrusted import checked_in_folder, exists_in_folder, read_in_folder
 
 __all__ = ["merge_new_data", "load_results", "update_results", "history_entry"]
 
@@ -113,40 +116,72 @@ def load_results(folder: str | Path) -> tuple[Study, Patient, list[dict]]:
     """The study, the patient's data so far and the history of a results folder.
 
     The folder's own copies are used (``specs/``, ``patient.csv``), not the files the
-    study first named, so a folder can be updated after it was moved.
+    study first named, so a folder can be updated after it was moved.  The folder is
+    untrusted: it must carry twinbayes' marker, every file is read without following a
+    link, ``summary.json`` and ``provenance.json`` are checked as ``report`` checks them,
+    and the subject of ``patient.csv`` must be a pseudonym (or the study copy keeps
+    identifiers), all before any twin is refitted.
+
+    Raises
+    ------
+    ResultsFolderError
+        A file is missing, damaged, a link or not a regular file.
     """
     folder = Path(folder)
-    if not (folder / MARKER).is_file():
-        raise PatientDataError(f"{folder} is not a twinbayes results folder (no {MARKER} file)")
+    check_results_folder(folder)
     for needed in ("study.toml", PATIENT, HISTORY):
-        if not (folder / needed).is_file():
-            raise PatientDataError(
+        if not exists_in_folder(folder, needed):
+            raise ResultsFolderError(
                 f"{folder} has no {needed}: it was written before updates were possible; run the study again"
             )
-    text = (folder / "study.toml").read_text(encoding="utf-8")
+    read_summary(folder)
+    read_json(folder, "provenance.json", dict)
+    study = _study_copy(folder, read_in_folder(folder, "study.toml", MAX_JSON_BYTES))
+    patient = _patient_copy(folder, study)
+    return study, patient, read_json(folder, HISTORY, list)
+
+
+def _study_copy(folder: Path, raw: bytes) -> Study:
+    """The folder's study copy, reading its data and specs from the folder itself."""
+    where = str(folder / "study.toml")
     try:
+        text = raw.decode("utf-8")
         doc = tomllib.loads(text)
         doc["patient"] = {k: v for k, v in doc["patient"].items() if k != "subject"}
         doc["patient"]["data"] = PATIENT
-        doc["twins"]["specs"] = [f"specs/{_spec_file(s)}" for s in doc["twins"]["specs"]]
-        study = _parse(doc, folder / "study.toml", text)
+        specs = [f"specs/{_spec_file(s)}" for s in doc["twins"]["specs"]]
+        doc["twins"]["specs"] = [str(checked_in_folder(folder, s)) for s in specs]
+        return _parse(doc, folder / "study.toml", text)
     except SpecError as exc:
-        raise exc.in_file(str(folder / "study.toml")) from None
-    except (tomllib.TOMLDecodeError, KeyError, TypeError, AttributeError) as exc:
-        raise SpecError(
-            "<study>", f"the results folder's study copy is damaged ({exc}); run the study again"
-        ).in_file(str(folder / "study.toml")) from None
-    # its subject is already what outputs may show (the pseudonym, or the identifier by opt-in)
-    patient = Patient.from_csv(folder / PATIENT).keeping_identifiers()
-    try:
-        history = json.loads((folder / HISTORY).read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise PatientDataError(
-            f"{folder / HISTORY}: not valid JSON ({exc}); run the study again"
+        raise exc.in_file(where) from None
+    except (
+        tomllib.TOMLDecodeError,
+        UnicodeDecodeError,
+        KeyError,
+        TypeError,
+        AttributeError,
+    ) as exc:
+        raise ResultsFolderError(
+            f"{where}: the results folder's study copy is damaged ({exc}); run the study again"
         ) from None
-    if not isinstance(history, list):
-        raise PatientDataError(f"{folder / HISTORY}: expected a list of runs; run the study again")
-    return study, patient, history
+
+
+def _patient_copy(folder: Path, study: Study) -> Patient:
+    """``patient.csv`` of the folder, whose subject is what outputs may show.
+
+    It is shown as it is only if it is a pseudonym (``p-`` and 12 hex digits, what
+    :func:`~twinbayes.privacy.pseudonym` writes) or the study copy keeps identifiers: an
+    identifier planted in the file is refused, never published.
+    """
+    raw = read_in_folder(folder, PATIENT, MAX_PATIENT_BYTES)
+    patient = Patient.from_csv_bytes(raw, str(folder / PATIENT))
+    if patient.id and not study.keep_identifiers and not PSEUDONYM.fullmatch(patient.id):
+        raise ResultsFolderError(
+            f"{folder / PATIENT}: its subject is not a pseudonym (p- and 12 hex digits) although "
+            "the study does not keep identifiers: the file was changed by hand or is another "
+            "patient's; run the study again from the original data"
+        )
+    return patient.keeping_identifiers()
 
 
 def _spec_file(ref: str) -> str:

@@ -20,12 +20,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..error import TwinbayesError
 from .functions import FUNCTIONS
 
 __all__ = ["ExpressionError", "Expression", "compile_expression", "FUNCTIONS", "NUMPY", "PYTENSOR"]
 
 
-class ExpressionError(ValueError):
+class ExpressionError(TwinbayesError, ValueError):
     """An expression is not allowed or cannot be parsed."""
 
 

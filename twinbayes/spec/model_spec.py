@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from ..error import TwinbayesError
 from ..units import UnitError, parse_unit
 from .errors import ERROR_MODELS, ErrorModel
 from .expr import FUNCTIONS, Expression, ExpressionError, compile_expression
@@ -48,7 +49,7 @@ RESERVED = {"t", "tad"} | set(FUNCTIONS)
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
 
-class SpecError(ValueError):
+class SpecError(TwinbayesError, ValueError):
     """A spec file is malformed.  The message names the file, the field and a fix."""
 
     def __init__(self, field: str, message: str, file: str | None = None):
@@ -807,19 +808,9 @@ def load_spec(source: str | Path, *, text: str | None = None) -> ModelSpec:
             from ..library import spec_path
 
             path = spec_path(str(source))
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise SpecError("<file>", "file not found", str(source)) from None
-        except (UnicodeDecodeError, IsADirectoryError, PermissionError) as exc:
-            raise SpecError(
-                "<file>", f"cannot read it as UTF-8 text ({type(exc).__name__})", str(source)
-            ) from None
+        text = read_text_file(path, str(source))
         source = str(path)
-    try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise SpecError("<toml>", f"not valid TOML: {exc}", str(source)) from None
+    doc = parse_toml(text, str(source))
     try:
         spec = ModelSpec(**_parse(doc), source=str(source), text=text)
         if spec.linear:
@@ -827,3 +818,33 @@ def load_spec(source: str | Path, *, text: str | None = None) -> ModelSpec:
     except SpecError as exc:
         raise exc.in_file(str(source)) from None
     return spec
+
+
+MAX_TEXT_BYTES = 5_000_000
+"""Largest spec or study file read (bytes): a spec is a few kB."""
+
+
+def read_text_file(path: Path, source: str) -> str:
+    """The UTF-8 text of a spec or study file the user named (a regular file of at most
+    :data:`MAX_TEXT_BYTES`; devices and FIFOs are refused before reading)."""
+    from ..untrusted import read_file
+
+    raw = read_file(
+        path,
+        MAX_TEXT_BYTES,
+        lambda message: SpecError("<file>", message.removeprefix(f"{path}: "), source),
+    )
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(
+            "<file>", f"byte {exc.start} is not UTF-8 text; save the file as UTF-8", source
+        ) from None
+
+
+def parse_toml(text: str, source: str) -> dict:
+    """The TOML document ``text`` (a :class:`SpecError` naming ``source`` when it is not TOML)."""
+    try:
+        return tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, RecursionError, ValueError) as exc:
+        raise SpecError("<toml>", f"not valid TOML: {exc}", source) from None

@@ -1,0 +1,95 @@
+"""Opening a results folder that anyone may have changed: checked before anything is read.
+
+A results folder is mailed, unzipped and shared, so ``report`` and ``update`` treat it as
+untrusted input: it must carry twinbayes' marker, every file is read without following links
+(:mod:`twinbayes.untrusted`), JSON and TOML must parse to what twinbayes wrote, and the twin
+names in ``summary.json`` must be names a spec may have (they become file names).  Whatever is
+wrong ends in :class:`~twinbayes.error.ResultsFolderError`, before any refit.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+
+from .error import ResultsFolderError
+from .names import check_name
+from .results import MARKER
+from .spec.model_spec import SpecError
+from .untrusted import exists_in_folder, read_in_folder
+
+__all__ = ["MAX_JSON_BYTES", "check_results_folder", "read_json", "read_study_copy", "read_summary"]
+
+MAX_JSON_BYTES = 50_000_000
+"""Largest summary, provenance, history or study file read from a results folder."""
+
+
+def read_json(folder: Path, name: str, kind: type):
+    """The JSON file ``name`` of the folder, which must hold a ``kind`` (dict or list)."""
+    raw = read_in_folder(folder, name, MAX_JSON_BYTES)
+    try:
+        value = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ResultsFolderError(
+            f"{folder / name}: not valid JSON ({exc}); run the study again"
+        ) from None
+    if not isinstance(value, kind):
+        raise ResultsFolderError(
+            f"{folder / name}: expected a JSON {'object' if kind is dict else 'list'}, found "
+            f"{type(value).__name__}; run the study again"
+        )
+    return value
+
+
+def read_study_copy(folder: Path) -> dict:
+    """The folder's copy of the study file, parsed (empty when there is none)."""
+    if not exists_in_folder(folder, "study.toml"):
+        return {}
+    raw = read_in_folder(folder, "study.toml", MAX_JSON_BYTES)
+    try:
+        return tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ResultsFolderError(
+            f"{folder / 'study.toml'}: not a valid study copy ({exc}); run the study again"
+        ) from None
+
+
+def check_results_folder(folder: Path) -> None:
+    """Refuse a folder without twinbayes' marker (a plain file, not a link)."""
+    if not Path(folder).is_dir():
+        raise ResultsFolderError(f"{folder}: no such results folder")
+    if not exists_in_folder(folder, MARKER):
+        raise ResultsFolderError(
+            f"{folder} is not a twinbayes results folder (it has no {MARKER} file); name the "
+            "folder a twinbayes run wrote"
+        )
+
+
+def read_summary(folder: Path) -> tuple[dict, dict]:
+    """``summary.json`` of a results folder and its twins (name -> verdict), checked.
+
+    Twin names become file names (``twins/NAME.nc``), so they must be names a spec may have
+    (:func:`~twinbayes.names.check_name`); every verdict needs ``converged`` and ``reasons``.
+    """
+    doc = read_json(folder, "summary.json", dict)
+    twins = doc.get("twins", doc)
+    if not isinstance(twins, dict) or not isinstance(doc.get("outcome", {}), dict):
+        raise ResultsFolderError(
+            f"{folder / 'summary.json'}: no table of twins; run the study again"
+        )
+    for name, verdict in twins.items():
+        try:
+            check_name(name, "twins")
+        except SpecError as exc:
+            raise ResultsFolderError(f"{folder / 'summary.json'}: {exc}") from None
+        if (
+            not isinstance(verdict, dict)
+            or not isinstance(verdict.get("converged"), bool)
+            or not isinstance(verdict.get("reasons"), list)
+        ):
+            raise ResultsFolderError(
+                f"{folder / 'summary.json'}: twin {name!r} has no verdict (converged, reasons); "
+                "run the study again"
+            )
+    return doc, twins
