@@ -203,6 +203,8 @@ def test_a_study_from_a_bundle_writes_no_identifier_anywhere(tmp_path):
         "address": [{"line": ["42 Wallaby Way"], "city": "Sydney"}], "birthDate": "1961-04-12",
     }  # fmt: skip
     for entry in bundle["entry"]:  # the hospital's own code for theophylline levels
+        if "subject" in entry["resource"]:  # about this patient (another one's are refused)
+            entry["resource"]["subject"] = {"reference": "Patient/pt-jane-7"}
         coding = entry["resource"].get("code", {}).get("coding", [{}])[0]
         if coding.get("code") == "4049-3":
             coding.update(system="urn:hospital:lab", code="THEO")

@@ -19,9 +19,11 @@ the same path (a shared file system).  Patients appear under their pseudonymous 
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -34,7 +36,7 @@ import xarray as xr
 
 from .names import check_name, inside
 from .netcdf import write_netcdf
-from .patient import Patient
+from .patient import Patient, PatientDataError
 
 __all__ = ["CohortTask", "cohort_tasks", "run_cohort", "merge_cohort", "map_tasks"]
 
@@ -56,6 +58,19 @@ class CohortTask:
         return f"{check_name(self.label, 'patient key')}__{check_name(Path(self.spec).stem, 'twins.specs')}.nc"
 
 
+class CohortTasks(list):
+    """The tasks of a cohort (a list of :class:`CohortTask`) and the subjects that cannot be fitted.
+
+    Attributes
+    ----------
+    unfittable : dict
+        Subject label (pseudonym) -> why its data cannot be fitted (no observations, a weight
+        below zero, ...): reported, and the others are fitted.
+    """
+
+    unfittable: dict[str, str]
+
+
 def cohort_tasks(
     data: str | Path,
     specs: Sequence[str],
@@ -63,30 +78,48 @@ def cohort_tasks(
     subjects: Sequence[str] | None = None,
     seed: int = 0,
     **settings,
-) -> list[CohortTask]:
+) -> CohortTasks:
     """Every (subject, spec) pair of a cohort; task ``k`` (subject-major) is fitted with seed ``seed + k``.
 
     Subjects default to all of the data file's, in file order (a file without a ``subject``
-    column is one patient).
+    column is one patient).  A subject whose data cannot be fitted is left out, with the
+    reason, in :attr:`CohortTasks.unfittable` (under its pseudonym), and the others go on.
     """
     import csv
 
-    from .patient import resolve_data_path
+    from .patient import MAX_BYTES, resolve_data_path
+    from .privacy import pseudonym
+    from .untrusted import read_file
 
     path = resolve_data_path(data)
     if subjects is None:
-        with path.open(newline="", encoding="utf-8-sig") as f:
-            rows = csv.DictReader(f)
-            has_subject = "subject" in (rows.fieldnames or [])
-            subjects = list(dict.fromkeys(r["subject"] for r in rows)) if has_subject else [""]
-    tasks = []
+        text = read_file(path, MAX_BYTES, PatientDataError).decode("utf-8-sig", "replace")
+        rows = csv.DictReader(text.splitlines())
+        has_subject = "subject" in (rows.fieldnames or [])
+        subjects = list(dict.fromkeys(r["subject"] for r in rows)) if has_subject else [""]
+    tasks = CohortTasks()
+    tasks.unfittable = {}
     for s in subjects:
-        label = Patient.from_csv(path, subject=s or None).label or "patient"
+        try:
+            label = Patient.from_csv(path, subject=s or None).label or "patient"
+        except PatientDataError as exc:
+            reason = str(exc).replace(str(path), path.name)  # no user's folders in outputs
+            tasks.unfittable[pseudonym(str(s)) or "patient"] = reason
+            warnings.warn(
+                f"cohort: subject {pseudonym(str(s))!r} is left out: {reason}",
+                CohortWarning,
+                stacklevel=2,
+            )
+            continue
         for spec in specs:
             tasks.append(
                 CohortTask(str(path), str(s), str(spec), seed + len(tasks), settings, label)
             )
     return tasks
+
+
+class CohortWarning(UserWarning):
+    """A subject of a cohort was left out (its reason is in the message)."""
 
 
 def _summary(twin) -> xr.Dataset:
@@ -277,6 +310,7 @@ def merge_cohort(out: str | Path, tasks: Sequence[CohortTask]) -> xr.DataTree:
         merged = xr.concat(parts, dim="patient").assign_coords(patient=[t.label for t in mine])
         groups[spec] = merged.assign_attrs(spec=spec)
     tree = xr.DataTree.from_dict(groups)
+    tree.attrs["unfittable_subjects"] = json.dumps(getattr(tasks, "unfittable", {}))
     tmp = Path(out) / ".cohort.nc.partial"
     write_netcdf(tree, tmp)
     os.replace(tmp, Path(out) / "cohort.nc")

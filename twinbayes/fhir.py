@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import calendar
 import json
+import math
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -295,7 +296,9 @@ def _resources(bundle: Any, source: str):
     if _get(bundle, "resourceType", str, source) != "Bundle":
         raise _fail(source, f"resourceType is {bundle['resourceType']!r}; expected a FHIR Bundle")
     seen: dict[tuple[str, str], dict] = {}
-    for i, entry in enumerate(_get(bundle, "entry", list, source)):
+    entries = _get(bundle, "entry", list, source)
+    refs = _patient_refs(entries, source)
+    for i, entry in enumerate(entries):
         res = _get(entry, "resource", dict, f"{source}: entry[{i}]")
         kind = _get(res, "resourceType", str, f"{source}: entry[{i}].resource")
         # a Patient's id is the patient's identifier: messages name its entry instead
@@ -314,8 +317,66 @@ def _resources(bundle: Any, source: str):
                     stacklevel=4,
                 )
                 continue
+        if kind in ABOUT_THE_PATIENT:
+            _check_subject(res, refs, where)
         if res.get("status") not in ("entered-in-error", "cancelled", "not-done"):
             yield kind, res, where
+
+
+ABOUT_THE_PATIENT = ("Observation", "MedicationAdministration", "MedicationRequest")
+"""Resources read as the patient's own: their ``subject`` must be the bundle's Patient."""
+
+
+def _patient_refs(entries: list, source: str) -> set[str]:
+    """The references that name the bundle's Patient (``Patient/ID`` and its entry's ``fullUrl``)."""
+    refs: set[str] = set()
+    patients = [
+        e["resource"]
+        for e in entries
+        if isinstance(e, dict)
+        and isinstance(e.get("resource"), dict)
+        and e["resource"].get("resourceType") == "Patient"
+    ]
+    if len({str(p.get("id")) for p in patients}) > 1:
+        raise _fail(
+            source,
+            f"the bundle holds {len(patients)} Patient resources; give one patient's bundle",
+        )
+    for i, entry in enumerate(entries):
+        res = entry.get("resource") if isinstance(entry, dict) else None
+        if isinstance(res, dict) and res.get("resourceType") == "Patient":
+            pid = _get(res, "id", str, f"{source}: entry[{i}].resource")
+            refs = {f"Patient/{pid}"}
+            if isinstance(entry.get("fullUrl"), str):
+                refs.add(entry["fullUrl"])
+    return refs
+
+
+def _check_subject(res: dict, refs: set[str], where: str) -> None:
+    """Refuse a resource about another patient than the bundle's (its id is not shown).
+
+    A resource without ``subject`` belongs to the bundle's patient.  Without a Patient
+    resource, the first subject seen is the patient and every other must be the same.
+    """
+    subject = res.get("subject")
+    if subject is None:
+        return
+    ref = subject.get("reference") if isinstance(subject, dict) else None
+    if not isinstance(ref, str) or not ref:
+        raise _fail(
+            f"{where}.subject",
+            "has no reference; name the bundle's Patient (Patient/ID) or leave subject out",
+        )
+    if not refs:
+        refs.add(ref)
+    if ref not in refs and not any(
+        r.startswith("Patient/") and ref.endswith("/" + r) for r in refs
+    ):
+        raise _fail(
+            f"{where}.subject",
+            "refers to another patient than the bundle's Patient: a bundle holds one patient's "
+            "data; export this patient's resources only",
+        )
 
 
 def _warn_coincident(events: list) -> None:
@@ -493,9 +554,14 @@ def _hours(value: Any, unit: Any, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
         raise _fail(where, f"must be a positive number, got {value!r}")
     try:
-        return float(value) * conversion_factor(str(unit), "h")
+        hours = float(value) * conversion_factor(str(unit), "h")
     except UnitError as exc:
         raise _fail(where, f"unit {unit!r} is not a time ({exc})") from None
+    except OverflowError:
+        hours = math.inf
+    if not math.isfinite(hours):
+        raise _fail(where, f"{value!r} {unit} is too long a time; give a regimen's real length")
+    return hours
 
 
 def _regimen(dosage: Any, mapping: FhirMapping, where: str) -> Scenario:

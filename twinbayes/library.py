@@ -23,9 +23,9 @@ def list_specs() -> list[str]:
 
 
 def spec_path(name: str) -> Path:
-    """Path of a bundled spec by name, e.g. ``"pk_1cmt_oral"``."""
+    """Path of a bundled spec by name, e.g. ``"pk_1cmt_oral"`` (a plain name, never a path)."""
     path = specs_dir() / f"{name}.toml"
-    if not path.exists():
+    if not _plain(name) or not path.is_file():
         raise FileNotFoundError(
             f"no bundled spec named {name!r}; bundled: {', '.join(list_specs())}"
         )
@@ -33,8 +33,18 @@ def spec_path(name: str) -> Path:
 
 
 def data_path(name: str) -> Path:
-    """Path of a bundled data file, e.g. ``"theophylline.csv"``."""
+    """Path of a bundled data file, e.g. ``"theophylline.csv"`` (a plain name, never a path)."""
     path = _PKG / "data" / name
-    if not path.exists():
+    if not _plain(name) or not path.is_file():
         raise FileNotFoundError(f"no bundled data file {name!r}")
     return path
+
+
+def _plain(name: str) -> bool:
+    """A file name without a folder, a drive or a leading dot (``bundled:../x`` names nothing)."""
+    return (
+        isinstance(name, str)
+        and name == Path(name).name
+        and not name.startswith(".")
+        and "\\" not in name
+    )

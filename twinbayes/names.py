@@ -14,14 +14,14 @@ from pathlib import Path
 
 __all__ = ["NAME_PATTERN", "check_name", "inside"]
 
-NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
+NAME_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
 
 
 def check_name(value: object, field: str, what: str = "name") -> str:
     """``value`` if it is a plain identifier, else :class:`~twinbayes.spec.SpecError` naming ``field``."""
     from .spec.model_spec import SpecError
 
-    if not isinstance(value, str) or not NAME_PATTERN.match(value):
+    if not isinstance(value, str) or not NAME_PATTERN.fullmatch(value):
         raise SpecError(
             field,
             f"{value!r} is not a valid {what}: use a letter, then letters, digits, '_' or '-' "

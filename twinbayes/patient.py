@@ -478,6 +478,41 @@ def resolve_data_path(path: str | Path) -> Path:
     return Path(path)
 
 
+PHYSICAL = {
+    "weight": ">0",
+    "wt": ">0",
+    "bw": ">0",
+    "height": ">0",
+    "ht": ">0",
+    "bsa": ">0",
+    "bmi": ">0",
+    "crcl": ">0",
+    "egfr": ">0",
+    "gfr": ">0",
+    "creatinine": ">0",
+    "scr": ">0",
+    "age": ">=0",
+    "pma": ">=0",
+    "pna": ">=0",
+    "ga": ">=0",
+}
+"""Covariates whose name says what they are, with their physical range: a body weight, a height,
+a creatinine clearance are > 0; an age is >= 0 (a spec may declare more, ``covariates.NAME.range``)."""
+
+
+def _check_physical(name: str, value: float, unit: str, where: str) -> None:
+    """Refuse a covariate value that no patient can have (a negative weight, age or clearance)."""
+    rule = PHYSICAL.get(name.lower())
+    if rule is None:
+        return
+    ok = value > 0 if rule == ">0" else value >= 0
+    if not ok:
+        raise PatientDataError(
+            f"{where}, column 'value': covariate {name!r} = {value:g} {unit} is not physical "
+            f"(it must be {rule.replace('>', '> ').replace('> =', '>=')}); correct the value"
+        )
+
+
 def _build(rows, lines, subject, source, sha) -> Patient:
     """Validate rows ``(time, time_unit, event, name, value, unit)`` and build the Dataset."""
     if not rows:
@@ -503,6 +538,7 @@ def _build(rows, lines, subject, source, sha) -> Patient:
                 f"{where}, column 'time': negative time {t}; times count from 0 (the first dose or admission)"
             )
         if event == "covariate":
+            _check_physical(name, v, unit, where)
             if name in covs and covs[name] != (v, unit):
                 raise PatientDataError(
                     f"{where}: covariate {name!r} is given twice with different values "
@@ -529,7 +565,7 @@ def _build(rows, lines, subject, source, sha) -> Patient:
             doses.append((t, name, v, unit, duration))
     if not obs:
         raise PatientDataError(
-            f"{source}: no observations for subject {subject!r}; a twin needs data to be fitted to"
+            f"{source}: no observations for subject {_shown(subject)}; a twin needs data to be fitted to"
         )
     if doses and min(d[0] for d in doses) > max(o[0] for o in obs):
         raise PatientDataError(
@@ -558,3 +594,10 @@ def _build(rows, lines, subject, source, sha) -> Patient:
     for name, (v, unit) in covs.items():
         ds[f"covariate_{name}"] = xr.DataArray(v, attrs={"unit": unit})
     return Patient(ds)
+
+
+def _shown(subject: str) -> str:
+    """A subject as messages show it: its pseudonym (messages end up in logs and tickets)."""
+    from .privacy import pseudonym
+
+    return repr(pseudonym(str(subject))) if subject else "(the file's one patient)"

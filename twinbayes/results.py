@@ -235,7 +235,7 @@ class ResultsFolder:
         (self.staging / "study.toml").write_text(text + _requested_scenarios(study))
         self.study_info = {
             "name": study.name,
-            "source": study.source,
+            "source": Path(str(study.source)).name,  # the file name: no user's folders in outputs
             "sha256": study.sha256,
             "seed": study.seed,
         }
@@ -264,17 +264,20 @@ class ResultsFolder:
     def write_metadata(self, twins, command: list[str], outcome: dict | None = None) -> None:
         """Write ``summary.json`` (gate verdicts, diagnostics, the run's outcome) and ``provenance.json``."""
         summary = {t.name: _twin_summary(t) for t in twins}
+        keep = bool(twins and twins[0].patient.data.attrs.get("keep_identifiers"))
         provenance = {
             "created": datetime.now(UTC).isoformat(),
             "study": self.study_info,
-            "command": list(command),
+            "command": outputs_command(command, keep),
             "python": sys.version,
             "platform": platform.platform(),
             "packages": {p: _version(p) for p in PACKAGES},
             "lock": lock_files(),
             "patient": {
                 "id": twins[0].patient.label,
-                "source": Path(str(twins[0].patient.data.attrs.get("source"))).name,
+                "source": Path(str(twins[0].patient.data.attrs.get("source"))).name
+                if keep
+                else WITHHELD,
                 "sha256": twins[0].patient.sha256,
             }
             if twins
@@ -455,15 +458,46 @@ def _requested_scenarios(study) -> str:
     )
 
 
+WITHHELD = "(withheld: identifiers are kept only with [patient] keep_identifiers = true)"
+"""What outputs show instead of a patient's identifier or data file name."""
+
+
 def _redacted(study_text: str) -> str:
-    """The study text with the patient's ``subject`` line withheld (privacy by default)."""
+    """The study text with the patient's ``subject`` withheld and its data file named
+    ``patient.csv`` (the folder's own copy), unless bundled (privacy by default: a data file's
+    name is often a patient's name or record number)."""
     import re
 
+    text = re.sub(r'(?m)^(\s*subject\s*=\s*)(".*?"|\'.*?\'|\S+)', rf'\1"{WITHHELD}"', study_text)
     return re.sub(
-        r'(?m)^(\s*subject\s*=\s*)(".*?"|\'.*?\'|\S+)',
-        r'\1"(withheld: identifiers are kept only with [patient] keep_identifiers = true)"',
-        study_text,
+        r'(?m)^(\s*data\s*=\s*)(?!["\']bundled:)(".*?"|\'.*?\'|\S+)',
+        r'\1"patient.csv"  # the data file name is withheld; patient.csv of this folder holds the data',
+        text,
     )
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def outputs_command(command: list[str], keep: bool = False) -> list[str]:
+    """The command line as outputs record it: every path replaced by ``<path>`` unless
+    identifiers are kept (paths name the user's folders and often the patient)."""
+    if keep:
+        return [str(c) for c in command]
+    return [_redact_arg(str(c)) for c in command]
+
+
+def _redact_arg(arg: str) -> str:
+    if arg.startswith("-") or arg.startswith("bundled:") or _is_number(arg):
+        return arg
+    if os.sep in arg or "." in arg or Path(arg).exists():
+        return "<path>"
+    return arg
 
 
 def _twin_summary(t) -> dict:

@@ -11,6 +11,7 @@ file and the field, as for spec files.  See ``docs/study-format.md``.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -95,16 +96,21 @@ def _count(raw: dict, key: str, where: str, most: int) -> int:
 
 def _num(raw: dict, key: str, where: str, positive: bool = False) -> float:
     v = raw.get(key)
-    if (
-        isinstance(v, bool)
-        or not isinstance(v, (int, float))
-        or not np.isfinite(v)
-        or (positive and v <= 0)
-    ):
+    if not _finite(v) or (positive and v <= 0):
         raise SpecError(
             f"{where}.{key}", f"must be a {'positive ' if positive else ''}number, got {v!r}"
         )
     return float(v)
+
+
+def _finite(v: Any) -> bool:
+    """A number (not a bool) whose float is finite (an integer of 400 digits is not)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
+    try:
+        return math.isfinite(float(v))
+    except OverflowError:
+        return False
 
 
 def _window(raw: dict, where: str) -> tuple[float, float]:
@@ -459,9 +465,7 @@ def _unit_text(raw: dict, where: str, example: str = "uU/mL") -> str:
 def _numbers(raw: dict, key: str, where: str) -> list[float]:
     """An optional list of finite numbers (empty when absent)."""
     v = raw.get(key, [])
-    if not isinstance(v, list) or any(
-        isinstance(x, bool) or not isinstance(x, (int, float)) or not np.isfinite(x) for x in v
-    ):
+    if not isinstance(v, list) or not all(_finite(x) for x in v):
         raise SpecError(f"{where}.{key}", f"must be a list of numbers, got {v!r}")
     return [float(x) for x in v]
 
@@ -473,21 +477,36 @@ def _parse_observable(pr: dict) -> str | None:
     return check_name(pr["observable"], "predictions.observable", "observable name")
 
 
+MAX_PREDICTION_TIMES = 20_000
+"""Most prediction times (each scenario is simulated at every time for every draw)."""
+
+
 def _parse_times(pr: dict) -> np.ndarray:
-    """``[predictions] times``: ``{start, stop, step}`` or a list."""
+    """``[predictions] times``: ``{start, stop, step}`` or a list (at most
+    :data:`MAX_PREDICTION_TIMES`, checked before the grid is made)."""
     _check_keys(pr, "predictions", {"times"}, {"observable"})
     t = pr["times"]
+    where = "predictions.times"
     if isinstance(t, dict):
-        _check_keys(t, "predictions.times", {"start", "stop", "step"}, set())
-        times = np.arange(
-            float(t["start"]),
-            float(t["stop"]) + 1e-9 * float(t["step"]),
-            _num(t, "step", "predictions.times", positive=True),
-        )
+        _check_keys(t, where, {"start", "stop", "step"}, set())
+        start, stop = _num(t, "start", where), _num(t, "stop", where)
+        step = _num(t, "step", where, positive=True)
+        if not stop >= start:
+            raise SpecError(where, f"stop ({stop:g}) must not be before start ({start:g})")
+        n = (stop - start) / step + 1
+        if not n <= MAX_PREDICTION_TIMES:
+            raise SpecError(
+                where,
+                f"{n:.3g} times from {start:g} to {stop:g} every {step:g}: more than "
+                f"{MAX_PREDICTION_TIMES}; take a larger step",
+            )
+        times = np.arange(start, stop + 1e-9 * step, step)
     elif isinstance(t, list) and t:
+        if len(t) > MAX_PREDICTION_TIMES or not all(_finite(x) for x in t):
+            raise SpecError(where, f"must be at most {MAX_PREDICTION_TIMES} finite numbers")
         times = np.array(t, float)
     else:
-        raise SpecError("predictions.times", "give {start, stop, step} or a list of times")
+        raise SpecError(where, "give {start, stop, step} or a list of times")
     return times
 
 

@@ -29,6 +29,7 @@ Regenstrief Institute, https://ucum.org/ucum (sections 2-4: syntax, prefixes, un
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -98,9 +99,11 @@ for _table, _dims in [
 KNOWN_SYMBOLS = tuple(_REGISTRY)
 
 _TERM = re.compile(
-    r"^(?P<sym>[A-Za-zµ%]+(?:\[[A-Za-z0-9]+\])?|\[[A-Za-z0-9]+\])(?:\^?(?P<pow>[-+]?\d+))?$"
+    r"(?P<sym>[A-Za-zµ%]+(?:\[[A-Za-z0-9]+\])?|\[[A-Za-z0-9]+\])(?:\^?(?P<pow>[-+]?\d+))?"
 )
-_TEN_POWER = re.compile(r"^10[*^](?P<pow>[-+]?\d+)$")
+MAX_POWER = 12
+"""Largest power of a unit symbol (``m3``, ``s-2``): units as measured, not arithmetic."""
+_TEN_POWER = re.compile(r"10[*^](?P<pow>[-+]?\d+)")
 # UCUM annotations ({cells}, {glucose}): read as 1; their text is kept to a plain character set,
 # since unit strings from patient files reach scenario names, tables and the report
 _ANNOTATION = re.compile(r"\{[A-Za-z0-9 ._%:#+-]*\}")
@@ -158,9 +161,17 @@ def _parse_unit(text: str) -> Unit:
         sign = 1 if i == 0 else -1
         for term in re.split(r"(?<!10)\*|\.", chunk):
             f, d, power = _term(term, text)
-            factor *= f ** (sign * power)
+            try:
+                factor *= f ** (sign * power)
+            except (OverflowError, ZeroDivisionError):
+                factor = math.inf
             for k, v in d.items():
                 dims[k] = dims.get(k, 0) + v * sign * power
+    if not (math.isfinite(factor) and factor > 0) or any(abs(v) > MAX_POWER for v in dims.values()):
+        raise UnitError(
+            f"unit {text!r} is out of range (a factor of {factor:g}, or a power above "
+            f"{MAX_POWER}); write the unit as measured, e.g. 'mg/L'"
+        )
     return Unit(text, factor, tuple(sorted((k, v) for k, v in dims.items() if v != 0)))
 
 
@@ -170,16 +181,24 @@ def _term(term: str, text: str) -> tuple[float, dict[str, int], int]:
         raise UnitError(f"malformed unit {text!r}: empty factor")
     if term == "1":
         return 1.0, {}, 1
-    if m := _TEN_POWER.match(term):
-        return 10.0 ** int(m.group("pow")), {}, 1
-    m = _TERM.match(term)
+    if m := _TEN_POWER.fullmatch(term):
+        power = m.group("pow")
+        if len(power.lstrip("+-")) > 3 or abs(int(power)) > 300:
+            raise UnitError(
+                f"malformed unit {text!r}: 10*{power} is out of range (10*-300 to 10*300)"
+            )
+        return 10.0 ** int(power), {}, 1
+    m = _TERM.fullmatch(term)
     if not m or m.group("sym") not in _REGISTRY:
         sym = m.group("sym") if m else term
         raise UnitError(
             f"unknown unit symbol {sym!r} in {text!r}; known symbols: {', '.join(KNOWN_SYMBOLS)}"
         )
     f, d = _REGISTRY[m.group("sym")]
-    return f, d, int(m.group("pow") or 1)
+    power = m.group("pow") or "1"
+    if len(power.lstrip("+-")) > 2 or abs(int(power)) > MAX_POWER:
+        raise UnitError(f"malformed unit {text!r}: the power {power} is above {MAX_POWER}")
+    return f, d, int(power)
 
 
 def conversion_factor(source: str, target: str, molar_mass: float | None = None) -> float:

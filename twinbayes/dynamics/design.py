@@ -215,6 +215,11 @@ def _covariates(spec: ModelSpec, patient: Patient) -> dict[str, float]:
                 f"{source}: covariate {c.name!r} of patient {patient.label!r} cannot be converted to "
                 f"the {c.unit!r} that spec {spec.name!r} expects ({exc})"
             ) from None
+        if why := c.check(out[c.name]):
+            raise PatientDataError(
+                f"{source}: covariate {c.name!r} of patient {patient.label!r}: {why}, as spec "
+                f"{spec.name!r} declares it (covariates.{c.name}); correct the patient's data"
+            )
     return out
 
 

@@ -111,6 +111,19 @@ class Expression:
         return self._fn(env, backend.get())
 
 
+def _check_constant(fn: _Node, bad: Callable[[str], ExpressionError]) -> None:
+    """Refuse a part without symbols whose value is not a finite number (``1e308*10``, ``1/0``)."""
+    import numpy as np
+
+    try:
+        with np.errstate(all="ignore"):
+            value = fn({}, NUMPY.get())
+    except (OverflowError, ZeroDivisionError, ValueError) as exc:
+        raise bad(f"cannot be evaluated ({exc})") from None
+    if not np.all(np.isfinite(value)):
+        raise bad("evaluates to a number that is not finite")
+
+
 def _describe(node: ast.AST, source: str) -> str:
     seg = ast.get_source_segment(source, node)
     return seg if seg is not None else type(node).__name__
@@ -179,9 +192,12 @@ def compile_expression(
         if isinstance(node, ast.Constant):
             if isinstance(node.value, bool) or not isinstance(node.value, (int, float)):
                 raise bad(node, "only numbers are allowed as constants")
-            if not math.isfinite(node.value):
+            try:
+                value = float(node.value)
+            except OverflowError:
+                raise bad(node, "constant too large for a float (at most about 1.8e308)") from None
+            if not math.isfinite(value):
                 raise bad(node, "non-finite constant")
-            value = float(node.value)
             return lambda env, be: value
         if isinstance(node, ast.Name):
             name = node.id
@@ -193,11 +209,11 @@ def compile_expression(
             return lambda env, be: env[name]
         if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
             op = _BINOPS[type(node.op)]
-            left, right = build(node.left), build(node.right)
+            left, right = checked(node.left), checked(node.right)
             return lambda env, be: op(left(env, be), right(env, be))
         if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
             op = _UNARY[type(node.op)]
-            operand = build(node.operand)
+            operand = checked(node.operand)
             return lambda env, be: op(operand(env, be))
         if isinstance(node, ast.Call):
             if not isinstance(node.func, ast.Name):
@@ -212,7 +228,7 @@ def compile_expression(
                 raise bad(node, "starred arguments are not allowed")
             if len(node.args) != FUNCTIONS[fname].arity:
                 raise bad(node, f"{fname} takes {FUNCTIONS[fname].arity} argument(s)")
-            args = [build(a) for a in node.args]
+            args = [checked(a) for a in node.args]
             return lambda env, be: be.funcs[fname](*(a(env, be) for a in args))
         kinds = {
             ast.Attribute: "attribute access is not allowed",
@@ -221,5 +237,13 @@ def compile_expression(
         }
         raise bad(node, kinds.get(type(node), f"{type(node).__name__} is not allowed"))
 
-    fn = build(tree.body)
+    def checked(node: ast.AST) -> _Node:
+        fn = build(node)
+        if not isinstance(node, ast.Constant) and not any(
+            isinstance(n, ast.Name) for n in ast.walk(node)
+        ):
+            _check_constant(fn, lambda why: bad(node, why))
+        return fn
+
+    fn = checked(tree.body)
     return Expression(text, frozenset(symbols), fn, frozenset(allowed_symbols))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import math
 import re
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -46,7 +47,7 @@ __all__ = [
 
 FORMAT_VERSION = 1
 RESERVED = {"t", "tad"} | set(FUNCTIONS)
-_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 
 
 class SpecError(TwinbayesError, ValueError):
@@ -97,6 +98,19 @@ class Covariate:
     unit: str
     description: str
     reference: float
+    lower: float = -math.inf
+    """Smallest physical value (``range = [lower, upper]`` in the spec; default: > 0 for a
+    dimensional unit such as kg or mL/min, >= 0 for a time such as an age, none for ``1``)."""
+    upper: float = math.inf
+    lower_inclusive: bool = True
+
+    def check(self, value: float) -> str | None:
+        """Why ``value`` (in :attr:`unit`) is physically impossible, or ``None``."""
+        low_ok = value >= self.lower if self.lower_inclusive else value > self.lower
+        if low_ok and value <= self.upper and math.isfinite(value):
+            return None
+        low = f"{'>=' if self.lower_inclusive else '>'} {self.lower:g}"
+        return f"{value:g} {self.unit} is outside its physical range ({low} and <= {self.upper:g} {self.unit})"
 
 
 @dataclass(frozen=True)
@@ -280,7 +294,7 @@ def _string(raw: dict, key: str, where: str, default: str | None = None) -> str:
 
 
 def _name(name: str, where: str, taken: set[str]) -> str:
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise SpecError(
             where,
             f"{name!r} is not a valid name (letters, digits, underscores; starts with a letter)",
@@ -441,11 +455,42 @@ def _parse_covariates(raw_covs: dict, taken: set[str]) -> dict[str, Covariate]:
         "covariates",
         taken,
         {"unit", "description"},
-        {"reference"},
-        lambda n, e, w: Covariate(
-            n, _unit(e, w), _string(e, "description", w), _finite(e, "reference", w, default=1.0)
-        ),
+        {"reference", "range"},
+        _covariate,
     )
+
+
+def _covariate(name: str, raw: dict, where: str) -> Covariate:
+    """One ``[covariates.NAME]`` table, with its physical range (declared or by its unit)."""
+    unit = _unit(raw, where)
+    if "range" in raw:
+        r = raw["range"]
+        if not (
+            isinstance(r, list)
+            and len(r) == 2
+            and all(not isinstance(x, bool) and isinstance(x, (int, float)) for x in r)
+            and r[0] < r[1]
+        ):
+            raise SpecError(
+                f"{where}.range", f"must be [lower, upper] with lower < upper, got {r!r}"
+            )
+        bounds = dict(lower=float(r[0]), upper=float(r[1]), lower_inclusive=True)
+    else:
+        dims = dict(parse_unit(unit).dims)
+        if not dims:
+            bounds = {}
+        else:
+            bounds = dict(lower=0.0, lower_inclusive=dims == {"time": 1})
+    cov = Covariate(
+        name,
+        unit,
+        _string(raw, "description", where),
+        _finite(raw, "reference", where, default=1.0),
+        **bounds,
+    )
+    if cov.check(cov.reference):
+        raise SpecError(f"{where}.reference", f"{cov.check(cov.reference)}; give a typical value")
+    return cov
 
 
 def _parse_population(raw: dict, taken: set[str]):
@@ -606,7 +651,7 @@ def _parse_routes(
     routes = {}
     for rname, raw in raw_routes.items():
         where = f"routes.{rname}"
-        if not _NAME.match(rname):
+        if not _NAME.fullmatch(rname):
             raise SpecError(where, f"{rname!r} is not a valid route name")
         raw = _table(raw, where)
         _check_keys(
@@ -704,7 +749,7 @@ def _parse_observations(
     observations = {}
     for oname, raw in raw_obs.items():
         where = f"observations.{oname}"
-        if not _NAME.match(oname):
+        if not _NAME.fullmatch(oname):
             raise SpecError(where, f"{oname!r} is not a valid observation name")
         raw = _table(raw, where)
         _check_keys(
