@@ -44,7 +44,7 @@ PK_DATA = "subject,time,time_unit,event,name,value,unit,mrn,patient_name,birth_d
 )
 
 
-def _study(tmp_path, name="s", specs=("pk_1cmt_iv", "pk_2cmt_iv"), subject="Jane Doe", extra=""):
+def pk_study(tmp_path, name="s", specs=("pk_1cmt_iv", "pk_2cmt_iv"), subject="Jane Doe", extra=""):
     (tmp_path / "data.csv").write_text(PK_DATA)
     path = tmp_path / "study.toml"
     path.write_text(STUDY.format(name=name, subject=subject, specs=json.dumps(list(specs))) + extra)
@@ -60,7 +60,7 @@ def test_spec_and_study_names_cannot_become_paths(tmp_path, name):
         main(
             [
                 "run",
-                str(_study(tmp_path, name=json.dumps(name)[1:-1])),
+                str(pk_study(tmp_path, name=json.dumps(name)[1:-1])),
                 "--out",
                 str(tmp_path / "o"),
             ]
@@ -89,7 +89,7 @@ def test_force_replaces_only_folders_twinbayes_wrote(tmp_path, capsys):
     (victim / "thesis.tex").write_text("years of work")
     afile = tmp_path / "afile"
     afile.write_text("keep me")
-    study = _study(tmp_path)
+    study = pk_study(tmp_path)
     for out in (victim, afile):
         assert main(["run", str(study), "--out", str(out), "--force", "--quiet"]) == 2
         assert "not a twinbayes results folder" in capsys.readouterr().err
@@ -124,7 +124,7 @@ def hostile_report(tmp_path_factory):
     rc = main(
         [
             "run",
-            str(_study(tmp_path, extra=HOSTILE_NAMES)),
+            str(pk_study(tmp_path, extra=HOSTILE_NAMES)),
             "--out",
             str(out),
             "--quiet",
@@ -190,7 +190,7 @@ def test_no_identifier_in_any_output(tmp_path):
     """Subject 'Jane Doe' with MRN, name and birth-date columns: no output file (NetCDF, JSON,
     text, HTML, PNG, study copy, patient.csv) contains any of them."""
     out = tmp_path / "out"
-    rc = main(["run", str(_study(tmp_path)), "--out", str(out), "--quiet", "--no-ladder"])
+    rc = main(["run", str(pk_study(tmp_path)), "--out", str(out), "--quiet", "--no-ladder"])
     assert rc in (0, 3, 4)
     for ident in ("Jane", "MRN-5521", "1961-04-12"):
         hits = subprocess.run(["grep", "-rl", ident, str(out)], capture_output=True, text=True)
@@ -202,7 +202,7 @@ def test_no_identifier_in_any_output(tmp_path):
 
 
 def test_identifiers_are_kept_on_request(tmp_path):
-    study = _study(tmp_path, specs=("pk_1cmt_iv", "pk_2cmt_iv"))
+    study = pk_study(tmp_path, specs=("pk_1cmt_iv", "pk_2cmt_iv"))
     study.write_text(
         study.read_text().replace(
             'subject = "Jane Doe"', 'subject = "Jane Doe"\nkeep_identifiers = true'
@@ -269,7 +269,7 @@ def test_one_twin_whose_ode_blows_up_does_not_take_the_study_down(tmp_path):
     ],
 )
 def test_study_values_of_the_wrong_type_are_refused_before_fitting(tmp_path, capsys, extra, field):
-    assert main(["run", str(_study(tmp_path, extra=extra)), "--out", str(tmp_path / "o")]) == 2
+    assert main(["run", str(pk_study(tmp_path, extra=extra)), "--out", str(tmp_path / "o")]) == 2
     assert field in capsys.readouterr().err and not (tmp_path / "o").exists()
 
 
@@ -282,7 +282,7 @@ def test_infinite_tolerance_and_duplicate_twin_names_are_refused(tmp_path, capsy
         main(
             [
                 "run",
-                str(_study(tmp_path, specs=("pk_1cmt_iv", "copy.toml"))),
+                str(pk_study(tmp_path, specs=("pk_1cmt_iv", "copy.toml"))),
                 "--out",
                 str(tmp_path / "o"),
             ]
@@ -295,7 +295,7 @@ def test_infinite_tolerance_and_duplicate_twin_names_are_refused(tmp_path, capsy
 @pytest.mark.parametrize("flag, value", [("--draws", "0"), ("--chains", "0"), ("--tune", "-5")])
 def test_cli_refuses_non_positive_counts(tmp_path, capsys, flag, value):
     with pytest.raises(SystemExit) as stop:
-        main(["run", str(_study(tmp_path)), "--out", str(tmp_path / "o"), flag, value])
+        main(["run", str(pk_study(tmp_path)), "--out", str(tmp_path / "o"), flag, value])
     assert stop.value.code == 2 and "whole number >= 1" in capsys.readouterr().err
 
 
@@ -379,7 +379,7 @@ def test_a_read_only_output_folder_fails_before_any_fit(tmp_path, monkeypatch, c
             raise PermissionError(errno.EACCES, "Permission denied", str(locked))
 
         monkeypatch.setattr("twinbayes.results.tempfile.mkdtemp", refuse)
-    study = _study(tmp_path, specs=("pk_1cmt_iv",))
+    study = pk_study(tmp_path, specs=("pk_1cmt_iv",))
     assert main(["run", str(study), "--out", str(locked / "res"), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "cannot write results into" in err and "Permission denied" in err and "--out" in err
@@ -397,7 +397,7 @@ def test_a_full_disk_replaces_nothing_and_leaves_no_partial_folder(tmp_path, mon
         raise OSError(errno.ENOSPC, "No space left on device", str(filename))
 
     monkeypatch.setattr(xarray.backends.H5NetCDFStore, "open", disk_full)
-    study = _study(tmp_path, specs=("pk_1cmt_iv",))
+    study = pk_study(tmp_path, specs=("pk_1cmt_iv",))
     args = ["run", str(study), "--out", str(old), "--force", "--quiet", "--no-ladder"]
     assert main([*args, "--draws", "100", "--tune", "100", "--chains", "1"]) == 2
     err = capsys.readouterr().err

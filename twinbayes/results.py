@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import platform
+import secrets
 import shutil
 import stat
 import sys
@@ -67,9 +68,9 @@ class ResultsFolder:
     written: dict = field(default_factory=dict, repr=False)
     """NetCDF files written so far (name relative to the folder -> the DataTree written), for
     the report (:func:`~twinbayes.report.write_report`) to use without reading them back."""
-    seen: tuple[int, int] | None = None
-    """Device and inode of the folder at :attr:`path` when the run started (``None``: none was
-    there): the only folder :meth:`commit` may replace."""
+    seen: tuple[int, int, str] | None = None
+    """Device, inode and marker digest of the folder at :attr:`path` when the run started
+    (``None``: none was there): the only folder :meth:`commit` may replace."""
     lock: Lock | None = field(default=None, repr=False)
     _writes: list[Future] = field(default_factory=list, repr=False)
     _writer: ThreadPoolExecutor | None = field(default=None, repr=False)
@@ -108,7 +109,10 @@ class ResultsFolder:
         folder = cls(path, staging, force, seen=seen, lock=lock)
         try:
             (staging / "twins").mkdir()
-            (staging / MARKER).write_text("written by twinbayes; --force may replace this folder\n")
+            (staging / MARKER).write_text(
+                "written by twinbayes; --force may replace this folder\n"
+                f"run {secrets.token_hex(16)}\n"  # tells this folder from a copy of its marker
+            )
         except OSError as exc:
             folder.abort()
             raise _unwritable(path, exc) from exc
@@ -330,13 +334,19 @@ class ResultsFolder:
         return self.path
 
 
-def _identity(path: Path) -> tuple[int, int] | None:
-    """Device and inode of ``path`` itself (a link is not followed); ``None`` if nothing is there."""
+def _identity(path: Path) -> tuple[int, int, str] | None:
+    """Device and inode of ``path`` itself (a link is not followed) and the digest of its
+    marker, whose every copy holds a run's own random token (an inode number is reused as
+    soon as a folder is deleted, a token is not); ``None`` if nothing is there."""
     try:
         info = path.lstat()
     except FileNotFoundError:
         return None
-    return (info.st_dev, info.st_ino)
+    try:
+        marker = (path / MARKER).read_bytes() if _marked(path) else b""
+    except OSError:
+        marker = b""
+    return (info.st_dev, info.st_ino, hashlib.sha256(marker).hexdigest())
 
 
 def _marked(path: Path) -> bool:
@@ -347,7 +357,7 @@ def _marked(path: Path) -> bool:
         return False
 
 
-def _replaceable(path: Path, force: bool) -> tuple[int, int] | None:
+def _replaceable(path: Path, force: bool) -> tuple[int, int, str] | None:
     """The identity of what is at ``path`` if the run may replace it at the end (else refuse)."""
     seen = _identity(path)
     if seen is None:

@@ -10,6 +10,8 @@ wrong ends in :class:`~twinbayes.error.ResultsFolderError`, before any refit.
 from __future__ import annotations
 
 import json
+import os
+import stat
 import tomllib
 from pathlib import Path
 
@@ -21,6 +23,8 @@ from .untrusted import exists_in_folder, read_in_folder
 
 __all__ = ["MAX_JSON_BYTES", "check_results_folder", "read_json", "read_study_copy", "read_summary"]
 
+MAX_ENTRIES = 10_000
+"""Most files and folders a results folder may hold (a study writes a few dozen)."""
 MAX_JSON_BYTES = 50_000_000
 """Largest summary, provenance, history or study file read from a results folder."""
 
@@ -56,14 +60,31 @@ def read_study_copy(folder: Path) -> dict:
 
 
 def check_results_folder(folder: Path) -> None:
-    """Refuse a folder without twinbayes' marker (a plain file, not a link)."""
-    if not Path(folder).is_dir():
+    """Refuse a folder without twinbayes' marker, or one holding anything but plain files and
+    folders (a symbolic link, a device, a FIFO), before any of its files is read."""
+    folder = Path(folder)
+    if not folder.is_dir():
         raise ResultsFolderError(f"{folder}: no such results folder")
     if not exists_in_folder(folder, MARKER):
         raise ResultsFolderError(
             f"{folder} is not a twinbayes results folder (it has no {MARKER} file); name the "
             "folder a twinbayes run wrote"
         )
+    count = 0
+    for root, dirs, files in os.walk(folder):  # links to folders are listed, never entered
+        for name in dirs + files:
+            count += 1
+            mode = os.lstat(os.path.join(root, name)).st_mode
+            if count > MAX_ENTRIES:
+                raise ResultsFolderError(
+                    f"{folder}: more than {MAX_ENTRIES} files; run the study again"
+                )
+            if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+                what = "a symbolic link" if stat.S_ISLNK(mode) else "not a regular file"
+                raise ResultsFolderError(
+                    f"{Path(root, name)}: {what}; a results folder holds plain files and folders "
+                    "only (was it changed by hand?): run the study again"
+                )
 
 
 def read_summary(folder: Path) -> tuple[dict, dict]:
