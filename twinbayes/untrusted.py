@@ -64,10 +64,11 @@ def _kind(mode: int) -> str:
 
 def _read_fd(fd: int, limit: int, where: str, error: Callable[[str], Exception]) -> bytes:
     """The bytes of the open regular file ``fd`` (at most ``limit``), closing it."""
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise error(f"{where}: {_kind(info.st_mode)}, not a regular file; name a file")
     with os.fdopen(fd, "rb") as f:
-        info = os.fstat(f.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise error(f"{where}: {_kind(info.st_mode)}, not a regular file; name a file")
         if info.st_size > limit:
             raise error(
                 f"{where}: {info.st_size / 1e6:.1f} MB, more than the {limit / 1e6:g} MB such a "
