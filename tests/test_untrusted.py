@@ -186,22 +186,36 @@ CHROMIUM_FLAGS = [
 ]
 
 
-def test_no_identifier_in_any_output(tmp_path):
-    """Subject 'Jane Doe' with MRN, name and birth-date columns: no output file (NetCDF, JSON,
-    text, HTML, PNG, study copy, patient.csv) contains any of them."""
+def test_no_identifier_in_any_output(tmp_path, leaks):
+    """A study in a folder named after the patient, its data file too, with MRN, name and
+    birth-date columns: no output file (NetCDF attributes and values, JSON, text, HTML, PNG
+    metadata, the study copy, patient.csv) holds the folder's absolute path, the data file's
+    name or any identifier (issue 42: the command line, the study's path and the data file's
+    name used to be kept)."""
+    inputs = tmp_path / "Doe_Jane_MRN-5521"
+    inputs.mkdir()
+    study = pk_study(inputs)
+    (inputs / "data.csv").rename(inputs / "Doe_Jane_MRN-5521.csv")
+    study.write_text(study.read_text().replace("data.csv", str(inputs / "Doe_Jane_MRN-5521.csv")))
     out = tmp_path / "out"
-    rc = main(["run", str(pk_study(tmp_path)), "--out", str(out), "--quiet", "--no-ladder"])
-    assert rc in (0, 3, 4)
-    for ident in ("Jane", "MRN-5521", "1961-04-12"):
-        hits = subprocess.run(["grep", "-rl", ident, str(out)], capture_output=True, text=True)
-        assert hits.stdout == "", ident
+    rc = main(["run", str(study), "--out", str(out), "--quiet", "--no-ladder"])
+    assert rc in (0, 3, 4) and list(out.glob("figures/*.png")) and list(out.glob("twins/*.nc"))
+    needles = [str(inputs), str(tmp_path), "Doe_Jane", "Jane", "MRN-5521", "1961-04-12"]
+    assert leaks(out, needles) == []
     provenance = json.loads((out / "provenance.json").read_text())
-    assert (
-        provenance["patient"]["id"].startswith("p-") and "/" not in provenance["patient"]["source"]
-    )
+    assert provenance["patient"]["id"].startswith("p-")
+    assert provenance["command"] == [
+        "twinbayes",
+        "run",
+        "<path>",
+        "--out",
+        "<path>",
+        "--quiet",
+        "--no-ladder",
+    ]
 
 
-def test_identifiers_are_kept_on_request(tmp_path):
+def test_identifiers_are_kept_on_request(tmp_path, leaks):
     study = pk_study(tmp_path, specs=("pk_1cmt_iv", "pk_2cmt_iv"))
     study.write_text(
         study.read_text().replace(
@@ -211,6 +225,8 @@ def test_identifiers_are_kept_on_request(tmp_path):
     out = tmp_path / "out"
     main(["run", str(study), "--out", str(out), "--quiet", "--no-ladder", "--no-figures"])
     assert json.loads((out / "provenance.json").read_text())["patient"]["id"] == "Jane Doe"
+    found = leaks(out, ["Jane Doe", "data.csv", str(study)])  # the scan finds what is there
+    assert "provenance.json: data.csv" in found and "provenance.json: " + str(study) in found
 
 
 def test_one_twin_whose_ode_blows_up_does_not_take_the_study_down(tmp_path):
@@ -404,3 +420,15 @@ def test_a_full_disk_replaces_nothing_and_leaves_no_partial_folder(tmp_path, mon
     assert "No space left on device" in err and "Nothing was replaced" in err
     assert (old / "summary.json").read_text() == '{"earlier": true}'
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data.csv", "out", "study.toml"]
+
+
+def test_the_recorded_command_line_names_no_path_and_no_subject():
+    from twinbayes.results import outputs_command
+
+    argv = ["twinbayes", "update", "/home/j/MRN-1/res", "new.csv", "--subject", "Jane Doe"]
+    argv += ["--draws", "100", "--out=/home/j/x", "--seed=3", "--quiet"]
+    assert outputs_command(argv) == [
+        "twinbayes", "update", "<path>", "<path>", "--subject", "<subject>",
+        "--draws", "100", "--out=<path>", "--seed=3", "--quiet",
+    ]  # fmt: skip
+    assert outputs_command(argv, keep=True) == argv

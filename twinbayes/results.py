@@ -486,28 +486,33 @@ def _redacted(study_text: str) -> str:
     )
 
 
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
+VALUE_OPTIONS = ("--seed", "--draws", "--tune", "--chains", "--sims", "--ranks")
+"""Command-line options whose values are numbers, recorded as given."""
 
 
 def outputs_command(command: list[str], keep: bool = False) -> list[str]:
-    """The command line as outputs record it: every path replaced by ``<path>`` unless
-    identifiers are kept (paths name the user's folders and often the patient)."""
+    """The command line as outputs record it: the program, the subcommand, the options and
+    their numbers; every path replaced by ``<path>`` and a ``--subject`` by ``<subject>``,
+    unless identifiers are kept (paths name the user's folders and often the patient)."""
+    command = [str(c) for c in command]
     if keep:
-        return [str(c) for c in command]
-    return [_redact_arg(str(c)) for c in command]
+        return command
+    out, previous = command[:2], ""
+    for arg in command[2:]:
+        if arg.startswith("-") and "=" in arg:  # --out=PATH
+            option, value = arg.split("=", 1)
+            out.append(f"{option}={_recorded(option, value)}")
+        else:
+            out.append(arg if arg.startswith("-") else _recorded(previous, arg))
+        previous = arg
+    return out
 
 
-def _redact_arg(arg: str) -> str:
-    if arg.startswith("-") or arg.startswith("bundled:") or _is_number(arg):
-        return arg
-    if os.sep in arg or "." in arg or Path(arg).exists():
-        return "<path>"
-    return arg
+def _recorded(option: str, value: str) -> str:
+    """The value of ``option`` (or a positional argument) as outputs record it."""
+    if option in VALUE_OPTIONS:
+        return value
+    return "<subject>" if option == "--subject" else "<path>"
 
 
 def _twin_summary(t) -> dict:
