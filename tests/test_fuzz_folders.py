@@ -82,6 +82,9 @@ def _change(folder: Path, rel: str, change: tuple, secret: Path) -> None:
     kind, value = change
     path = folder / rel
     if kind == "twin name":
+        summary = folder / "summary.json"
+        if summary.is_symlink() or not summary.is_file():
+            return  # an earlier change made it a link, a FIFO or a folder
         try:
             doc = json.loads((folder / "summary.json").read_text())
             doc["twins"] = {value: next(iter(doc["twins"].values()))}
