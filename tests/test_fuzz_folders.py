@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_fhir import VALID
-from test_untrusted import pk_study
+from test_hostile_folders import FILES, QUICK, results_folder
 
 import twinbayes.pipeline
 from twinbayes.cli import main
@@ -24,7 +24,6 @@ from twinbayes.error import TwinbayesError
 from twinbayes.fhir import read_bundle
 from twinbayes.units import parse_unit
 
-QUICK = ["--quiet", "--no-ladder", "--draws", "100", "--tune", "100", "--chains", "1"]
 DEPTHS = [
     pytest.param(settings(max_examples=25, deadline=None), id="deterministic"),
     pytest.param(
@@ -42,23 +41,9 @@ class Refitted(Exception):
 
 @pytest.fixture(scope="module")
 def made(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("made")
-    study = pk_study(tmp, specs=("pk_1cmt_iv",))
-    assert main(["run", str(study), "--out", str(tmp / "out"), *QUICK]) in (0, 3, 4)
-    return tmp / "out"
+    return results_folder(tmp_path_factory.mktemp("made"))
 
 
-FILES = [
-    "summary.json",
-    "provenance.json",
-    "study.toml",
-    "history.json",
-    "patient.csv",
-    "twins/pk_1cmt_iv.nc",
-    "figures/pk_1cmt_iv_checks.png",
-    "specs/pk_1cmt_iv.toml",
-    ".twinbayes-results",
-]
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12),
     lambda inner: (

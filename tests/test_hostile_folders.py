@@ -24,13 +24,17 @@ SECRET = "the-secret-in-a-private-file"
 NEW_ROWS = "time,time_unit,event,name,value,unit\n10,h,observation,concentration,0.05,ug/mL\n"
 
 
-@pytest.fixture(scope="module")
-def made(tmp_path_factory):
-    """A results folder of one twin (with its figure), written once for the module."""
-    tmp = tmp_path_factory.mktemp("made")
+def results_folder(tmp: Path) -> Path:
+    """A results folder of one twin (with its figure) in ``tmp``."""
     study = pk_study(tmp, specs=("pk_1cmt_iv",))
     assert main(["run", str(study), "--out", str(tmp / "out"), *QUICK]) in (0, 3, 4)
     return tmp / "out"
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory):
+    """A results folder written once for the module."""
+    return results_folder(tmp_path_factory.mktemp("made"))
 
 
 @pytest.fixture

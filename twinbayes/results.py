@@ -81,7 +81,7 @@ class ResultsFolder:
 
         The run holds a lock on ``path`` until :meth:`commit` or :meth:`abort` (a second run on
         the same folder is refused at once), removes the partial folders that killed runs left
-        beside it, and remembers which folder (device and inode) ``--force`` may replace.
+        beside it, and remembers which folder (device, inode, marker) ``--force`` may replace.
 
         Raises
         ------
@@ -320,7 +320,11 @@ class ResultsFolder:
             elif now == self.seen and self.force and _marked(self.path):
                 old = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.old-", dir=self.path.parent))
                 os.replace(self.path, old / "results")
-                os.replace(self.staging, self.path)
+                try:
+                    os.replace(self.staging, self.path)
+                except OSError:
+                    os.replace(old / "results", self.path)  # the old folder back where it was
+                    raise
                 shutil.rmtree(old)
             else:
                 kept = _sibling(self.path)
