@@ -44,11 +44,13 @@ def made(tmp_path_factory):
     return results_folder(tmp_path_factory.mktemp("made"))
 
 
+def _containers(inner: st.SearchStrategy) -> st.SearchStrategy:
+    return st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+
+
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12),
-    lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
-    ),
+    _containers,
     max_leaves=12,
 )
 NAMES = st.sampled_from(["pk_1cmt_iv", "../../x", "a/b", "x\n", "<b>", "", "twins", "..", "CON"])
