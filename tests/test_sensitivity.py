@@ -1,9 +1,11 @@
 """Prior-data conflict: an adult prior on a neonate's data is flagged in the fit, summary.json and report."""
 
+import html
 import json
 
 import numpy as np
 import pytest
+import xarray as xr
 
 from twinbayes import fit, load_spec, simulate_patient
 from twinbayes.cli import main
@@ -48,7 +50,9 @@ def test_a_prior_that_agrees_with_the_data_is_not_flagged(twins):
     assert s.conflicts == [] and str(s) == "prior sensitivity: no prior-data conflict"
 
 
-def test_the_conflict_reaches_summary_and_report(tmp_path):
+def test_the_conflict_reaches_summary_and_report(tmp_path, capsys):
+    """The warning (one line, :mod:`twinbayes.caveats`) reaches the console, summary.json, the
+    twin's NetCDF file and the report's answer box."""
     patient = simulate_patient(SPEC, NEONATE, TIMES, DOSE, seed=1)
     rows = ["subject,time,time_unit,event,name,value,unit", "n1,0,h,dose,iv,20,mg"]
     rows += [
@@ -61,11 +65,16 @@ def test_the_conflict_reaches_summary_and_report(tmp_path):
         '[twins]\nspecs = ["pk_1cmt_iv"]\n[sampler]\ndraws = 1000\ntune = 1000\n'
     )
     out = tmp_path / "out"
-    main(["run", str(tmp_path / "study.toml"), "--out", str(out), "--quiet", "--no-ladder"])
+    main(["run", str(tmp_path / "study.toml"), "--out", str(out), "--no-ladder"])
+    line = "prior-data conflict: the prior of CL disagrees with this patient's data"
+    assert f"warning: {line}" in capsys.readouterr().out
     twin = json.loads((out / "summary.json").read_text())["twins"]["pk_1cmt_iv"]
     assert twin["prior_sensitivity"]["CL"]["diagnosis"] == "prior-data conflict"
-    report = (out / "report.html").read_text()
-    assert "prior-data conflict in twin pk_1cmt_iv: CL" in report
+    assert line in twin["warnings"]
+    with xr.open_datatree(out / "twins" / "pk_1cmt_iv.nc", engine="h5netcdf") as tree:
+        assert line in json.loads(tree.attrs["warnings"])
+    answer = (out / "report.html").read_text().split('id="answer"')[1].split("</section>")[0]
+    assert f"pk_1cmt_iv: {line}" in html.unescape(answer)
 
 
 def test_a_failing_sensitivity_never_takes_the_fit_down(monkeypatch):

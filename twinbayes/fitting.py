@@ -26,6 +26,7 @@ from .compiled_model import compile_model, guard_starts, sample_nuts
 from .diagnostics import Diagnostics, Gate, diagnose
 from .dynamics.design import Design, describe_excluded, design_for
 from .ladder import DEFAULT_LADDER, DEFAULT_MAXDEPTH, Attempt, Ladder, adaptation_problem, climb
+from .misfit import checks_of
 from .model import TwinModel, obs_dim, patient_data
 from .patient import Patient
 from .sensitivity import power_scaling_sensitivity
@@ -209,6 +210,14 @@ class Twin:
     def converged(self) -> bool:
         """Whether the fit passed its convergence gate."""
         return self.diagnostics.passed
+
+    @property
+    def warnings(self) -> list[str]:
+        """What a reader of this twin's answer must know although the gate passed (misfit,
+        prior-data conflict): :func:`twinbayes.caveats.twin_warnings`."""
+        from .caveats import twin_warnings
+
+        return twin_warnings(self)
 
     @property
     def reasons(self) -> list[str]:
@@ -593,8 +602,11 @@ def _add_pointwise_groups(
     moments = model.moments(params, design)  # one ODE solve per draw serves both
     idata["log_likelihood"] = group(model.log_likelihood(params, design, moments))
     if predictive:
-        idata["posterior_predictive"] = group(
-            model.simulate(params, design, np.random.default_rng(seed), moments)
+        replicates = model.simulate(params, design, np.random.default_rng(seed), moments)
+        idata["posterior_predictive"] = group(replicates)
+        checks = checks_of(moments, design, replicates)
+        idata["posterior_predictive"].attrs["predictive_checks"] = json.dumps(
+            [c.as_dict() for c in checks]
         )
 
 

@@ -352,6 +352,8 @@ def _fit_one(i, n, spec, patient, study, folder, progress, quiet) -> Twin | Fail
     _say(f"      {time.perf_counter() - t0:.1f} s; {twin.diagnostics}", quiet)
     if twin.sensitivity is not None:
         _say(f"      {twin.sensitivity}", quiet)
+    for line in twin.warnings:
+        _say(f"      warning: {line}", quiet)
     _say_ladder(twin, quiet)
     if twin.excluded:
         _say(f"      {describe_excluded(twin.spec, twin.excluded)}", quiet)

@@ -461,6 +461,18 @@ def _provenance_items(provenance: dict) -> list[tuple[str, str]]:
     return items
 
 
+def _warnings(summary: dict) -> list[str]:
+    """Every twin's warnings (:mod:`twinbayes.caveats`: misfit, prior-data conflict), named by
+    twin; a summary from before warnings were kept shows its prior-data conflicts."""
+    out = []
+    for name, t in summary.items():
+        if "warnings" not in t:
+            out += _conflicts({name: t})
+            continue
+        out += [f"{name}: {line}" for line in t["warnings"] if isinstance(line, str)]
+    return out
+
+
 def _conflicts(summary: dict) -> list[str]:
     """One line per twin whose prior conflicts with the patient's data."""
     out = []
@@ -578,7 +590,7 @@ def _render_context(folder, written, summary_doc, summary, provenance, study) ->
         "no_target_text": "The study defines no targets, so there is no decision to state; "
         "the comparison below says which twin predicts best.",
         "excluded_note": _excluded_note(d) if d is not None else ("", ""),
-        "conflicts": _conflicts(summary),
+        "conflicts": _warnings(summary),
         "comparison_headline": _comparison_headline(comparison["table"], weights)
         if comparison
         else "",

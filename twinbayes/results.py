@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from .error import TwinbayesError
+from .misfit import predictive_checks
 from .names import check_name, inside
 from .netcdf import write_netcdf
 
@@ -168,6 +169,7 @@ class ResultsFolder:
         """
         target = inside(self.staging, "twins", f"{check_name(twin.name, 'model.name')}.nc")
         tree = twin.idata.copy()
+        tree.attrs["warnings"] = json.dumps(twin.warnings)
         stats = tree["sample_stats"].to_dataset()
         drop = [
             v for v in stats.data_vars if stats[v].dtype == object
@@ -537,6 +539,8 @@ def _twin_summary(t) -> dict:
         "divergent": t.diagnostics.divergent,
         "gate_attempts": [a.as_dict() for a in t.attempts],
         "prior_sensitivity": t.sensitivity.as_dict() if getattr(t, "sensitivity", None) else {},
+        "warnings": t.warnings,
+        "predictive_checks": [c.as_dict() for c in predictive_checks(t)],
     }
 
 

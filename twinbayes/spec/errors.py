@@ -57,6 +57,10 @@ class ErrorModel:
         """Observations from standard normal variates ``z``: ``mu + sd z``."""
         return mu + sd * z
 
+    def standardise(self, y: np.ndarray, mu: np.ndarray, sd: np.ndarray) -> np.ndarray:
+        """The standard normal variate of observation ``y`` (the inverse of :meth:`draw`): ``(y - mu) / sd``."""
+        return (y - mu) / sd
+
     def pymc(self, mu: Any, sd: Any) -> tuple[type, dict[str, Any]]:
         """The PyMC distribution of one observation and its arguments.
 
@@ -125,6 +129,10 @@ class LogNormal(ErrorModel):
 
     def draw(self, mu, sd, z):
         return mu * np.exp(sd * z)
+
+    def standardise(self, y, mu, sd):
+        """``(log y - log mu) / sigma``."""
+        return (np.log(y) - np.log(mu)) / sd
 
     def pymc(self, mu, sd):
         import pymc as pm
