@@ -95,3 +95,26 @@ def test_runs_and_largest_residual_see_what_they_should():
     p_out, _ = ppp_values(np.tile(outlier, (DRAWS, 1)), z_rep, t)["largest standardised residual"]
     assert p_out < 0.01
     assert set(ppp_values(z_rep[:, :2], z_rep[:, :2], t[:2])) == {"largest standardised residual"}
+
+
+def test_a_twin_fitted_to_its_own_simulated_data_raises_no_misfit():
+    """Checks of a fitted twin are stored with its predictive draws and read back; the twin
+    that simulated the data raises no misfit warning and passes the LOO-PIT test."""
+    from test_compare import QUICK
+
+    from twinbayes import fit, load_spec, simulate_patient
+    from twinbayes.comparison import compare
+    from twinbayes.misfit import predictive_checks
+
+    spec = load_spec("pk_1cmt_iv")
+    times = np.array([0.25, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0])
+    truth = {"CL": 5.0, "V": 10.0, "sigma_add": 0.2, "sigma_prop": 0.1}
+    patient = simulate_patient(spec, truth, times, {"iv": ([0.0], [100.0])}, seed=7)
+    twin = fit(spec, patient, seed=3, **QUICK)
+    checks = predictive_checks(twin)
+    assert {c.statistic for c in checks} == {s.name for s in STATISTICS}
+    assert all(0 <= c.p_value <= 1 and 0 < c.mcse < 0.05 for c in checks)
+    assert not [w for w in twin.warnings if w.startswith("misfit")], twin.warnings
+    other = fit(load_spec("pk_2cmt_iv"), patient, seed=4, **QUICK)
+    table = compare([twin, other], refit=False, include_unconverged=True).table
+    assert 0.01 < float(table.loo_pit_p.sel(twin="pk_1cmt_iv")) <= 1

@@ -371,13 +371,14 @@ def _comparison(folder: Path, written: Mapping[str, xr.DataTree]) -> dict | None
     comp = _read(folder, "comparison.nc", written)
     t = comp["table"].to_dataset()
     header = ["twin", "elpd", "SE", "elpd diff", "SE diff", "p_loo", "stacking (90 % BB)"]
-    header += ["pseudo-BMA+", "cv", "note"]
+    header += ["pseudo-BMA+", "LOO-PIT p", "cv", "note"]
     rows = [
         [
             str(t.twin.values[i]),
             *(f"{float(t[v][i]):.2f}" for v in ("elpd", "se", "elpd_diff", "se_diff", "p_loo")),
             f"{float(t.stacking[i]):.2f} ({float(t.stacking_q05[i]):.2f}-{float(t.stacking_q95[i]):.2f})",
             f"{float(t.pseudo_bma[i]):.2f}",
+            f"{float(t.loo_pit_p[i]):.2f}" if "loo_pit_p" in t else "-",
             str(t.cv_method.values[i]),
             str(t.note.values[i]) or "-",
         ]

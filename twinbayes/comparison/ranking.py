@@ -43,7 +43,8 @@ class Comparison:
         One row per twin (dimension ``twin``), best first: ``elpd``, ``se``,
         ``p_loo``, ``elpd_diff``/``se_diff`` (against the best included twin),
         ``mcse`` (Monte Carlo SE of ``elpd``), ``elpd_reliable`` (no failed refit behind it),
-        ``n_high_k``, ``cv_method``, weights (``stacking`` with bootstrap
+        ``n_high_k``, ``loo_pit_p`` (p-value of the LOO-PIT uniformity test: an absolute check,
+        where the elpd only ranks), ``cv_method``, weights (``stacking`` with bootstrap
         ``stacking_q05``/``stacking_q95``, ``bayes_stacking`` with its posterior
         ``bayes_stacking_q05``/``_q95``, ``pseudo_bma``, optionally ``bma``
         with ``bma_se``), ``elpd_waic`` (secondary), ``converged``,
@@ -86,7 +87,7 @@ class Comparison:
 
     def __str__(self) -> str:
         t = self.table
-        cols = f"{'twin':<20} {'elpd':>8} {'se':>6} {'mcse':>6} {'diff':>7} {'dse':>6} {'p_loo':>6} {'stacking (90% BB)':>20} {'pBMA+':>6} {'Bayes-stacking (90%)':>21}"
+        cols = f"{'twin':<20} {'elpd':>8} {'se':>6} {'mcse':>6} {'diff':>7} {'dse':>6} {'p_loo':>6} {'stacking (90% BB)':>20} {'pBMA+':>6} {'Bayes-stacking (90%)':>21} {'PIT p':>6}"
         has_bma, has_crps = "bma" in t, "crps" in t
         if has_bma:
             cols += f" {'BMA':>6}"
@@ -100,7 +101,7 @@ class Comparison:
                 f"{str(r.twin.values):<20} {float(r.elpd):>8.2f} {float(r.se):>6.2f} "
                 f"{_mcse_cell(float(r.mcse)):>6} {float(r.elpd_diff):>7.2f} "
                 f"{float(r.se_diff):>6.2f} {float(r.p_loo):>6.2f} {stack:>20} {float(r.pseudo_bma):>6.2f}"
-                f" {_interval(r, 'bayes_stacking'):>21}"
+                f" {_interval(r, 'bayes_stacking'):>21} {float(r.loo_pit_p):>6.2f}"
             )
             if has_bma:
                 line += f" {float(r.bma):>6.2f}"
@@ -385,6 +386,17 @@ def elpd_reliable(results: list[xr.Dataset]) -> list[bool]:
     return [not r.attrs["refits_unconverged"] for r in results]
 
 
+def loo_pit_p(twin: Twin) -> float:
+    """p-value of the simultaneous LOO-PIT uniformity test of one twin (Säilynoja et al. 2022,
+    :func:`~twinbayes.calibration.pit_uniformity_test`); NaN where it cannot be computed."""
+    from ..calibration import loo_pit, pit_uniformity_test
+
+    try:
+        return pit_uniformity_test(loo_pit(twin)).p_value
+    except (ValueError, KeyError, TypeError, FloatingPointError):
+        return float("nan")
+
+
 def _table(
     twins, names, results, elpd_i, pair, best, weights, included, include_unconverged
 ) -> xr.Dataset:
@@ -399,6 +411,7 @@ def _table(
             "elpd_diff": ("twin", pair["elpd_diff"].values[:, best]),
             "se_diff": ("twin", pair["se_diff"].values[:, best]),
             "n_high_k": ("twin", [r.attrs["n_high_k"] for r in results]),
+            "loo_pit_p": ("twin", [loo_pit_p(t) for t in twins]),
             "cv_method": ("twin", [r.attrs["cv_method"] for r in results]),
             **{name: ("twin", values) for name, values in weights.items()},
             "elpd_waic": ("twin", [r.attrs["elpd_waic"] for r in results]),
