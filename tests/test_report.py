@@ -96,3 +96,26 @@ def test_the_answer_says_when_the_choice_depends_on_which_twin_is_believed():
         [[0.9, 0.1], [0.8, 0.2], [0.7, 0.1], [0.85, 0.15]], equal=[0.8, 0.13], excluded=""
     )
     assert "depends on which twin" not in " ".join(agree.lines)
+
+
+def test_when_no_twin_fits_the_headline_says_so_instead_of_a_preference():
+    """Issue 43: every voting twin with a misfit warning -> no twin supports the answer."""
+    from twinbayes.report import misfitting_twins
+
+    d = _result({"a": 0.7, "b": 0.3})
+    summary = {
+        "a": {"warnings": ["misfit: trend over time of C (posterior predictive p = 0.001)"]},
+        "b": {
+            "warnings": [
+                "misfit: runs of residual signs of C (p = 0.004)",
+                "prior-data conflict: x",
+            ]
+        },
+    }
+    assert misfitting_twins(summary) == {"a", "b"}
+    (answer,) = answers(d, STUDY, misfitting_twins(summary))
+    assert answer.verdict.startswith("No twin fits this patient's data (a, b: each failed")
+    assert "ensemble's choice" not in answer.verdict
+    summary["b"]["warnings"] = summary["b"]["warnings"][1:]  # b fits: it supports an answer
+    (answer,) = answers(d, STUDY, misfitting_twins(summary))
+    assert answer.verdict.startswith("C6 in 0.1-1.5: 50 mg is the ensemble's choice")

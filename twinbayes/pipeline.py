@@ -159,6 +159,12 @@ def run_study(
         weights = _weights(fitted, comparison, study)
         with watch("scenarios"):
             result = _scenarios(fitted, weights, comparison, study, skipped, quiet, simulated)
+        if _no_twin_fits(twins, weights):
+            _say(
+                "warning: no twin fits this patient's data (every twin with weight failed a "
+                "misfit check): no twin supports the answer",
+                quiet,
+            )
         outcome = Outcome.of(twins, skipped)
         if outcome is not Outcome.OK:
             _say(
@@ -475,6 +481,14 @@ def _scenarios(
     return result
 
 
+def _no_twin_fits(twins, weights: dict[str, float] | None) -> bool:
+    """Whether every twin with weight (every fitted twin without weights) raised a misfit warning."""
+    voting = [
+        t for t in twins if isinstance(t, Twin) and (weights is None or weights.get(t.name, 0) > 0)
+    ]
+    return bool(voting) and all(any(w.startswith("misfit") for w in t.warnings) for t in voting)
+
+
 def _unreliable(comparison) -> list[str]:
     """Twins whose elpd, and so weight, rests on cross-validation refits that failed their gate."""
     if comparison is None or "elpd_reliable" not in comparison.table:
@@ -512,6 +526,7 @@ def _write(
                 "name": outcome.name,
                 "skipped": skipped,
                 "unreliable_weights": _unreliable(comparison),
+                "no_twin_fits": _no_twin_fits(twins, weights),
             },
         )
         if drawing:

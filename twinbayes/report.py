@@ -113,16 +113,24 @@ def _target_qoi(study: dict, target: str) -> str | None:
     return None
 
 
-def _answer(d: xr.Dataset, study: dict, target: str) -> Answer:
+def _answer(d: xr.Dataset, study: dict, target: str, misfitting: frozenset = frozenset()) -> Answer:
     """Verdict, P(target) across twins and for the ensemble, share of disagreement, robustness.
 
     Twins excluded from the ensemble (failed their gate) do not vote: they are named as
-    excluded, with their own P, never as the twin that disagrees.
+    excluded, with their own P, never as the twin that disagrees.  When every voting twin
+    failed a misfit check (``misfitting``), the verdict says that no twin supports the answer
+    instead of stating a preference.
     """
     excluded = [n.strip() for n in str(d.attrs.get("excluded", "")).split(",") if n.strip()]
     twins = [str(s) for s in d.source.values if s != "ensemble" and str(s) not in excluded]
     twins = twins or [str(s) for s in d.source.values if s != "ensemble"]
     choice, verdict = _preference(d, target, twins)
+    if twins and set(twins) <= misfitting:
+        verdict = (
+            f"No twin fits this patient's data ({', '.join(twins)}: each failed a misfit check), "
+            f"so no twin supports an answer for {target}; the figures below are what the twins "
+            "would say, not a recommendation."
+        )
     at = {"scenario": choice, "target": target}
     p_twins = [_value(d, "p_meets", source=t, **at) for t in twins]
     p_ens, p_mcse = (
@@ -194,9 +202,19 @@ def _depends_on_belief(d: xr.Dataset, target: str, choice: str, excluded: list[s
     return lines
 
 
-def answers(d: xr.Dataset, study: dict) -> list[Answer]:
-    """The plain-language answer for every target of a disagreement dataset."""
-    return [_answer(d, study, str(t)) for t in d.target.values]
+def answers(d: xr.Dataset, study: dict, misfitting: frozenset = frozenset()) -> list[Answer]:
+    """The plain-language answer for every target of a disagreement dataset (``misfitting``:
+    the twins with a misfit warning, :mod:`twinbayes.caveats`)."""
+    return [_answer(d, study, str(t), misfitting) for t in d.target.values]
+
+
+def misfitting_twins(summary: dict) -> frozenset:
+    """Names of the twins whose warnings in ``summary.json`` include a misfit."""
+    return frozenset(
+        name
+        for name, t in summary.items()
+        if any(isinstance(w, str) and w.startswith("misfit") for w in t.get("warnings", []))
+    )
 
 
 def _excluded_note(d: xr.Dataset) -> tuple[str, str]:
@@ -587,7 +605,7 @@ def _render_context(folder, written, summary_doc, summary, provenance, study) ->
     weights = study.get("comparison", {}).get("weights", "stacking")
     return {
         **_head(folder, summary_doc, provenance, study),
-        "answers": answers(d, study) if d is not None else [],
+        "answers": answers(d, study, misfitting_twins(summary)) if d is not None else [],
         "no_target_text": "The study defines no targets, so there is no decision to state; "
         "the comparison below says which twin predicts best.",
         "excluded_note": _excluded_note(d) if d is not None else ("", ""),
