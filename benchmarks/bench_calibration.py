@@ -10,7 +10,14 @@ refits, stacking with Bayesian-bootstrap draws) and simulated (``tb.disagreement
 Sets of patients (parameters from a population around typical values, not from the priors):
 
 - ``closed``: the truth is one of the twins (alternately the linear and the saturable one);
-- ``open``: the truth is a two-compartment model (``pk_2cmt_iv``), which no twin is.
+- ``open``: the truth is a two-compartment model (``pk_2cmt_iv``), which no twin is;
+- ``drift``: the truth's clearance rises over time (``CL(t) = CL0 (1 + r t / 24 h)``, as in
+  autoinduction), which no twin has (issue 43).
+
+``--levels LO HI`` draws LO to HI levels per patient (default 2-8; issue 43 uses 5-8).  Each record
+also holds every twin's warnings (:mod:`twinbayes.caveats`), its LOO-PIT p-value and whether no
+twin with weight fits, so ``--summary`` can say how many confident and wrong answers carried a
+visible warning, and how often a warning fired at all (false alarms where the truth is a twin).
 
 For every patient the script records P(target) of the stacking ensemble, of equal weights over the
 converged twins, and of the twin with the best elpd, and whether the truth (noise-free) met the
@@ -41,6 +48,13 @@ TWINS = ("pk_1cmt_iv", "pk_1cmt_iv_mm")
 TRUTHS = {
     "pk_1cmt_iv": {"CL": (1.0, 0.35), "V": (40.0, 0.2), "sigma_add": 0.3, "sigma_prop": 0.1},
     "pk_1cmt_iv_mm": {"Vmax": (20.0, 0.2), "Km": (8.0, 0.3), "V": (40.0, 0.2), "sigma_prop": 0.1},
+    "drift": {
+        "CL0": (1.0, 0.35),
+        "r": (0.15, 0.3),
+        "V": (40.0, 0.2),
+        "sigma_add": 0.3,
+        "sigma_prop": 0.1,
+    },
     "pk_2cmt_iv": {
         "CL": (1.0, 0.35),
         "V1": (15.0, 0.2),
@@ -50,6 +64,59 @@ TRUTHS = {
         "sigma_prop": 0.1,
     },
 }
+
+
+DRIFT_SPEC = """
+format = 1
+[model]
+name = "pk_1cmt_iv_induced"
+title = "One-compartment PK, IV, clearance rising over time (autoinduction)"
+hypothesis = "Clearance rises linearly with time, by a fraction r a day."
+references = ["Tang W (2003). The metabolism of carbamazepine: autoinduction. Curr Drug Metab 4:91."]
+time_unit = "h"
+[parameters.CL0]
+description = "clearance at time 0"
+unit = "L/h"
+prior = { distribution = "lognormal", mu = 0.0, sigma = 1.0 }
+[parameters.r]
+description = "relative rise of clearance per day"
+unit = "1"
+prior = { distribution = "lognormal", mu = -2.0, sigma = 1.0 }
+[parameters.V]
+description = "volume of distribution"
+unit = "L"
+prior = { distribution = "lognormal", mu = 3.4, sigma = 0.7 }
+[parameters.sigma_add]
+description = "additive residual SD"
+unit = "mg/L"
+prior = { distribution = "halfnormal", sigma = 1.0 }
+[parameters.sigma_prop]
+description = "proportional residual SD"
+unit = "1"
+prior = { distribution = "halfnormal", sigma = 0.2 }
+[states.central]
+unit = "mg"
+description = "amount of drug in the body"
+[dynamics]
+linear = false
+rhs.central = "-CL0 * (1 + r * t / 24) / V * central"
+initial.central = "0"
+[routes.iv]
+state = "central"
+unit = "mg"
+[observations.concentration]
+expression = "central / V"
+unit = "mg/L"
+description = "drug concentration in plasma"
+error = { model = "combined", additive = "sigma_add", proportional = "sigma_prop" }
+"""
+
+
+def truth_spec(name: str):
+    """The spec that simulates a patient: a bundled one, or the drifting clearance above."""
+    import twinbayes as tb
+
+    return tb.load_spec("drift.toml", text=DRIFT_SPEC) if name == "drift" else tb.load_spec(name)
 
 
 def regimen():
@@ -70,17 +137,17 @@ def draw_truth(name: str, rng: np.random.Generator) -> dict[str, float]:
     }
 
 
-def one_patient(kind: str, i: int, seed: int) -> dict:
+def one_patient(kind: str, i: int, seed: int, levels: tuple[int, int] = (2, 8)) -> dict:
     """Simulate, fit both twins, compare, decide; the record of one patient."""
     import twinbayes as tb
     from twinbayes.qoi import ValueAt
     from twinbayes.simulate import simulate_patient
 
     rng = np.random.default_rng([seed, i])
-    truth_name = {"closed": TWINS[i % 2], "open": "pk_2cmt_iv"}[kind]
-    spec = tb.load_spec(truth_name)
+    truth_name = {"closed": TWINS[i % 2], "open": "pk_2cmt_iv", "drift": "drift"}[kind]
+    spec = truth_spec(truth_name)
     params = draw_truth(truth_name, rng)
-    n_levels = int(rng.integers(2, 9))
+    n_levels = int(rng.integers(levels[0], levels[1] + 1))
     times = np.sort(rng.uniform(1.0, 96.0, n_levels)).round(2)
     dose_t = np.array([0.0] + [8.0 * k for k in range(1, 13)])  # doses given before 96 h
     dose_a = np.array([1000.0] + [100.0] * 12)
@@ -99,6 +166,7 @@ def one_patient(kind: str, i: int, seed: int) -> dict:
         "true_trough": true_value,
         "meets": bool(LOW <= true_value <= HIGH),
         "converged": [bool(t.converged) for t in twins],
+        "warnings": {t.name: t.warnings for t in twins},
     }
     if not any(t.converged for t in twins):
         return {**record, "status": "no twin converged", "seconds": time.perf_counter() - t0}
@@ -128,6 +196,10 @@ def one_patient(kind: str, i: int, seed: int) -> dict:
             for n in comparison.table.twin.values
         },
         "elpd_reliable": [bool(v) for v in comparison.table.elpd_reliable.values],
+        "loo_pit_p": {
+            str(n): float(v)
+            for n, v in zip(comparison.table.twin.values, comparison.table.loo_pit_p.values)
+        },
         "p_ensemble": float(d.p_meets.sel(source="ensemble")),
         "p_ensemble_mcse": float(d.p_meets_mcse.sel(source="ensemble")),
         "p_equal": float(d.p_meets_equal),
@@ -170,6 +242,25 @@ def with_other_weights(record: dict) -> dict:
     }
 
 
+def _voting(record: dict) -> list[str]:
+    return [n for n, w in record["weights"].items() if w > 0]
+
+
+def _warned(record: dict) -> bool:
+    """Whether the answer box showed a warning of a twin with weight."""
+    return any(record.get("warnings", {}).get(n) for n in _voting(record))
+
+
+def _no_twin_fits(record: dict) -> bool:
+    return all(
+        any(w.startswith("misfit") for w in record["warnings"].get(n, [])) for n in _voting(record)
+    )
+
+
+def _pit_flag(record: dict) -> bool:
+    return any(record.get("loo_pit_p", {}).get(n, 1.0) < 0.05 for n in _voting(record))
+
+
 METHODS = ("p_ensemble", "p_bayes_stacking", "p_pseudo_bma", "p_equal", "p_best_loo")
 
 
@@ -186,6 +277,14 @@ def summarise(records: list[dict]) -> str:
             f"set {kind}: {len(rows)} patients ({sum(r['set'] == kind for r in records) - len(rows)} "
             f"without a converged twin); target met by {y.mean():.2f}"
         )
+        if rows and "warnings" in rows[0]:
+            warned = np.array([_warned(r) for r in rows], bool)
+            lines.append(
+                f"  a warning on the answer (a twin with weight: misfit or prior-data conflict): "
+                f"{int(warned.sum())} of {len(rows)} patients ({warned.mean():.0%}); every twin "
+                f"with weight misfits: {sum(_no_twin_fits(r) for r in rows)}; LOO-PIT p < 0.05 for "
+                f"a twin with weight: {sum(_pit_flag(r) for r in rows)}"
+            )
         for method in METHODS:
             p = np.clip(np.array([r[method] for r in rows]), 0.0, 1.0)
             brier = float(np.mean((p - y) ** 2))
@@ -194,9 +293,15 @@ def summarise(records: list[dict]) -> str:
             )
             confident = (p >= 0.95) | (p <= 0.05)
             wrong = confident & ((p >= 0.95) != (y == 1))
+            warned = np.array([_warned(r) for r in rows], bool)
             lines.append(
                 f"  {method:<16} Brier {brier:.3f}  Spiegelhalter z {z:+.2f} (p {2 * stats.norm.sf(abs(z)):.2g})  "
                 f"confident claims {int(confident.sum())}, wrong {int(wrong.sum())}"
+                + (
+                    f" (with a warning: {int((wrong & warned).sum())})"
+                    if "warnings" in rows[0]
+                    else ""
+                )
             )
             edges = np.linspace(0, 1, 6)
             for lo, hi in zip(edges[:-1], edges[1:]):
@@ -214,7 +319,8 @@ def summarise(records: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--set", choices=("closed", "open"))
+    ap.add_argument("--set", choices=("closed", "open", "drift"))
+    ap.add_argument("--levels", type=int, nargs=2, default=(2, 8), metavar=("LO", "HI"))
     ap.add_argument("--patients", type=int, default=100)
     ap.add_argument("--first", type=int, default=0)
     ap.add_argument("--seed", type=int, default=20261207)
@@ -228,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.set and args.out):
         ap.error("--set and --out (or --summary)")
     for i in range(args.first, args.first + args.patients):
-        record = one_patient(args.set, i, args.seed)
+        record = one_patient(args.set, i, args.seed, tuple(args.levels))
         with args.out.open("a") as f:
             f.write(json.dumps(record) + "\n")
         print(f"{args.set} {i}: {record['status']}, {record['seconds']:.1f} s", file=sys.stderr)
