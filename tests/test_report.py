@@ -119,3 +119,15 @@ def test_when_no_twin_fits_the_headline_says_so_instead_of_a_preference():
     summary["b"]["warnings"] = summary["b"]["warnings"][1:]  # b fits: it supports an answer
     (answer,) = answers(d, STUDY, misfitting_twins(summary))
     assert answer.verdict.startswith("C6 in 0.1-1.5: 50 mg is the ensemble's choice")
+
+
+def test_a_decision_read_after_the_last_level_is_called_an_extrapolation():
+    """Issue 43: the answer box says when the target's QoI lies beyond every level."""
+    d = _result({"a": 0.7, "b": 0.3})
+    study = {**STUDY, "qois": [{"name": "C6", "kind": "value_at", "at": 6.0}]}
+    (answer,) = answers(d, study, last_obs=(4.0, "h"))
+    line = answer.lines[0]
+    assert line.startswith("This decision is an extrapolation: 'C6' is read at t = 6 h, 2 h after")
+    for last in (6.0, 8.0, None):  # a level at or after the QoI's time, or no history
+        (answer,) = answers(d, study, last_obs=None if last is None else (last, "h"))
+        assert not any("extrapolation" in x for x in answer.lines)

@@ -113,13 +113,46 @@ def _target_qoi(study: dict, target: str) -> str | None:
     return None
 
 
-def _answer(d: xr.Dataset, study: dict, target: str, misfitting: frozenset = frozenset()) -> Answer:
+def _qoi_end(study: dict, qoi: str | None) -> float | None:
+    """The latest time a QoI of the study reads (``at``, or the end of its ``window``)."""
+    for q in study.get("qois", []):
+        if isinstance(q, dict) and q.get("name") == qoi:
+            at, window = q.get("at"), q.get("window")
+            if isinstance(at, (int, float)):
+                return float(at)
+            if isinstance(window, list) and len(window) == 2:
+                return float(window[1])
+    return None
+
+
+def _extrapolation(study: dict, target: str, last_obs: tuple[float, str] | None) -> list[str]:
+    """A line when the target's QoI lies after the last level: no level checks it there."""
+    qoi = _target_qoi(study, target)
+    end = _qoi_end(study, qoi)
+    if last_obs is None or end is None or not end > last_obs[0]:
+        return []
+    last, unit = last_obs
+    return [
+        f"This decision is an extrapolation: '{qoi}' is read at t = {end:g} {unit}, "
+        f"{end - last:g} {unit} after the last level (t = {last:g} {unit}); no level checks the "
+        "twins' predictions there, and a twin that fits the levels can still be wrong there."
+    ]
+
+
+def _answer(
+    d: xr.Dataset,
+    study: dict,
+    target: str,
+    misfitting: frozenset = frozenset(),
+    last_obs: tuple[float, str] | None = None,
+) -> Answer:
     """Verdict, P(target) across twins and for the ensemble, share of disagreement, robustness.
 
     Twins excluded from the ensemble (failed their gate) do not vote: they are named as
     excluded, with their own P, never as the twin that disagrees.  When every voting twin
     failed a misfit check (``misfitting``), the verdict says that no twin supports the answer
-    instead of stating a preference.
+    instead of stating a preference; a target read after the last level (``last_obs``: time
+    and unit) is said to be an extrapolation.
     """
     excluded = [n.strip() for n in str(d.attrs.get("excluded", "")).split(",") if n.strip()]
     twins = [str(s) for s in d.source.values if s != "ensemble" and str(s) not in excluded]
@@ -147,7 +180,11 @@ def _answer(d: xr.Dataset, study: dict, target: str, misfitting: frozenset = fro
         + (f"; {lo:.2f}-{hi:.2f} over weights the data support about as well" if lo == lo else "")
         + (f"; {equal:.2f} with equal weights." if equal == equal else ".")
     ]
-    lines = _depends_on_belief(d, target, choice, excluded) + lines  # first: is it robust?
+    lines = (  # first: is it robust, and do the levels vouch for it?
+        _extrapolation(study, target, last_obs)
+        + _depends_on_belief(d, target, choice, excluded)
+        + lines
+    )
     reference = str(d.scenario.values[0])
     if choice != reference:
         diff = _value(d, "p_meets_diff", source="ensemble", **at)
@@ -202,10 +239,27 @@ def _depends_on_belief(d: xr.Dataset, target: str, choice: str, excluded: list[s
     return lines
 
 
-def answers(d: xr.Dataset, study: dict, misfitting: frozenset = frozenset()) -> list[Answer]:
+def answers(
+    d: xr.Dataset,
+    study: dict,
+    misfitting: frozenset = frozenset(),
+    last_obs: tuple[float, str] | None = None,
+) -> list[Answer]:
     """The plain-language answer for every target of a disagreement dataset (``misfitting``:
-    the twins with a misfit warning, :mod:`twinbayes.caveats`)."""
-    return [_answer(d, study, str(t), misfitting) for t in d.target.values]
+    the twins with a misfit warning, :mod:`twinbayes.caveats`; ``last_obs``: the time and unit
+    of the last level, from ``history.json``)."""
+    return [_answer(d, study, str(t), misfitting, last_obs) for t in d.target.values]
+
+
+def last_level(folder: Path) -> tuple[float, str] | None:
+    """Time and unit of the last level of the folder's latest run (``history.json``)."""
+    if not exists_in_folder(folder, "history.json"):
+        return None
+    entries = read_json(folder, "history.json", list)
+    last = entries[-1] if entries else None
+    if not isinstance(last, dict) or not isinstance(last.get("last_time"), (int, float)):
+        return None
+    return float(last["last_time"]), str(last.get("time_unit", ""))
 
 
 def misfitting_twins(summary: dict) -> frozenset:
@@ -605,7 +659,9 @@ def _render_context(folder, written, summary_doc, summary, provenance, study) ->
     weights = study.get("comparison", {}).get("weights", "stacking")
     return {
         **_head(folder, summary_doc, provenance, study),
-        "answers": answers(d, study, misfitting_twins(summary)) if d is not None else [],
+        "answers": answers(d, study, misfitting_twins(summary), last_level(folder))
+        if d is not None
+        else [],
         "no_target_text": "The study defines no targets, so there is no decision to state; "
         "the comparison below says which twin predicts best.",
         "excluded_note": _excluded_note(d) if d is not None else ("", ""),
