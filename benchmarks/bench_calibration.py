@@ -137,11 +137,14 @@ def draw_truth(name: str, rng: np.random.Generator) -> dict[str, float]:
     }
 
 
-def one_patient(kind: str, i: int, seed: int, levels: tuple[int, int] = (2, 8)) -> dict:
+def one_patient(
+    kind: str, i: int, seed: int, levels: tuple[int, int] = (2, 8), forward: bool = True
+) -> dict:
     """Simulate, fit both twins, compare, decide; the record of one patient."""
     import twinbayes as tb
     from twinbayes.qoi import ValueAt
     from twinbayes.simulate import simulate_patient
+    from twinbayes.twin_disagreement import Forward
 
     rng = np.random.default_rng([seed, i])
     truth_name = {"closed": TWINS[i % 2], "open": "pk_2cmt_iv", "drift": "drift"}[kind]
@@ -180,8 +183,10 @@ def one_patient(kind: str, i: int, seed: int, levels: tuple[int, int] = (2, 8)) 
         targets=[target],
         seed=seed + i,
         weight_draws=comparison.weight_draws_of("stacking"),
+        forward=Forward(seed=seed + i) if forward else None,
     )
     d = result.data.isel(scenario=0, target=0)
+    plain = d.p_meets_plain if forward else d.p_meets
     best = str(comparison.table.twin.values[0])
     return {
         **record,
@@ -205,6 +210,9 @@ def one_patient(kind: str, i: int, seed: int, levels: tuple[int, int] = (2, 8)) 
         "p_equal": float(d.p_meets_equal),
         "p_best_loo": float(d.p_meets.sel(source=best)),
         "p_twins": {n: float(d.p_meets.sel(source=n)) for n in TWINS},
+        "p_ensemble_plain": float(plain.sel(source="ensemble")),
+        "p_twins_plain": {n: float(plain.sel(source=n)) for n in TWINS},
+        "forward": json.loads(result.data.attrs["forward"] or "{}"),
         "range_over_weights": [float(d.p_meets_ensemble_q05), float(d.p_meets_ensemble_q95)],
         "seconds": time.perf_counter() - t0,
     }
@@ -261,7 +269,14 @@ def _pit_flag(record: dict) -> bool:
     return any(record.get("loo_pit_p", {}).get(n, 1.0) < 0.05 for n in _voting(record))
 
 
-METHODS = ("p_ensemble", "p_bayes_stacking", "p_pseudo_bma", "p_equal", "p_best_loo")
+METHODS = (
+    "p_ensemble",
+    "p_ensemble_plain",
+    "p_bayes_stacking",
+    "p_pseudo_bma",
+    "p_equal",
+    "p_best_loo",
+)
 
 
 def summarise(records: list[dict]) -> str:
@@ -285,7 +300,7 @@ def summarise(records: list[dict]) -> str:
                 f"with weight misfits: {sum(_no_twin_fits(r) for r in rows)}; LOO-PIT p < 0.05 for "
                 f"a twin with weight: {sum(_pit_flag(r) for r in rows)}"
             )
-        for method in METHODS:
+        for method in (m for m in METHODS if m in rows[0]):
             p = np.clip(np.array([r[method] for r in rows]), 0.0, 1.0)
             brier = float(np.mean((p - y) ** 2))
             z = float(
@@ -325,6 +340,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--first", type=int, default=0)
     ap.add_argument("--seed", type=int, default=20261207)
     ap.add_argument("--out", type=Path)
+    ap.add_argument(
+        "--plain", action="store_true", help="no forward widening (issue 43's 'before')"
+    )
     ap.add_argument("--summary", type=Path, nargs="+")
     args = ap.parse_args(argv)
     if args.summary:
@@ -334,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.set and args.out):
         ap.error("--set and --out (or --summary)")
     for i in range(args.first, args.first + args.patients):
-        record = one_patient(args.set, i, args.seed, tuple(args.levels))
+        record = one_patient(args.set, i, args.seed, tuple(args.levels), not args.plain)
         with args.out.open("a") as f:
             f.write(json.dumps(record) + "\n")
         print(f"{args.set} {i}: {record['status']}, {record['seconds']:.1f} s", file=sys.stderr)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -26,6 +27,7 @@ from .spec.model_spec import load_spec
 from .study import Study
 from .twin_disagreement import (
     Disagreement,
+    Forward,
     Simulated,
     TwinScenarios,
     disagreement,
@@ -451,6 +453,9 @@ def _scenario_study(study: Study) -> dict:
         observable=study.observable,
         qois=study.qois,
         targets=study.targets,
+        forward=None
+        if study.forward_min_points is None
+        else Forward(study.forward_min_points, study.seed),
     )
 
 
@@ -527,6 +532,7 @@ def _write(
                 "skipped": skipped,
                 "unreliable_weights": _unreliable(comparison),
                 "no_twin_fits": _no_twin_fits(twins, weights),
+                "forward_widening": _forward_summary(result),
             },
         )
         if drawing:
@@ -536,6 +542,16 @@ def _write(
     with watch("report"):
         write_report(folder.staging, folder.written)
     folder.commit()
+
+
+def _forward_summary(result: Disagreement | None) -> dict | None:
+    """Per twin, the forward discrepancy's rate, last level and longest checked forecast
+    (``None``: no scenarios, or widening off)."""
+    raw = result.data.attrs.get("forward", "") if result is not None else ""
+    if not raw:
+        return None
+    keep = ("rate", "since", "longest_checked")
+    return {name: {k: r[k] for k in keep} for name, r in json.loads(raw)["twins"].items()}
 
 
 def _write_history(folder, patient, twins, comparison, result, history, figures) -> None:

@@ -125,18 +125,70 @@ def _qoi_end(study: dict, qoi: str | None) -> float | None:
     return None
 
 
-def _extrapolation(study: dict, target: str, last_obs: tuple[float, str] | None) -> list[str]:
-    """A line when the target's QoI lies after the last level: no level checks it there."""
+def _extrapolation(
+    d: xr.Dataset, study: dict, target: str, last_obs: tuple[float, str] | None, twins: list[str]
+) -> list[str]:
+    """A line when the target's QoI lies after the last level: no level checks it there; how far
+    the twins' own forecasts were checked, and which twins' predictions were widened."""
     qoi = _target_qoi(study, target)
     end = _qoi_end(study, qoi)
     if last_obs is None or end is None or not end > last_obs[0]:
         return []
     last, unit = last_obs
-    return [
+    line = (
         f"This decision is an extrapolation: '{qoi}' is read at t = {end:g} {unit}, "
         f"{end - last:g} {unit} after the last level (t = {last:g} {unit}); no level checks the "
         "twins' predictions there, and a twin that fits the levels can still be wrong there."
+    )
+    record = forward_record(d)
+    if record is None:
+        return [line + " Forward widening is off: these are the plain posteriors."]
+    found = {t: record[t] for t in twins if t in record}
+    longest = max((r[1] for r in found.values()), default=0.0)
+    if longest > 0:
+        line += (
+            f" The twins' forecasts of this patient's own levels were checked up to "
+            f"{longest:.3g} {unit} ahead; the decision lies {(end - last) / longest:.1f} times "
+            "as far."
+        )
+    widened = [
+        f"{t} (log SD +{np.sqrt(r[0] * (end - last)):.2f})" for t, r in found.items() if r[0] > 0
     ]
+    if widened:
+        line += (
+            " Widened past the last level because their forecasts of later levels missed by "
+            f"more than they expected: {', '.join(widened)}."
+        )
+    elif found:
+        line += " No twin's forecasts of later levels missed by more than it expected."
+    return [line]
+
+
+def forward_record(d: xr.Dataset) -> dict[str, tuple[float, float]] | None:
+    """Per twin, the forward discrepancy's rate and longest checked forecast, from the
+    ``forward`` attribute of ``disagreement.nc`` (untrusted: only names among the sources and
+    finite non-negative numbers are kept; a rate that is not estimable counts as 0).
+    ``None`` when widening was off."""
+    raw = d.attrs.get("forward", "")
+    if not isinstance(raw, str) or not raw:
+        return None
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        return None
+    twins = doc.get("twins") if isinstance(doc, dict) else None
+    if not isinstance(twins, dict):
+        return None
+    sources = {str(s) for s in d.source.values}
+    out = {}
+    for name, r in twins.items():
+        if name not in sources or not isinstance(r, dict):
+            continue
+        rate, longest = r.get("rate"), r.get("longest_checked")
+        rate = rate if isinstance(rate, (int, float)) and np.isfinite(rate) and rate >= 0 else 0.0
+        ok = isinstance(longest, (int, float)) and np.isfinite(longest) and longest >= 0
+        out[name] = (float(rate), float(longest) if ok else 0.0)
+    return out
 
 
 def _answer(
@@ -180,8 +232,12 @@ def _answer(
         + (f"; {lo:.2f}-{hi:.2f} over weights the data support about as well" if lo == lo else "")
         + (f"; {equal:.2f} with equal weights." if equal == equal else ".")
     ]
+    if "p_meets_plain" in d:
+        plain = _value(d, "p_meets_plain", source="ensemble", **at)
+        if abs(plain - p_ens) >= 0.005:
+            lines[-1] = lines[-1][:-1] + f"; {plain:.2f} from the plain posteriors (not widened)."
     lines = (  # first: is it robust, and do the levels vouch for it?
-        _extrapolation(study, target, last_obs)
+        _extrapolation(d, study, target, last_obs, twins)
         + _depends_on_belief(d, target, choice, excluded)
         + lines
     )

@@ -21,6 +21,7 @@ import numpy as np
 from . import qoi as Q
 from .diagnostics import Gate
 from .fhir import FhirMapping
+from .forward import FORWARD_MIN_POINTS
 from .ladder import DEFAULT_LADDER, Ladder, Rung, adaptation_problem
 from .library import data_path, spec_path
 from .names import check_name
@@ -70,6 +71,7 @@ class Study:
     requested: list[Scenario] = field(default_factory=list)
     times: np.ndarray | None = None
     observable: str | None = None
+    forward_min_points: int | None = FORWARD_MIN_POINTS
     qois: list = field(default_factory=list)
     targets: list = field(default_factory=list)
     source: str = ""
@@ -470,6 +472,21 @@ def _numbers(raw: dict, key: str, where: str) -> list[float]:
     return [float(x) for x in v]
 
 
+def _parse_forward(pr: dict) -> int | None:
+    """``[predictions] widen_forward`` (default true) and ``forward_min_points`` (default 3): the
+    levels the first forecast of :mod:`twinbayes.forward` is made from, ``None`` when off."""
+    widen = pr.get("widen_forward", True)
+    if not isinstance(widen, bool):
+        raise SpecError("predictions.widen_forward", f"must be true or false, got {widen!r}")
+    least = pr.get("forward_min_points", FORWARD_MIN_POINTS)
+    if isinstance(least, bool) or not isinstance(least, int) or not 1 <= least <= 1000:
+        raise SpecError(
+            "predictions.forward_min_points",
+            f"must be a whole number from 1 to 1000, got {least!r}",
+        )
+    return least if widen else None
+
+
 def _parse_observable(pr: dict) -> str | None:
     """``[predictions] observable``: the observable that scenarios predict and QoIs read."""
     if "observable" not in pr:
@@ -484,7 +501,7 @@ MAX_PREDICTION_TIMES = 20_000
 def _parse_times(pr: dict) -> np.ndarray:
     """``[predictions] times``: ``{start, stop, step}`` or a list (at most
     :data:`MAX_PREDICTION_TIMES`, checked before the grid is made)."""
-    _check_keys(pr, "predictions", {"times"}, {"observable"})
+    _check_keys(pr, "predictions", {"times"}, {"observable", "widen_forward", "forward_min_points"})
     t = pr["times"]
     where = "predictions.times"
     if isinstance(t, dict):
@@ -562,6 +579,7 @@ def _parse(doc: dict, path: Path, text: str) -> Study:
     scenarios = _parse_scenarios(doc.get("scenarios", []))
     times = _parse_times(doc["predictions"]) if "predictions" in doc else None
     observable = _parse_observable(doc.get("predictions", {}))
+    forward_min_points = _parse_forward(doc.get("predictions", {}))
     qois = _parse_qois(doc.get("qois", []), "qois")
     targets = _parse_targets(doc.get("targets", []), {q.name: q for q in qois})
     if scenarios and times is None:
@@ -579,6 +597,7 @@ def _parse(doc: dict, path: Path, text: str) -> Study:
         scenarios=scenarios,
         times=times,
         observable=observable,
+        forward_min_points=forward_min_points,
         qois=qois,
         targets=targets,
         source=str(path),

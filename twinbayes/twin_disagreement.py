@@ -24,6 +24,8 @@ autocorrelation of the chains and applies to any smooth statistic.
 
 from __future__ import annotations
 
+import json
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -35,7 +37,9 @@ import xarray as xr
 
 from .ensemble import predictive_draws
 from .fitting import Twin
+from .forward import FORWARD_MIN_POINTS, Discrepancy, forward_discrepancy
 from .mc_error import NOT_ESTIMABLE, SHORT, format_estimate
+from .mixture_variance import between_share, decompose, share
 from .qoi import Target, qoi_name
 from .scenarios import Scenario
 
@@ -47,6 +51,7 @@ __all__ = [
     "simulate_twin",
     "twin_simulation",
     "TwinScenarios",
+    "Forward",
     "weighted_quantile",
     "between_share",
 ]
@@ -155,32 +160,6 @@ def _draws_first(lane: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(lane.T)
 
 
-def _decompose(samples: list[np.ndarray], w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    means = np.array([s.mean(axis=0) for s in samples])
-    var = np.array([s.var(axis=0) for s in samples])
-    w = w.reshape((-1,) + (1,) * (means.ndim - 1))
-    grand = (w * means).sum(axis=0)
-    return (w * var).sum(axis=0), (w * (means - grand) ** 2).sum(axis=0)
-
-
-def _share(samples, w):
-    within, between = _decompose(samples, w)
-    total = within + between
-    return np.divide(between, total, out=np.zeros_like(total, dtype=float), where=total > 0)
-
-
-def between_share(samples: list[np.ndarray], weights: np.ndarray) -> np.ndarray:
-    r"""Share of the mixture's predictive variance that comes from the twins disagreeing.
-
-    .. math:: \frac{\sum_k w_k (m_k - \bar m)^2}{\sum_k w_k v_k + \sum_k w_k (m_k - \bar m)^2},
-              \quad \bar m = \sum_k w_k m_k
-
-    (law of total variance over the mixture ``sum_k w_k p_k``), from draws ``samples[k]``
-    of twin ``k`` (draws along axis 0); 0 where the total variance is 0.
-    """
-    return _share(samples, np.asarray(weights, float))
-
-
 def _jackknife_se(reps: np.ndarray, n_blocks: int) -> np.ndarray:
     """Delete-one-block jackknife standard error from the replicates (first axis)."""
     return np.sqrt((n_blocks - 1) / n_blocks * ((reps - reps.mean(axis=0)) ** 2).sum(axis=0))
@@ -209,11 +188,38 @@ class Disagreement:
         ``p_meets_ensemble_q05/_q95``, ``p_meets_equal`` (scenario, target);
         ``p_ensemble_choice_changes`` (target).  Shared draws:
         ``p_meets_diff``/``_mcse`` (source, scenario, target), the difference to
-        the first scenario.  Attributes ``excluded``, ``n_ensemble``,
-        ``weight_draws``, ``equal_weight_twins``.
+        the first scenario.  Forward widening (:mod:`twinbayes.forward`):
+        ``p_meets_plain``/``_mcse`` (source, scenario, target), the plain posteriors'
+        probabilities.  Attributes ``excluded``, ``n_ensemble``,
+        ``weight_draws``, ``equal_weight_twins``, ``forward`` (JSON: each twin's
+        discrepancy, :meth:`~twinbayes.forward.Discrepancy.as_attrs`; empty when off).
     """
 
     data: xr.Dataset
+
+    def forward_note(self) -> str:
+        """One line per widened twin, or why nothing was widened (empty when widening is off)."""
+        raw = self.data.attrs.get("forward", "")
+        if not raw:
+            return ""
+        found = json.loads(raw)["twins"]
+        unit = self.data.attrs.get("time_unit", "")
+        lines = [
+            f"forward widening: {name}'s forecasts of this patient's later levels missed by more "
+            f"than it expected; its predictions after t = {r['since']:g} {unit} are widened by "
+            f"log SD sqrt({r['rate']:.3g} x time past it)"
+            for name, r in found.items()
+            if r["rate"]
+        ]
+        if lines:
+            return "\n".join(lines)
+        checked = [r["longest_checked"] for r in found.values()]
+        if not any(checked):
+            return "forward widening: too few levels to check any twin's forecasts; not widened"
+        return (
+            "forward widening: no twin's forecasts of this patient's later levels (up to "
+            f"{max(checked):.3g} {unit} ahead) missed by more than it expected; not widened"
+        )
 
     def exclusion_note(self) -> str:
         """What the ensemble leaves out, to print next to every share (empty when nothing is)."""
@@ -295,7 +301,8 @@ class Disagreement:
         return "\n".join(lines + ([f"note: {note}"] if note else []))
 
     def __str__(self) -> str:
-        return self.share_table() + "\n\n" + self.decision_table()
+        note = self.forward_note()
+        return self.share_table() + "\n\n" + self.decision_table() + ("\n" + note if note else "")
 
 
 def _probability_cell(d: xr.Dataset, source, scenario, target) -> str:
@@ -318,6 +325,7 @@ def disagreement(
     seed: int = 0,
     weight_draws: Mapping[str, np.ndarray] | None = None,
     simulated: Simulated | None = None,
+    forward: Forward | None = None,
 ) -> Disagreement:
     """Simulate scenarios under every twin and quantify how the twins disagree.
 
@@ -349,6 +357,10 @@ def disagreement(
         The scenarios already simulated under these twins (:func:`simulate` with these
         twins, scenarios, times, QoIs, targets and observable), e.g. while the comparison ran;
         default: simulated here.
+    forward : Forward, optional
+        Widen each twin's predictions past its last level by how wrong its forecasts of this
+        patient's own levels were (:mod:`twinbayes.forward`); the plain posterior's
+        probabilities stay in ``p_meets_plain``.  Default ``None``: the plain posterior.
 
     Notes
     -----
@@ -365,9 +377,15 @@ def disagreement(
     w = _check_weights(twins, weights)
     if simulated is None:
         simulated = simulate(
-            twins, scenarios, times, qois=qois, targets=targets, observable=observable
+            twins,
+            scenarios,
+            times,
+            qois=qois,
+            targets=targets,
+            observable=observable,
+            forward=forward,
         )
-    simulated.check(twins, scenarios, times, qois, targets, observable)
+    simulated.check(twins, scenarios, times, qois, targets, observable, forward)
     grid, qois, values = simulated.grid, simulated.qois, simulated.values
     ens = _Ensemble.of(w, twins, n_blocks, weight_draws)
     with ThreadPoolExecutor(max_workers=2) as pool:  # NumPy's sorts release the GIL
@@ -386,7 +404,13 @@ def disagreement(
     target_data, reps = _target_stats(values, qois, targets, ens)
     decisions = _decisions(target_data, reps, scenario_names, w, ens, seed)
     ds = xr.Dataset(
-        {**data, **target_data, **decisions, "weight": (("source",), np.append(w, 1.0))},
+        {
+            **data,
+            **target_data,
+            **decisions,
+            **_plain_target_stats(simulated, targets, ens),
+            "weight": (("source",), np.append(w, 1.0)),
+        },
         coords={
             "source": names + ["ensemble"],
             "scenario": scenario_names,
@@ -408,9 +432,26 @@ def disagreement(
             ),
             "weight_draws": 0 if ens.weight_draws is None else len(ens.weight_draws),
             "equal_weight_twins": ", ".join(names[k] for k in ens.equal),
+            **_forward_attrs(simulated),
         },
     )
     return Disagreement(ds)
+
+
+def _plain_target_stats(simulated: Simulated, targets, ens: _Ensemble) -> dict:
+    """``p_meets_plain``/``_mcse``: the probabilities of the plain posterior, where widened."""
+    if simulated.forward is None or not targets:
+        return {}
+    plain, _ = _target_stats(simulated.plain_values, list(simulated.qois), targets, ens)
+    return {f"{k}_plain": plain[k] for k in ("p_meets", "p_meets_mcse")}
+
+
+def _forward_attrs(simulated: Simulated) -> dict:
+    """The widening's record: JSON of each twin's discrepancy (empty: plain posterior)."""
+    if simulated.forward is None:
+        return {"forward": ""}
+    found = {d.twin: d.as_attrs() for d in simulated.discrepancies}
+    return {"forward": json.dumps({"min_points": simulated.forward.min_points, "twins": found})}
 
 
 class Simulated(NamedTuple):
@@ -434,6 +475,12 @@ class Simulated(NamedTuple):
         Predicted means ``(draw, grid time)``.
     values : list (scenario) of list (twin) of numpy.ndarray
         QoI values ``(draw, qoi)``.
+    forward : Forward or None
+        The forward widening applied (``None``: the plain posterior).
+    plain_values : list (scenario) of list (twin) of numpy.ndarray
+        QoI values of the plain posterior (``values`` itself without ``forward``).
+    discrepancies : tuple of Discrepancy
+        Each twin's forward discrepancy (empty without ``forward``).
     """
 
     twins: tuple[str, ...]
@@ -444,21 +491,25 @@ class Simulated(NamedTuple):
     qois: tuple
     means: list[list[np.ndarray]]
     values: list[list[np.ndarray]]
+    forward: Forward | None = None
+    plain_values: list[list[np.ndarray]] | None = None
+    discrepancies: tuple[Discrepancy, ...] = ()
 
-    def check(self, twins, scenarios, times, qois, targets, observable) -> None:
+    def check(self, twins, scenarios, times, qois, targets, observable, forward=None) -> None:
         """Raise ``ValueError`` unless simulated with these arguments of :func:`simulate`."""
         asked = (
             tuple(t.name for t in twins),
             tuple(scenarios),
             _with_target_qois(qois, targets),
             observable,
+            forward,
         )
-        if (self.twins, self.scenarios, self.qois, self.observable) != asked or not (
-            np.array_equal(self.times, np.asarray(times, float))
-        ):
+        mine = (self.twins, self.scenarios, self.qois, self.observable, self.forward)
+        if mine != asked or not (np.array_equal(self.times, np.asarray(times, float))):
             raise ValueError(
                 f"simulated for twins {self.twins}, scenarios {[sc.name for sc in self.scenarios]}, "
-                f"observable {self.observable!r} and other doses, QoIs or times than asked; "
+                f"observable {self.observable!r}, forward widening {self.forward} and other "
+                "doses, QoIs or times than asked; "
                 "simulate with the same"
             )
 
@@ -477,12 +528,14 @@ def simulate(
     targets: Sequence[Target] = (),
     observable: str | None = None,
     per_twin: Sequence[TwinScenarios] | None = None,
+    forward: Forward | None = None,
 ) -> Simulated:
     """Every scenario under every twin: predicted means on ``times`` (and the times the QoIs
     need) and the QoI values, per posterior draw.  The part of :func:`disagreement` that needs
     no weights.
 
-    ``per_twin``: each twin's :func:`simulate_twin` with these arguments, made already (e.g. in
+    ``forward``: widen each twin's predictions past the last level by its forward discrepancy
+    (:func:`simulate_twin`; ``None``: the plain posterior).  ``per_twin``: each twin's :func:`simulate_twin` with these arguments, made already (e.g. in
     the background while later twins were fitted); default: simulated here, two twins at a time
     (NumPy releases the GIL in its large operations; each twin's values are the same bits).
     """
@@ -495,12 +548,19 @@ def simulate(
     if per_twin is None:
         with ThreadPoolExecutor(max_workers=2) as pool:
             per_twin = list(
-                pool.map(lambda t: simulate_twin(t, scenarios, grid, qois, observable), twins)
+                pool.map(
+                    lambda t: simulate_twin(t, scenarios, grid, qois, observable, forward), twins
+                )
             )
-    means = [[p.means[s] for p in per_twin] for s in range(len(scenarios))]
-    values = [[p.values[s] for p in per_twin] for s in range(len(scenarios))]
+    means, values, plain = (
+        [[getattr(p, part)[s] for p in per_twin] for s in range(len(scenarios))]
+        for part in ("means", "values", "plain_values")
+    )
     names = tuple(t.name for t in twins)
-    return Simulated(names, tuple(scenarios), observable, times, grid, qois, means, values)
+    found = tuple(p.discrepancy for p in per_twin if p.discrepancy is not None)
+    return Simulated(
+        names, tuple(scenarios), observable, times, grid, qois, means, values, forward, plain, found
+    )
 
 
 def twin_simulation(
@@ -510,11 +570,19 @@ def twin_simulation(
     qois: Sequence = (),
     targets: Sequence[Target] = (),
     observable: str | None = None,
+    forward: Forward | None = None,
 ) -> Callable[[Twin], TwinScenarios]:
     """:func:`simulate_twin` as :func:`simulate` calls it with these arguments: its ``per_twin``."""
     qois = _with_target_qois(qois, targets)
     grid = simulation_grid(np.asarray(times, float), qois)
-    return partial(simulate_twin, scenarios=scenarios, grid=grid, qois=qois, observable=observable)
+    return partial(
+        simulate_twin,
+        scenarios=scenarios,
+        grid=grid,
+        qois=qois,
+        observable=observable,
+        forward=forward,
+    )
 
 
 def simulation_grid(times: np.ndarray, qois: Sequence) -> np.ndarray:
@@ -524,10 +592,32 @@ def simulation_grid(times: np.ndarray, qois: Sequence) -> np.ndarray:
 
 class TwinScenarios(NamedTuple):
     """One twin under every scenario: predicted means ``(draw, grid time)`` and QoI values
-    ``(draw, qoi)``, one array per scenario."""
+    ``(draw, qoi)``, one array per scenario; widened past the last level where ``discrepancy``
+    is given (:mod:`twinbayes.forward`), with the plain posterior's QoI values in
+    ``plain_values``."""
 
     means: list[np.ndarray]
     values: list[np.ndarray]
+    plain_values: list[np.ndarray]
+    discrepancy: Discrepancy | None = None
+
+
+class Forward(NamedTuple):
+    """Forward widening as :func:`simulate` applies it (:mod:`twinbayes.forward`).
+
+    Attributes
+    ----------
+    min_points : int
+        Levels the first leave-future-out forecast is made from.
+    seed : int
+        Seeds each twin's forecasts and its Brownian paths (with a hash of its name).
+    """
+
+    min_points: int = FORWARD_MIN_POINTS
+    seed: int = 0
+
+    def rng(self, twin: Twin, scenario: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, zlib.crc32(twin.name.encode()), scenario])
 
 
 def simulate_twin(
@@ -536,18 +626,29 @@ def simulate_twin(
     grid: np.ndarray,
     qois: Sequence,
     observable: str | None,
+    forward: Forward | None = None,
 ) -> TwinScenarios:
     """``twin``'s predicted means on ``grid`` (:func:`simulation_grid`) and its values of
-    ``qois`` (targets' QoIs included) under each scenario: its part of :func:`simulate`."""
-    means = [
+    ``qois`` (targets' QoIs included) under each scenario: its part of :func:`simulate`.
+
+    With ``forward``, the twin's forward discrepancy is fitted to its own leave-future-out
+    forecasts and every trajectory is widened past the last level
+    (:meth:`~twinbayes.forward.Discrepancy.widen`) before the QoIs are read from it."""
+    plain = [
         predictive_draws(twin, grid, observable=observable, scenario=sc, mean=True).values
         for sc in scenarios
     ]
-    values = [
-        np.stack([q(grid, y) for q in qois], axis=1) if qois else np.zeros((len(y), 0))
-        for y in means
-    ]
-    return TwinScenarios(means, values)
+    plain_values = [_qoi_values(qois, grid, y) for y in plain]
+    if forward is None:
+        return TwinScenarios(plain, plain_values, plain_values)
+    found = forward_discrepancy(twin, min_points=forward.min_points, seed=forward.seed)
+    means = [found.widen(grid, y, forward.rng(twin, i)) for i, y in enumerate(plain)]
+    return TwinScenarios(means, [_qoi_values(qois, grid, y) for y in means], plain_values, found)
+
+
+def _qoi_values(qois: Sequence, grid: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """QoI values ``(draw, qoi)`` of trajectories ``y`` ``(draw, time)`` on ``grid``."""
+    return np.stack([q(grid, y) for q in qois], axis=1) if qois else np.zeros((len(y), 0))
 
 
 _DIMS = {
@@ -673,7 +774,7 @@ class _Ensemble:
         if len(self.active) < 2:
             return out
         act = [samples[k] for k in self.active]
-        out["share"] = _share(act, self.wa)
+        out["share"] = share(act, self.wa)
         reps = _share_of_moments(
             *zip(
                 *(
@@ -740,7 +841,7 @@ def _trajectory_stats(ys: list[np.ndarray], ens: _Ensemble) -> dict[str, np.ndar
     q = [0.05, 0.5, 0.95]
     mixture = _lane_quantile([lanes[k] for k in ens.active], ens.wa, q)
     bands = np.stack([np.quantile(x, q, axis=1) for x in lanes] + [mixture])
-    within, between = _decompose(act, ens.wa)
+    within, between = decompose(act, ens.wa)
     share = ens.share(ys)
     w1 = np.array(
         [_w1_sorted(_draws_first(lanes[a]), _draws_first(lanes[b])) for a, b in ens.pairs]

@@ -46,7 +46,7 @@ from ..fitting import Refitter, Twin
 from ..model import TwinModel
 from .cv import standard_error
 
-__all__ = ["lfo", "time_points", "point_sums", "weighted_crps"]
+__all__ = ["lfo", "log_forecast_error", "time_points", "point_sums", "weighted_crps"]
 
 
 class Forecast(NamedTuple):
@@ -183,7 +183,12 @@ def lfo(
         fitted; ``time``: the last time fitted; ``forecast_time``: the first time forecast):
         ``elpd_i``, ``crps_i`` (summed over the block's observations), ``lpd_i`` (the
         full-data posterior's density of the block), ``pareto_k`` (NaN where a fit was
-        made), ``refit`` (a fit was made at this origin) and ``refit_converged``.
+        made), ``refit`` (a fit was made at this origin) and ``refit_converged``.  Per forecast
+        of a later observation from an origin (dimension ``forecast``; every later observation,
+        whatever ``horizon``): ``forecast_origin_index`` (position on ``origin``),
+        ``forecast_ahead`` (its time after the origin's last fitted time), ``forecast_error``
+        and ``forecast_cov`` (on ``forecast`` x ``forecast_``, zero between origins;
+        :func:`log_forecast_error`).
         Attributes: ``elpd``, ``se``, ``p_lfo``, ``crps``, ``crps_se``, ``n_refits``
         (fits after the first, as ``arviz_stats.lfo_cv``), ``refits_unconverged``,
         ``method``, ``horizon``, ``min_points``, ``k_threshold``.
@@ -210,8 +215,14 @@ def lfo(
         )
     origins = np.arange(min_points, n - horizon + 1)
     refitter = Refitter(twin, **refit_kwargs)
-    values = {"elpd_i": [], "crps_i": [], "pareto_k": [], "refit": [], "refit_converged": []}
-    star = None
+    values = {
+        "elpd_i": [],
+        "crps_i": [],
+        "pareto_k": [],
+        "refit": [],
+        "refit_converged": [],
+    }
+    star, ahead = None, []
     for origin in origins:
         log_weights, k = None, np.nan
         if star is not None and method == "approx":
@@ -225,7 +236,9 @@ def lfo(
         scores = _score(star, origin, horizon, point_of_obs, twin, log_weights)
         for key, value in zip(values, (*scores, k, star.origin == origin, star.converged)):
             values[key].append(value)
-    return _result(twin, values, origins, points, horizon, method, k_threshold, min_points)
+        ahead.append(_errors_ahead(star, origin, points, point_of_obs, twin, log_weights))
+    ds = _result(twin, values, origins, points, horizon, method, k_threshold, min_points)
+    return ds.assign(_forecasts_ahead(ahead))
 
 
 def _score(
@@ -238,13 +251,75 @@ def _score(
     elpd = float(logsumexp(lw + block) - logsumexp(lw))
     later = point_of_obs[point_of_obs >= star.origin]
     in_block = (later >= origin) & (later < origin + horizon)
-    y = np.concatenate([twin.design.values[n] for n in twin.design.times])[
-        point_of_obs >= star.origin
-    ]
+    y = _observed(twin)[point_of_obs >= star.origin]
     crps = sum(
         weighted_crps(star.predictive[:, j], y[j], log_weights) for j in np.flatnonzero(in_block)
     )
     return elpd, float(crps)
+
+
+def _observed(twin: Twin) -> np.ndarray:
+    """Every observation in :meth:`~twinbayes.dynamics.design.Design.index` order."""
+    return np.concatenate([np.asarray(twin.design.values[n], float) for n in twin.design.times])
+
+
+def _errors_ahead(
+    star: Forecast, origin: int, points, point_of_obs, twin: Twin, log_weights
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Time ahead, log error and log covariance (:func:`log_forecast_error`) of the forecast from
+    ``origin`` of every later observation (observations without a positive level or mean
+    dropped)."""
+    later = point_of_obs[point_of_obs >= star.origin]
+    ahead = later >= origin
+    y = _observed(twin)[point_of_obs >= star.origin][ahead]
+    error, cov = log_forecast_error(star.predictive[:, ahead], y, log_weights)
+    h = points[later[ahead]] - points[origin - 1]
+    ok = np.isfinite(error)
+    return h[ok], error[ok], cov[np.ix_(ok, ok)]
+
+
+def _forecasts_ahead(ahead: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> dict:
+    """The forecasts of every later observation from every origin, as variables on ``forecast``
+    (the covariance block-diagonal by origin)."""
+    sizes = [len(h) for h, _, _ in ahead]
+    cov = np.zeros((sum(sizes), sum(sizes)))
+    at = np.cumsum([0, *sizes])
+    for (_, _, c), a, b in zip(ahead, at[:-1], at[1:]):
+        cov[a:b, a:b] = c
+    origin = np.repeat(np.arange(len(ahead)), sizes)
+    return {
+        "forecast_origin_index": ("forecast", origin),
+        "forecast_ahead": ("forecast", np.concatenate([h for h, _, _ in ahead])),
+        "forecast_error": ("forecast", np.concatenate([e for _, e, _ in ahead])),
+        "forecast_cov": (("forecast", "forecast_"), cov),
+    }
+
+
+def log_forecast_error(
+    draws: np.ndarray, y: np.ndarray, log_weights: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Errors and covariance of forecasts on the log scale, by a moment-matched log-normal.
+
+    The forecast's weighted means :math:`m_j` and covariances :math:`S_{ij}` over the draws
+    :math:`\\hat y_{sj}` (``w`` the normalised importance weights) give the multivariate
+    log-normal with those moments: log covariance :math:`C_{ij} = \\log(1 + S_{ij}/(m_i m_j))`
+    and log medians :math:`\\log m_j - C_{jj} / 2`; the error is
+    :math:`e_j = \\log y_j - \\log m_j + C_{jj} / 2`.  Moments rather than the draws' logs,
+    because noisy draws of a level near zero can be negative.  Errors are NaN where ``y_j`` or
+    :math:`m_j` is not positive (and so is that row and column of ``C``).
+    """
+    draws, y = np.asarray(draws, float), np.asarray(y, float)
+    w = (
+        np.full(len(draws), 1.0 / len(draws))
+        if log_weights is None
+        else np.exp(log_weights - logsumexp(log_weights))
+    )
+    m = w @ draws
+    usable = (m > 0) & (y > 0)
+    m = np.where(usable, m, np.nan)
+    dev = draws - m
+    cov = np.log1p((dev.T * w) @ dev / np.outer(m, m))
+    return np.log(np.where(usable, y, np.nan)) - np.log(m) + np.diag(cov) / 2, cov
 
 
 def _result(twin, values, origins, points, horizon, method, k_threshold, min_points) -> xr.Dataset:

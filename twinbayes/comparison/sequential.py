@@ -29,8 +29,8 @@ from arviz_stats.base import array_stats
 from scipy.special import logsumexp
 
 from ..fitting import Refitter, Twin
+from ..mixture_variance import between_share
 from ..model import TwinModel
-from ..twin_disagreement import between_share
 from .lfo import time_points
 from .weights import pseudo_bma_plus_weights, stacking_weights
 
