@@ -1,18 +1,17 @@
 """Forward widening (issue 43): the discrepancy rate against independent references, the Brownian
-widening's moments, and a real tumour whose exponential twin over-forecasts."""
+widening's moments, and a decelerating tumour whose exponential twin over-forecasts."""
 
 import numpy as np
-import pandas as pd
 import pytest
 from scipy.optimize import approx_fprime
 
-from twinbayes import Patient, fit, load_spec
+from twinbayes import fit, load_spec
 from twinbayes.ensemble import predictive_draws
 from twinbayes.forward import Discrepancy, fit_rate, forward_discrepancy
 from twinbayes.ladder import NO_LADDER
-from twinbayes.library import data_path
 from twinbayes.qoi import Target, ValueAt
 from twinbayes.scenarios import Scenario
+from twinbayes.simulate import simulate_patient
 from twinbayes.twin_disagreement import Forward, disagreement
 
 
@@ -101,45 +100,52 @@ def test_widening_adds_a_brownian_path_after_the_last_level():
 
 
 SETTINGS = dict(draws=1000, tune=700, chains=2, ladder=NO_LADDER, progress=False)
+GOMPERTZ = {"V0": 50.0, "a": 0.6, "b": 0.1, "sigma": 0.1}
+"""A tumour that decelerates (Gompertz, Benzekry et al. 2014): 50 mm3 towards 20 000 mm3."""
+
+
+def _gompertz_volume(t: np.ndarray) -> np.ndarray:
+    p = GOMPERTZ
+    return p["V0"] * np.exp(p["a"] / p["b"] * (1.0 - np.exp(-p["b"] * t)))
 
 
 @pytest.fixture(scope="module")
-def early_tumour():
-    """LLC mouse 1 (Benzekry et al. 2014): its first 8 volumes as a patient, the later 4 held out."""
-    d = pd.read_csv(data_path("benzekry_llc_tumor_volume.csv"))
-    d = d[d.subject == 1]
-    early, late = d.iloc[:8], d.iloc[8:]
-    records = [(r.time, r.name, r.value, r.unit) for r in early.itertuples()]
-    return Patient.from_records(records, [], time_unit="d"), late
+def decelerating_tumour():
+    """Twelve volumes (days 2-24, 10 % noise) of a decelerating tumour."""
+    return simulate_patient(
+        load_spec("tumor_gompertz"), GOMPERTZ, np.arange(2.0, 26.0, 2.0), {}, seed=1
+    )
 
 
-def _covered(draws: np.ndarray, values: np.ndarray) -> int:
-    lo, hi = np.quantile(draws, [0.05, 0.95], axis=0)
-    return int(np.sum((values >= lo) & (values <= hi)))
-
-
-def test_an_exponential_twin_of_a_decelerating_tumour_is_widened_and_then_covers(early_tumour):
-    """Real data: tumours decelerate, an exponential twin over-forecasts with narrow bands.  Its
-    own forecasts of the early volumes say so; the widened bands cover the held-out volumes."""
-    patient, late = early_tumour
-    twin = fit(load_spec("tumor_exponential"), patient, seed=1, **SETTINGS)
+def test_an_exponential_twin_of_a_decelerating_tumour_is_widened_towards_the_truth(
+    decelerating_tumour,
+):
+    """An exponential twin over-forecasts a decelerating tumour with narrow bands.  Its own
+    forecasts of the later volumes say so (rate > 0; 0.08-0.11 / day over seeds 1-4); widened,
+    its band past the last volume reaches down towards the truth, which the plain band misses by
+    far.  The right twin (Gompertz) forecast as well as it expected and is left alone."""
+    twin = fit(load_spec("tumor_exponential"), decelerating_tumour, seed=1, **SETTINGS)
     found = forward_discrepancy(twin, seed=1)
     assert found.rate > 0.05  # log-variance per day
-    plain = predictive_draws(twin, late.time.values, mean=True).values
-    widened = found.widen(late.time.values, plain, np.random.default_rng(0))
-    assert _covered(plain, late.value.values) == 0
-    assert _covered(widened, late.value.values) >= 3
-    gompertz = fit(load_spec("tumor_gompertz"), patient, seed=1, **SETTINGS)
+    later = np.array([26.0, 28.0, 30.0, 32.0])
+    truth = _gompertz_volume(later)
+    plain = predictive_draws(twin, later, mean=True).values
+    widened = found.widen(later, plain, np.random.default_rng(0))
+    miss_plain = np.log(np.quantile(plain, 0.05, axis=0) / truth)
+    miss_widened = np.log(np.quantile(widened, 0.05, axis=0) / truth)
+    assert np.all(miss_plain > 0.4)  # the truth lies far below the plain 90 % band
+    assert np.all(miss_widened < 0.35 * miss_plain)
+    gompertz = fit(load_spec("tumor_gompertz"), decelerating_tumour, seed=1, **SETTINGS)
     assert forward_discrepancy(gompertz, seed=1).rate == 0.0
 
 
-def test_disagreement_keeps_the_plain_posterior_and_records_the_widening(early_tumour):
-    patient, _ = early_tumour
+def test_disagreement_keeps_the_plain_posterior_and_records_the_widening(decelerating_tumour):
+    patient = decelerating_tumour
     twins = [
         fit(load_spec(n), patient, seed=1, **SETTINGS)
         for n in ("tumor_exponential", "tumor_gompertz")
     ]
-    target = Target(ValueAt(30.0, name="V(day 30)"), upper=4000.0)
+    target = Target(ValueAt(30.0, name="V(day 30)"), upper=20000.0)
     kwargs = dict(qois=[target.qoi], targets=[target], seed=3)
     args = (twins, {t.name: 0.5 for t in twins}, [Scenario("untreated", time_unit="d")])
     grid = np.linspace(0.0, 30.0, 31)
@@ -151,7 +157,113 @@ def test_disagreement_keeps_the_plain_posterior_and_records_the_widening(early_t
     assert record["twins"]["tumor_exponential"]["rate"] > 0.0
     assert record["twins"]["tumor_gompertz"]["rate"] == 0.0
     exp = dict(source="tumor_exponential", scenario="untreated", target=target.name)
-    # the exponential twin is sure the tumour passes 4000 mm3 by day 30; widened, less so
+    # the exponential twin is sure the tumour passes 20 000 mm3 by day 30; widened, less so
     assert float(plain.p_meets.sel(**exp)) < float(wide.p_meets.sel(**exp))
     gom = dict(exp, source="tumor_gompertz")
     assert float(plain.p_meets.sel(**gom)) == float(wide.p_meets.sel(**gom))
+
+
+def test_a_study_says_what_it_widened_everywhere(tmp_path, capsys, decelerating_tumour):
+    """The widening reaches the console, summary.json, disagreement.nc and the report's answer
+    box, with how far the decision lies past the forecasts the levels checked."""
+    import html
+    import json
+
+    import xarray as xr
+
+    from twinbayes.cli import main
+
+    patient = decelerating_tumour
+    times, values = patient.observations("volume", "mm3", "d")
+    rows = ["subject,time,time_unit,event,name,value,unit"]
+    rows += [f"m1,{t:g},d,observation,volume,{float(v)!r},mm3" for t, v in zip(times, values)]
+    (tmp_path / "tumour.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "study.toml").write_text(
+        '[study]\nname = "tumour"\nseed = 3\n[patient]\ndata = "tumour.csv"\n'
+        '[twins]\nspecs = ["tumor_exponential", "tumor_gompertz"]\n'
+        "[sampler]\ndraws = 2000\ntune = 1000\n"
+        '[[scenarios]]\nname = "untreated"\ntime_unit = "d"\ndoses = 0\n'
+        "[predictions]\ntimes = { start = 0, stop = 30, step = 1 }\n"
+        '[[qois]]\nname = "volume at day 30"\nkind = "value_at"\nat = 30\n'
+        '[[targets]]\nqoi = "volume at day 30"\nupper = 20000\nname = "below 20000 mm3"\n'
+    )
+    out = tmp_path / "out"
+    code = main(["run", str(tmp_path / "study.toml"), "--out", str(out), "--no-ladder"])
+    console, errors = capsys.readouterr()
+    assert code == 0, console + errors
+    assert "forward widening: tumor_exponential's forecasts of this patient's later levels" in (
+        console
+    )
+    outcome = json.loads((out / "summary.json").read_text())["outcome"]
+    assert outcome["forward_widening"]["tumor_exponential"]["rate"] > 0
+    assert outcome["forward_widening"]["tumor_gompertz"]["rate"] == 0.0
+    with xr.open_dataset(out / "disagreement.nc", engine="h5netcdf") as d:
+        assert json.loads(d.attrs["forward"])["twins"]["tumor_exponential"]["rate"] > 0
+        assert "p_meets_plain" in d
+    answer = (out / "report.html").read_text().split('id="answer"')[1].split("</section>")[0]
+    answer = html.unescape(answer)
+    assert "checked up to" in answer and "Widened past the last level" in answer
+    assert "tumor_exponential (log SD +" in answer
+
+
+@pytest.mark.parametrize(
+    "extra, field",
+    [
+        ("widen_forward = 1\n", "predictions.widen_forward"),
+        ("forward_min_points = 0\n", "predictions.forward_min_points"),
+        ('forward_min_points = "3"\n', "predictions.forward_min_points"),
+    ],
+)
+def test_bad_forward_settings_name_their_field(tmp_path, extra, field):
+    from twinbayes.spec import SpecError
+    from twinbayes.study import load_study
+
+    (tmp_path / "s.toml").write_text(
+        '[study]\nname = "s"\nseed = 1\n[patient]\ndata = "bundled:theophylline.csv"\n'
+        'subject = "1"\n[twins]\nspecs = ["pk_1cmt_oral"]\n'
+        "[predictions]\ntimes = [1, 2]\n" + extra
+    )
+    with pytest.raises(SpecError, match=field.replace(".", r"\.")):
+        load_study(tmp_path / "s.toml")
+
+
+def test_no_treatment_is_a_scenario_of_zero_doses_and_nothing_else(tmp_path):
+    from twinbayes.spec import SpecError
+    from twinbayes.study import load_study
+
+    head = (
+        '[study]\nname = "s"\nseed = 1\n[patient]\ndata = "bundled:theophylline.csv"\n'
+        'subject = "1"\n[twins]\nspecs = ["pk_1cmt_oral"]\n[predictions]\ntimes = [1, 2]\n'
+    )
+    (tmp_path / "a.toml").write_text(head + '[[scenarios]]\nname = "none"\ndoses = 0\n')
+    (scenario,) = load_study(tmp_path / "a.toml").scenarios
+    assert scenario.doses == () and scenario.series == ()
+    (tmp_path / "b.toml").write_text(
+        head + '[[scenarios]]\nname = "none"\ndoses = 0\nroute = "oral"\namount = 1\n'
+    )
+    with pytest.raises(SpecError, match=r"scenarios\[0\]\.doses"):
+        load_study(tmp_path / "b.toml")
+    (tmp_path / "c.toml").write_text(head + '[[scenarios]]\nname = "none"\n')
+    with pytest.raises(SpecError, match="amount, route"):  # forgetting the dose is no treatment
+        load_study(tmp_path / "c.toml")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "not json",
+        '{"twins": []}',
+        '{"twins": {"elsewhere": {"rate": 1, "longest_checked": 1}}}',
+        '{"twins": {"a": {"rate": "<b>", "longest_checked": -1}}}',
+        '{"twins": {"a": {"rate": NaN, "longest_checked": Infinity}}}',
+    ],
+)
+def test_a_forged_forward_record_is_read_as_no_widening(raw):
+    """``disagreement.nc`` is untrusted: the report keeps only known twins and finite numbers."""
+    import xarray as xr
+
+    from twinbayes.report import forward_record
+
+    d = xr.Dataset(coords={"source": ["a", "ensemble"]}, attrs={"forward": raw})
+    record = forward_record(d)
+    assert record in (None, {}) or record == {"a": (0.0, 0.0)}

@@ -365,7 +365,8 @@ def _parse_comparison(raw: dict) -> dict[str, Any]:
 
 
 def _parse_scenarios(raw: list) -> list[Scenario]:
-    """``[[scenarios]]``: dose regimens and changed forcing series."""
+    """``[[scenarios]]``: dose regimens and changed forcing series; ``doses = 0`` alone is the
+    course without treatment (a comparator: watchful waiting, the natural course)."""
     scenarios = []
     for i, sc in enumerate(raw):
         w = f"scenarios[{i}]"
@@ -387,8 +388,11 @@ def _parse_scenarios(raw: list) -> list[Scenario]:
         )
         time_unit = _time_unit(sc, w)
         series = _parse_series(sc.get("series", {}), f"{w}.series")
+        untreated = sc.get("doses") == 0 and not isinstance(sc.get("doses"), bool)
+        if untreated and ({"route", "amount", "interval", "start", "duration", "unit"} & set(sc)):
+            raise SpecError(f"{w}.doses", "0 doses (no treatment) takes no route, amount or timing")
         try:
-            if "route" in sc or "amount" in sc or not series:
+            if ("route" in sc or "amount" in sc or not series) and not untreated:
                 _check_keys(sc, w, {"route", "amount"}, set(sc))
                 regimen = Scenario.regimen(
                     sc["name"],

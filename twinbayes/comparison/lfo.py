@@ -298,14 +298,16 @@ def _forecasts_ahead(ahead: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> 
 def log_forecast_error(
     draws: np.ndarray, y: np.ndarray, log_weights: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Errors and covariance of forecasts on the log scale, by a moment-matched log-normal.
+    """Errors and covariance of forecasts on the log scale.
 
-    The forecast's weighted means :math:`m_j` and covariances :math:`S_{ij}` over the draws
-    :math:`\\hat y_{sj}` (``w`` the normalised importance weights) give the multivariate
+    Where every draw :math:`\\hat y_{sj}` is positive, the weighted mean and covariance of
+    :math:`\\log \\hat y_{sj}` (``w`` the normalised importance weights) and
+    :math:`e_j = \\log y_j - \\sum_s w_s \\log \\hat y_{sj}`.  Otherwise (noisy draws of a
+    level near zero can be negative) the forecast's weighted means :math:`m_j` and covariances :math:`S_{ij}` over the draws
+    :math:`\\hat y_{sj}` give the multivariate
     log-normal with those moments: log covariance :math:`C_{ij} = \\log(1 + S_{ij}/(m_i m_j))`
     and log medians :math:`\\log m_j - C_{jj} / 2`; the error is
-    :math:`e_j = \\log y_j - \\log m_j + C_{jj} / 2`.  Moments rather than the draws' logs,
-    because noisy draws of a level near zero can be negative.  Errors are NaN where ``y_j`` or
+    :math:`e_j = \\log y_j - \\log m_j + C_{jj} / 2`.  Errors are NaN where ``y_j`` or
     :math:`m_j` is not positive (and so is that row and column of ``C``).
     """
     draws, y = np.asarray(draws, float), np.asarray(y, float)
@@ -314,12 +316,17 @@ def log_forecast_error(
         if log_weights is None
         else np.exp(log_weights - logsumexp(log_weights))
     )
+    log_y = np.log(np.where(y > 0, y, np.nan))
+    if np.all(draws > 0):  # the log scale itself: robust to the heavy right tails of few levels
+        logs = np.log(draws)
+        centre = w @ logs
+        dev = logs - centre
+        return log_y - centre, (dev.T * w) @ dev
     m = w @ draws
-    usable = (m > 0) & (y > 0)
-    m = np.where(usable, m, np.nan)
+    m = np.where(m > 0, m, np.nan)
     dev = draws - m
     cov = np.log1p((dev.T * w) @ dev / np.outer(m, m))
-    return np.log(np.where(usable, y, np.nan)) - np.log(m) + np.diag(cov) / 2, cov
+    return log_y - np.log(m) + np.diag(cov) / 2, cov
 
 
 def _result(twin, values, origins, points, horizon, method, k_threshold, min_points) -> xr.Dataset:
