@@ -13,7 +13,7 @@ import xarray as xr
 from twinbayes import Patient, load_spec
 from twinbayes.diagnostics import Diagnostics, Gate
 from twinbayes.dynamics import solve_reference, state_amounts
-from twinbayes.dynamics.predict import design_for
+from twinbayes.dynamics.design import design_for
 from twinbayes.fitting import Twin
 from twinbayes.qoi import AUC, Cmax, Custom, StaysInRange, Target, TimeInRange, Tmax, ValueAt
 from twinbayes.scenarios import Dose, Scenario

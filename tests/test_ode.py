@@ -8,11 +8,12 @@ import pytest
 
 from twinbayes import Patient, load_spec
 from twinbayes.checks import check_ode_accuracy
+from twinbayes.dynamics.design import Design, design_for
 from twinbayes.dynamics.ode import Forcing, OdeError, ode_system, solve
-from twinbayes.dynamics.predict import Design, design_for, predict_observations
 from twinbayes.fitting import build_model
 from twinbayes.library import data_path, list_specs
 from twinbayes.patient import PatientDataError
+from twinbayes.prediction import predict_observations
 from twinbayes.spec import SpecError
 
 # the bundled laws with their closed form removed: the engine has to integrate the RHS

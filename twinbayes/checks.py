@@ -98,7 +98,7 @@ def check_ode_accuracy(
     medians (each scaled by a factor in ``[e^-0.5, e^0.5]``); a spec with dose
     routes gets by each route the doses of :data:`CHECK_INFUSIONS` (three
     infusions, one bolus; by a route with a lag time they start and end after it).  The
-    times are those of ``design`` (a :class:`~twinbayes.dynamics.predict.Design`), else
+    times are those of ``design`` (a :class:`~twinbayes.dynamics.design.Design`), else
     20 over ``span`` time units; specs driven by forcing inputs need a design,
     which supplies the input series and baselines.  The error is scaled by
     each state's largest absolute value.

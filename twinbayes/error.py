@@ -10,7 +10,7 @@ traceback.  The specific errors (:class:`~twinbayes.spec.SpecError`,
 
 from __future__ import annotations
 
-__all__ = ["TwinbayesError", "ResultsFolderError"]
+__all__ = ["TwinbayesError", "ResultsFolderError", "SpecError", "PatientDataError"]
 
 
 class TwinbayesError(Exception):
@@ -20,3 +20,24 @@ class TwinbayesError(Exception):
 class ResultsFolderError(TwinbayesError, ValueError):
     """A results folder is not one twinbayes wrote, or a file in it is damaged or not a plain
     file (a symbolic link, a device, a folder); nothing in it or outside it was changed."""
+
+
+class SpecError(TwinbayesError, ValueError):
+    """A spec file is malformed.  The message names the file, the field and a fix."""
+
+    def __init__(self, field: str, message: str, file: str | None = None):
+        self.field = field
+        self.file = file
+        self.reason = message
+        super().__init__(self._text())
+
+    def _text(self) -> str:
+        prefix = f"{self.file}: " if self.file else ""
+        return f"{prefix}{self.field}: {self.reason}"
+
+    def in_file(self, file: str) -> SpecError:
+        return SpecError(self.field, self.reason, file)
+
+
+class PatientDataError(TwinbayesError, ValueError):
+    """Patient data are malformed; the message says where and how to fix them."""

@@ -176,7 +176,7 @@ class Twin:
         Seconds spent building/compiling, sampling and post-processing.
     excluded : tuple
         Observations left out of the likelihood as (name, time, value), with
-        the reason given in :func:`~twinbayes.dynamics.predict.design_for`.
+        the reason given in :func:`~twinbayes.dynamics.design.design_for`.
     design : Design
         The data the twin was fitted to, in the spec's units.
     attempts : tuple of Attempt
@@ -210,6 +210,23 @@ class Twin:
     def converged(self) -> bool:
         """Whether the fit passed its convergence gate."""
         return self.diagnostics.passed
+
+    def pointwise_log_likelihood(self) -> xr.DataArray:
+        """All observables' log-likelihood stacked on one ``obs`` dimension: (chain, draw, obs),
+        with coordinates ``observable`` and ``time`` (the observations in design order)."""
+        ll = self.idata["log_likelihood"]
+        parts = []
+        for name in self.design.times:
+            da = ll[name]
+            dim = [d for d in da.dims if d not in ("chain", "draw")][0]
+            parts.append(
+                da.rename({dim: "obs"})
+                .reset_coords(drop=True)
+                .assign_coords(observable=("obs", [name] * da.sizes[dim]))
+            )
+        out = xr.concat(parts, dim="obs") if len(parts) > 1 else parts[0]
+        times = np.concatenate([self.design.times[n] for n in self.design.times])
+        return out.assign_coords(obs=np.arange(out.sizes["obs"]), time=("obs", times))
 
     @property
     def warnings(self) -> list[str]:

@@ -47,6 +47,7 @@ Varin C, Reid N, Firth D (2011). An overview of composite likelihood methods. St
 
 from __future__ import annotations
 
+import logging
 from typing import NamedTuple
 
 import numpy as np
@@ -63,6 +64,8 @@ __all__ = [
     "discrepancy_of",
     "forward_discrepancy",
 ]
+
+log = logging.getLogger(__name__)
 
 FORWARD_MIN_POINTS = 3
 """Levels the first forecast is made from (one per parameter of a one-compartment twin)."""
@@ -176,11 +179,12 @@ def fit_rate(
     than the forecasts said.
     """
     errors, horizons, origins = (np.asarray(a, float) for a in (errors, horizons, origins))
-    ok = np.isfinite(errors) & (horizons > 0)
+    cov = np.asarray(cov, float)
+    ok = np.isfinite(errors) & (horizons > 0) & np.all(np.isfinite(cov), axis=0)
     if not ok.any():
         return np.nan
     at = np.flatnonzero(ok)
-    blocks = _blocks(errors[at], np.asarray(cov, float)[np.ix_(at, at)], horizons[at], origins[at])
+    blocks = _blocks(errors[at], cov[np.ix_(at, at)], horizons[at], origins[at])
     upper = float(np.max(errors[at] ** 2) / np.min(horizons[at])) + 1e-12
     grid = (np.linspace(0.0, 1.0, 41) ** 2) * upper
     values = [_minus_loglik(t, blocks) for t in grid]
@@ -213,12 +217,18 @@ def forward_discrepancy(
     Forecasts of every later level from every origin of ``min_points`` levels or more
     (PSIS-LFO, refits where Pareto k > 0.7, refits with :data:`REFIT_SETTINGS`).  With fewer
     than ``min_points + 1`` observation times there is no forecast: the rate is NaN (not
-    estimable) and nothing is widened.
+    estimable) and nothing is widened; so too where the forecasts fail (a refit that cannot be
+    made, a singular covariance), with a logged warning: widening never takes a run down.
     """
     points, _ = time_points(twin.design)
     since = float(points.max()) if len(points) else 0.0
     if len(points) < min_points + 1:
         empty = np.zeros(0)
         return Discrepancy(twin.name, np.nan, since, empty, empty, empty.astype(int))
-    forecasts = lfo(twin, min_points=min_points, horizon=1, seed=seed, **REFIT_SETTINGS)
-    return discrepancy_of(twin.name, forecasts, since)
+    try:  # widening is a safeguard: a forecast that cannot be made or fitted leaves it off
+        forecasts = lfo(twin, min_points=min_points, horizon=1, seed=seed, **REFIT_SETTINGS)
+        return discrepancy_of(twin.name, forecasts, since)
+    except (ValueError, FloatingPointError, RuntimeError, np.linalg.LinAlgError) as exc:
+        log.warning("%s: forward widening not estimable (%s)", twin.name, exc)
+        empty = np.zeros(0)
+        return Discrepancy(twin.name, np.nan, since, empty, empty, empty.astype(int))

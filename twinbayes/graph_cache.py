@@ -102,7 +102,7 @@ def _value_text(value) -> str:
     return repr(value)
 
 
-def _mode_text(mode) -> str:
+def mode_text(mode) -> str:
     """The linker and the rewrite query of a compile mode (their reprs carry addresses)."""
     query = mode.provided_optimizer
     if hasattr(query, "include"):
@@ -121,7 +121,7 @@ def graph_key(fgraph, mode) -> str:
     query).  Variables are numbered in order of appearance (inputs, then each node's outputs in
     topological order), so names PyTensor gives automatically do not enter the key.
     """
-    context = mode if isinstance(mode, str) else _mode_text(mode)
+    context = mode if isinstance(mode, str) else mode_text(mode)
     h = hashlib.sha256(f"{_FORMAT}\n{_versions()}\n{context}\n".encode())
     index: dict = {}
     for i, var in enumerate(fgraph.inputs):

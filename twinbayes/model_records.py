@@ -138,7 +138,7 @@ def fingerprint(model, templates: str) -> Fingerprint | None:
     from pytensor.graph.fg import FunctionGraph
     from pytensor.graph.traversal import graph_inputs
 
-    from .graph_cache import _mode_text
+    from .graph_cache import mode_text
 
     expanded = model.unobserved_value_vars
     outputs = [model.logp(), *expanded]
@@ -151,7 +151,7 @@ def fingerprint(model, templates: str) -> Fingerprint | None:
     context = {
         "format": _FORMAT,
         "versions": {p: version(p) for p in ("nutpie", "llvmlite")},
-        "mode": _mode_text(get_mode("NUMBA")),
+        "mode": mode_text(get_mode("NUMBA")),
         "check_bounds": bool(model.check_bounds),
         "values": [model.rvs_to_values[v].name for v in model.free_RVs],
         "expanded": [v.name for v in expanded],

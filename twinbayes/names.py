@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from .error import SpecError
+
 __all__ = ["NAME_PATTERN", "check_name", "inside"]
 
 NAME_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
@@ -19,8 +21,6 @@ NAME_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
 
 def check_name(value: object, field: str, what: str = "name") -> str:
     """``value`` if it is a plain identifier, else :class:`~twinbayes.spec.SpecError` naming ``field``."""
-    from .spec.model_spec import SpecError
-
     if not isinstance(value, str) or not NAME_PATTERN.fullmatch(value):
         raise SpecError(
             field,

@@ -30,7 +30,8 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from .error import TwinbayesError
+from .error import PatientDataError
+from .fhir_bundle import bundle_rows
 from .units import UnitError, conversion_factor, parse_unit
 from .untrusted import read_file
 
@@ -42,10 +43,6 @@ EVENTS = ("observation", "dose", "input", "covariate")
 
 MAX_BYTES = 20_000_000
 """Largest patient file read (bytes): one patient's data, not a cohort's."""
-
-
-class PatientDataError(TwinbayesError, ValueError):
-    """Patient data are malformed; the message says where and how to fix them."""
 
 
 @dataclass(frozen=True)
@@ -301,7 +298,7 @@ class Patient:
             for n, (v, u) in (covariates or {}).items()
         ]
         rows.sort(key=lambda r: r[0])
-        return _build(rows, list(range(1, len(rows) + 1)), subject, source, sha="")
+        return build_patient(rows, list(range(1, len(rows) + 1)), subject, source, sha="")
 
     @classmethod
     def from_file(cls, path: str | Path, subject: str | int | None = None, **fhir: Any) -> Patient:
@@ -311,9 +308,7 @@ class Patient:
         ``fhir`` keywords (``mapping``, ``origin``) go to :func:`~twinbayes.fhir.read_bundle`.
         """
         if str(path).lower().endswith(".json"):
-            from .fhir import read_bundle
-
-            patient = read_bundle(resolve_data_path(path), **fhir)
+            patient = cls.from_fhir(path, **fhir)
             if subject is not None and str(subject) != patient.id:
                 raise PatientDataError(f"{path}: the bundle's patient is not subject {subject!r}")
             return patient
@@ -323,18 +318,17 @@ class Patient:
     def from_fhir(cls, bundle: Any, mapping: Any = None, origin: str | None = None) -> Patient:
         """A patient from a FHIR R4 Bundle (a path, ``bundled:NAME`` or a parsed dict):
         :func:`twinbayes.fhir.read_bundle` with a :class:`~twinbayes.fhir.FhirMapping`."""
-        from .fhir import read_bundle
-
         if isinstance(bundle, (str, Path)):
             bundle = resolve_data_path(bundle)
-        return read_bundle(bundle, mapping, origin)
+        rows, subject, source = bundle_rows(bundle, mapping, origin)
+        return cls.from_rows(rows, subject=subject, source=source)  # validated as a CSV would be
 
     @classmethod
     def from_rows(cls, rows: list[tuple], *, subject: str = "", source: str = "<rows>") -> Patient:
         """Build a patient from rows ``(time, time_unit, event, name, value, unit, duration)``,
         validated as the rows of a CSV file (errors name the row number)."""
         sha = hashlib.sha256(repr(rows).encode()).hexdigest()
-        return _build(list(rows), list(range(1, len(rows) + 1)), subject, source, sha=sha)
+        return build_patient(list(rows), list(range(1, len(rows) + 1)), subject, source, sha=sha)
 
     @classmethod
     def from_csv(cls, path: str | Path, subject: str | int | None = None) -> Patient:
@@ -412,7 +406,7 @@ class Patient:
                 (t, r["time_unit"], event, r["name"], v, r["unit"], _duration(r, event, where))
             )
             lines.append(ln)
-        return _build(rows, lines, subject or "", path, sha=hashlib.sha256(raw).hexdigest())
+        return build_patient(rows, lines, subject or "", path, sha=hashlib.sha256(raw).hexdigest())
 
 
 def _number(text: str, where: str) -> float:
@@ -513,8 +507,9 @@ def _check_physical(name: str, value: float, unit: str, where: str) -> None:
         )
 
 
-def _build(rows, lines, subject, source, sha) -> Patient:
-    """Validate rows ``(time, time_unit, event, name, value, unit)`` and build the Dataset."""
+def build_patient(rows: list, lines: list[int], subject: str, source: str, sha: str) -> Patient:
+    """Validate rows ``(time, time_unit, event, name, value, unit[, duration])`` (``lines``: the
+    line of each in ``source``, for messages) and build the patient (``sha``: its data digest)."""
     if not rows:
         raise PatientDataError(f"{source}: no data rows")
     time_unit = rows[0][1]

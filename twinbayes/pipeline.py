@@ -20,6 +20,7 @@ from .compile_ahead import CompileAhead
 from .dynamics.design import describe_excluded, design_for
 from .dynamics.ode import OdeError
 from .fitting import FailedFit, FitError, Twin, default_sampler, fit
+from .history import history_entry
 from .patient import Patient
 from .results import ResultsFolder
 from .score_ahead import Ahead, ScoreAhead
@@ -556,8 +557,6 @@ def _forward_summary(result: Disagreement | None) -> dict | None:
 
 def _write_history(folder, patient, twins, comparison, result, history, figures) -> None:
     """The patient's data so far and the history with this run appended (and its figure from two runs on)."""
-    from .updates import history_entry
-
     folder.write_patient(patient)
     entries = [*(history or []), history_entry(patient, twins, comparison, result)]
     folder.write_history(entries)

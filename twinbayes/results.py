@@ -256,7 +256,7 @@ class ResultsFolder:
         return patient.write_csv(self.staging / "patient.csv")
 
     def write_history(self, entries: list[dict]) -> Path:
-        """``history.json``: one entry per run of this folder (see :func:`~twinbayes.updates.history_entry`)."""
+        """``history.json``: one entry per run of this folder (see :func:`~twinbayes.history.history_entry`)."""
         target = self.staging / "history.json"
         _write_json(target, entries)
         return target

@@ -13,12 +13,15 @@ intervention on a forced twin is a different forcing, ``u(t) -> u'(t)``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .dynamics.linear import Doses
-from .spec.model_spec import ModelSpec
 from .units import conversion_factor
+
+if TYPE_CHECKING:  # annotations only: a scenario is vocabulary, below the model and its dynamics
+    from .dynamics.linear import Doses
+    from .spec.model_spec import ModelSpec
 
 __all__ = ["Dose", "SeriesChange", "Scenario", "MAX_DOSES"]
 

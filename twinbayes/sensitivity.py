@@ -92,8 +92,6 @@ def power_scaling_sensitivity(twin, threshold: float = THRESHOLD) -> Sensitivity
 
     import arviz_stats as azs
 
-    from .comparison.loo import pointwise_loglik
-
     names = list(twin.spec.parameters)
     post = twin.idata["posterior"].to_dataset()[names]
     log_prior = sum(
@@ -103,7 +101,7 @@ def power_scaling_sensitivity(twin, threshold: float = THRESHOLD) -> Sensitivity
         {
             "posterior": post,
             "log_prior": xr.Dataset({"lprior": log_prior}),
-            "log_likelihood": xr.Dataset({"y": pointwise_loglik(twin)}),
+            "log_likelihood": xr.Dataset({"y": twin.pointwise_log_likelihood()}),
         }
     )
     with warnings.catch_warnings():  # PSIS's own Pareto-k warnings: the values are read as they are

@@ -20,6 +20,7 @@ import numpy as np
 
 from . import qoi as Q
 from .diagnostics import Gate
+from .error import SpecError
 from .fhir import FhirMapping
 from .forward import FORWARD_MIN_POINTS
 from .ladder import DEFAULT_LADDER, Ladder, Rung, adaptation_problem
@@ -27,7 +28,8 @@ from .library import data_path, spec_path
 from .names import check_name
 from .patient import Patient
 from .scenarios import MAX_DOSES, Scenario, SeriesChange
-from .spec.model_spec import SpecError, _check_keys, parse_toml, read_text_file
+from .spec.fields import check_keys
+from .spec.model_spec import parse_toml, read_text_file
 
 __all__ = ["Study", "load_study", "example_study_path"]
 
@@ -137,7 +139,7 @@ def _parse_qois(items: list, where: str) -> list:
         if name in made:
             raise SpecError(f"{w}.name", f"QoI name {name!r} is used twice")
         if kind == "custom":
-            _check_keys(raw, w, {"kind", "name", "expression", "inputs"}, set())
+            check_keys(raw, w, {"kind", "name", "expression", "inputs"}, set())
             inputs = raw["inputs"]
             if not isinstance(inputs, dict) or not inputs:
                 raise SpecError(
@@ -162,7 +164,7 @@ def _parse_qois(items: list, where: str) -> list:
                 f"unknown QoI kind {kind!r}; choose one of {', '.join([*_QOI_KINDS, 'custom'])}",
             )
         cls, required = _QOI_KINDS[kind]
-        _check_keys(raw, w, {"kind", "name", *required}, set())
+        check_keys(raw, w, {"kind", "name", *required}, set())
         args = {k: (_window(raw, w) if k == "window" else _num(raw, k, w)) for k in required}
         made[name] = cls(name=name, **args)
     return list(made.values())
@@ -180,7 +182,7 @@ def load_study(path: str | Path) -> Study:
     text = read_text_file(path, str(path))
     doc = parse_toml(text, str(path))
     try:
-        return _with_requested_scenarios(_parse(doc, path, text))
+        return _with_requested_scenarios(parse_study(doc, path, text))
     except SpecError as exc:
         raise exc.in_file(str(path)) from None
 
@@ -207,7 +209,7 @@ def _with_requested_scenarios(study: Study) -> Study:
 
 def _parse_patient(pt: Any, base: Path) -> dict[str, Any]:
     """``[patient]``: data, subject, identifiers opt-in and, for FHIR bundles, ``[patient.fhir]``."""
-    _check_keys(pt, "patient", {"data"}, {"subject", "keep_identifiers", "fhir"})
+    check_keys(pt, "patient", {"data"}, {"subject", "keep_identifiers", "fhir"})
     keep = pt.get("keep_identifiers", False)
     if not isinstance(keep, bool):
         raise SpecError("patient.keep_identifiers", f"must be true or false, got {keep!r}")
@@ -265,7 +267,7 @@ def _parse_sampler(raw: dict) -> dict[str, Any]:
         "sampler": None,
         "adaptation": "diag",
     }
-    _check_keys(raw, "sampler", set(), set(sampler))
+    check_keys(raw, "sampler", set(), set(sampler))
     sampler.update(raw)
     for k, most in (("draws", 100_000), ("tune", 100_000), ("chains", 64)):
         v = sampler[k]
@@ -285,7 +287,7 @@ def _parse_gate(raw: dict) -> tuple[Gate, Ladder]:
     """``[gate]``: convergence thresholds and the escalation ``ladder`` (a list of rungs; ``[]`` turns it off)."""
     raw = dict(raw)
     rungs = raw.pop("ladder", None)
-    _check_keys(raw, "gate", set(), set(Gate.__dataclass_fields__))
+    check_keys(raw, "gate", set(), set(Gate.__dataclass_fields__))
     for k, v in raw.items():
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v) or v < 0:
             raise SpecError(f"gate.{k}", f"must be a number >= 0 (no quotes), got {v!r}")
@@ -302,7 +304,7 @@ def _parse_gate(raw: dict) -> tuple[Gate, Ladder]:
         w = f"gate.ladder[{i}]"
         if not isinstance(rung, dict):
             raise SpecError(w, "must be a table {target_accept, tune_factor, draws_factor}")
-        _check_keys(rung, w, {"target_accept"}, {"tune_factor", "draws_factor"})
+        check_keys(rung, w, {"target_accept"}, {"tune_factor", "draws_factor"})
         ta = _num(rung, "target_accept", w, positive=True)
         if not ta < 1.0:
             raise SpecError(f"{w}.target_accept", f"must be in (0, 1), got {ta!r}")
@@ -331,7 +333,7 @@ def _parse_comparison(raw: dict) -> dict[str, Any]:
         "lfo_horizon": 1,
         "lfo_method": "approx",
     }
-    _check_keys(raw, "comparison", set(), set(comparison))
+    check_keys(raw, "comparison", set(), set(comparison))
     comparison.update(raw)
     for key in ("include_unconverged", "bma", "refits"):
         if not isinstance(comparison[key], bool):
@@ -370,7 +372,7 @@ def _parse_scenarios(raw: list) -> list[Scenario]:
     scenarios = []
     for i, sc in enumerate(raw):
         w = f"scenarios[{i}]"
-        _check_keys(
+        check_keys(
             sc,
             w,
             {"name"},
@@ -393,7 +395,7 @@ def _parse_scenarios(raw: list) -> list[Scenario]:
             raise SpecError(f"{w}.doses", "0 doses (no treatment) takes no route, amount or timing")
         try:
             if ("route" in sc or "amount" in sc or not series) and not untreated:
-                _check_keys(sc, w, {"route", "amount"}, set(sc))
+                check_keys(sc, w, {"route", "amount"}, set(sc))
                 regimen = Scenario.regimen(
                     sc["name"],
                     _num(sc, "amount", w, positive=True),
@@ -440,7 +442,7 @@ def _parse_series(raw: Any, where: str) -> tuple[SeriesChange, ...]:
             raise SpecError(
                 w, "must be { scale = ... } or { times = [...], values = [...], unit = ... }"
             )
-        _check_keys(change, w, set(), {"scale", "times", "values", "unit"})
+        check_keys(change, w, set(), {"scale", "times", "values", "unit"})
         try:
             out.append(
                 SeriesChange(
@@ -505,11 +507,11 @@ MAX_PREDICTION_TIMES = 20_000
 def _parse_times(pr: dict) -> np.ndarray:
     """``[predictions] times``: ``{start, stop, step}`` or a list (at most
     :data:`MAX_PREDICTION_TIMES`, checked before the grid is made)."""
-    _check_keys(pr, "predictions", {"times"}, {"observable", "widen_forward", "forward_min_points"})
+    check_keys(pr, "predictions", {"times"}, {"observable", "widen_forward", "forward_min_points"})
     t = pr["times"]
     where = "predictions.times"
     if isinstance(t, dict):
-        _check_keys(t, where, {"start", "stop", "step"}, set())
+        check_keys(t, where, {"start", "stop", "step"}, set())
         start, stop = _num(t, "start", where), _num(t, "stop", where)
         step = _num(t, "step", where, positive=True)
         if not stop >= start:
@@ -536,7 +538,7 @@ def _parse_targets(raw: list, by_name: dict) -> list:
     targets = []
     for i, tg in enumerate(raw):
         w = f"targets[{i}]"
-        _check_keys(tg, w, {"qoi"}, {"lower", "upper", "name"})
+        check_keys(tg, w, {"qoi"}, {"lower", "upper", "name"})
         if tg["qoi"] not in by_name:
             raise SpecError(f"{w}.qoi", f"unknown QoI {tg['qoi']!r}; defined: {', '.join(by_name)}")
         try:
@@ -548,8 +550,10 @@ def _parse_targets(raw: list, by_name: dict) -> list:
     return targets
 
 
-def _parse(doc: dict, path: Path, text: str) -> Study:
-    _check_keys(
+def parse_study(doc: dict, path: Path, text: str) -> Study:
+    """A :class:`Study` from a parsed TOML document ``doc`` (read from ``path``; ``text`` kept
+    for the results folder's copy); every field checked, errors name the field."""
+    check_keys(
         doc,
         "<top level>",
         {"study", "patient", "twins"},
@@ -557,12 +561,12 @@ def _parse(doc: dict, path: Path, text: str) -> Study:
     )
     base = path.parent
     st = doc["study"]
-    _check_keys(st, "study", {"name", "seed"}, {"description"})
+    check_keys(st, "study", {"name", "seed"}, {"description"})
     if isinstance(st["seed"], bool) or not isinstance(st["seed"], int) or st["seed"] < 0:
         raise SpecError("study.seed", f"must be a non-negative integer, got {st['seed']!r}")
     patient = _parse_patient(doc["patient"], base)
     tw = doc["twins"]
-    _check_keys(tw, "twins", {"specs"}, set())
+    check_keys(tw, "twins", {"specs"}, set())
     if not isinstance(tw["specs"], list) or not tw["specs"]:
         raise SpecError("twins.specs", "must be a non-empty list of spec files or 'bundled:NAME'")
     specs = [

@@ -31,11 +31,13 @@ from .patient import Patient, PatientDataError
 from .privacy import PSEUDONYM, pseudonym
 from .results_reading import MAX_JSON_BYTES, check_results_folder, read_json, read_summary
 from .spec.model_spec import SpecError
-from .study import Study, _parse
+from .study import Study, parse_study
 from .units import UnitError, conversion_factor
 from .untrusted import checked_in_folder, exists_in_folder, read_in_folder
 
 __all__ = ["merge_new_data", "load_results", "update_results", "history_entry"]
+
+from .history import history_entry  # re-exported: its old place
 
 HISTORY = "history.json"
 PATIENT = "patient.csv"
@@ -102,12 +104,12 @@ def _check_same_patient(old: Patient, new: Patient, source: str) -> None:
 
 def _rebuild(old: Patient, rows: list, source: str) -> Patient:
     """A patient from rows (validated as a file would be), keeping ``old``'s identity."""
-    from .patient import _build
+    from .patient import build_patient
 
     covs = [r for r in rows if r[2] == "covariate"]
     events = sorted((r for r in rows if r[2] != "covariate"), key=lambda r: r[0])
     sha = hashlib.sha256(json.dumps(covs + events).encode()).hexdigest()
-    merged = _build(covs + events, list(range(1, len(rows) + 1)), old.id, source, sha=sha)
+    merged = build_patient(covs + events, list(range(1, len(rows) + 1)), old.id, source, sha=sha)
     merged.data.attrs.update({k: v for k, v in old.data.attrs.items() if k == "keep_identifiers"})
     return merged
 
@@ -151,7 +153,7 @@ def _study_copy(folder: Path, raw: bytes) -> Study:
         doc["patient"]["data"] = PATIENT
         specs = [f"specs/{_spec_file(s)}" for s in doc["twins"]["specs"]]
         doc["twins"]["specs"] = [str(checked_in_folder(folder, s)) for s in specs]
-        return _parse(doc, folder / "study.toml", text)
+        return parse_study(doc, folder / "study.toml", text)
     except SpecError as exc:
         raise exc.in_file(where) from None
     except (
@@ -231,30 +233,3 @@ def update_results(
         patient=merged,
         history=history,
     )
-
-
-def history_entry(patient: Patient, twins: list, comparison, result) -> dict:
-    """What one run adds to the history: data extent, elpd and weight per twin, between-twin shares."""
-    times = patient.data.obs_time.values
-    entry: dict = {
-        "n_obs": int(len(times)),
-        "last_time": float(np.max(times)),
-        "time_unit": patient.time_unit,
-        "twins": {t.name: {"converged": bool(t.converged)} for t in twins},
-    }
-    if comparison is not None:
-        tab = comparison.table
-        entry["cv"] = str(tab.attrs.get("cv", "loo"))
-        for i, name in enumerate(tab.twin.values):
-            entry["twins"].setdefault(str(name), {}).update(
-                elpd=float(tab.elpd.values[i]),
-                se=float(tab.se.values[i]),
-                stacking=float(tab.stacking.values[i]),
-                pseudo_bma=float(tab.pseudo_bma.values[i]),
-            )
-    if result is not None and "traj_between_share" in result.data:
-        share = result.data["traj_between_share"].mean("time")
-        entry["between_share"] = {
-            str(s): float(share.sel(scenario=s)) for s in share.scenario.values
-        }
-    return entry

@@ -325,7 +325,9 @@ def log_forecast_error(
     m = w @ draws
     m = np.where(m > 0, m, np.nan)
     dev = draws - m
-    cov = np.log1p((dev.T * w) @ dev / np.outer(m, m))
+    cov = np.log1p(np.maximum((dev.T * w) @ dev / np.outer(m, m), -1.0 + 1e-12))
+    bound = np.sqrt(np.outer(np.diag(cov), np.diag(cov)))  # a correlation within [-1, 1]
+    cov = np.clip(cov, -bound, bound)
     return log_y - np.log(m) + np.diag(cov) / 2, cov
 
 

@@ -36,20 +36,9 @@ def k_threshold(n_draws: int) -> float:
 
 
 def pointwise_loglik(twin: Twin) -> xr.DataArray:
-    """All observables' log-likelihood stacked on one ``obs`` dimension: (chain, draw, obs)."""
-    ll = twin.idata["log_likelihood"]
-    parts = []
-    for name in twin.design.times:
-        da = ll[name]
-        dim = [d for d in da.dims if d not in ("chain", "draw")][0]
-        parts.append(
-            da.rename({dim: "obs"})
-            .reset_coords(drop=True)
-            .assign_coords(observable=("obs", [name] * da.sizes[dim]))
-        )
-    out = xr.concat(parts, dim="obs") if len(parts) > 1 else parts[0]
-    times = np.concatenate([twin.design.times[n] for n in twin.design.times])
-    return out.assign_coords(obs=np.arange(out.sizes["obs"]), time=("obs", times))
+    """All observables' log-likelihood stacked on one ``obs`` dimension: (chain, draw, obs)
+    (:meth:`~twinbayes.fitting.Twin.pointwise_log_likelihood`)."""
+    return twin.pointwise_log_likelihood()
 
 
 def loo(

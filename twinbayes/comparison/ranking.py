@@ -196,8 +196,8 @@ def compare(
         raise ValueError(
             "no twin passed its convergence gate; to compare them anyway use --include-unconverged on the command line, include_unconverged=True in Python or [comparison] include_unconverged = true in a study"
         )
-    names = _names(twins)
-    _check_same_data(twins)
+    names = twin_labels(twins)
+    check_same_data(twins)
     scoring = Scoring(
         cv=cv,
         threshold=threshold,
@@ -273,13 +273,13 @@ def _marginal_notes(table: xr.Dataset, names: list[str]) -> list[str]:
     ]
 
 
-def _names(twins: list[Twin]) -> list[str]:
+def twin_labels(twins: list[Twin]) -> list[str]:
     """Twin names, suffixed ``#i`` where the same spec appears twice."""
     names = [t.name for t in twins]
     return [f"{n}#{i}" if names.count(n) > 1 else n for i, n in enumerate(names)]
 
 
-def _check_same_data(twins: list[Twin]) -> None:
+def check_same_data(twins: list[Twin]) -> None:
     """Raise unless every twin was fitted to the same patient's same observations."""
     ref = twins[0].design
     for t in twins[1:]:

@@ -70,10 +70,10 @@ def over_time(
         trajectories.  With a few points stacking often puts all weight on one twin, and
         its share is then 0.
     """
-    from .ranking import _check_same_data, _names
+    from .ranking import check_same_data, twin_labels
 
     twins = list(twins)
-    _check_same_data(twins)
+    check_same_data(twins)
     points, point_of_obs = time_points(twins[0].design)
     origins = np.arange(min_points, len(points))
     if len(origins) == 0:
@@ -114,7 +114,7 @@ def over_time(
         },
         coords={
             "origin": origins,
-            "twin": _names(twins),
+            "twin": twin_labels(twins),
             "observable": names,
             "weighting": list(weights),
             "time": ("origin", points[origins - 1]),

@@ -1,13 +1,11 @@
-"""From a spec and parameter values to predicted trajectories."""
+"""From a spec and parameter values to predicted trajectories (the model's observables on top:
+:mod:`twinbayes.prediction`)."""
 
 from .linear import Doses, state_amounts
-from .predict import predict_observations, simulate_observations
 from .reference import solve_reference
 
 __all__ = [
     "Doses",
     "state_amounts",
-    "predict_observations",
-    "simulate_observations",
     "solve_reference",
 ]

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .packed import start_fn
 from .tableau import ESDIRK3, DiagonallyImplicitTableau
 
 __all__ = ["implicit_loop"]
@@ -96,15 +97,13 @@ def implicit_loop(system, deriv, initial_step, norm, unpack, dosing, status_code
     """
     import numba
 
-    from .ode import _start_fn
-
     n, k = len(system.states), len(system.params)
     m = n + k
     rhs, rhs_jac = system.rhs, system.rhs_jac
     lu, lu_solve = _linear_algebra()
     stage = _make_stage(rhs, rhs_jac, lu, lu_solve, norm, n, m, tableau)
     filtered = _make_filter(lu_solve, n, m)
-    start = _start_fn()
+    start = start_fn()
     schedule, apply_doses, enter = dosing
     OK, TOO_MANY_STEPS, NOT_FINITE = status_codes
     e, s = tableau.e.copy(), len(tableau.c)

@@ -27,7 +27,7 @@ import numpy as np
 from ..spec.expr import NUMPY, PYTENSOR
 from ..spec.model_spec import ModelSpec, Route
 
-__all__ = ["state_amounts", "Doses"]
+__all__ = ["state_amounts", "Doses", "unpack_doses"]
 
 Doses = Mapping[str, tuple]
 """Route name -> (dose times, amounts[, infusion durations]), in the spec's units."""
@@ -156,7 +156,8 @@ def _superpose_by_dose(spec, route, env, times, t_dose, scale, states, step):
     return out
 
 
-def _unpack(entry) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def unpack_doses(entry) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(times, amounts, durations)`` of one route's doses (durations 0 when not given)."""
     t = np.asarray(entry[0], float)
     amount = np.asarray(entry[1], float)
     duration = np.asarray(entry[2], float) if len(entry) > 2 else np.zeros_like(t)
@@ -209,7 +210,7 @@ def state_amounts(
             total[s] = total[s] + sign * parts[s]
 
     for route_name, entry in doses.items():
-        t_dose, amount, duration = _unpack(entry)
+        t_dose, amount, duration = unpack_doses(entry)
         if len(t_dose) == 0:
             continue
         if np.any(duration < 0):

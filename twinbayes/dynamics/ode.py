@@ -48,7 +48,9 @@ from ..spec.expr import NUMPY, PYTENSOR
 from ..spec.model_spec import ModelSpec
 from ..spec.nodes import ONE, ZERO, add, mul
 from ..spec.symbolic import Node, derivative, helpers, parse, to_statements
-from .linear import _unpack
+from .implicit import implicit_loop
+from .linear import unpack_doses
+from .packed import start_fn
 from .tableau import DOPRI5, ButcherTableau
 
 __all__ = [
@@ -633,8 +635,6 @@ def integrator(system: OdeSystem, method: str = "explicit") -> Integrator:
     """The compiled :class:`Integrator` of ``system`` (cached by the system's content and method)."""
     deriv = _make_derivative(system)
     if method == "implicit":
-        from .implicit import implicit_loop
-
         one = implicit_loop(
             system,
             deriv,
@@ -688,7 +688,7 @@ def _make_loop(n, k, deriv, step, factor, dense, initial_step, stages, dosing):
         apply_doses=dosing[1],
         enter=dosing[2],
         norm=_norm(),
-        start=_start_fn(),
+        start=start_fn(),
         unpack=_unpack_fn(),
         OK=OK,
         TOO_MANY_STEPS=TOO_MANY_STEPS,
@@ -765,32 +765,6 @@ def integrate(p, y0, times, stops, dose_t, dose_r, dose_a, u0_in, du, rtol, atol
 right-hand side), accepted and rejected steps, dense output at the output times
 (outputs do not shorten steps).  ``status`` is ``TOO_MANY_STEPS`` or ``NOT_FINITE``
 on failure, with ``Y`` all NaN.  A template so that each stage is its own array."""
-
-
-@functools.lru_cache(maxsize=1)
-def _start_fn():
-    """``start(y0, times, t0, n, m, sens) -> (size, T, order, Z, z, r)``: the packed state
-    ``z = (y0, vec I)`` and the output rows ``Z`` (NaN), the outputs at or before ``t0`` filled."""
-    import numba
-
-    @numba.njit(inline="always")
-    def start(y0, times, t0, n, m, sens):
-        size = n + n * m if sens else n
-        T = len(times)
-        order = np.argsort(times)
-        Z = np.full((T, size), np.nan)
-        z = np.zeros(size)
-        z[:n] = y0
-        if sens:
-            for i in range(n):
-                z[n + i * m + i] = 1.0
-        r = 0
-        while r < T and times[order[r]] <= t0:
-            Z[order[r]] = z
-            r += 1
-        return size, T, order, Z, z, r
-
-    return start
 
 
 @functools.lru_cache(maxsize=1)
@@ -1029,7 +1003,7 @@ def boluses(
     routes = dose_routes(spec)
     rows = []
     for route, entry in (doses or {}).items():
-        t, amount, duration = _unpack(entry)
+        t, amount, duration = unpack_doses(entry)
         r = routes.index(route)
         bolus = duration == 0
         rows += [(ti, r, a) for ti, a in zip(t[bolus], amount[bolus])]
@@ -1052,7 +1026,7 @@ def infusions(
     lag and are dose events: :func:`boluses`)."""
     per_route: dict[str, list] = {r: [] for r in dose_routes(spec)}
     for route, entry in (doses or {}).items():
-        t, amount, duration = _unpack(entry)
+        t, amount, duration = unpack_doses(entry)
         on = duration > 0
         if spec.routes[route].lag is None:
             per_route[route] += zip(t[on], t[on] + duration[on], amount[on] / duration[on])

@@ -15,7 +15,7 @@ import numpy as np
 from scipy.integrate import solve_ivp
 
 from ..spec.model_spec import ModelSpec
-from .linear import Doses, _unpack
+from .linear import Doses, unpack_doses
 
 __all__ = ["solve_reference"]
 
@@ -43,7 +43,7 @@ def solve_reference(
     names = list(spec.states)
     events = []  # (time, state index, bolus amount, change of input rate)
     for route_name, entry in doses.items():
-        t_dose, amount, duration = _unpack(entry)
+        t_dose, amount, duration = unpack_doses(entry)
         route = spec.routes[route_name]
         lag = float(route.lag(env)) if route.lag is not None else 0.0
         f = float(route.bioavailability(env)) if route.bioavailability is not None else 1.0

@@ -12,7 +12,6 @@ in :mod:`twinbayes.spec.expr`, and every error names the file and the field.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import math
 import re
@@ -23,10 +22,11 @@ from typing import Any
 
 import numpy as np
 
-from ..error import TwinbayesError
+from ..error import SpecError
 from ..units import UnitError, parse_unit
 from .errors import ERROR_MODELS, ErrorModel
 from .expr import FUNCTIONS, Expression, ExpressionError, compile_expression
+from .fields import check_keys
 from .population import Population, parse_population
 from .priors import Prior
 
@@ -48,23 +48,6 @@ __all__ = [
 FORMAT_VERSION = 1
 RESERVED = {"t", "tad"} | set(FUNCTIONS)
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
-
-
-class SpecError(TwinbayesError, ValueError):
-    """A spec file is malformed.  The message names the file, the field and a fix."""
-
-    def __init__(self, field: str, message: str, file: str | None = None):
-        self.field = field
-        self.file = file
-        self.reason = message
-        super().__init__(self._text())
-
-    def _text(self) -> str:
-        prefix = f"{self.file}: " if self.file else ""
-        return f"{prefix}{self.field}: {self.reason}"
-
-    def in_file(self, file: str) -> SpecError:
-        return SpecError(self.field, self.reason, file)
 
 
 @dataclass(frozen=True)
@@ -266,26 +249,6 @@ def _table(raw: Any, where: str) -> dict:
     return raw
 
 
-def _check_keys(raw: dict, where: str, required: set[str], optional: set[str]) -> None:
-    missing = sorted(required - set(raw))
-    extra = sorted(set(raw) - required - optional)
-    problems = []
-    if missing:
-        problems.append(f"missing required field(s): {', '.join(missing)}")
-    if extra:
-        hints = [
-            f"{e!r} -> {m[0]!r}?"
-            for e in extra
-            if (m := difflib.get_close_matches(e, required | optional, 1))
-        ]
-        problems.append(
-            f"unknown field(s): {', '.join(extra)}; allowed: {', '.join(sorted(required | optional))}"
-            + (f" (did you mean {', '.join(hints)})" if hints else "")
-        )
-    if problems:
-        raise SpecError(where, "; ".join(problems))
-
-
 def _string(raw: dict, key: str, where: str, default: str | None = None) -> str:
     v = raw.get(key, default)
     if not isinstance(v, str):
@@ -326,7 +289,7 @@ def _expr(src: Any, allowed: set[str], where: str) -> Expression:
 
 def _parse(doc: dict) -> dict[str, Any]:
     """The checked fields of a :class:`ModelSpec` from a TOML document (sections in dependency order)."""
-    _check_keys(
+    check_keys(
         doc,
         "<top level>",
         {"format", "model", "parameters", "states", "dynamics", "observations"},
@@ -382,7 +345,7 @@ def _parse(doc: dict) -> dict[str, Any]:
 
 def _parse_model(m: dict) -> dict[str, Any]:
     """``[model]``: name, title, hypothesis, references and the time unit."""
-    _check_keys(m, "model", {"name", "title", "hypothesis", "references", "time_unit"}, set())
+    check_keys(m, "model", {"name", "title", "hypothesis", "references", "time_unit"}, set())
     refs = m["references"]
     if not isinstance(refs, list) or not refs or not all(isinstance(r, str) for r in refs):
         raise SpecError("model.references", "must be a non-empty list of citation strings")
@@ -408,7 +371,7 @@ def _section(raw: dict, section: str, taken: set[str], required: set, optional: 
         where = f"{section}.{name}"
         _name(name, where, taken)
         entry = _table(entry, where)
-        _check_keys(entry, where, required, optional)
+        check_keys(entry, where, required, optional)
         out[name] = make(name, entry, where)
         taken.add(name)
     return out
@@ -542,7 +505,7 @@ def _parse_inputs(raw_inputs: dict, taken: set[str]) -> dict[str, Input]:
         where = f"inputs.{iname}"
         _name(iname, where, taken)
         raw = _table(raw, where)
-        _check_keys(raw, where, {"unit", "description"}, {"series", "baseline", "molar_mass"})
+        check_keys(raw, where, {"unit", "description"}, {"series", "baseline", "molar_mass"})
         taken.add(iname)
         baseline = raw.get("baseline")
         if baseline is not None:
@@ -567,7 +530,7 @@ def _parse_states(raw_states: dict, taken: set[str]) -> dict[str, State]:
         where = f"states.{sname}"
         _name(sname, where, taken)
         raw = _table(raw, where)
-        _check_keys(raw, where, {"unit", "description"}, set())
+        check_keys(raw, where, {"unit", "description"}, set())
         states[sname] = State(sname, _unit(raw, where), _string(raw, "description", where))
         taken.add(sname)
     if not states:
@@ -577,7 +540,7 @@ def _parse_states(raw_states: dict, taken: set[str]) -> dict[str, State]:
 
 def _parse_dynamics(dyn: dict, states: dict, quantities: set[str], inputs: dict) -> dict[str, Any]:
     """``[dynamics]``: right-hand sides, linearity, closed form, initial values, solver settings."""
-    _check_keys(
+    check_keys(
         dyn,
         "dynamics",
         {"rhs"},
@@ -654,7 +617,7 @@ def _parse_routes(
         if not _NAME.fullmatch(rname):
             raise SpecError(where, f"{rname!r} is not a valid route name")
         raw = _table(raw, where)
-        _check_keys(
+        check_keys(
             raw,
             where,
             {"state", "unit"},
@@ -731,7 +694,7 @@ def _parse_error(err_raw: dict, where: str, params: dict) -> ErrorModel:
             f"unknown error model {kind!r}; choose one of {', '.join(ERROR_MODELS)}",
         )
     keys = [f.name for f in fields(ERROR_MODELS[kind])]
-    _check_keys(err_raw, where, {"model", *keys}, set())
+    check_keys(err_raw, where, {"model", *keys}, set())
     for k in keys:
         if err_raw[k] not in params:
             raise SpecError(
@@ -752,7 +715,7 @@ def _parse_observations(
         if not _NAME.fullmatch(oname):
             raise SpecError(where, f"{oname!r} is not a valid observation name")
         raw = _table(raw, where)
-        _check_keys(
+        check_keys(
             raw, where, {"expression", "unit", "error", "description"}, {"valid_from", "molar_mass"}
         )
         expr = _expr(raw["expression"], scope, f"{where}.expression")

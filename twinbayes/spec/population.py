@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..error import SpecError
+from .fields import check_keys
 from .priors import Prior
 
 Z_SUFFIX = "_z"
@@ -83,9 +85,8 @@ def parse_population(raw: dict, where: str = "population") -> Population:
         positive, or a correlation matrix that is not symmetric with unit diagonal, or whose
         ``Omega`` is not positive definite.
     """
-    from .model_spec import SpecError, _check_keys
 
-    _check_keys(raw, where, {"etas", "sd"}, {"correlation", "sd_prior"})
+    check_keys(raw, where, {"etas", "sd"}, {"correlation", "sd_prior"})
     etas = raw["etas"]
     if not isinstance(etas, list) or not etas or not all(isinstance(e, str) for e in etas):
         raise SpecError(
@@ -115,7 +116,6 @@ def parse_population(raw: dict, where: str = "population") -> Population:
 
 
 def _vector(raw, n: int, where: str) -> np.ndarray:
-    from .model_spec import SpecError
 
     if not isinstance(raw, list) or len(raw) != n or not all(_is_number(v) for v in raw):
         raise SpecError(where, f"must be a list of {n} finite numbers (one per eta), got {raw!r}")
@@ -123,7 +123,6 @@ def _vector(raw, n: int, where: str) -> np.ndarray:
 
 
 def _correlation(raw, n: int, where: str) -> np.ndarray:
-    from .model_spec import SpecError
 
     if not isinstance(raw, list) or len(raw) != n:
         raise SpecError(where, f"must be a {n} x {n} list of rows, got {raw!r}")

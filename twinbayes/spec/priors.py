@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from ..error import SpecError
+
 __all__ = ["Prior", "PRIOR_FAMILIES"]
 
 # family -> (PyMC class name, required args, positive-only support?)
@@ -45,8 +47,6 @@ class Prior:
 
     @classmethod
     def from_dict(cls, raw: Any, where: str) -> Prior:
-        from .model_spec import SpecError
-
         if not isinstance(raw, dict):
             raise SpecError(
                 where,

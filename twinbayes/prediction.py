@@ -11,9 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from ..spec.expr import NUMPY
-from ..spec.model_spec import ModelSpec
-from .design import Design, design_for
+from .dynamics.design import Design, design_for
+from .model import TwinModel
+from .spec.expr import NUMPY
+from .spec.model_spec import ModelSpec
 
 __all__ = [
     "Design",
@@ -25,9 +26,7 @@ __all__ = [
 ]
 
 
-def _model(spec: ModelSpec):
-    from ..model import TwinModel
-
+def _model(spec: ModelSpec) -> TwinModel:
     return TwinModel.of(spec)
 
 
