@@ -23,7 +23,8 @@ def _run(code: str) -> str:
 def test_arviz_imports_without_walking_the_stack():
     code = (
         "import inspect\n"
-        "import twinbayes\n"
+        "from twinbayes.import_speed import patch_lazy_loader\n"
+        "patch_lazy_loader()  # as the twinbayes command does\n"
         "def refuse(*a, **k):\n"
         "    raise AssertionError('inspect.stack was called')\n"
         "inspect.stack = refuse\n"
@@ -35,7 +36,11 @@ def test_arviz_imports_without_walking_the_stack():
 
 def test_a_missing_module_fails_on_first_use_as_without_the_workaround():
     plain = _run(PROBE.format(setup=""))
-    patched = _run(PROBE.format(setup="import twinbayes"))
+    patched = _run(
+        PROBE.format(
+            setup="from twinbayes.import_speed import patch_lazy_loader; patch_lazy_loader()"
+        )
+    )
     assert "No module named 'no_such_module_twinbayes'" in plain
     assert "line 5" in plain and 'mod = lazy_loader.load("no_such' in plain  # the caller's line
     assert patched == plain
@@ -76,3 +81,18 @@ def test_xarray_imports_dask_and_pint_only_once_something_else_has(tmp_path):
     assert deferred[1:] == plain[1:]
     assert "dask.array.core.Array" in deferred[1] and "True" in deferred[1]
     assert deferred[2].endswith("[0.0, 1.0, 2.0]") and "Quantity" in deferred[2]
+
+
+def test_importing_twinbayes_leaves_lazy_loader_alone():
+    """Issue 37: ``import twinbayes`` (and its study machinery) patches nothing process-wide; the
+    workaround is the ``twinbayes`` command's own (its process, :func:`import_and_freeze`)."""
+    code = (
+        "import lazy_loader\n"
+        "original = lazy_loader.load\n"
+        "import twinbayes, twinbayes.pipeline, twinbayes.fitting, arviz_base\n"
+        "print(lazy_loader.load is original, lazy_loader.load.__module__)\n"
+        "from twinbayes.import_speed import patch_lazy_loader\n"
+        "patch_lazy_loader()\n"
+        "print(lazy_loader.load is original)\n"
+    )
+    assert _run(code).split() == ["True", "lazy_loader", "False"]

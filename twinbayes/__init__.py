@@ -2,17 +2,16 @@
 
 The light parts (specs, patient data, units) import at once; the inference
 parts (PyMC, ArviZ) are imported when first used, so ``twinbayes specs`` and
-``twinbayes patient`` stay fast.
+``twinbayes patient`` stay fast.  Importing twinbayes changes nothing process-wide: the
+import-time workarounds of :mod:`twinbayes.import_speed` run only in the processes twinbayes owns
+(the ``twinbayes`` command and its compile-ahead worker).
 """
 
 from importlib import import_module
 
-from .import_speed import patch_lazy_loader
 from .patient import Patient, PatientDataError
 from .spec import ModelSpec, SpecError, load_spec
 from .units import UnitError
-
-patch_lazy_loader()  # before anything imports ArviZ: see twinbayes.import_speed
 
 __version__ = "0.1.0"
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from . import __version__
 from .error import TwinbayesError
+from .import_speed import patch_lazy_loader
 from .ladder import NO_LADDER
 from .library import list_specs
 from .patient import Patient, PatientDataError
@@ -183,6 +184,7 @@ def console() -> None:
         os._exit(state["code"])
 
     atexit.register(leave)
+    patch_lazy_loader()  # this process is twinbayes's own: before anything imports ArviZ
     if (sys.argv[1:2] or ["run"])[0] in ("run", "update"):
         from .import_speed import import_and_freeze
 

@@ -1,5 +1,8 @@
 """Import-time costs: workarounds for slow imports, and keeping imported objects out of GC.
 
+Nothing here runs on ``import twinbayes``: the ``twinbayes`` command and the processes it starts
+call these for themselves (:func:`import_and_freeze`); a library user's process is left as it is.
+
 ``lazy_loader.load`` (used by ArviZ's ``arviz_base.io_numpyro`` for the optional JAX and
 NumPyro) records where a missing module was asked for with :func:`inspect.stack`, which
 reads the source of every frame on the stack and scans ``sys.modules`` for each: 0.4-0.8 s
@@ -164,6 +167,7 @@ def import_and_freeze(modules: tuple[str, ...] = STUDY_MODULES) -> None:
     import gc
     from importlib import import_module
 
+    patch_lazy_loader()
     defer_dask_and_pint()
     for name in modules:
         import_module(name)
