@@ -309,6 +309,13 @@ def summarise(records: list[dict]) -> str:
             confident = (p >= 0.95) | (p <= 0.05)
             wrong = confident & ((p >= 0.95) != (y == 1))
             warned = np.array([_warned(r) for r in rows], bool)
+            plain = np.clip(np.array([r.get("p_ensemble_plain", np.nan) for r in rows]), 0, 1)
+            d = (p - y) ** 2 - (plain - y) ** 2  # paired: the same patients and draws
+            vs_plain = (
+                f"  Brier - plain {d.mean():+.4f} +- {d.std(ddof=1) / np.sqrt(len(d)):.4f}"
+                if method != "p_ensemble_plain" and np.all(np.isfinite(plain)) and len(d) > 1
+                else ""
+            )
             lines.append(
                 f"  {method:<16} Brier {brier:.3f}  Spiegelhalter z {z:+.2f} (p {2 * stats.norm.sf(abs(z)):.2g})  "
                 f"confident claims {int(confident.sum())}, wrong {int(wrong.sum())}"
@@ -317,6 +324,7 @@ def summarise(records: list[dict]) -> str:
                     if "warnings" in rows[0]
                     else ""
                 )
+                + vs_plain
             )
             edges = np.linspace(0, 1, 6)
             for lo, hi in zip(edges[:-1], edges[1:]):

@@ -1,6 +1,8 @@
 """Forward widening (issue 43): the discrepancy rate against independent references, the Brownian
 widening's moments, and a decelerating tumour whose exponential twin over-forecasts."""
 
+import logging
+
 import numpy as np
 import pytest
 from scipy.optimize import approx_fprime
@@ -282,7 +284,12 @@ def test_a_forecast_that_fails_leaves_the_twin_unwidened_and_the_run_going(monke
 
     monkeypatch.setattr(forward, "lfo", failing)
     twin = SimpleNamespace(name="t", design=Design({"v": np.arange(1.0, 7.0)}, {}, {}))
-    found = forward.forward_discrepancy(twin)
+    logger = logging.getLogger("twinbayes.forward")  # its own handler: another test may have
+    logger.addHandler(caplog.handler)  # stopped twinbayes's loggers from propagating (the CLI)
+    try:
+        found = forward.forward_discrepancy(twin)
+    finally:
+        logger.removeHandler(caplog.handler)
     assert not found.estimable and found.since == 6.0
     assert "forward widening not estimable" in caplog.text
     grid = np.linspace(0.0, 10.0, 11)
