@@ -36,6 +36,7 @@ from numba.extending import intrinsic
 from . import model_records
 from .graph_cache import rewrites_cached
 from .model_records import ModelRecord
+from .speed import private_speedups
 
 _LOGP_SRC = """
 def logp_cfunc(dim, x_, out_, logp_, user_data_):
@@ -212,16 +213,29 @@ def compile_model(model, *, from_records: bool = True) -> Any:
     nutpie.compile_pymc.CompiledPyMCModel
         The same object ``nutpie.compile_pymc_model(model)`` returns, sampling the same draws;
         one built from a record has no PyTensor functions (``logp_func``, ``expand_func`` are
-        ``None``: nutpie samples through the callbacks).
+        ``None``: nutpie samples through the callbacks).  With the private speed-ups off
+        (:mod:`twinbayes.speed`), ``nutpie.compile_pymc_model``'s own, the same draws.
     """
+    if not private_speedups():  # the public path (twinbayes.speed): nutpie's own compilation
+        return _nutpie_compiled(model)
     initial = _initial_point(model)
     found = model_records.fingerprint(model, _LOGP_SRC + _EXPAND_SRC) if from_records else None
     if found is not None and (record := model_records.load(found.key)) is not None:
         compiled = _from_record(model, record, found.shared, initial)
         if compiled is not None:
             return compiled
-    with rewrites_cached():
-        compiled, record = _compile_model(model, initial)
+    try:
+        with rewrites_cached():
+            compiled, record = _compile_model(model, initial)
+    except (AttributeError, ImportError, TypeError) as exc:  # an upstream that changed
+        warnings.warn(
+            f"twinbayes: nutpie's internals changed ({exc!r}); compiling with "
+            "nutpie.compile_pymc_model instead (the same draws, slower first runs; set "
+            "TWINBAYES_PRIVATE_SPEEDUPS=0 to skip this attempt)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return _nutpie_compiled(model)
     if found is not None and record is not None:
         model_records.store(found.key, record)
     return compiled

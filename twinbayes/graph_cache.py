@@ -40,6 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .speed import private_speedups
+
 __all__ = ["rewrites_cached", "graph_key", "cache_dir", "remember", "remembered"]
 
 _log = logging.getLogger(__name__)
@@ -280,7 +282,11 @@ def rewrites_cached() -> Iterator[None]:
     variable, as nutpie calls it) reuse rewritten graphs stored on disk (module doc).
 
     Nested and concurrent blocks (threads) share one installation, removed when the last ends.
+    Nothing is installed with the private speed-ups off (:mod:`twinbayes.speed`).
     """
+    if not private_speedups():  # twinbayes.speed: PyTensor rewrites as it always would
+        yield
+        return
     import pytensor.graph
     from pytensor.compile import maker
 

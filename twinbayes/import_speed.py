@@ -24,6 +24,8 @@ import importlib.util
 import linecache
 import sys
 
+from .speed import private_speedups
+
 __all__ = ["patch_lazy_loader", "defer_dask_and_pint", "import_and_freeze"]
 
 STUDY_MODULES = (
@@ -39,7 +41,10 @@ STUDY_MODULES = (
 
 
 def patch_lazy_loader() -> bool:
-    """Make ``lazy_loader.load`` of a missing top-level module cheap; False where there is no lazy_loader."""
+    """Make ``lazy_loader.load`` of a missing top-level module cheap; False where there is no
+    lazy_loader or the private speed-ups are off (:mod:`twinbayes.speed`)."""
+    if not private_speedups():
+        return False
     try:
         import lazy_loader
     except ImportError:
@@ -99,6 +104,8 @@ def defer_dask_and_pint() -> bool:
     try:
         from xarray.namedarray import pycompat, utils
     except ImportError:
+        return False
+    if not private_speedups():
         return False
     cache = getattr(pycompat, "_cached_duck_array_modules", None)
     real = getattr(utils, "is_dask_collection", None)
