@@ -157,3 +157,15 @@ def test_error_from_file_names_the_file(spec_text, write):
     assert str(err.value).startswith(
         f"{path}: observations.concentration.expression:"
     ) and "'W'" in str(err.value)
+
+
+def test_time_in_a_linear_system_is_a_spec_error_naming_the_field():
+    """Issue 37: the fuzz drew ``rhs.depot = "t"`` in a linear spec and got an ExpressionError;
+    every error a spec can cause is a SpecError naming file and field."""
+    import re
+
+    from twinbayes.library import spec_path
+
+    text = re.sub(r'rhs\.depot = "[^"]*"', 'rhs.depot = "t"', spec_path("pk_1cmt_oral").read_text())
+    with pytest.raises(SpecError, match=r"x\.toml: dynamics\.linear: .*free of time"):
+        load_spec("x.toml", text=text)

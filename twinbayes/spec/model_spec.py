@@ -780,7 +780,14 @@ def _check_linear(spec: ModelSpec) -> None:
     """Verify numerically that a spec declared linear has ``rhs(x) = A x``."""
     rng = np.random.default_rng(0)
     env = spec.evaluate_derived(spec.typical_values())
-    A = np.array(spec.rate_matrix(env), dtype=float)
+    try:  # a matrix of constants: no time in it (the rate matrix is evaluated without one)
+        A = np.array(spec.rate_matrix(env), dtype=float)
+    except ExpressionError as exc:
+        raise SpecError(
+            "dynamics.linear",
+            f"the right-hand sides of a linear system must be constant rates times states, free "
+            f"of time ({exc}); set linear = false or fix dynamics.rhs",
+        ) from None
     names = list(spec.states)
     for _ in range(3):
         x = rng.uniform(0.5, 2.0, len(names))
