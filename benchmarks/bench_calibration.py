@@ -19,6 +19,11 @@ also holds every twin's warnings (:mod:`twinbayes.caveats`), its LOO-PIT p-value
 twin with weight fits, so ``--summary`` can say how many confident and wrong answers carried a
 visible warning, and how often a warning fired at all (false alarms where the truth is a twin).
 
+The decision is simulated with forward widening (:mod:`twinbayes.forward`, the shipped default;
+``--plain`` turns it off): each record holds the widened headline (``p_ensemble``) and the plain
+posterior's (``p_ensemble_plain``), with every twin's forward discrepancy (``forward``), and
+``--summary`` gives each method's Brier score against the plain headline, paired.
+
 For every patient the script records P(target) of the stacking ensemble, of equal weights over the
 converged twins, and of the twin with the best elpd, and whether the truth (noise-free) met the
 target.  ``--summary FILE`` reads such records and prints, per set and method, the Brier score,
