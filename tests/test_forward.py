@@ -258,6 +258,7 @@ def test_no_treatment_is_a_scenario_of_zero_doses_and_nothing_else(tmp_path):
         '{"twins": {"elsewhere": {"rate": 1, "longest_checked": 1}}}',
         '{"twins": {"a": {"rate": "<b>", "longest_checked": -1}}}',
         '{"twins": {"a": {"rate": NaN, "longest_checked": Infinity}}}',
+        '{"twins": {"a": {"rate": true, "longest_checked": 1e999}}}',
     ],
 )
 def test_a_forged_forward_record_is_read_as_no_widening(raw):

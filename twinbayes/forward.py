@@ -174,7 +174,7 @@ def fit_rate(
     grow with the horizon are what a random-walk discrepancy explains and a twin's own
     uncertainty does not.  Origins are combined as if independent (a composite likelihood,
     Varin, Reid & Firth 2011).  Maximised over :math:`[0, \\tau^2_{max}]` on a grid of the
-    square root and refined (bounded Brent); ``tau2_max`` makes the largest error a 2-SD event
+    square root and refined (bounded Brent); ``tau2_max`` makes the largest error a 1-SD event
     at the shortest horizon.  NaN when no forecast is usable; 0 when the errors are no larger
     than the forecasts said.
     """

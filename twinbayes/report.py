@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -164,6 +165,12 @@ def _extrapolation(
     return [line]
 
 
+def _non_negative(value: object) -> float:
+    """``value`` if it is a finite non-negative number (not a bool), else 0."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return float(value) if number and math.isfinite(value) and value >= 0 else 0.0
+
+
 def forward_record(d: xr.Dataset) -> dict[str, tuple[float, float]] | None:
     """Per twin, the forward discrepancy's rate and longest checked forecast, from the
     ``forward`` attribute of ``disagreement.nc`` (untrusted: only names among the sources and
@@ -185,9 +192,7 @@ def forward_record(d: xr.Dataset) -> dict[str, tuple[float, float]] | None:
         if name not in sources or not isinstance(r, dict):
             continue
         rate, longest = r.get("rate"), r.get("longest_checked")
-        rate = rate if isinstance(rate, (int, float)) and np.isfinite(rate) and rate >= 0 else 0.0
-        ok = isinstance(longest, (int, float)) and np.isfinite(longest) and longest >= 0
-        out[name] = (float(rate), float(longest) if ok else 0.0)
+        out[name] = (_non_negative(rate), _non_negative(longest))
     return out
 
 
