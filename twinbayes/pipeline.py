@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -548,11 +547,11 @@ def _write(
 def _forward_summary(result: Disagreement | None) -> dict | None:
     """Per twin, the forward discrepancy's rate, last level and longest checked forecast
     (``None``: no scenarios, or widening off)."""
-    raw = result.data.attrs.get("forward", "") if result is not None else ""
-    if not raw:
+    found = result.forward_record() if result is not None else None
+    if found is None:
         return None
     keep = ("rate", "since", "longest_checked")
-    return {name: {k: r[k] for k in keep} for name, r in json.loads(raw)["twins"].items()}
+    return {name: {k: r[k] for k in keep} for name, r in found.items()}
 
 
 def _write_history(folder, patient, twins, comparison, result, history, figures) -> None:

@@ -197,12 +197,17 @@ class Disagreement:
 
     data: xr.Dataset
 
+    def forward_record(self) -> dict[str, dict] | None:
+        """Each twin's forward discrepancy as recorded (:meth:`~twinbayes.forward.Discrepancy.as_attrs`);
+        ``None`` when widening was off."""
+        raw = self.data.attrs.get("forward", "")
+        return json.loads(raw)["twins"] if raw else None
+
     def forward_note(self) -> str:
         """One line per widened twin, or why nothing was widened (empty when widening is off)."""
-        raw = self.data.attrs.get("forward", "")
-        if not raw:
+        found = self.forward_record()
+        if found is None:
             return ""
-        found = json.loads(raw)["twins"]
         unit = self.data.attrs.get("time_unit", "")
         lines = [
             f"forward widening: {name}'s forecasts of this patient's later levels missed by more "
