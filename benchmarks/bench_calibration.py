@@ -50,6 +50,8 @@ import numpy as np
 TROUGH_AT = 167.9
 LOW, HIGH = 10.0, 20.0
 TWINS = ("pk_1cmt_iv", "pk_1cmt_iv_mm")
+QUANTILES = (np.arange(200) + 0.5) / 200
+"""Where each twin's plain trough draws are recorded: enough to re-score a lognormal widening."""
 TRUTHS = {
     "pk_1cmt_iv": {"CL": (1.0, 0.35), "V": (40.0, 0.2), "sigma_add": 0.3, "sigma_prop": 0.1},
     "pk_1cmt_iv_mm": {"Vmax": (20.0, 0.2), "Km": (8.0, 0.3), "V": (40.0, 0.2), "sigma_prop": 0.1},
@@ -149,7 +151,7 @@ def one_patient(
     import twinbayes as tb
     from twinbayes.qoi import ValueAt
     from twinbayes.simulate import simulate_patient
-    from twinbayes.twin_disagreement import Forward
+    from twinbayes.twin_disagreement import Forward, simulate
 
     rng = np.random.default_rng([seed, i])
     truth_name = {"closed": TWINS[i % 2], "open": "pk_2cmt_iv", "drift": "drift"}[kind]
@@ -179,16 +181,18 @@ def one_patient(
     if not any(t.converged for t in twins):
         return {**record, "status": "no twin converged", "seconds": time.perf_counter() - t0}
     comparison = tb.compare(twins, seed=seed + i, include_unconverged=False)
+    grid = np.linspace(0.0, 168.0, 169)
+    how = dict(qois=[trough], targets=[target], forward=Forward(seed=seed + i) if forward else None)
+    simulated = simulate(twins, scenario, grid, **how)
     result = tb.disagreement(
         twins,
         comparison.weights,
         scenario,
-        np.linspace(0.0, 168.0, 169),
-        qois=[trough],
-        targets=[target],
+        grid,
         seed=seed + i,
         weight_draws=comparison.weight_draws_of("stacking"),
-        forward=Forward(seed=seed + i) if forward else None,
+        simulated=simulated,
+        **how,
     )
     d = result.data.isel(scenario=0, target=0)
     plain = d.p_meets_plain if forward else d.p_meets
@@ -218,6 +222,10 @@ def one_patient(
         "p_ensemble_plain": float(plain.sel(source="ensemble")),
         "p_twins_plain": {n: float(plain.sel(source=n)) for n in TWINS},
         "forward": json.loads(result.data.attrs["forward"] or "{}"),
+        "trough_quantiles": {  # the plain posterior's, so other widening rules can be scored
+            n: [float(v) for v in np.quantile(simulated.plain_values[0][k][:, 0], QUANTILES)]
+            for k, n in enumerate(TWINS)
+        },
         "range_over_weights": [float(d.p_meets_ensemble_q05), float(d.p_meets_ensemble_q95)],
         "seconds": time.perf_counter() - t0,
     }
@@ -248,11 +256,55 @@ def with_other_weights(record: dict) -> dict:
     elpd = np.array([record["elpd_i"][n] for n in names]).T
     w = bayesian_stacking_weights(elpd, seed=record["patient"])[0] if len(names) > 1 else [1.0]
     pbma = np.array([record["pseudo_bma"][n] for n in names])
+    offline = {
+        f"p_offline_level_{level:g}": widened_at(record, level)
+        for level in OFFLINE_LEVELS
+        if "trough_quantiles" in record
+    }
     return {
         **record,
         "p_bayes_stacking": float(np.dot(w, p)),
         "p_pseudo_bma": float(np.dot(pbma / pbma.sum(), p)),
+        **offline,
     }
+
+
+OFFLINE_LEVELS = (0.5, 0.05, 0.01)
+"""Levels of the widening test re-scored from the records (0.5: every fitted rate applied)."""
+
+
+def widened_at(record: dict, level: float) -> float:
+    """The stacking ensemble's P(target) had the widening test been run at ``level``: each
+    twin's plain trough quantiles times a lognormal of log-variance ``fitted * (168 h - t_L)``
+    where its likelihood ratio passes (the Brownian widening at one time is exactly that),
+    mixed by the stacking weights.  An offline approximation of the shipped computation (the
+    pooled draws become 200 quantiles), checked against ``p_ensemble`` at the shipped level."""
+    from scipy.stats import norm
+
+    from twinbayes.forward import widening_threshold
+
+    threshold = widening_threshold(level)
+    total = 0.0
+    for name, weight in record["weights"].items():
+        q = np.maximum(np.array(record["trough_quantiles"][name]), 1e-12)
+        found = record["forward"].get("twins", {}).get(name, {})
+        tau2 = found.get("fitted") or 0.0
+        applied = tau2 if (found.get("lr") or 0.0) > threshold else 0.0
+        sd = np.sqrt(applied * max(TROUGH_AT - found.get("since", TROUGH_AT), 0.0))
+        if sd == 0.0:
+            p = np.mean((q >= LOW) & (q <= HIGH))
+        else:
+            p = np.mean(
+                norm.cdf((np.log(HIGH) - np.log(q)) / sd) - norm.cdf((np.log(LOW) - np.log(q)) / sd)
+            )
+        total += weight * float(p)
+    return total
+
+
+def _truth_widened(record: dict) -> bool | None:
+    """Whether the twin that is the truth was widened (None: the truth is no twin)."""
+    found = record.get("forward", {}).get("twins", {}).get(record["truth"])
+    return None if found is None else bool(found.get("rate") or 0.0)
 
 
 def _voting(record: dict) -> list[str]:
@@ -277,6 +329,7 @@ def _pit_flag(record: dict) -> bool:
 METHODS = (
     "p_ensemble",
     "p_ensemble_plain",
+    *(f"p_offline_level_{level:g}" for level in OFFLINE_LEVELS),
     "p_bayes_stacking",
     "p_pseudo_bma",
     "p_equal",
@@ -304,6 +357,11 @@ def summarise(records: list[dict]) -> str:
                 f"{int(warned.sum())} of {len(rows)} patients ({warned.mean():.0%}); every twin "
                 f"with weight misfits: {sum(_no_twin_fits(r) for r in rows)}; LOO-PIT p < 0.05 for "
                 f"a twin with weight: {sum(_pit_flag(r) for r in rows)}"
+            )
+        truth = [w for w in map(_truth_widened, rows) if w is not None]
+        if truth:
+            lines.append(
+                f"  the twin that is the truth widened in {sum(truth)} of {len(truth)} patients"
             )
         for method in (m for m in METHODS if m in rows[0]):
             p = np.clip(np.array([r[method] for r in rows]), 0.0, 1.0)

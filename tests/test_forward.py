@@ -7,7 +7,14 @@ from scipy.optimize import approx_fprime
 
 from twinbayes import fit, load_spec
 from twinbayes.ensemble import predictive_draws
-from twinbayes.forward import Discrepancy, fit_rate, forward_discrepancy
+from twinbayes.forward import (
+    Discrepancy,
+    discrepancy_of,
+    fit_rate,
+    forward_discrepancy,
+    likelihood_ratio,
+    widening_threshold,
+)
 from twinbayes.ladder import NO_LADDER
 from twinbayes.qoi import Target, ValueAt
 from twinbayes.scenarios import Scenario
@@ -80,6 +87,54 @@ def test_errors_of_one_sign_that_grow_are_a_discrepancy_even_when_each_is_small(
     errors = -np.array([0.05, 0.09, 0.15, 0.19])
     assert np.all(errors**2 < v)
     assert fit_rate(errors, np.diag(v), h, np.zeros(4)) > 0.0
+
+
+def test_the_likelihood_ratio_and_its_critical_value_against_scipy():
+    rng = np.random.default_rng(11)
+    args = _origins(rng, 6, tau2=0.002)
+    rate = fit_rate(*args)
+    brute = 2 * (_minus_loglik(0.0, *args) - _minus_loglik(rate, *args))
+    assert likelihood_ratio(*args, rate) == pytest.approx(brute, rel=1e-8)
+    assert likelihood_ratio(*args, 0.0) == 0.0
+    # the 50:50 mixture of chi2_0 and chi2_1 at 5 %: chi2_1's upper 10 % point, 2.706
+    assert widening_threshold(0.05) == pytest.approx(2.7055, abs=1e-4)
+    assert widening_threshold(0.5) == 0.0
+    with pytest.raises(ValueError, match="level"):
+        widening_threshold(0.0)
+
+
+def test_a_twin_that_forecast_as_it_said_is_widened_at_about_the_tests_level():
+    """The rate of widening when the errors are exactly as the forecasts said (independent
+    origins, 3 of them, 4 forecasts each: a patient's worth): at most the nominal 5 % within its
+    binomial error; with a real discrepancy of the size a drifting clearance gives, most are."""
+    rng = np.random.default_rng(2026)
+    n = 1500
+    null = [likelihood_ratio(*a, fit_rate(*a)) for a in (_origins(rng, 3, 0.0) for _ in range(n))]
+    size = np.mean(np.array(null) > widening_threshold(0.05))
+    assert size < 0.05 + 3 * np.sqrt(0.05 * 0.95 / n), size
+    drift = [_origins(rng, 3, 0.004) for _ in range(200)]
+    power = np.mean([likelihood_ratio(*a, fit_rate(*a)) > widening_threshold() for a in drift])
+    assert power > 0.5, power
+
+
+def test_a_rate_that_does_not_pass_the_test_is_recorded_but_not_applied():
+    import xarray as xr
+
+    h = np.array([6.0, 12.0, 24.0, 36.0])
+    errors = -np.array([0.05, 0.09, 0.15, 0.19])
+    forecasts = xr.Dataset(
+        {
+            "forecast_ahead": ("f", h),
+            "forecast_error": ("f", errors),
+            "forecast_origin_index": ("f", np.zeros(4, int)),
+            "forecast_cov": (("f", "g"), np.diag(np.full(4, 0.04))),
+        }
+    )
+    strict, loose = (discrepancy_of("t", forecasts, 40.0, level) for level in (0.05, 0.5))
+    assert strict.fitted == loose.fitted == loose.rate > 0.0
+    assert strict.lr == loose.lr < widening_threshold(0.05)
+    assert strict.rate == 0.0
+    assert strict.as_attrs()["fitted"] == strict.fitted and strict.as_attrs()["rate"] == 0.0
 
 
 def test_widening_adds_a_brownian_path_after_the_last_level():
@@ -201,6 +256,7 @@ def test_a_study_says_what_it_widened_everywhere(tmp_path, capsys, decelerating_
     assert outcome["forward_widening"]["tumor_gompertz"]["rate"] == 0.0
     with xr.open_dataset(out / "disagreement.nc", engine="h5netcdf") as d:
         assert json.loads(d.attrs["forward"])["twins"]["tumor_exponential"]["rate"] > 0
+        assert json.loads(d.attrs["forward"])["level"] == 0.05
         assert "p_meets_plain" in d
     answer = (out / "report.html").read_text().split('id="answer"')[1].split("</section>")[0]
     answer = html.unescape(answer)
@@ -214,6 +270,9 @@ def test_a_study_says_what_it_widened_everywhere(tmp_path, capsys, decelerating_
         ("widen_forward = 1\n", "predictions.widen_forward"),
         ("forward_min_points = 0\n", "predictions.forward_min_points"),
         ('forward_min_points = "3"\n', "predictions.forward_min_points"),
+        ("forward_level = 0\n", "predictions.forward_level"),
+        ("forward_level = 0.9\n", "predictions.forward_level"),
+        ("forward_level = true\n", "predictions.forward_level"),
     ],
 )
 def test_bad_forward_settings_name_their_field(tmp_path, extra, field):
@@ -227,6 +286,17 @@ def test_bad_forward_settings_name_their_field(tmp_path, extra, field):
     )
     with pytest.raises(SpecError, match=field.replace(".", r"\.")):
         load_study(tmp_path / "s.toml")
+
+
+def test_the_widening_level_is_read_from_the_study(tmp_path):
+    from twinbayes.study import load_study
+
+    (tmp_path / "s.toml").write_text(
+        '[study]\nname = "s"\nseed = 1\n[patient]\ndata = "bundled:theophylline.csv"\n'
+        'subject = "1"\n[twins]\nspecs = ["pk_1cmt_oral"]\n'
+        "[predictions]\ntimes = [1, 2]\nforward_level = 0.01\n"
+    )
+    assert load_study(tmp_path / "s.toml").forward_level == 0.01
 
 
 def test_no_treatment_is_a_scenario_of_zero_doses_and_nothing_else(tmp_path):

@@ -455,7 +455,7 @@ def _scenario_study(study: Study) -> dict:
         targets=study.targets,
         forward=None
         if study.forward_min_points is None
-        else Forward(study.forward_min_points, study.seed),
+        else Forward(study.forward_min_points, study.seed, study.forward_level),
     )
 
 

@@ -22,7 +22,7 @@ from . import qoi as Q
 from .diagnostics import Gate
 from .error import SpecError
 from .fhir import FhirMapping
-from .forward import FORWARD_MIN_POINTS
+from .forward import FORWARD_MIN_POINTS, WIDEN_LEVEL
 from .ladder import DEFAULT_LADDER, Ladder, Rung, adaptation_problem
 from .library import data_path, spec_path
 from .names import check_name
@@ -74,6 +74,7 @@ class Study:
     times: np.ndarray | None = None
     observable: str | None = None
     forward_min_points: int | None = FORWARD_MIN_POINTS
+    forward_level: float = WIDEN_LEVEL
     qois: list = field(default_factory=list)
     targets: list = field(default_factory=list)
     source: str = ""
@@ -478,9 +479,11 @@ def _numbers(raw: dict, key: str, where: str) -> list[float]:
     return [float(x) for x in v]
 
 
-def _parse_forward(pr: dict) -> int | None:
-    """``[predictions] widen_forward`` (default true) and ``forward_min_points`` (default 3): the
-    levels the first forecast of :mod:`twinbayes.forward` is made from, ``None`` when off."""
+def _parse_forward(pr: dict) -> tuple[int | None, float]:
+    """``[predictions] widen_forward`` (default true), ``forward_min_points`` (default 3: the
+    levels the first forecast of :mod:`twinbayes.forward` is made from, ``None`` when off) and
+    ``forward_level`` (default 0.05: the test that widens a twin only where its forecasts missed
+    by more than it said, :func:`~twinbayes.forward.widening_threshold`)."""
     widen = pr.get("widen_forward", True)
     if not isinstance(widen, bool):
         raise SpecError("predictions.widen_forward", f"must be true or false, got {widen!r}")
@@ -490,7 +493,13 @@ def _parse_forward(pr: dict) -> int | None:
             "predictions.forward_min_points",
             f"must be a whole number from 1 to 1000, got {least!r}",
         )
-    return least if widen else None
+    level = pr.get("forward_level", WIDEN_LEVEL)
+    if not _finite(level) or not 0.0 < float(level) <= 0.5:
+        raise SpecError(
+            "predictions.forward_level",
+            f"must be a number above 0 and at most 0.5 (0.5: every fitted widening applied), got {level!r}",
+        )
+    return (least if widen else None), float(level)
 
 
 def _parse_observable(pr: dict) -> str | None:
@@ -507,7 +516,12 @@ MAX_PREDICTION_TIMES = 20_000
 def _parse_times(pr: dict) -> np.ndarray:
     """``[predictions] times``: ``{start, stop, step}`` or a list (at most
     :data:`MAX_PREDICTION_TIMES`, checked before the grid is made)."""
-    check_keys(pr, "predictions", {"times"}, {"observable", "widen_forward", "forward_min_points"})
+    check_keys(
+        pr,
+        "predictions",
+        {"times"},
+        {"observable", "widen_forward", "forward_min_points", "forward_level"},
+    )
     t = pr["times"]
     where = "predictions.times"
     if isinstance(t, dict):
@@ -587,7 +601,7 @@ def parse_study(doc: dict, path: Path, text: str) -> Study:
     scenarios = _parse_scenarios(doc.get("scenarios", []))
     times = _parse_times(doc["predictions"]) if "predictions" in doc else None
     observable = _parse_observable(doc.get("predictions", {}))
-    forward_min_points = _parse_forward(doc.get("predictions", {}))
+    forward_min_points, forward_level = _parse_forward(doc.get("predictions", {}))
     qois = _parse_qois(doc.get("qois", []), "qois")
     targets = _parse_targets(doc.get("targets", []), {q.name: q for q in qois})
     if scenarios and times is None:
@@ -606,6 +620,7 @@ def parse_study(doc: dict, path: Path, text: str) -> Study:
         times=times,
         observable=observable,
         forward_min_points=forward_min_points,
+        forward_level=forward_level,
         qois=qois,
         targets=targets,
         source=str(path),

@@ -37,7 +37,7 @@ import xarray as xr
 
 from .ensemble import predictive_draws
 from .fitting import Twin
-from .forward import FORWARD_MIN_POINTS, Discrepancy, forward_discrepancy
+from .forward import FORWARD_MIN_POINTS, WIDEN_LEVEL, Discrepancy, forward_discrepancy
 from .mc_error import NOT_ESTIMABLE, SHORT, format_estimate
 from .mixture_variance import between_share, decompose, share
 from .qoi import Target, qoi_name
@@ -456,7 +456,8 @@ def _forward_attrs(simulated: Simulated) -> dict:
     if simulated.forward is None:
         return {"forward": ""}
     found = {d.twin: d.as_attrs() for d in simulated.discrepancies}
-    return {"forward": json.dumps({"min_points": simulated.forward.min_points, "twins": found})}
+    record = {"min_points": simulated.forward.min_points, "level": simulated.forward.level}
+    return {"forward": json.dumps({**record, "twins": found})}
 
 
 class Simulated(NamedTuple):
@@ -616,10 +617,15 @@ class Forward(NamedTuple):
         Levels the first leave-future-out forecast is made from.
     seed : int
         Seeds each twin's forecasts and its Brownian paths (with a hash of its name).
+    level : float
+        Nominal level of the test that widens a twin only where its forecasts missed by more
+        than it said (:func:`~twinbayes.forward.widening_threshold`; 0.5: every positive
+        fitted rate applied).
     """
 
     min_points: int = FORWARD_MIN_POINTS
     seed: int = 0
+    level: float = WIDEN_LEVEL
 
     def rng(self, twin: Twin, scenario: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, zlib.crc32(twin.name.encode()), scenario])
@@ -646,7 +652,9 @@ def simulate_twin(
     plain_values = [_qoi_values(qois, grid, y) for y in plain]
     if forward is None:
         return TwinScenarios(plain, plain_values, plain_values)
-    found = forward_discrepancy(twin, min_points=forward.min_points, seed=forward.seed)
+    found = forward_discrepancy(
+        twin, min_points=forward.min_points, seed=forward.seed, level=forward.level
+    )
     means = [found.widen(grid, y, forward.rng(twin, i)) for i, y in enumerate(plain)]
     return TwinScenarios(means, [_qoi_values(qois, grid, y) for y in means], plain_values, found)
 
