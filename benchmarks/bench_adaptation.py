@@ -21,10 +21,10 @@ import numpy as np
 import nutpie
 
 from twinbayes import Patient, load_spec
-from twinbayes.diagnostics import diagnose
-from twinbayes.fitting import fit
-from twinbayes.ladder import ADAPTATIONS, NO_LADDER
-from twinbayes.library import data_path
+from twinbayes.fitting.diagnostics import diagnose
+from twinbayes.fitting.ladder import ADAPTATIONS, NO_LADDER
+from twinbayes.fitting.twin import fit
+from twinbayes.inputs.library import data_path
 
 SPECS = ["pk_1cmt_oral_mm", "pk_1cmt_oral", "pk_1cmt_oral_lag", "pk_2cmt_oral"]
 

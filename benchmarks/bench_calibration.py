@@ -15,11 +15,11 @@ Sets of patients (parameters from a population around typical values, not from t
   autoinduction), which no twin has (issue 43).
 
 ``--levels LO HI`` draws LO to HI levels per patient (default 2-8; issue 43 uses 5-8).  Each record
-also holds every twin's warnings (:mod:`twinbayes.caveats`), its LOO-PIT p-value and whether no
+also holds every twin's warnings (:mod:`twinbayes.fitting.caveats`), its LOO-PIT p-value and whether no
 twin with weight fits, so ``--summary`` can say how many confident and wrong answers carried a
 visible warning, and how often a warning fired at all (false alarms where the truth is a twin).
 
-The decision is simulated with forward widening (:mod:`twinbayes.forward`, the shipped default;
+The decision is simulated with forward widening (:mod:`twinbayes.decisions.forward`, the shipped default;
 ``--plain`` turns it off): each record holds the widened headline (``p_ensemble``) and the plain
 posterior's (``p_ensemble_plain``), with every twin's forward discrepancy (``forward``), and
 ``--summary`` gives each method's Brier score against the plain headline, paired.
@@ -149,9 +149,9 @@ def one_patient(
 ) -> dict:
     """Simulate, fit both twins, compare, decide; the record of one patient."""
     import twinbayes as tb
-    from twinbayes.qoi import ValueAt
-    from twinbayes.simulate import simulate_patient
-    from twinbayes.twin_disagreement import Forward, simulate
+    from twinbayes.decisions.twin_disagreement import Forward, simulate
+    from twinbayes.model.simulate import simulate_patient
+    from twinbayes.spec.qoi import ValueAt
 
     rng = np.random.default_rng([seed, i])
     truth_name = {"closed": TWINS[i % 2], "open": "pk_2cmt_iv", "drift": "drift"}[kind]
@@ -234,8 +234,8 @@ def one_patient(
 def _true_trough(spec, params, scenario) -> float:
     """The noise-free trough of the true model under the scenario."""
     from twinbayes.dynamics.design import design_for
-    from twinbayes.model import TwinModel
-    from twinbayes.simulate import simulate_patient
+    from twinbayes.model.simulate import simulate_patient
+    from twinbayes.model.twin_model import TwinModel
 
     doses = {r: v[:2] for r, v in scenario.to_doses(spec).items()}  # boluses: times, amounts
     patient = simulate_patient(spec, params, np.array([TROUGH_AT]), doses, seed=0)
@@ -281,7 +281,7 @@ def widened_at(record: dict, level: float) -> float:
     pooled draws become 200 quantiles), checked against ``p_ensemble`` at the shipped level."""
     from scipy.stats import norm
 
-    from twinbayes.forward import widening_threshold
+    from twinbayes.decisions.forward import widening_threshold
 
     threshold = widening_threshold(level)
     total = 0.0

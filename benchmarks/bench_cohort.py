@@ -23,14 +23,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from twinbayes.cohort import cohort_tasks, run_cohort
+from twinbayes.run.cohort import cohort_tasks, run_cohort
 
 SPECS = ["pk_1cmt_oral", "pk_1cmt_oral_lag", "pk_2cmt_oral"]
 
 
 LOOP = """
 import pickle, sys
-from twinbayes.cohort import run_task
+from twinbayes.run.cohort import run_task
 tasks, folder = pickle.load(open(sys.argv[1], "rb"))
 for t in tasks:
     run_task(t, folder)

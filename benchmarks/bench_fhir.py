@@ -2,7 +2,7 @@
 
 Builds a Bundle of one Patient, one MedicationAdministration and ``--n`` Observations (LOINC
 4049-3, valueQuantity in mg/L, one per minute), writes it to a temporary file, and reads it with
-``twinbayes.fhir.read_bundle`` in a fresh process: wall time and the process's peak resident
+``twinbayes.inputs.fhir.read_bundle`` in a fresh process: wall time and the process's peak resident
 memory (``ru_maxrss``).  Run: ``.venv/bin/python benchmarks/bench_fhir.py [--n 100000] [--out FILE]``.
 """
 
@@ -20,7 +20,7 @@ from pathlib import Path
 CHILD = """
 import json, resource, sys, time
 t0 = time.perf_counter()
-from twinbayes.fhir import read_bundle
+from twinbayes.inputs.fhir import read_bundle
 t1 = time.perf_counter()
 p = read_bundle(sys.argv[1])
 t2 = time.perf_counter()

@@ -18,10 +18,10 @@ from unittest import mock
 
 import numpy as np
 
-import twinbayes.fitting as fitting
+import twinbayes.fitting.twin as fitting
 from twinbayes import Patient, load_spec
 from twinbayes.comparison import kfold
-from twinbayes.library import data_path
+from twinbayes.inputs.library import data_path
 
 FIT_SETTINGS = {"tune": 1000, "draws": 2000}
 

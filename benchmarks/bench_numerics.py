@@ -1,7 +1,7 @@
 """ESS per second of NUTS with and without LLVM fast-math in the compiled log density.
 
 twinbayes compiles log densities without fast-math so that cached and fresh
-compilations give the same numbers (``twinbayes.model.ieee_numerics``).  This
+compilations give the same numbers (``twinbayes.model.twin_model.ieee_numerics``).  This
 measures what that costs: for bundled twins, minimum bulk ESS over sampling
 seconds (compile excluded), fast-math on and off alternating within one
 process, several rounds.  Usage::
@@ -22,8 +22,8 @@ import pytensor
 
 import twinbayes as tb
 from twinbayes.dynamics.design import design_for
-from twinbayes.library import data_path
-from twinbayes.model import TwinModel
+from twinbayes.inputs.library import data_path
+from twinbayes.model.twin_model import TwinModel
 
 CASES = [
     ("pk_1cmt_oral", "theophylline.csv", "1"),

@@ -10,8 +10,8 @@ import time
 
 from twinbayes import Patient, load_spec
 from twinbayes.comparison import kfold
-from twinbayes.fitting import fit
-from twinbayes.library import data_path
+from twinbayes.fitting.twin import fit
+from twinbayes.inputs.library import data_path
 
 
 def main(rounds: int = 2):

@@ -23,9 +23,9 @@ import numpy as np
 
 import twinbayes as tb
 from twinbayes.dynamics import kinds, linear
-from twinbayes.scenarios import Scenario
+from twinbayes.run.validation import prior_draw
 from twinbayes.spec.expr import NUMPY
-from twinbayes.validation import prior_draw
+from twinbayes.spec.scenarios import Scenario
 
 SPECS = ["pk_1cmt_oral", "pk_1cmt_oral_lag", "pk_2cmt_oral"]
 REGIMENS = [

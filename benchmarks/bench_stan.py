@@ -38,9 +38,9 @@ import xarray as xr
 
 from twinbayes import Patient, load_spec
 from twinbayes.dynamics.design import design_for
-from twinbayes.fitting import fit
-from twinbayes.ladder import NO_LADDER
-from twinbayes.library import data_path
+from twinbayes.fitting.ladder import NO_LADDER
+from twinbayes.fitting.twin import fit
+from twinbayes.inputs.library import data_path
 
 PRIORS = """
   ka ~ lognormal(0.0, 1.0);

@@ -26,7 +26,7 @@ from test_stiff import BOLUSES, DOSES, KNOWN, TIMES, TMDD, binding, binding_know
 
 import twinbayes as tb  # noqa: E402
 from twinbayes.dynamics.ode import Forcing, OdeError, ode_system, solve  # noqa: E402
-from twinbayes.ladder import NO_LADDER  # noqa: E402
+from twinbayes.fitting.ladder import NO_LADDER  # noqa: E402
 
 RATIOS = (1e3, 1e4, 1e5, 1e6)
 FIT_TIMES = np.array([0.04, 0.25, 1.0, 3.0, 6.9, 7.5, 10.0, 13.9, 17.0, 21.0, 28.0, 42.0])

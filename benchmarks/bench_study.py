@@ -2,7 +2,7 @@
 
 What a user waits for: ``twinbayes run`` on the bundled example (three oral PK twins of
 Theophylline subject 1, comparison, two scenarios, figures, report), run as the command a user
-types (``python -m twinbayes.cli run``; the stages from its closing ``time:`` line).  Each round
+types (``python -m twinbayes.run.cli run``; the stages from its closing ``time:`` line).  Each round
 runs the study in fresh processes: *cold* with an empty PyTensor compile directory, then *warm* with the
 directory the cold run filled.  Reported per stage (fits, of which compile and sample; compare;
 scenarios; files; figures; report) and for the whole process (imports included), median over
@@ -62,7 +62,7 @@ def run_once(compiledir: Path, out: Path, code: Path | None = None) -> dict:
     command = [
         sys.executable,
         "-m",
-        "twinbayes.cli",
+        "twinbayes.run.cli",
         "run",
         "--quiet",
         "--force",

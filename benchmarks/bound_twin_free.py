@@ -1,7 +1,7 @@
 """How much a second process fitting one twin could save at best: the example with that twin free.
 
 A "fit-ahead" worker (a second process fitting and scoring the study's last twin while this one
-fits the others, as :mod:`twinbayes.compile_ahead` compiles them) was considered for the warm
+fits the others, as :mod:`twinbayes.run.compile_ahead` compiles them) was considered for the warm
 example.  Its best case is the run in which that twin's fit and its scores cost nothing: this
 script fits and scores every twin once (``--setup``, kept in a pickle), then runs the example
 with the named twins' fits and scores taken from it, interleaved with plain runs.  The results
@@ -32,9 +32,9 @@ PICKLE = Path(tempfile.gettempdir()) / "twinbayes-bound-twin-free.pkl"
 def setup() -> None:
     """Fit and score every example twin as ``twinbayes run`` does; keep them in :data:`PICKLE`."""
     from twinbayes.comparison.scoring import Scoring
-    from twinbayes.pipeline import _comparison_settings, fit_for_study
+    from twinbayes.run.pipeline import _comparison_settings, fit_for_study
+    from twinbayes.run.study import example_study_path, load_study
     from twinbayes.spec.model_spec import load_spec
-    from twinbayes.study import example_study_path, load_study
 
     study = load_study(example_study_path())
     patient = study.load_patient()
@@ -53,8 +53,8 @@ def run(free: list[str], out: str) -> None:
     """The example with the twins named in ``free`` fitted and scored for free."""
     from concurrent.futures import Future
 
-    import twinbayes.pipeline as pipeline
-    from twinbayes.cli import main
+    import twinbayes.run.pipeline as pipeline
+    from twinbayes.run.cli import main
 
     ready = pickle.loads(PICKLE.read_bytes())
     fit, submit = pipeline.fit, pipeline.ScoreAhead.submit

@@ -27,7 +27,7 @@ LEVELS = np.array([2.0, 6.0, 12.0, 24.0, 48.0, 72.0, 95.5])
 def write_inputs(folder: Path, weights: str) -> Path:
     """The patient's CSV, the user's spec and the study file; returns the study's path."""
     import twinbayes as tb
-    from twinbayes.simulate import simulate_patient
+    from twinbayes.model.simulate import simulate_patient
 
     spec = tb.load_spec("pk_1cmt_iv_mm")
     dose_t = np.array([0.0] + [8.0 * k for k in range(1, 12)])
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     study = write_inputs(args.out, args.weights)
-    from twinbayes.cli import main as cli
+    from twinbayes.run.cli import main as cli
 
     return cli(["run", str(study), "--out", str(args.out / "results"), "--force"])
 

@@ -25,11 +25,11 @@ import numpy as np
 
 from twinbayes.comparison.cv import REFIT_LADDER, REFIT_SETTINGS, HeldOutGate, heldout_elpd
 from twinbayes.comparison.loo import loo
-from twinbayes.fitting import Refitter
-from twinbayes.ladder import NO_LADDER
-from twinbayes.pipeline import fit_for_study
+from twinbayes.fitting.ladder import NO_LADDER
+from twinbayes.fitting.twin import Refitter
+from twinbayes.run.pipeline import fit_for_study
+from twinbayes.run.study import example_study_path, load_study
 from twinbayes.spec.model_spec import load_spec
-from twinbayes.study import example_study_path, load_study
 
 REFERENCE = {"tune": 2000, "draws": 10_000, "target_accept": 0.999}
 

@@ -24,8 +24,8 @@ import json
 from pathlib import Path
 
 from twinbayes import Patient
-from twinbayes.fhir import to_bundle
-from twinbayes.scenarios import Scenario
+from twinbayes.inputs.fhir import to_bundle
+from twinbayes.spec.scenarios import Scenario
 
 ATC = ("http://www.whocc.no/atc", "R03DA04")  # theophylline
 DATA = Path(__file__).resolve().parents[1] / "twinbayes" / "data"

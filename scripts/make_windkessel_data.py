@@ -4,7 +4,7 @@
    record 041 (segment 041s01, 8 s), downsampled from 125 to 25 Hz, with an
    *assumed* inflow as ``input`` rows: a half-sine ejection of 60 mL starting
    at each beat onset of the pressure trace, lasting Weissler's ejection time
-   for the measured heart rate (:mod:`twinbayes.haemodynamics`).  A beat
+   for the measured heart rate (:mod:`twinbayes.model.haemodynamics`).  A beat
    already under way at t = 0 is extrapolated one mean period back.
 2. ``windkessel_simulated_pressure_flow.csv``: simulated pressure-flow pairs,
    a three-element Windkessel (Zc 0.05 mmHg s/mL, R 1.0 mmHg s/mL, C 1.3
@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from twinbayes import load_spec
-from twinbayes.haemodynamics import beat_onsets, half_sine_inflow, weissler_ejection_time
-from twinbayes.simulate import simulate_patient
+from twinbayes.model.haemodynamics import beat_onsets, half_sine_inflow, weissler_ejection_time
+from twinbayes.model.simulate import simulate_patient
 
 OUT = Path(__file__).resolve().parents[1] / "twinbayes" / "data"
 

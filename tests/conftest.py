@@ -5,7 +5,7 @@ import pytest
 from hypothesis import settings
 
 from twinbayes import Patient, load_spec
-from twinbayes.library import data_path
+from twinbayes.inputs.library import data_path
 
 # Property-based tests are deterministic in the default run: every example is derived from the
 # test itself (``derandomize``), none from a database of earlier failures, so a run that passes

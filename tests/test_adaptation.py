@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from twinbayes import Patient, load_spec
-from twinbayes.fitting import Refitter, fit
-from twinbayes.ladder import NO_LADDER
-from twinbayes.library import data_path
+from twinbayes.fitting.ladder import NO_LADDER
+from twinbayes.fitting.twin import Refitter, fit
+from twinbayes.inputs.library import data_path
+from twinbayes.run.study import _parse_sampler
 from twinbayes.spec.model_spec import SpecError
-from twinbayes.study import _parse_sampler
 
 SHORT = dict(draws=100, tune=100, chains=2, ladder=NO_LADDER)
 

@@ -27,6 +27,21 @@ EXPECTED_KIND = {
     "Dose": "class",
     "SeriesChange": "class",
     "Target": "class",
+    **{
+        q: "class"
+        for q in (
+            "ValueAt",
+            "Cmax",
+            "Tmax",
+            "AUC",
+            "TimeInRange",
+            "TimeAbove",
+            "TimeBelow",
+            "StaysInRange",
+            "Exceeds",
+            "Custom",
+        )
+    },
     "Disagreement": "class",
     "Patient": "class",
     "ModelSpec": "class",

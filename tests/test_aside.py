@@ -1,4 +1,4 @@
-"""Work done aside in a forked child (twinbayes.aside.Aside): by the child when all goes well,
+"""Work done aside in a forked child (twinbayes.run.aside.Aside): by the child when all goes well,
 by this process when the child fails or hangs, never forked with other threads alive."""
 
 import subprocess
@@ -7,7 +7,7 @@ import sys
 SCRIPT = r"""
 import os, sys, threading, time
 from pathlib import Path
-from twinbayes.aside import Aside
+from twinbayes.run.aside import Aside
 
 out, parent = Path(sys.argv[1]), os.getpid()
 

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from twinbayes.calibration import loo_pit, pit_uniformity_test
+from twinbayes.fitting.calibration import loo_pit, pit_uniformity_test
 
 
 def test_band_has_simultaneous_coverage_and_power():
@@ -19,8 +19,8 @@ def test_band_has_simultaneous_coverage_and_power():
 
 def test_loo_pit_of_a_fitted_twin(theoph4):
     from twinbayes import load_spec
-    from twinbayes.fitting import fit
-    from twinbayes.ladder import NO_LADDER
+    from twinbayes.fitting.ladder import NO_LADDER
+    from twinbayes.fitting.twin import fit
 
     twin = fit(
         load_spec("pk_1cmt_oral"), theoph4, seed=4, draws=500, tune=500, chains=2, ladder=NO_LADDER

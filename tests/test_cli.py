@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from twinbayes.cli import main
-from twinbayes.library import data_path
+from twinbayes.inputs.library import data_path
+from twinbayes.run.cli import main
+from twinbayes.run.study import load_study
 from twinbayes.spec import SpecError
-from twinbayes.study import load_study
 
 SHORT = [
     "--draws", "300", "--tune", "300", "--chains", "2", "--quiet", "--include-unconverged", "--no-ladder",
@@ -211,7 +211,7 @@ def test_killed_run_leaves_nothing_that_looks_complete_and_rerun_finishes(tmp_pa
     cmd = [
         sys.executable,
         "-m",
-        "twinbayes.cli",
+        "twinbayes.run.cli",
         "run",
         str(study_file()),
         "--out",
@@ -250,7 +250,7 @@ def test_ctrl_c_ends_the_run_with_130_and_changes_no_results_folder(tmp_path, st
     out.mkdir()
     (out / ".twinbayes-results").write_text("")
     (out / "summary.json").write_text('{"earlier": "run"}')
-    cmd = [sys.executable, "-m", "twinbayes.cli", "run", str(study_file()), "--out", str(out)]
+    cmd = [sys.executable, "-m", "twinbayes.run.cli", "run", str(study_file()), "--out", str(out)]
     long = ["--draws", "100000"]  # each twin samples for seconds: the interrupt lands in a fit
     proc = subprocess.Popen(
         [*cmd, "--force", "--no-figures", *SHORT, *long], stderr=subprocess.PIPE, text=True
@@ -267,7 +267,7 @@ def test_ctrl_c_ends_the_run_with_130_and_changes_no_results_folder(tmp_path, st
 
 
 def test_specs_check_of_a_forced_spec_needs_data_that_drive_it(capsys):
-    from twinbayes.library import data_path
+    from twinbayes.inputs.library import data_path
 
     assert main(["specs", "check", "glucose_minimal"]) == 2
     assert "driven by input(s) ['I']; add --patient DATA.csv" in capsys.readouterr().err
@@ -313,7 +313,7 @@ def test_the_command_exits_with_mains_code_and_flushes_its_output(tmp_path):
     run = [
         sys.executable,
         "-c",
-        "import sys; from twinbayes.cli import console; sys.argv[0] = 'twinbayes'; console()",
+        "import sys; from twinbayes.run.cli import console; sys.argv[0] = 'twinbayes'; console()",
     ]
     ok = subprocess.run([*run, "specs", "list"], capture_output=True, text=True)
     assert ok.returncode == 0 and "pk_1cmt_oral " in ok.stdout and ok.stdout.endswith("\n")

@@ -8,15 +8,15 @@ import time
 
 import pytest
 
-from twinbayes.cohort import cohort_tasks, run_cohort
-from twinbayes.ladder import NO_LADDER
+from twinbayes.fitting.ladder import NO_LADDER
+from twinbayes.run.cohort import cohort_tasks, run_cohort
 
 SHORT = dict(draws=300, tune=300, chains=2, ladder=NO_LADDER)
 SPECS = ["pk_1cmt_oral", "pk_1cmt_oral_lag"]
 
 CHILD = """
-from twinbayes.cohort import cohort_tasks, run_cohort
-from twinbayes.ladder import NO_LADDER
+from twinbayes.run.cohort import cohort_tasks, run_cohort
+from twinbayes.fitting.ladder import NO_LADDER
 if __name__ == "__main__":
     tasks = cohort_tasks("bundled:theophylline.csv", {specs!r}, subjects={subjects!r}, draws=300, tune=300,
                          chains=2, ladder=NO_LADDER)
@@ -107,7 +107,7 @@ def test_the_draws_do_not_depend_on_the_threads_the_chains_run_on():
 def test_partials_of_finished_tasks_are_removed_and_no_others(tmp_path):
     """What a lost writer left of a task another worker finished goes; a partial of an unfinished
     task (its writer may still be alive) stays."""
-    from twinbayes.cohort import _remove_stale_partials
+    from twinbayes.run.cohort import _remove_stale_partials
 
     done, running = cohort_tasks("bundled:theophylline.csv", SPECS[:1], subjects=["1", "2"])
     (tmp_path / done.file_name).write_bytes(b"finished")

@@ -17,10 +17,10 @@ from twinbayes.comparison import (
     stacking_weights,
 )
 from twinbayes.comparison.ranking import _row_notes
-from twinbayes.ensemble import average_predictive
-from twinbayes.fitting import Refitter, fit
-from twinbayes.ladder import NO_LADDER
-from twinbayes.simulate import simulate_patient
+from twinbayes.decisions.ensemble import average_predictive
+from twinbayes.fitting.ladder import NO_LADDER
+from twinbayes.fitting.twin import Refitter, fit
+from twinbayes.model.simulate import simulate_patient
 
 QUICK = dict(draws=500, tune=500, chains=2, ladder=NO_LADDER)  # short chains: no escalation
 
@@ -133,7 +133,7 @@ def test_high_k_observation_is_refitted_exactly(iv_twin):
 
 def test_weighted_model_leaves_observations_out_exactly(iv_twin):
     """Refits use one compiled model with 0/1 observation weights: its log density equals the reduced model's."""
-    from twinbayes.fitting import build_model, build_weighted_model
+    from twinbayes.fitting.twin import build_model, build_weighted_model
 
     keep = np.ones(8, bool)
     keep[[0, 5]] = False
@@ -235,7 +235,7 @@ def test_scores_made_ahead_in_a_thread_give_the_same_comparison(theoph_twins):
     import xarray as xr
 
     from twinbayes.comparison.scoring import Scoring
-    from twinbayes.score_ahead import ScoreAhead
+    from twinbayes.run.score_ahead import ScoreAhead
 
     kwargs = dict(include_unconverged=True, seed=7, threshold=0.5, max_refits=2)
     with ScoreAhead(Scoring.of(kwargs)) as ahead:

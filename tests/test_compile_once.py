@@ -9,10 +9,11 @@ import sys
 
 import numpy as np
 
-from twinbayes import Patient, fit, fitting, load_spec
+from twinbayes import Patient, fit, load_spec
 from twinbayes.comparison import kfold, lfo, loo
-from twinbayes.ladder import NO_LADDER
-from twinbayes.library import data_path
+from twinbayes.fitting import twin as fitting
+from twinbayes.fitting.ladder import NO_LADDER
+from twinbayes.inputs.library import data_path
 
 SHORT = dict(draws=200, tune=200, chains=2, ladder=NO_LADDER)
 
@@ -43,9 +44,9 @@ import numpy as np
 import nutpie
 import numpy as np
 from twinbayes import Patient, load_spec
-from twinbayes.compiled_model import compile_model
+from twinbayes.fitting.compile.compiled_model import compile_model
 from twinbayes.dynamics.design import design_for
-from twinbayes.model import TwinModel
+from twinbayes.model.twin_model import TwinModel
 spec = load_spec("pk_1cmt_oral")
 design = design_for(spec, Patient.from_csv("bundled:theophylline.csv", subject="1"))
 model = TwinModel.of(spec).pymc_model(design, weighted=True)

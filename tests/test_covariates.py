@@ -7,8 +7,8 @@ import pytest
 
 from twinbayes import Patient, fit, load_spec, simulate_patient
 from twinbayes.dynamics.design import design_for
-from twinbayes.ladder import NO_LADDER
-from twinbayes.patient import PatientDataError
+from twinbayes.fitting.ladder import NO_LADDER
+from twinbayes.inputs.patient import PatientDataError
 from twinbayes.spec import SpecError
 
 SPEC = load_spec(Path(__file__).parent / "data" / "pk_1cmt_iv_weight.toml")

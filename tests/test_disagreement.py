@@ -11,15 +11,15 @@ import pytest
 import xarray as xr
 
 from twinbayes import Patient, load_spec
-from twinbayes.diagnostics import Diagnostics, Gate
+from twinbayes.decisions.twin_disagreement import disagreement, weighted_quantile
 from twinbayes.dynamics import solve_reference, state_amounts
 from twinbayes.dynamics.design import design_for
-from twinbayes.fitting import Twin
-from twinbayes.qoi import AUC, Cmax, Custom, StaysInRange, Target, TimeInRange, Tmax, ValueAt
-from twinbayes.scenarios import Dose, Scenario
+from twinbayes.fitting.diagnostics import Diagnostics, Gate
+from twinbayes.fitting.twin import Twin
 from twinbayes.spec import SpecError
 from twinbayes.spec.expr import ExpressionError
-from twinbayes.twin_disagreement import disagreement, weighted_quantile
+from twinbayes.spec.qoi import AUC, Cmax, Custom, StaysInRange, Target, TimeInRange, Tmax, ValueAt
+from twinbayes.spec.scenarios import Dose, Scenario
 
 SPEC = load_spec("pk_1cmt_iv")
 PATIENT = Patient.from_records([(1.0, "concentration", 5.0, "mg/L")], [(0.0, "iv", 100.0, "mg")])
@@ -232,7 +232,7 @@ def test_bad_scenarios_are_rejected():
 def test_wasserstein_distance_matches_scipy(n_a, n_b):
     from scipy.stats import wasserstein_distance
 
-    from twinbayes.twin_disagreement import _w1
+    from twinbayes.decisions.twin_disagreement import _w1
 
     rng = np.random.default_rng(n_a + n_b)
     a = rng.lognormal(0.0, 0.5, (n_a, 3))
@@ -282,8 +282,8 @@ def glucose_twin(name: str, spec_name: str, draws: int = 3) -> Twin:
 
 def test_a_changed_forcing_series_is_simulated_like_scipy_under_it():
     """Halved insulin, and a given insulin clamp, against Radau on the same changed forcing."""
-    from twinbayes.ensemble import predictive_draws
-    from twinbayes.scenarios import SeriesChange
+    from twinbayes.fitting.predictive import predictive_draws
+    from twinbayes.spec.scenarios import SeriesChange
 
     twin = glucose_twin("minimal", "glucose_minimal")
     grid = np.linspace(8, 180, 44)
@@ -313,8 +313,8 @@ def test_a_changed_forcing_series_is_simulated_like_scipy_under_it():
 
 
 def test_a_forced_scenario_is_refused_where_it_cannot_be_answered():
-    from twinbayes.ensemble import predictive_draws
-    from twinbayes.scenarios import SeriesChange
+    from twinbayes.fitting.predictive import predictive_draws
+    from twinbayes.spec.scenarios import SeriesChange
 
     twin = glucose_twin("minimal", "glucose_minimal")
     halved = Scenario("insulin halved", series=(SeriesChange("insulin", scale=0.5),))
@@ -334,7 +334,7 @@ def test_a_forced_scenario_is_refused_where_it_cannot_be_answered():
 
 def test_scenarios_simulated_ahead_give_the_same_bits_and_must_match():
     """A study simulates the scenarios while the comparison runs and passes them in."""
-    from twinbayes.twin_disagreement import simulate, twin_simulation
+    from twinbayes.decisions.twin_disagreement import simulate, twin_simulation
 
     twins = [synthetic_twin("a", 1.0, seed=1), synthetic_twin("b", 2.0, seed=2)]
     qois = [ValueAt(12.0, name="C(12h)")]

@@ -4,10 +4,10 @@ import numpy as np
 from test_disagreement import GRID, synthetic_twin
 
 from twinbayes.comparison import bootstrap_stacking_weights
-from twinbayes.plots import plot_disagreement_over_time
-from twinbayes.qoi import Target, ValueAt
-from twinbayes.scenarios import Scenario
-from twinbayes.twin_disagreement import disagreement
+from twinbayes.decisions.twin_disagreement import disagreement
+from twinbayes.output.plots import plot_disagreement_over_time
+from twinbayes.spec.qoi import Target, ValueAt
+from twinbayes.spec.scenarios import Scenario
 
 
 def _pooled_share(samples, w):
@@ -122,7 +122,7 @@ def test_one_twin_left_gives_no_share_and_says_why():
 
 def test_mcse_of_scenario_differences_knows_the_draws_are_shared():
     """Reported MCSE of P(meets | B) - P(meets | A) vs the spread over 40 independent posteriors (AR(1) chains)."""
-    from twinbayes.qoi import Target
+    from twinbayes.spec.qoi import Target
 
     target = Target(ValueAt(12.0, name="C12"), lower=0.1, name="C12 >= 0.1")  # P about 0.5
     scenarios = [Scenario.regimen("100 mg", 100, "iv"), Scenario.regimen("110 mg", 110, "iv")]
@@ -146,7 +146,7 @@ def test_mcse_of_scenario_differences_knows_the_draws_are_shared():
 
 def test_delete_one_block_moments_equal_the_direct_computation():
     """One pass over block sums gives what deleting each block and recomputing mean and variance gives."""
-    from twinbayes.twin_disagreement import _moment_replicates
+    from twinbayes.decisions.twin_disagreement import _moment_replicates
 
     rng = np.random.default_rng(5)
     x = 1e3 + rng.normal(size=(4003, 7))  # a large mean: the centring keeps the variances exact
@@ -163,7 +163,7 @@ def test_the_weight_range_always_contains_the_value_at_the_point_weights():
     (Dirichlet(0.1), as Bayesian-bootstrap stacking weights on few points are), the reported range
     contains the share at the point weights; the plain 5-95 % quantiles of the draws, reported
     before, miss it in many of the same cases (so this test can fail)."""
-    from twinbayes.twin_disagreement import weight_range
+    from twinbayes.decisions.twin_disagreement import weight_range
 
     rng = np.random.default_rng(36)
     missed_before = 0
@@ -196,7 +196,7 @@ def test_identical_twins_read_as_agreeing_once_w1_has_its_null_baseline():
     apart in W1 (the bias the MCSE does not show); the distance minus its null baseline averages
     to zero within 2 of its standard errors over 100 repetitions, and stays within 2 MCSE of zero
     in most of them.  Twins 1 SD apart still read as different."""
-    from twinbayes.twin_disagreement import (
+    from twinbayes.decisions.twin_disagreement import (
         _sort_with_blocks,
         _w1_between_halves,
         _w1_jackknife,

@@ -40,7 +40,7 @@ def test_docs_build_strict(tmp_path):
 )
 def test_example_studies_load(path):
     """Every study in docs/examples is a valid study file (specs, data, scenarios resolved)."""
-    from twinbayes.study import load_study
+    from twinbayes.run.study import load_study
 
     study = load_study(path)
     assert study.specs and study.scenarios

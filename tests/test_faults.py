@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 from test_untrusted import pk_study
 
-from twinbayes.cli import main
-from twinbayes.results import MARKER
+from twinbayes.output.results import MARKER
+from twinbayes.run.cli import main
 
 TWINBAYES = str(Path(sys.executable).with_name("twinbayes"))
 QUICK = ["--quiet", "--no-ladder", "--draws", "100", "--tune", "100", "--chains", "1"]

@@ -11,10 +11,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from twinbayes import Patient
-from twinbayes.cli import main
-from twinbayes.fhir import read_bundle, to_bundle
-from twinbayes.patient import PatientDataError
-from twinbayes.units import conversion_factor
+from twinbayes.inputs.fhir import read_bundle, to_bundle
+from twinbayes.inputs.patient import PatientDataError
+from twinbayes.inputs.units import conversion_factor
+from twinbayes.run.cli import main
 
 START = "2024-01-01T08:00:00+00:00"
 BUNDLED = [
@@ -189,9 +189,9 @@ def test_a_study_from_a_bundle_writes_no_identifier_anywhere(tmp_path, leaks):
     """A study reads a bundle with its own mapping (a local lab code, the drug filter) and its
     MedicationRequests as scenarios; no identifier of the bundle reaches any output file, and
     the results folder's study copy keeps the requested scenarios for later updates."""
-    from twinbayes.privacy import pseudonym
-    from twinbayes.scenarios import Scenario
-    from twinbayes.updates import load_results
+    from twinbayes.inputs.privacy import pseudonym
+    from twinbayes.run.updates import load_results
+    from twinbayes.spec.scenarios import Scenario
 
     patient = Patient.from_csv("bundled:theophylline.csv", subject="1")
     regimen = Scenario.regimen("q12h", 320, "oral", interval=12, n_doses=4)
@@ -248,8 +248,8 @@ def _request(rid="rq1", **repeat):
 
 
 def test_medication_requests_become_scenarios():
-    from twinbayes.fhir import read_requests
-    from twinbayes.scenarios import Scenario
+    from twinbayes.inputs.fhir import read_requests
+    from twinbayes.spec.scenarios import Scenario
 
     patient = Patient.from_csv("bundled:indometacin.csv", subject="2")
     regimens = [
@@ -281,7 +281,7 @@ def test_medication_requests_become_scenarios():
         "request: 250 mg q12h x2 (2)",
         "request: 250 mg q12h x2 (3)",
     ]
-    from twinbayes.fhir import FhirMapping
+    from twinbayes.inputs.fhir import FhirMapping
 
     only = FhirMapping(medications=frozenset({ATC}))
     assert read_requests(_bundle(_request(count=2), other), only) == []
@@ -302,15 +302,15 @@ def test_medication_requests_become_scenarios():
     ],
 )
 def test_bad_medication_requests_name_the_resource_and_field(repeat, message):
-    from twinbayes.fhir import read_requests
+    from twinbayes.inputs.fhir import read_requests
 
     with pytest.raises(PatientDataError, match=message):
         read_requests(_bundle(_request(**repeat)))
 
 
 def test_a_study_maps_codes_with_fhir_tokens_and_names_bad_ones(tmp_path):
+    from twinbayes.run.study import load_study
     from twinbayes.spec.model_spec import SpecError
-    from twinbayes.study import load_study
 
     def study(fhir: str) -> str:
         return (
@@ -348,8 +348,8 @@ def test_the_bundled_fhir_example_is_subject_1_with_the_example_regimens():
     import runpy
     from pathlib import Path
 
-    from twinbayes.library import data_path
-    from twinbayes.study import example_study_path, load_study
+    from twinbayes.inputs.library import data_path
+    from twinbayes.run.study import example_study_path, load_study
 
     script = runpy.run_path(str(Path(__file__).parents[1] / "scripts" / "make_fhir_examples.py"))
     for name, build in script["EXAMPLES"].items():
@@ -362,7 +362,7 @@ def test_the_bundled_fhir_example_is_subject_1_with_the_example_regimens():
 
 
 def test_other_observations_are_skipped_and_other_drugs_filtered():
-    from twinbayes.fhir import FhirMapping
+    from twinbayes.inputs.fhir import FhirMapping
 
     heart_rate = {"resourceType": "Observation", "id": "hr", "status": "final",
                   "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
@@ -407,7 +407,7 @@ def test_age_and_sex_become_covariates_and_the_birth_date_stays_out():
 
 
 def test_duplicated_and_contradictory_resources_are_named():
-    from twinbayes.fhir import FhirWarning
+    from twinbayes.inputs.fhir import FhirWarning
 
     dose, o1 = _dose("d1", "2024-03-01T08:00:00Z"), _obs("o1", "2024-03-01T10:00:00Z", 4.1)
     with pytest.warns(FhirWarning, match=r"Observation/o1 appears twice \(identical copies\)"):
@@ -430,7 +430,7 @@ def test_the_ivgtt_bundle_in_mmol_per_litre_gives_the_glucose_twins_their_mg_per
     in mg/dL through the spec's molar mass: the CSV's values within the rounding (< 3e-5)."""
     from twinbayes import load_spec
     from twinbayes.dynamics.design import design_for
-    from twinbayes.library import spec_path
+    from twinbayes.inputs.library import spec_path
 
     spec = load_spec(spec_path("glucose_minimal"))
     csv = design_for(spec, Patient.from_csv("bundled:ivgtt_pacini_bergman_1986.csv"))

@@ -2,14 +2,14 @@
 
 import pytest
 
-import twinbayes.fitting
-from twinbayes.cli import main
+import twinbayes.fitting.twin
 from twinbayes.comparison import compare
-from twinbayes.patient import Patient, PatientDataError
-from twinbayes.pipeline import run_study
+from twinbayes.inputs.patient import Patient, PatientDataError
+from twinbayes.inputs.units import conversion_factor
+from twinbayes.run.cli import main
+from twinbayes.run.pipeline import run_study
+from twinbayes.run.study import load_study
 from twinbayes.spec import SpecError
-from twinbayes.study import load_study
-from twinbayes.units import conversion_factor
 
 BAD_ROUTE = """
 [study]
@@ -37,8 +37,8 @@ def test_a_bad_scenario_route_fails_before_any_fit(tmp_path, monkeypatch, capsys
     def no_fit(*args, **kwargs):
         raise AssertionError("a twin was fitted before the study was checked")
 
-    monkeypatch.setattr(twinbayes.fitting, "fit", no_fit)
-    monkeypatch.setattr("twinbayes.pipeline.fit", no_fit)
+    monkeypatch.setattr(twinbayes.fitting.twin, "fit", no_fit)
+    monkeypatch.setattr("twinbayes.run.pipeline.fit", no_fit)
     path = tmp_path / "study.toml"
     path.write_text(BAD_ROUTE)
     with pytest.raises(SpecError) as err:

@@ -5,11 +5,11 @@ import pytest
 from scipy.optimize import least_squares
 
 from twinbayes import load_spec
-from twinbayes.diagnostics import Gate
-from twinbayes.fitting import fit
-from twinbayes.ladder import NO_LADDER
-from twinbayes.library import list_specs
-from twinbayes.simulate import simulate_patient
+from twinbayes.fitting.diagnostics import Gate
+from twinbayes.fitting.ladder import NO_LADDER
+from twinbayes.fitting.twin import fit
+from twinbayes.inputs.library import list_specs
+from twinbayes.model.simulate import simulate_patient
 
 ADDITIVE = {
     'error = { model = "combined", additive = "sigma_add", proportional = "sigma_prop" }': 'error = { model = "additive", additive = "sigma_add" }',
@@ -153,7 +153,7 @@ RECOVERY_TIMES = np.array([0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 1
 
 def _ivgtt_insulin():
     from twinbayes import Patient
-    from twinbayes.library import data_path
+    from twinbayes.inputs.library import data_path
 
     t, v = Patient.from_csv(data_path("ivgtt_pacini_bergman_1986.csv")).observations(
         "insulin", "uU/mL", "min"
@@ -174,7 +174,7 @@ def recovery_design(spec):
     if spec.name.startswith(
         "windkessel"
     ):  # 6 s at 25 Hz, half-sine ejection of 70 mL at 75 beats/min
-        from twinbayes.haemodynamics import half_sine_inflow
+        from twinbayes.model.haemodynamics import half_sine_inflow
 
         return (
             np.round(np.arange(0.04, 6.0 + 1e-9, 0.04), 3),
@@ -250,8 +250,8 @@ def test_pointwise_loglik_equals_pymc(spec_name, data, subject):
     import pymc as pm
 
     from twinbayes import Patient
-    from twinbayes.fitting import build_model
-    from twinbayes.library import data_path
+    from twinbayes.fitting.twin import build_model
+    from twinbayes.inputs.library import data_path
 
     twin = fit(
         load_spec(spec_name),
@@ -275,7 +275,7 @@ def test_pointwise_loglik_equals_pymc(spec_name, data, subject):
 
 def test_one_draw_at_maximum_tree_depth_fails_the_gate_and_says_so():
     """The gate allows none by default; the message counts it instead of rounding it to 0.0 %."""
-    from twinbayes.diagnostics import diagnose
+    from twinbayes.fitting.diagnostics import diagnose
 
     rng = np.random.default_rng(0)
     maxdepth = np.zeros((4, 1000), bool)

@@ -2,7 +2,7 @@
 
 import pytest
 
-import twinbayes.pipeline
+import twinbayes.run.pipeline
 from twinbayes import load_study, run_study
 from twinbayes.spec import SpecError
 
@@ -34,7 +34,7 @@ def _checked(tmp_path, monkeypatch, scenarios: str, stop: int = 180):
     def no_fit(*args, **kwargs):
         raise Fitted
 
-    monkeypatch.setattr(twinbayes.pipeline, "_fit_all", no_fit)
+    monkeypatch.setattr(twinbayes.run.pipeline, "_fit_all", no_fit)
     path = tmp_path / "study.toml"
     path.write_text(STUDY.format(scenarios=scenarios, stop=stop))
     run_study(load_study(path), quiet=True)

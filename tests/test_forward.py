@@ -6,8 +6,7 @@ import pytest
 from scipy.optimize import approx_fprime
 
 from twinbayes import fit, load_spec
-from twinbayes.ensemble import predictive_draws
-from twinbayes.forward import (
+from twinbayes.decisions.forward import (
     Discrepancy,
     discrepancy_of,
     fit_rate,
@@ -15,11 +14,12 @@ from twinbayes.forward import (
     likelihood_ratio,
     widening_threshold,
 )
-from twinbayes.ladder import NO_LADDER
-from twinbayes.qoi import Target, ValueAt
-from twinbayes.scenarios import Scenario
-from twinbayes.simulate import simulate_patient
-from twinbayes.twin_disagreement import Forward, disagreement
+from twinbayes.decisions.twin_disagreement import Forward, disagreement
+from twinbayes.fitting.ladder import NO_LADDER
+from twinbayes.fitting.predictive import predictive_draws
+from twinbayes.model.simulate import simulate_patient
+from twinbayes.spec.qoi import Target, ValueAt
+from twinbayes.spec.scenarios import Scenario
 
 
 def _origins(rng, n_origins, tau2, shared=0.01, noise=0.02):
@@ -228,7 +228,7 @@ def test_a_study_says_what_it_widened_everywhere(tmp_path, capsys, decelerating_
 
     import xarray as xr
 
-    from twinbayes.cli import main
+    from twinbayes.run.cli import main
 
     patient = decelerating_tumour
     times, values = patient.observations("volume", "mm3", "d")
@@ -276,8 +276,8 @@ def test_a_study_says_what_it_widened_everywhere(tmp_path, capsys, decelerating_
     ],
 )
 def test_bad_forward_settings_name_their_field(tmp_path, extra, field):
+    from twinbayes.run.study import load_study
     from twinbayes.spec import SpecError
-    from twinbayes.study import load_study
 
     (tmp_path / "s.toml").write_text(
         '[study]\nname = "s"\nseed = 1\n[patient]\ndata = "bundled:theophylline.csv"\n'
@@ -289,7 +289,7 @@ def test_bad_forward_settings_name_their_field(tmp_path, extra, field):
 
 
 def test_the_widening_level_is_read_from_the_study(tmp_path):
-    from twinbayes.study import load_study
+    from twinbayes.run.study import load_study
 
     (tmp_path / "s.toml").write_text(
         '[study]\nname = "s"\nseed = 1\n[patient]\ndata = "bundled:theophylline.csv"\n'
@@ -300,8 +300,8 @@ def test_the_widening_level_is_read_from_the_study(tmp_path):
 
 
 def test_no_treatment_is_a_scenario_of_zero_doses_and_nothing_else(tmp_path):
+    from twinbayes.run.study import load_study
     from twinbayes.spec import SpecError
-    from twinbayes.study import load_study
 
     head = (
         '[study]\nname = "s"\nseed = 1\n[patient]\ndata = "bundled:theophylline.csv"\n'
@@ -335,7 +335,7 @@ def test_a_forged_forward_record_is_read_as_no_widening(raw):
     """``disagreement.nc`` is untrusted: the report keeps only known twins and finite numbers."""
     import xarray as xr
 
-    from twinbayes.report import forward_record
+    from twinbayes.output.report import forward_record
 
     d = xr.Dataset(coords={"source": ["a", "ensemble"]}, attrs={"forward": raw})
     record = forward_record(d)
@@ -345,7 +345,7 @@ def test_a_forged_forward_record_is_read_as_no_widening(raw):
 def test_a_forecast_that_fails_leaves_the_twin_unwidened_and_the_run_going(monkeypatch):
     from types import SimpleNamespace
 
-    import twinbayes.forward as forward
+    import twinbayes.decisions.forward as forward
     from twinbayes.dynamics.design import Design
 
     def failing(*args, **kwargs):

@@ -20,9 +20,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from twinbayes import Patient, load_spec
-from twinbayes.patient import PatientDataError
+from twinbayes.inputs.patient import PatientDataError
+from twinbayes.run.study import load_study
 from twinbayes.spec import SpecError
-from twinbayes.study import load_study
 
 FUZZ = settings(
     max_examples=150, deadline=2000, suppress_health_check=[HealthCheck.function_scoped_fixture]

@@ -18,11 +18,11 @@ from hypothesis import strategies as st
 from test_fhir import VALID
 from test_hostile_folders import FILES, QUICK, results_folder
 
-import twinbayes.pipeline
-from twinbayes.cli import main
+import twinbayes.run.pipeline
 from twinbayes.error import TwinbayesError
-from twinbayes.fhir import read_bundle
-from twinbayes.units import parse_unit
+from twinbayes.inputs.fhir import read_bundle
+from twinbayes.inputs.units import parse_unit
+from twinbayes.run.cli import main
 
 DEPTHS = [
     pytest.param(settings(max_examples=25, deadline=None), id="deterministic"),
@@ -108,7 +108,7 @@ def test_any_results_folder_gives_a_report_or_a_twinbayes_error(made, tmp_path, 
     def refit(*args, **kwargs):
         raise Refitted
 
-    monkeypatch.setattr(twinbayes.pipeline, "fit", refit)
+    monkeypatch.setattr(twinbayes.run.pipeline, "fit", refit)
     secret = tmp_path / "secret.txt"
     secret.write_text("private-words-never-in-a-report")
     (tmp_path / "new.csv").write_text(

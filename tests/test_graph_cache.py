@@ -14,7 +14,7 @@ import pytest
 from pytensor.compile.mode import Mode
 from pytensor.graph.basic import equal_computations
 
-from twinbayes import graph_cache
+from twinbayes.fitting.compile import graph_cache
 
 MODE = Mode(linker="py", optimizer="fast_run")
 
@@ -94,10 +94,11 @@ def test_the_key_does_not_depend_on_automatic_names():
 CHILD = r"""
 import json, sys
 import nutpie
-from twinbayes import Patient, graph_cache, load_spec
-from twinbayes.compiled_model import _compile_model, compile_model
+from twinbayes import Patient, load_spec
+from twinbayes.fitting.compile import graph_cache
+from twinbayes.fitting.compile.compiled_model import _compile_model, compile_model
 from twinbayes.dynamics.design import design_for
-from twinbayes.model import TwinModel
+from twinbayes.model.twin_model import TwinModel
 spec = load_spec("pk_1cmt_oral")
 design = design_for(spec, Patient.from_csv("bundled:theophylline.csv", subject="1"))
 model = TwinModel.of(spec).pymc_model(design, weighted=True)
@@ -131,11 +132,13 @@ def test_a_second_process_hits_and_samples_the_same_draws(tmp_path):
 AHEAD = r"""
 import json, time
 from pathlib import Path
-from twinbayes import Patient, graph_cache, load_spec, model_records
-from twinbayes.compile_ahead import CompileAhead
+from twinbayes import Patient, load_spec
+from twinbayes.fitting.compile import graph_cache
+from twinbayes.fitting.compile import model_records
+from twinbayes.run.compile_ahead import CompileAhead
 from twinbayes.dynamics.design import design_for
-from twinbayes.fitting import compile_label, compiled_for
-from twinbayes.model import TwinModel
+from twinbayes.fitting.twin import compile_label, compiled_for
+from twinbayes.model.twin_model import TwinModel
 patient = Patient.from_csv("bundled:theophylline.csv", subject="1")
 sources = ["pk_1cmt_oral", "pk_1cmt_oral_lag", "pk_2cmt_oral"]
 

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from test_untrusted import pk_study
 
-import twinbayes.pipeline
-from twinbayes.cli import main
+import twinbayes.run.pipeline
 from twinbayes.error import ResultsFolderError
-from twinbayes.results import MARKER, OutputError, ResultsFolder
+from twinbayes.output.results import MARKER, OutputError, ResultsFolder
+from twinbayes.run.cli import main
 
 QUICK = ["--quiet", "--no-ladder", "--draws", "100", "--tune", "100", "--chains", "1"]
 SECRET = "the-secret-in-a-private-file"
@@ -54,7 +54,7 @@ def no_refit(monkeypatch):
     def refit(*args, **kwargs):
         raise AssertionError("refitted a twin before checking the results folder")
 
-    monkeypatch.setattr(twinbayes.pipeline, "fit", refit)
+    monkeypatch.setattr(twinbayes.run.pipeline, "fit", refit)
 
 
 def _snapshot(folder: Path) -> dict[str, bytes | str]:
@@ -121,7 +121,7 @@ def test_a_linked_folder_is_never_entered(copy, tmp_path, capsys):
 def test_report_writes_through_no_planted_link(copy, name):
     """A planted link refuses the folder; and where the report is written (a fresh file renamed
     into place) a link of that name would be replaced, never written through."""
-    from twinbayes.untrusted import replace_in_folder
+    from twinbayes.inputs.untrusted import replace_in_folder
 
     victim = copy.parent / "victim.txt"
     victim.write_text("keep me")
@@ -201,7 +201,7 @@ def test_a_folder_appearing_at_out_during_the_run_is_left_alone(tmp_path, monkey
     go beside it and the message says where (it used to be renamed aside and deleted)."""
     study = pk_study(tmp_path, specs=("pk_1cmt_iv",))
     out = tmp_path / "out"
-    fit = twinbayes.pipeline.fit
+    fit = twinbayes.run.pipeline.fit
 
     def fit_and_interfere(*args, **kwargs):
         if not out.exists():
@@ -209,7 +209,7 @@ def test_a_folder_appearing_at_out_during_the_run_is_left_alone(tmp_path, monkey
             (out / "thesis.tex").write_text("years of work")
         return fit(*args, **kwargs)
 
-    monkeypatch.setattr(twinbayes.pipeline, "fit", fit_and_interfere)
+    monkeypatch.setattr(twinbayes.run.pipeline, "fit", fit_and_interfere)
     for force in ([], ["--force"]):
         assert main(["run", str(study), "--out", str(out), *QUICK, "--no-figures", *force]) == 2
         err = capsys.readouterr().err
@@ -226,7 +226,7 @@ def test_a_replaced_folder_is_not_removed_by_force(made, tmp_path, monkeypatch, 
     study = pk_study(tmp_path, specs=("pk_1cmt_iv",))
     out = tmp_path / "out"
     shutil.copytree(made, out)
-    fit = twinbayes.pipeline.fit
+    fit = twinbayes.run.pipeline.fit
 
     def swap(*args, **kwargs):
         if (out / MARKER).exists():
@@ -236,7 +236,7 @@ def test_a_replaced_folder_is_not_removed_by_force(made, tmp_path, monkeypatch, 
             (out / "notes.txt").write_text("someone else's")
         return fit(*args, **kwargs)
 
-    monkeypatch.setattr(twinbayes.pipeline, "fit", swap)
+    monkeypatch.setattr(twinbayes.run.pipeline, "fit", swap)
     args = ["run", str(study), "--out", str(out), *QUICK, "--no-figures", "--force"]
     assert main(args) == 2
     assert "was replaced by something else" in capsys.readouterr().err
@@ -266,7 +266,7 @@ def test_partial_folders_of_killed_runs_are_removed_by_the_next_run(tmp_path):
 
 
 def test_bad_names_inside_the_folder_are_refused():
-    from twinbayes.untrusted import read_in_folder
+    from twinbayes.inputs.untrusted import read_in_folder
 
     for rel in ("../x", "/etc/passwd", "a/../../x", ""):
         with pytest.raises(ResultsFolderError):

@@ -13,10 +13,10 @@ from test_fhir import VALID, _bundle, _dose, _obs, _request
 from test_untrusted import PK_DATA, pk_study
 
 from twinbayes import Patient, load_spec
-from twinbayes.cli import main
 from twinbayes.error import TwinbayesError
-from twinbayes.fhir import read_bundle, read_requests
-from twinbayes.patient import PatientDataError
+from twinbayes.inputs.fhir import read_bundle, read_requests
+from twinbayes.inputs.patient import PatientDataError
+from twinbayes.run.cli import main
 from twinbayes.spec import SpecError
 
 
@@ -125,8 +125,8 @@ def test_a_spec_declares_a_covariates_range_and_defaults_by_unit(tmp_path):
 
 def test_a_cohort_leaves_out_a_subject_that_cannot_be_fitted(tmp_path):
     """One subject without observations stopped a whole cohort, its raw id in the message."""
-    from twinbayes.cohort import CohortWarning, cohort_tasks
-    from twinbayes.privacy import pseudonym
+    from twinbayes.inputs.privacy import pseudonym
+    from twinbayes.run.cohort import CohortWarning, cohort_tasks
 
     rows = PK_DATA.replace("Jane Doe", "A") + PK_DATA.replace("Jane Doe", "B").split("\n", 1)[1]
     rows += "Smith John,0,h,dose,iv,25,mg,MRN-1,x,y\n"  # a dose, no observation
@@ -228,9 +228,9 @@ def test_bundled_names_are_plain_file_names(name, capsys):
 
 
 def test_every_input_error_is_a_twinbayes_error():
-    from twinbayes.results import OutputError
+    from twinbayes.inputs.units import UnitError
+    from twinbayes.output.results import OutputError
     from twinbayes.spec.expr import ExpressionError
-    from twinbayes.units import UnitError
 
     for error in (SpecError, PatientDataError, OutputError, UnitError, ExpressionError):
         assert issubclass(error, TwinbayesError)

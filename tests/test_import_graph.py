@@ -113,11 +113,15 @@ def _graph() -> tuple[Graph, list[tuple[str, str, str]]]:
 
 def test_the_graph_sees_the_package():
     graph, _ = _graph()
-    assert {"twinbayes.fitting", "twinbayes.comparison.lfo", "twinbayes.forward"} <= set(
-        graph.nodes
-    )
-    assert graph.has_edge("twinbayes.forward", "twinbayes.comparison.lfo")
-    assert graph.has_edge("twinbayes.forward", "twinbayes.comparison")  # the package it runs
+    assert {
+        "twinbayes.fitting.twin",
+        "twinbayes.comparison.lfo",
+        "twinbayes.decisions.forward",
+    } <= set(graph.nodes)
+    assert graph.has_edge("twinbayes.decisions.forward", "twinbayes.comparison.lfo")
+    assert graph.has_edge(
+        "twinbayes.decisions.forward", "twinbayes.comparison"
+    )  # the package it runs
 
 
 def test_no_import_cycle():

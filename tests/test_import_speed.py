@@ -23,7 +23,7 @@ def _run(code: str) -> str:
 def test_arviz_imports_without_walking_the_stack():
     code = (
         "import inspect\n"
-        "from twinbayes.import_speed import patch_lazy_loader\n"
+        "from twinbayes.fitting.compile.import_speed import patch_lazy_loader\n"
         "patch_lazy_loader()  # as the twinbayes command does\n"
         "def refuse(*a, **k):\n"
         "    raise AssertionError('inspect.stack was called')\n"
@@ -38,7 +38,7 @@ def test_a_missing_module_fails_on_first_use_as_without_the_workaround():
     plain = _run(PROBE.format(setup=""))
     patched = _run(
         PROBE.format(
-            setup="from twinbayes.import_speed import patch_lazy_loader; patch_lazy_loader()"
+            setup="from twinbayes.fitting.compile.import_speed import patch_lazy_loader; patch_lazy_loader()"
         )
     )
     assert "No module named 'no_such_module_twinbayes'" in plain
@@ -50,7 +50,7 @@ DUCKS = """
 import sys
 {setup}
 import numpy as np, xarray as xr
-from twinbayes.netcdf import write_netcdf
+from twinbayes.output.netcdf import write_netcdf
 ds = xr.Dataset({{"a": ("x", np.arange(3.0))}}, coords={{"x": [1, 2, 3]}})
 write_netcdf(ds.sel(x=[1, 3]), sys.argv[1])
 back = xr.open_dataset(sys.argv[1], engine="h5netcdf").load()
@@ -71,7 +71,9 @@ def test_xarray_imports_dask_and_pint_only_once_something_else_has(tmp_path):
         [sys.executable, "-c", DUCKS.format(setup=""), str(tmp_path / "a.nc")],
         capture_output=True, text=True, check=True,
     ).stdout.splitlines()  # fmt: skip
-    setup = "from twinbayes.import_speed import import_and_freeze\nimport_and_freeze()"
+    setup = (
+        "from twinbayes.fitting.compile.import_speed import import_and_freeze\nimport_and_freeze()"
+    )
     deferred = subprocess.run(
         [sys.executable, "-c", DUCKS.format(setup=setup), str(tmp_path / "b.nc")],
         capture_output=True, text=True, check=True,
@@ -89,9 +91,9 @@ def test_importing_twinbayes_leaves_lazy_loader_alone():
     code = (
         "import lazy_loader\n"
         "original = lazy_loader.load\n"
-        "import twinbayes, twinbayes.pipeline, twinbayes.fitting, arviz_base\n"
+        "import twinbayes, twinbayes.run.pipeline, twinbayes.fitting.twin, arviz_base\n"
         "print(lazy_loader.load is original, lazy_loader.load.__module__)\n"
-        "from twinbayes.import_speed import patch_lazy_loader\n"
+        "from twinbayes.fitting.compile.import_speed import patch_lazy_loader\n"
         "patch_lazy_loader()\n"
         "print(lazy_loader.load is original)\n"
     )

@@ -11,7 +11,7 @@ import pytest
 import twinbayes as tb
 from twinbayes import Patient, PatientDataError
 from twinbayes.dynamics.design import design_for
-from twinbayes.model import TwinModel
+from twinbayes.model.twin_model import TwinModel
 
 HEADER = "time,time_unit,event,name,value,unit,duration\n"
 CL, V = 4.0, 30.0
@@ -84,7 +84,7 @@ def test_bad_durations_name_line_and_column(write, rows, message):
 @pytest.mark.parametrize("spec_name", ["pk_1cmt_iv", "pk_2cmt_iv"])
 def test_infusion_closed_forms_agree_with_the_matrix_exponential_and_radau(spec_name):
     """The route's `infusion` closed forms vs expm and vs SciPy Radau (rtol 1e-11), bolus and infusion."""
-    from twinbayes.checks import check_exact_solution
+    from twinbayes.model.checks import check_exact_solution
 
     assert check_exact_solution(tb.load_spec(spec_name)) < 1e-9
 

@@ -7,14 +7,15 @@ import pytest
 import xarray as xr
 from scipy.stats import norm
 
-from twinbayes import fitting, load_spec
+from twinbayes import load_spec
 from twinbayes.comparison import loo
 from twinbayes.comparison.cv import HeldOutGate, _judge, kfold
 from twinbayes.comparison.ranking import _row_notes, elpd_reliable
-from twinbayes.fitting import fit
-from twinbayes.ladder import NO_LADDER, Ladder, Rung
-from twinbayes.report import _unreliable_weights
-from twinbayes.simulate import simulate_patient
+from twinbayes.fitting import twin as fitting
+from twinbayes.fitting.ladder import NO_LADDER, Ladder, Rung
+from twinbayes.fitting.twin import fit
+from twinbayes.model.simulate import simulate_patient
+from twinbayes.output.report import _unreliable_weights
 
 Y, CHAINS, DRAWS = 2.5, 4, 250  # a held-out point in the tail of the predictive: heavy ratios
 

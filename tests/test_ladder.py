@@ -6,10 +6,10 @@ from pathlib import Path
 import numpy as np
 
 from twinbayes import Patient, load_spec
-from twinbayes.diagnostics import Gate
-from twinbayes.fitting import fit
-from twinbayes.ladder import NO_LADDER, Ladder, Rung
-from twinbayes.library import data_path
+from twinbayes.fitting.diagnostics import Gate
+from twinbayes.fitting.ladder import NO_LADDER, Ladder, Rung
+from twinbayes.fitting.twin import fit
+from twinbayes.inputs.library import data_path
 
 # y = a^2 + noise with a symmetric prior on a: the sign of a is not identified, the
 # posterior has two separated modes (+5, -5) and chains started apart never meet.

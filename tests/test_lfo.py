@@ -12,8 +12,8 @@ from twinbayes import Patient, fit, load_spec
 from twinbayes.comparison import over_time
 from twinbayes.comparison.lfo import lfo, time_points, weighted_crps
 from twinbayes.comparison.wrapper import TwinLFOWrapper
-from twinbayes.ladder import NO_LADDER
-from twinbayes.library import data_path
+from twinbayes.fitting.ladder import NO_LADDER
+from twinbayes.inputs.library import data_path
 
 SETTINGS = dict(draws=1000, tune=700, chains=2, ladder=NO_LADDER)
 
@@ -149,9 +149,9 @@ def test_over_time_share_is_the_share_of_noise_free_means(tumour_twin):
     """The share at an origin is between_share of each refit's noise-free mean at the next time
     point (how disagreement computes it), recomputed here from refits with the same seed."""
     from twinbayes.comparison.lfo import time_points
-    from twinbayes.fitting import Refitter
-    from twinbayes.model import TwinModel
-    from twinbayes.twin_disagreement import between_share
+    from twinbayes.decisions.twin_disagreement import between_share
+    from twinbayes.fitting.twin import Refitter
+    from twinbayes.model.twin_model import TwinModel
 
     other = fit(load_spec("tumor_exponential"), tumour_twin.patient, seed=2, **SETTINGS)
     twins = [tumour_twin, other]

@@ -11,7 +11,7 @@ import pytest
 import twinbayes as tb
 from twinbayes.comparison import prior_importance_log_ml
 from twinbayes.dynamics.design import design_for
-from twinbayes.model import TwinModel
+from twinbayes.model.twin_model import TwinModel
 
 
 def quadrature_log_ml(spec, design, nodes: int = 60) -> float:

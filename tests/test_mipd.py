@@ -14,15 +14,15 @@ import pytest
 from scipy.integrate import solve_ivp, trapezoid
 
 import twinbayes as tb
-from twinbayes.dynamics.design import design_for
-from twinbayes.mipd import (
+from twinbayes.decisions.mipd import (
     mixture,
     prediction_errors,
     recommend_dose,
     steady_state_auc24,
     target_attainment,
 )
-from twinbayes.model import TwinModel
+from twinbayes.dynamics.design import design_for
+from twinbayes.model.twin_model import TwinModel
 
 DOSE, TINF, TAU = 1000.0, 1.0, 12.0
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
-from twinbayes.misfit import STATISTICS, ppp_values
+from twinbayes.fitting.misfit import STATISTICS, ppp_values
 
 T = np.linspace(0.0, 6.0, 7)  # seven levels
 DRAWS = 4000
@@ -104,7 +104,7 @@ def test_a_twin_fitted_to_its_own_simulated_data_raises_no_misfit():
 
     from twinbayes import fit, load_spec, simulate_patient
     from twinbayes.comparison import compare
-    from twinbayes.misfit import predictive_checks
+    from twinbayes.fitting.misfit import predictive_checks
 
     spec = load_spec("pk_1cmt_iv")
     times = np.array([0.25, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0])

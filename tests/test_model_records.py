@@ -13,19 +13,21 @@ import numpy as np
 import pymc as pm
 import pytest
 
-from twinbayes import model_records
-from twinbayes.compiled_model import _EXPAND_SRC, _LOGP_SRC
-from twinbayes.model_records import ModelRecord
+from twinbayes.fitting.compile import model_records
+from twinbayes.fitting.compile.compiled_model import _EXPAND_SRC, _LOGP_SRC
+from twinbayes.fitting.compile.model_records import ModelRecord
 
 TEMPLATES = _LOGP_SRC + _EXPAND_SRC
 
 CHILD = r"""
 import json, sys
 import nutpie
-from twinbayes import Patient, graph_cache, load_spec, model_records
-from twinbayes.compiled_model import compile_model
+from twinbayes import Patient, load_spec
+from twinbayes.fitting.compile import graph_cache
+from twinbayes.fitting.compile import model_records
+from twinbayes.fitting.compile.compiled_model import compile_model
 from twinbayes.dynamics.design import design_for
-from twinbayes.model import TwinModel
+from twinbayes.model.twin_model import TwinModel
 if sys.argv[1] == "tiny":  # compiles in seconds on an empty cache
     import numpy as np
     import pymc as pm

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from twinbayes.netcdf import write_netcdf
+from twinbayes.output.netcdf import write_netcdf
 
 
 def _tree() -> xr.DataTree:
@@ -102,7 +102,7 @@ def test_writing_does_not_import_dask_distributed(tmp_path):
     """``to_netcdf`` imports Dask distributed to pick its lock (shown first); these files do not."""
     code = (
         "import sys, xarray as xr, numpy as np\n"
-        "from twinbayes.netcdf import write_netcdf\n"
+        "from twinbayes.output.netcdf import write_netcdf\n"
         "ds = xr.Dataset({'x': ('t', np.arange(3.0))})\n"
         f"write_netcdf(ds, {str(tmp_path / 'x.nc')!r})\n"
         "print('distributed' in sys.modules)\n"

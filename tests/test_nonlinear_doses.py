@@ -20,9 +20,9 @@ from twinbayes.dynamics.ode import (
     solve,
 )
 from twinbayes.dynamics.reference import solve_reference
-from twinbayes.ladder import NO_LADDER
-from twinbayes.pipeline import check_scenarios
-from twinbayes.study import load_study
+from twinbayes.fitting.ladder import NO_LADDER
+from twinbayes.run.pipeline import check_scenarios
+from twinbayes.run.study import load_study
 
 ORAL_MM = load_spec("pk_1cmt_oral_mm")
 IV_MM = load_spec("pk_1cmt_iv_mm")
@@ -175,7 +175,7 @@ def test_target_mediated_clearance_falls_as_the_dose_grows():
 
 
 def test_doses_in_mg_reach_a_molar_spec_through_the_routes_molar_mass():
-    from twinbayes.scenarios import Scenario
+    from twinbayes.spec.scenarios import Scenario
 
     ((t, amount, _),) = Scenario.regimen("150 mg", 150, "iv", unit="mg").to_doses(TMDD).values()
     assert amount.tolist() == [1000.0]  # 150 mg / 150 000 g/mol = 1 umol

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 
 from twinbayes import Patient, load_spec
-from twinbayes.checks import check_ode_accuracy
 from twinbayes.dynamics.design import Design, design_for
 from twinbayes.dynamics.ode import Forcing, OdeError, ode_system, solve
-from twinbayes.fitting import build_model
-from twinbayes.library import data_path, list_specs
-from twinbayes.patient import PatientDataError
-from twinbayes.prediction import predict_observations
+from twinbayes.fitting.twin import build_model
+from twinbayes.inputs.library import data_path, list_specs
+from twinbayes.inputs.patient import PatientDataError
+from twinbayes.model.checks import check_ode_accuracy
+from twinbayes.model.prediction import predict_observations
 from twinbayes.spec import SpecError
 
 # the bundled laws with their closed form removed: the engine has to integrate the RHS

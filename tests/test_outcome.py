@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from twinbayes.cli import main
-from twinbayes.pipeline import Outcome
+from twinbayes.run.cli import main
+from twinbayes.run.pipeline import Outcome
 
 SIGN_SPEC = (Path(__file__).parent / "data" / "sign_symmetric.toml").read_text()
 
@@ -125,10 +125,10 @@ def _pk_sign_spec() -> str:
 
 
 def test_excluded_twin_is_named_next_to_the_share(tmp_path, capsys):
-    from twinbayes.pipeline import run_study
-    from twinbayes.plots import plot_disagreement_over_time
-    from twinbayes.report import write_report
-    from twinbayes.study import load_study
+    from twinbayes.output.plots import plot_disagreement_over_time
+    from twinbayes.output.report import write_report
+    from twinbayes.run.pipeline import run_study
+    from twinbayes.run.study import load_study
 
     (tmp_path / "pk_sign.toml").write_text(_pk_sign_spec())
     (tmp_path / "study.toml").write_text(PK_STUDY)
@@ -163,8 +163,8 @@ def test_scenarios_are_not_simulated_for_twins_that_cannot_get_weight(tmp_path, 
     from dataclasses import replace
     from types import SimpleNamespace
 
-    from twinbayes import pipeline
-    from twinbayes.study import load_study
+    from twinbayes.run import pipeline
+    from twinbayes.run.study import load_study
 
     (tmp_path / "pk_sign.toml").write_text(_pk_sign_spec())
     (tmp_path / "study.toml").write_text(PK_STUDY)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from twinbayes import Patient, PatientDataError
-from twinbayes.library import data_path
+from twinbayes.inputs.library import data_path
 
 HEADER = "subject,time,time_unit,event,name,value,unit\n"
 GOOD = (

@@ -16,7 +16,7 @@ from twinbayes import fit, load_spec, simulate_patient
 from twinbayes.dynamics.linear import state_amounts
 from twinbayes.dynamics.ode import ode_trajectories
 from twinbayes.dynamics.reference import solve_reference
-from twinbayes.ladder import NO_LADDER
+from twinbayes.fitting.ladder import NO_LADDER
 
 PARALLEL = load_spec("pk_1cmt_oral_linear_mm")
 MM_ONLY = load_spec("pk_1cmt_oral_mm")
@@ -121,9 +121,9 @@ def test_scenarios_predict_the_observable_asked_for():
 
 def test_a_study_names_the_observable_every_twin_must_model(tmp_path):
     """``[predictions] observable`` is read, and refused before any fit where a twin lacks it."""
-    from twinbayes.pipeline import _check_observable
+    from twinbayes.run.pipeline import _check_observable
+    from twinbayes.run.study import load_study
     from twinbayes.spec.model_spec import SpecError
-    from twinbayes.study import load_study
 
     study_file = tmp_path / "study.toml"
     study_file.write_text(

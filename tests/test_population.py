@@ -130,7 +130,7 @@ CORRELATED = (
 
 
 def test_a_cohort_fit_needs_a_population_section(infants):
-    from twinbayes.population import fit_population
+    from twinbayes.fitting.population import fit_population
 
     with pytest.raises(SpecError, match="no \\[population\\] section"):
         fit_population("pk_1cmt_iv", list(infants.values()))
@@ -143,8 +143,8 @@ def test_a_cohort_fit_gates_every_deviation_and_escalates(infants):
     recorded."""
     import json
 
-    from twinbayes.ladder import Ladder, Rung
-    from twinbayes.population import fit_population
+    from twinbayes.fitting.ladder import Ladder, Rung
+    from twinbayes.fitting.population import fit_population
 
     pop = fit_population(
         "phenobarbital_neonate_pop",
@@ -166,7 +166,7 @@ def test_correlated_deviations_get_an_lkj_prior_in_the_cohort_model(infants):
     """A spec with a correlation matrix asks for a full Omega: LKJ Cholesky prior, one named
     correlation per pair, eta = z L^T; without one the deviations stay independent."""
     from twinbayes.dynamics.design import design_for
-    from twinbayes.population import correlation_names, population_model
+    from twinbayes.fitting.population import correlation_names, population_model
 
     spec = with_population(CORRELATED)
     patients = list(infants.values())
@@ -201,8 +201,8 @@ def test_a_correlated_cohort_fit_recovers_the_correlation_of_the_deviations():
     """60 simulated infants (weights 0.6-3.5 kg, 4 levels over 10 days after 20 mg/kg) from the pheno model
     with deviations of SD 0.3 correlated 0.7: the 90 % intervals cover the truth, the correlation's
     excludes 0, and the individual spec carries the estimated correlation."""
-    from twinbayes.population import fit_population
-    from twinbayes.simulate import simulate_patient
+    from twinbayes.fitting.population import fit_population
+    from twinbayes.model.simulate import simulate_patient
 
     spec = with_population(CORRELATED)
     truth = {"TVCL": 0.0047, "TVV": 0.98, "theta_asphyxia": 0.16, "sigma_prop": 0.1}
@@ -248,7 +248,7 @@ def test_phenobarbital_cohort_fit_matches_nonmem_and_gives_the_individual_prior(
     """59 infants: posterior medians within 2 NONMEM standard errors of NONMEM's estimates (FOCE-I
     and full Bayes differ most on the shrunken clearance variability); the gate passes; the
     population prior it gives reproduces NONMEM's individual estimates of three infants within 5 %."""
-    from twinbayes.population import fit_population, subjects_in
+    from twinbayes.fitting.population import fit_population, subjects_in
 
     patients = [Patient.from_csv(DATA, subject=s) for s in subjects_in(DATA)]
     assert len(patients) == 59 and sum(p.data.sizes["obs"] for p in patients) == 155
@@ -290,7 +290,7 @@ def test_phenobarbital_cohort_fit_matches_nonmem_and_gives_the_individual_prior(
 
 
 def test_the_console_shows_a_population_twins_individual_quantities(infants):
-    from twinbayes.pipeline import summary_table
+    from twinbayes.run.pipeline import summary_table
 
     twin = fit(load_spec("phenobarbital_neonate_nonmem"), infants["28"], seed=1)
     table = summary_table([twin])

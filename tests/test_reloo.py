@@ -9,8 +9,8 @@ from test_compare import QUICK
 from twinbayes import load_spec
 from twinbayes.comparison import loo
 from twinbayes.comparison.wrapper import TwinSamplingWrapper
-from twinbayes.fitting import fit
-from twinbayes.simulate import simulate_patient
+from twinbayes.fitting.twin import fit
+from twinbayes.model.simulate import simulate_patient
 
 
 def test_reloo_through_the_wrapper_equals_our_exact_refits():

@@ -5,10 +5,10 @@ import re
 import numpy as np
 from test_disagreement import GRID, synthetic_twin
 
-from twinbayes.qoi import Target, ValueAt
-from twinbayes.report import answers
-from twinbayes.scenarios import Scenario
-from twinbayes.twin_disagreement import disagreement
+from twinbayes.decisions.twin_disagreement import disagreement
+from twinbayes.output.report import answers
+from twinbayes.spec.qoi import Target, ValueAt
+from twinbayes.spec.scenarios import Scenario
 
 STUDY = {"targets": [{"name": "C6 in 0.1-1.5", "qoi": "C6"}]}
 
@@ -100,7 +100,7 @@ def test_the_answer_says_when_the_choice_depends_on_which_twin_is_believed():
 
 def test_when_no_twin_fits_the_headline_says_so_instead_of_a_preference():
     """Issue 43: every voting twin with a misfit warning -> no twin supports the answer."""
-    from twinbayes.report import misfitting_twins
+    from twinbayes.output.report import misfitting_twins
 
     d = _result({"a": 0.7, "b": 0.3})
     summary = {

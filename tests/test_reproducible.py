@@ -13,8 +13,8 @@ import sys
 
 SCRIPT = """
 import hashlib, numpy as np, twinbayes as tb
-from twinbayes.ladder import NO_LADDER
-from twinbayes.library import data_path
+from twinbayes.fitting.ladder import NO_LADDER
+from twinbayes.inputs.library import data_path
 patient = tb.Patient.from_csv(data_path("theophylline.csv"), subject=4)
 twin = tb.fit(tb.load_spec("pk_1cmt_oral"), patient, seed=7, draws=200, tune=200, chains=2, ladder=NO_LADDER)
 h = hashlib.sha256()

@@ -1,4 +1,4 @@
-"""Scoring twins in a background thread while the study fits the next one (twinbayes.score_ahead)."""
+"""Scoring twins in a background thread while the study fits the next one (twinbayes.run.score_ahead)."""
 
 import threading
 import time
@@ -8,7 +8,7 @@ from typing import NamedTuple
 import pytest
 import xarray as xr
 
-from twinbayes.score_ahead import ScoreAhead
+from twinbayes.run.score_ahead import ScoreAhead
 
 
 class FakeTwin(NamedTuple):

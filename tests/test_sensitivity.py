@@ -8,8 +8,8 @@ import pytest
 import xarray as xr
 
 from twinbayes import fit, load_spec, simulate_patient
-from twinbayes.cli import main
-from twinbayes.ladder import NO_LADDER
+from twinbayes.fitting.ladder import NO_LADDER
+from twinbayes.run.cli import main
 
 SPEC = load_spec("pk_1cmt_iv")  # adult prior: CL ~ lognormal(1.6, 1), median 4.95 L/h
 TIMES = np.array([0.5, 1, 2, 4, 8, 12, 24, 48])
@@ -51,7 +51,7 @@ def test_a_prior_that_agrees_with_the_data_is_not_flagged(twins):
 
 
 def test_the_conflict_reaches_summary_and_report(tmp_path, capsys):
-    """The warning (one line, :mod:`twinbayes.caveats`) reaches the console, summary.json, the
+    """The warning (one line, :mod:`twinbayes.fitting.caveats`) reaches the console, summary.json, the
     twin's NetCDF file and the report's answer box."""
     patient = simulate_patient(SPEC, NEONATE, TIMES, DOSE, seed=1)
     rows = ["subject,time,time_unit,event,name,value,unit", "n1,0,h,dose,iv,20,mg"]
@@ -78,12 +78,12 @@ def test_the_conflict_reaches_summary_and_report(tmp_path, capsys):
 
 
 def test_a_failing_sensitivity_never_takes_the_fit_down(monkeypatch):
-    import twinbayes.fitting
+    import twinbayes.fitting.twin
 
     def broken(twin):
         raise ValueError("psense failed")
 
-    monkeypatch.setattr(twinbayes.fitting, "power_scaling_sensitivity", broken)
+    monkeypatch.setattr(twinbayes.fitting.twin, "power_scaling_sensitivity", broken)
     patient = simulate_patient(SPEC, ADULT, TIMES, DOSE, seed=1)
     twin = fit(SPEC, patient, seed=2, draws=200, tune=200, chains=2, ladder=NO_LADDER)
     assert twin.sensitivity is None and twin.idata["posterior"]["CL"].size == 400

@@ -2,8 +2,8 @@
 
 import pytest
 
-from twinbayes.checks import check_exact_solution
-from twinbayes.library import list_specs
+from twinbayes.inputs.library import list_specs
+from twinbayes.model.checks import check_exact_solution
 from twinbayes.spec import SpecError, load_spec
 
 BUNDLED = ["pk_1cmt_iv", "pk_1cmt_oral", "pk_1cmt_oral_lag", "pk_2cmt_iv", "pk_2cmt_oral"]
@@ -164,7 +164,7 @@ def test_time_in_a_linear_system_is_a_spec_error_naming_the_field():
     every error a spec can cause is a SpecError naming file and field."""
     import re
 
-    from twinbayes.library import spec_path
+    from twinbayes.inputs.library import spec_path
 
     text = re.sub(r'rhs\.depot = "[^"]*"', 'rhs.depot = "t"', spec_path("pk_1cmt_oral").read_text())
     with pytest.raises(SpecError, match=r"x\.toml: dynamics\.linear: .*free of time"):

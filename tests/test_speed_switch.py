@@ -15,10 +15,11 @@ import hashlib, sys
 import lazy_loader
 original = lazy_loader.load
 from twinbayes import Patient, fit, load_spec
-from twinbayes.import_speed import import_and_freeze
-from twinbayes.ladder import NO_LADDER
-from twinbayes.library import data_path
-from twinbayes import compiled_model, graph_cache
+from twinbayes.fitting.compile.import_speed import import_and_freeze
+from twinbayes.fitting.ladder import NO_LADDER
+from twinbayes.inputs.library import data_path
+from twinbayes.fitting.compile import compiled_model
+from twinbayes.fitting.compile import graph_cache
 import_and_freeze()  # as the twinbayes command does: on, it patches lazy_loader
 calls = []
 real = compiled_model._nutpie_compiled
@@ -58,8 +59,8 @@ def test_a_changed_upstream_falls_back_to_the_public_path_with_a_warning(monkeyp
     signature changed), the model is compiled by ``nutpie.compile_pymc_model``: same draws."""
     import pymc as pm
 
-    from twinbayes import compiled_model
-    from twinbayes.compiled_model import compile_model, sample_nuts
+    from twinbayes.fitting.compile import compiled_model
+    from twinbayes.fitting.compile.compiled_model import compile_model, sample_nuts
 
     with pm.Model() as model:
         pm.Normal("x", 1.0, 2.0)

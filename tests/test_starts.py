@@ -4,7 +4,7 @@ density is below the floor is redrawn, a start above it is kept as it was."""
 import numpy as np
 import pymc as pm
 
-from twinbayes.compiled_model import START_FLOOR, compile_model, guard_starts
+from twinbayes.fitting.compile.compiled_model import START_FLOOR, compile_model, guard_starts
 
 
 def _steep_model():
@@ -55,7 +55,7 @@ def test_an_interrupt_during_sampling_stops_the_caller_instead_of_returning_draw
 
     import nutpie
 
-    from twinbayes.compiled_model import sample_nuts
+    from twinbayes.fitting.compile.compiled_model import sample_nuts
 
     with pm.Model() as model:  # 200 000 observations: a slow gradient, so a run lasts minutes
         theta = pm.Normal("theta", 0.0, 1.0)
@@ -87,7 +87,7 @@ def test_all_chains_at_once_gives_the_draws_of_chains_in_waves():
     after another: each chain's draws depend on the seed and its index only."""
     import nutpie
 
-    from twinbayes.compiled_model import sample_nuts
+    from twinbayes.fitting.compile.compiled_model import sample_nuts
 
     with pm.Model() as model:
         mu = pm.Normal("mu", 0.0, 1.0)

@@ -24,7 +24,7 @@ from twinbayes.dynamics.ode import (
 )
 from twinbayes.dynamics.reference import solve_reference
 from twinbayes.dynamics.tableau import ESDIRK3
-from twinbayes.ladder import NO_LADDER
+from twinbayes.fitting.ladder import NO_LADDER
 from twinbayes.spec.model_spec import SpecError
 
 TMDD = load_spec("tmdd_full_iv")

@@ -10,8 +10,8 @@ import pytest
 
 import twinbayes as tb
 from twinbayes.dynamics import linear
+from twinbayes.run.validation import prior_draw
 from twinbayes.spec.expr import NUMPY
-from twinbayes.validation import prior_draw
 
 
 def _variants():

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from twinbayes.units import UnitError, conversion_factor, parse_unit
+from twinbayes.inputs.units import UnitError, conversion_factor, parse_unit
 
 
 @pytest.mark.parametrize(
@@ -133,7 +133,7 @@ def test_a_spec_with_a_molar_mass_reads_glucose_in_mmol_per_litre(tmp_path):
     """The IVGTT of Pacini & Bergman (1986) rewritten in mmol/L gives the same design in mg/dL."""
     from twinbayes import Patient, PatientDataError, load_spec
     from twinbayes.dynamics.design import design_for
-    from twinbayes.library import spec_path
+    from twinbayes.inputs.library import spec_path
 
     mgdl = Patient.from_csv("bundled:ivgtt_pacini_bergman_1986.csv")
     rows = [

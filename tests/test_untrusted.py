@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from twinbayes import load_spec
-from twinbayes.cli import main
+from twinbayes.run.cli import main
 from twinbayes.spec import SpecError
 
 STUDY = """
@@ -70,8 +70,8 @@ def test_spec_and_study_names_cannot_become_paths(tmp_path, name):
 
 
 def test_every_written_path_stays_inside_the_results_folder(tmp_path):
-    from twinbayes.names import inside
-    from twinbayes.results import ResultsFolder
+    from twinbayes.inputs.names import inside
+    from twinbayes.output.results import ResultsFolder
 
     with pytest.raises(ValueError, match="outside the results folder"):
         inside(tmp_path / "res", "..", "x.nc")
@@ -82,7 +82,7 @@ def test_every_written_path_stays_inside_the_results_folder(tmp_path):
 
 
 def test_force_replaces_only_folders_twinbayes_wrote(tmp_path, capsys):
-    from twinbayes.results import MARKER, ResultsFolder
+    from twinbayes.output.results import MARKER, ResultsFolder
 
     victim = tmp_path / "victim"
     victim.mkdir()
@@ -231,7 +231,7 @@ def test_identifiers_are_kept_on_request(tmp_path, leaks):
 
 def test_one_twin_whose_ode_blows_up_does_not_take_the_study_down(tmp_path):
     """rhs.V = a V^2 from V0: no finite initial point.  The other twin's results and the report are complete."""
-    from twinbayes.pipeline import Outcome
+    from twinbayes.run.pipeline import Outcome
 
     blowup = (
         load_spec("tumor_exponential")
@@ -240,7 +240,7 @@ def test_one_twin_whose_ode_blows_up_does_not_take_the_study_down(tmp_path):
         .replace('rhs.V = "a * V"', 'rhs.V = "a * V * V * 1e6"')
     )
     (tmp_path / "blowup.toml").write_text(blowup)
-    from twinbayes.library import data_path
+    from twinbayes.inputs.library import data_path
 
     study = tmp_path / "study.toml"
     study.write_text(
@@ -317,7 +317,7 @@ def test_cli_refuses_non_positive_counts(tmp_path, capsys, flag, value):
 
 def test_a_covariate_given_twice_with_different_values_is_refused(tmp_path):
     from twinbayes import Patient
-    from twinbayes.patient import PatientDataError
+    from twinbayes.inputs.patient import PatientDataError
 
     path = tmp_path / "p.csv"
     rows = [
@@ -334,7 +334,7 @@ def test_a_covariate_given_twice_with_different_values_is_refused(tmp_path):
 def test_observations_the_spec_does_not_know_are_an_error_not_dropped(tmp_path):
     from twinbayes import Patient
     from twinbayes.dynamics.design import design_for
-    from twinbayes.patient import PatientDataError
+    from twinbayes.inputs.patient import PatientDataError
 
     path = tmp_path / "p.csv"
     rows = [
@@ -365,7 +365,7 @@ def test_deeply_nested_expressions_are_refused_at_once(depth, fn):
 
 def _old_results(tmp_path):
     """A results folder from an earlier run (with the marker), which --force may replace."""
-    from twinbayes.results import MARKER
+    from twinbayes.output.results import MARKER
 
     old = tmp_path / "out"
     old.mkdir()
@@ -380,12 +380,12 @@ def test_a_read_only_output_folder_fails_before_any_fit(tmp_path, monkeypatch, c
     import errno
     import os
 
-    import twinbayes.pipeline
+    import twinbayes.run.pipeline
 
     def no_fit(*args, **kwargs):
         raise AssertionError("fitted before finding that the results cannot be written")
 
-    monkeypatch.setattr(twinbayes.pipeline, "fit", no_fit)
+    monkeypatch.setattr(twinbayes.run.pipeline, "fit", no_fit)
     locked = tmp_path / "locked"
     locked.mkdir()
     locked.chmod(0o555)
@@ -394,7 +394,7 @@ def test_a_read_only_output_folder_fails_before_any_fit(tmp_path, monkeypatch, c
         def refuse(*args, **kwargs):
             raise PermissionError(errno.EACCES, "Permission denied", str(locked))
 
-        monkeypatch.setattr("twinbayes.results.tempfile.mkdtemp", refuse)
+        monkeypatch.setattr("twinbayes.output.results.tempfile.mkdtemp", refuse)
     study = pk_study(tmp_path, specs=("pk_1cmt_iv",))
     assert main(["run", str(study), "--out", str(locked / "res"), "--quiet"]) == 2
     err = capsys.readouterr().err
@@ -423,7 +423,7 @@ def test_a_full_disk_replaces_nothing_and_leaves_no_partial_folder(tmp_path, mon
 
 
 def test_the_recorded_command_line_names_no_path_and_no_subject():
-    from twinbayes.results import outputs_command
+    from twinbayes.output.results import outputs_command
 
     argv = ["twinbayes", "update", "/home/j/MRN-1/res", "new.csv", "--subject", "Jane Doe"]
     argv += ["--draws", "100", "--out=/home/j/x", "--seed=3", "--quiet"]

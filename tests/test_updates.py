@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from twinbayes import Patient
-from twinbayes.cli import main
-from twinbayes.patient import PatientDataError
-from twinbayes.updates import merge_new_data
+from twinbayes.inputs.patient import PatientDataError
+from twinbayes.run.cli import main
+from twinbayes.run.updates import merge_new_data
 
 SHORT = [
     "--draws", "300", "--tune", "300", "--chains", "2", "--quiet", "--include-unconverged", "--no-ladder",

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from twinbayes import Patient, load_spec
-from twinbayes.cli import main
+from twinbayes.run.cli import main
+from twinbayes.run.validation import prior_draw, recovery, recovery_table, sbc
 from twinbayes.spec.priors import Prior
-from twinbayes.validation import prior_draw, recovery, recovery_table, sbc
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +85,7 @@ def test_sbc_thins_by_the_ess_and_keeps_ranks_uniform_with_few_draws():
     draws than ranks, the mapped ranks of a uniform rank are uniform (chi-square, 0..n_ranks)."""
     from scipy import stats
 
-    from twinbayes.validation import _rank, sbc_thinning
+    from twinbayes.run.validation import _rank, sbc_thinning
 
     assert sbc_thinning(2000, 99, ess=1500.0) == 20  # enough ESS: every 20th draw, as before
     assert sbc_thinning(2000, 99, ess=50.0) == 40  # 50 effective draws: every 40th
@@ -102,7 +102,7 @@ def test_sbc_thins_by_the_ess_and_keeps_ranks_uniform_with_few_draws():
 def test_sbc_of_the_configuration_users_run(indometacin1):
     """SBC with 4 chains and the escalation ladder on (the defaults of a fit), not 2 chains without
     it: the ladder's selection of attempts must not bias the ranks."""
-    from twinbayes.ladder import DEFAULT_LADDER
+    from twinbayes.fitting.ladder import DEFAULT_LADDER
 
     result = sbc(
         load_spec("pk_1cmt_iv"), indometacin1, n_sims=200, seed=7, chains=4, ladder=DEFAULT_LADDER

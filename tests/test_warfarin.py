@@ -16,7 +16,7 @@ import pytest
 from twinbayes import Patient, fit, load_spec
 from twinbayes.dynamics.ode import ode_trajectories
 from twinbayes.dynamics.reference import solve_reference
-from twinbayes.library import data_path
+from twinbayes.inputs.library import data_path
 
 SPEC = load_spec("warfarin_pkpd_turnover")
 TYPICAL = {"ka": 0.9, "tlag": 0.9, "CL": 0.13, "V": 8.0, "PCA0": 95.0, "C50": 1.3, "kout": 0.05}

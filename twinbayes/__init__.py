@@ -3,37 +3,52 @@
 The light parts (specs, patient data, units) import at once; the inference
 parts (PyMC, ArviZ) are imported when first used, so ``twinbayes specs`` and
 ``twinbayes patient`` stay fast.  Importing twinbayes changes nothing process-wide: the
-import-time workarounds of :mod:`twinbayes.import_speed` run only in the processes twinbayes owns
+import-time workarounds of :mod:`twinbayes.fitting.compile.import_speed` run only in the processes twinbayes owns
 (the ``twinbayes`` command and its compile-ahead worker).
 """
 
 from importlib import import_module
 
-from .patient import Patient, PatientDataError
+from .inputs.patient import Patient, PatientDataError
+from .inputs.units import UnitError
 from .spec import ModelSpec, SpecError, load_spec
-from .units import UnitError
 
 __version__ = "0.1.0"
 
 _LAZY = {
-    "fit": "fitting",
-    "Twin": "fitting",
-    "Gate": "diagnostics",
+    "fit": "fitting.twin",
+    "Twin": "fitting.twin",
+    "Gate": "fitting.diagnostics",
     "compare": "comparison",
     "Comparison": "comparison",
-    "average_predictive": "ensemble",
-    "predictive_draws": "ensemble",
-    "Scenario": "scenarios",
-    "Dose": "scenarios",
-    "SeriesChange": "scenarios",
-    "Target": "qoi",
-    "disagreement": "twin_disagreement",
-    "Disagreement": "twin_disagreement",
-    "load_study": "study",
-    "run_study": "pipeline",
-    "simulate_patient": "simulate",
-    "fit_population": "population",
-    "PopulationFit": "population",
+    "average_predictive": "decisions.ensemble",
+    "predictive_draws": "fitting.predictive",
+    "Scenario": "spec.scenarios",
+    "Dose": "spec.scenarios",
+    "SeriesChange": "spec.scenarios",
+    **{
+        name: "spec.qoi"
+        for name in (
+            "Target",
+            "ValueAt",
+            "Cmax",
+            "Tmax",
+            "AUC",
+            "TimeInRange",
+            "TimeAbove",
+            "TimeBelow",
+            "StaysInRange",
+            "Exceeds",
+            "Custom",
+        )
+    },
+    "disagreement": "decisions.twin_disagreement",
+    "Disagreement": "decisions.twin_disagreement",
+    "load_study": "run.study",
+    "run_study": "run.pipeline",
+    "simulate_patient": "model.simulate",
+    "fit_population": "fitting.population",
+    "PopulationFit": "fitting.population",
 }
 
 __all__ = [

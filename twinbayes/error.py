@@ -4,8 +4,8 @@ Every file a user hands twinbayes (spec, study, patient data, FHIR bundle, resul
 untrusted.  Whatever is wrong with it ends as a :class:`TwinbayesError` whose message names the
 file, the field and the fix; the command line prints it and exits with 2, never with a
 traceback.  The specific errors (:class:`~twinbayes.spec.SpecError`,
-:class:`~twinbayes.patient.PatientDataError`, :class:`~twinbayes.results.OutputError`,
-:class:`~twinbayes.units.UnitError`, :class:`ResultsFolderError`) derive from it.
+:class:`~twinbayes.inputs.patient.PatientDataError`, :class:`~twinbayes.output.results.OutputError`,
+:class:`~twinbayes.inputs.units.UnitError`, :class:`ResultsFolderError`) derive from it.
 """
 
 from __future__ import annotations

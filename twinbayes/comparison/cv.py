@@ -1,6 +1,6 @@
 """Exact cross-validation by refits: held-out elpd and K-fold (Vehtari, Gelman & Gabry 2017, sec. 4.1).
 
-Refits go through :class:`~twinbayes.fitting.Refitter`, which compiles the
+Refits go through :class:`~twinbayes.fitting.twin.Refitter`, which compiles the
 twin's weighted model once and changes only 0/1 observation weights.
 """
 
@@ -14,10 +14,10 @@ import numpy as np
 import xarray as xr
 from scipy.special import logsumexp
 
-from ..diagnostics import Gate
-from ..fitting import Refitter, Twin
-from ..ladder import Ladder, Rung
-from ..model import TwinModel
+from ..fitting.diagnostics import Gate
+from ..fitting.ladder import Ladder, Rung
+from ..fitting.twin import Refitter, Twin
+from ..model.twin_model import TwinModel
 
 __all__ = [
     "kfold",

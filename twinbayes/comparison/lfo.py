@@ -15,7 +15,7 @@ with ratios :math:`r_s = \\prod_{j=i^*+1}^{L} p(y_j \\mid \\theta_s)` and refits
 where the Pareto :math:`\\hat k` of those ratios exceeds a threshold (0.7).
 
 Refits reuse the twin's compiled model (0/1 observation weights,
-:class:`~twinbayes.fitting.Refitter`): the doses and the state of the dynamics
+:class:`~twinbayes.fitting.twin.Refitter`): the doses and the state of the dynamics
 across the origin are the full design's, only the likelihood of the future is
 switched off.  A *time point* is one observation time; where several observables
 are measured at one time their log densities are summed (one joint density per
@@ -42,8 +42,8 @@ from arviz_stats.base import array_stats
 from scipy.special import logsumexp
 
 from ..dynamics.design import Design
-from ..fitting import Refitter, Twin
-from ..model import TwinModel
+from ..fitting.twin import Refitter, Twin
+from ..model.twin_model import TwinModel
 from .cv import standard_error
 
 __all__ = ["lfo", "log_forecast_error", "time_points", "point_sums", "weighted_crps"]

@@ -22,7 +22,7 @@ import numpy as np
 import xarray as xr
 from scipy.special import logsumexp
 
-from ..fitting import Refitter, Twin
+from ..fitting.twin import Refitter, Twin
 from .cv import REFIT_LADDER, REFIT_SETTINGS, HeldOutGate, heldout_elpd, kfold, standard_error
 
 __all__ = ["loo", "k_threshold", "pointwise_loglik", "psis_mcse_i"]
@@ -37,7 +37,7 @@ def k_threshold(n_draws: int) -> float:
 
 def pointwise_loglik(twin: Twin) -> xr.DataArray:
     """All observables' log-likelihood stacked on one ``obs`` dimension: (chain, draw, obs)
-    (:meth:`~twinbayes.fitting.Twin.pointwise_log_likelihood`)."""
+    (:meth:`~twinbayes.fitting.twin.Twin.pointwise_log_likelihood`)."""
     return twin.pointwise_log_likelihood()
 
 

@@ -93,7 +93,7 @@ def prior_importance_log_ml(
     ----------
     Kass RE, Raftery AE (1995). Bayes factors. J Am Stat Assoc 90:773-795.
     """
-    from ..model import TwinModel
+    from ..model.twin_model import TwinModel
 
     model, rng = TwinModel.of(spec), np.random.default_rng(seed)
     log_lik = []
@@ -199,7 +199,7 @@ def bma_weights(
 
 def _smc_log_ml(twin, draws: int | None, seed: int) -> tuple[float, float]:
     """A twin's log marginal likelihood and its SE by SMC (:func:`log_marginal_likelihood`)."""
-    from ..model import TwinModel
+    from ..model.twin_model import TwinModel
 
     model = TwinModel.of(twin.spec).pymc_model(twin.design)
     return log_marginal_likelihood(model, draws=draws or 2000, seed=seed)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import norm
 
-from ..fitting import Twin
+from ..fitting.twin import Twin
 
 __all__ = ["duplicate_notes", "selection_bias_note"]
 
@@ -17,7 +17,7 @@ def duplicate_notes(twins: list[Twin], names: list[str], tol: float, seed: int) 
     predictive means are compared in units of the predictive standard
     deviation: ``max_i |m_a,i - m_b,i| / sd_i < tol``.
     """
-    from ..ensemble import predictive_draws
+    from ..fitting.predictive import predictive_draws
 
     pred = [predictive_draws(t, n_draws=2000, seed=seed).values for t in twins]
     notes = []

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import xarray as xr
 
-from ..fitting import Twin
-from ..mc_error import NOT_ESTIMABLE, SHORT, format_mcse
+from ..fitting.mc_error import NOT_ESTIMABLE, SHORT, format_mcse
+from ..fitting.twin import Twin
 from .cv import standard_error
 from .marginal import IMPORTANCE_ESS_MIN, IMPORTANCE_KHAT_MAX, bma_weights
 from .notes import duplicate_notes, selection_bias_note
@@ -59,7 +59,7 @@ class Comparison:
         ``stacking`` (Bayesian-bootstrap stacking weights), ``pseudo_bma``
         (its bootstrap replicates) and ``bayes_stacking`` (posterior draws), each
         ``(replicate, twin)``: the weights' uncertainty, for
-        :func:`~twinbayes.twin_disagreement.disagreement`.
+        :func:`~twinbayes.decisions.twin_disagreement.disagreement`.
     """
 
     table: xr.Dataset
@@ -69,7 +69,7 @@ class Comparison:
     weight_draws: xr.Dataset | None = None
 
     def weight_draws_of(self, method: str = DEFAULT_WEIGHTS) -> dict[str, np.ndarray] | None:
-        """Replicates of the ``method`` weights by twin name (for :func:`~twinbayes.twin_disagreement.disagreement`)."""
+        """Replicates of the ``method`` weights by twin name (for :func:`~twinbayes.decisions.twin_disagreement.disagreement`)."""
         if self.weight_draws is None or method not in self.weight_draws:
             return None
         da = self.weight_draws[method]
@@ -377,7 +377,7 @@ def _interval(row: xr.Dataset, name: str) -> str:
 
 
 def _mcse_cell(mcse: float) -> str:
-    """An elpd's MCSE in the table's narrow column (``n/e``: :data:`~twinbayes.mc_error.NOT_ESTIMABLE`, footnoted)."""
+    """An elpd's MCSE in the table's narrow column (``n/e``: :data:`~twinbayes.fitting.mc_error.NOT_ESTIMABLE`, footnoted)."""
     return format_mcse(mcse, 2, words=SHORT)
 
 
@@ -388,8 +388,8 @@ def elpd_reliable(results: list[xr.Dataset]) -> list[bool]:
 
 def loo_pit_p(twin: Twin) -> float:
     """p-value of the simultaneous LOO-PIT uniformity test of one twin (Säilynoja et al. 2022,
-    :func:`~twinbayes.calibration.pit_uniformity_test`); NaN where it cannot be computed."""
-    from ..calibration import loo_pit, pit_uniformity_test
+    :func:`~twinbayes.fitting.calibration.pit_uniformity_test`); NaN where it cannot be computed."""
+    from ..fitting.calibration import loo_pit, pit_uniformity_test
 
     try:
         return pit_uniformity_test(loo_pit(twin)).p_value

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from ..fitting import Twin
+from ..fitting.twin import Twin
 from .lfo import lfo
 from .loo import loo
 

@@ -6,7 +6,7 @@ future observations weighted 0), weighs the twins by stacking their PSIS-LOO
 densities *of the data so far* and, separately, by stacking their one-step
 forecast densities *of the origins so far* (leave-future-out), and measures how
 much the twins disagree about the next point (the between-twin share of the
-predictive variance, as in :mod:`twinbayes.twin_disagreement`).  The forecast
+predictive variance, as in :mod:`twinbayes.decisions.twin_disagreement`).  The forecast
 densities are exact LFO terms: ``lpd_next`` at origin ``L`` is the exact LFO
 ``elpd_i`` of :func:`~twinbayes.comparison.lfo` with the same seed.
 
@@ -28,10 +28,10 @@ import xarray as xr
 from arviz_stats.base import array_stats
 from scipy.special import logsumexp
 
-from ..fitting import Refitter, Twin
-from ..mixture_variance import between_share
-from ..model import TwinModel
+from ..fitting.twin import Refitter, Twin
+from ..model.twin_model import TwinModel
 from .lfo import time_points
+from .mixture_variance import between_share
 from .weights import pseudo_bma_plus_weights, stacking_weights
 
 __all__ = ["over_time"]
@@ -66,7 +66,7 @@ def over_time(
         ``between_share`` of the next point's variance per ``observable`` and ``weighting``
         (``stacking``, ``pseudo_bma`` or ``equal``: how far the twins themselves disagree,
         whatever their weights), computed from each twin's noise-free mean at the next time
-        point, exactly as :func:`~twinbayes.twin_disagreement.disagreement` computes it from
+        point, exactly as :func:`~twinbayes.decisions.twin_disagreement.disagreement` computes it from
         trajectories.  With a few points stacking often puts all weight on one twin, and
         its share is then 0.
     """
@@ -125,7 +125,7 @@ def over_time(
 
 class _Step(NamedTuple):
     """One twin refitted to the first ``L`` time points: its LOO of them, its forecast of point
-    ``L`` (noise-free means per draw, as :func:`~twinbayes.twin_disagreement.disagreement` uses),
+    ``L`` (noise-free means per draw, as :func:`~twinbayes.decisions.twin_disagreement.disagreement` uses),
     and the refit's gate verdict and largest Pareto k."""
 
     elpd_loo_i: np.ndarray

@@ -3,7 +3,7 @@
 arviz-stats 1.x computes exact leave-one-out refits (``reloo``) through a
 wrapper protocol: select the observations to leave out, sample without them,
 and give the log-likelihood of the held-out ones.  :class:`TwinSamplingWrapper`
-implements it with :class:`~twinbayes.fitting.Refitter` (one compiled model, 0/1
+implements it with :class:`~twinbayes.fitting.twin.Refitter` (one compiled model, 0/1
 observation weights), so ``arviz_stats.reloo(TwinSamplingWrapper(twin))`` and
 :func:`twinbayes.comparison.loo` refit the same way; with the same seeds they give
 the same numbers (tested), which checks our escalation against arviz-stats'.
@@ -20,8 +20,8 @@ import numpy as np
 import xarray as xr
 from arviz_stats.loo.wrapper import SamplingWrapper
 
-from ..fitting import Refitter, Twin
-from ..model import TwinModel
+from ..fitting.twin import Refitter, Twin
+from ..model.twin_model import TwinModel
 from .cv import REFIT_SETTINGS
 from .lfo import point_sums, time_points
 from .loo import pointwise_loglik

@@ -1,5 +1,5 @@
 """From a spec and parameter values to predicted trajectories (the model's observables on top:
-:mod:`twinbayes.prediction`)."""
+:mod:`twinbayes.model.prediction`)."""
 
 from .linear import Doses, state_amounts
 from .reference import solve_reference

@@ -1,7 +1,7 @@
 """What a spec needs from a patient: the :class:`Design` (observation times and values, doses, inputs).
 
 :func:`design_for` matches a patient's data to a spec (observables, routes,
-units, forcing inputs); :class:`~twinbayes.model.TwinModel` evaluates the
+units, forcing inputs); :class:`~twinbayes.model.twin_model.TwinModel` evaluates the
 spec on a design.
 """
 
@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..patient import Patient, PatientDataError
+from ..inputs.patient import Patient, PatientDataError
+from ..inputs.units import UnitError
 from ..spec.model_spec import ModelSpec
-from ..units import UnitError
 from .linear import Doses
 
 __all__ = ["Design", "design_for", "describe_excluded"]

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..error import SpecError
-from ..units import UnitError, parse_unit
+from ..inputs.units import UnitError, parse_unit
 from .errors import ERROR_MODELS, ErrorModel
 from .expr import FUNCTIONS, Expression, ExpressionError, compile_expression
 from .fields import check_keys
@@ -352,7 +352,7 @@ def _parse_model(m: dict) -> dict[str, Any]:
     time_unit = _unit({"unit": m["time_unit"]}, "model.time_unit")
     if parse_unit(time_unit).dims != (("time", 1),):
         raise SpecError("model.time_unit", f"{time_unit!r} is not a time unit (use h, min or d)")
-    from ..names import check_name
+    from ..inputs.names import check_name
 
     return dict(
         name=check_name(m["name"], "model.name", "spec name"),
@@ -807,7 +807,7 @@ def load_spec(source: str | Path, *, text: str | None = None) -> ModelSpec:
     ----------
     source : str or Path
         A path to a ``.toml`` file, or the name of a bundled spec
-        (see :func:`twinbayes.library.list_specs`).
+        (see :func:`twinbayes.inputs.library.list_specs`).
     text : str, optional
         TOML text to parse instead of reading ``source`` (``source`` is then
         only used in error messages).
@@ -820,7 +820,7 @@ def load_spec(source: str | Path, *, text: str | None = None) -> ModelSpec:
     if text is None:
         path = Path(source)
         if not path.exists() and path.suffix != ".toml":
-            from ..library import spec_path
+            from ..inputs.library import spec_path
 
             path = spec_path(str(source))
         text = read_text_file(path, str(source))
@@ -842,7 +842,7 @@ MAX_TEXT_BYTES = 5_000_000
 def read_text_file(path: Path, source: str) -> str:
     """The UTF-8 text of a spec or study file the user named (a regular file of at most
     :data:`MAX_TEXT_BYTES`; devices and FIFOs are refused before reading)."""
-    from ..untrusted import read_file
+    from ..inputs.untrusted import read_file
 
     raw = read_file(
         path,

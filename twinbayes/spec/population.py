@@ -10,7 +10,7 @@ optionally their correlations (``correlation``, default none).  For the twin of 
 deviations are parameters with that prior, written non-centred (Papaspiliopoulos, Roberts &
 Skold 2007, Stat Sci 22:59): standard-normal parameters ``<eta>_z`` and the deviations as
 derived quantities ``eta = L z`` with ``L L^T = Omega`` (Cholesky).  A hierarchical fit of a
-cohort (:func:`twinbayes.population.fit_population`) estimates ``sd`` instead, with the prior
+cohort (:func:`twinbayes.fitting.population.fit_population`) estimates ``sd`` instead, with the prior
 ``sd_prior``, and the spec's ``[parameters]`` become the population's parameters.
 """
 

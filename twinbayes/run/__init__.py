@@ -1,0 +1,2 @@
+"""Running: studies and their pipeline, updates as levels arrive, cohorts, validation, the command line,
+and the work done ahead in the background."""
