@@ -269,7 +269,7 @@ def with_other_weights(record: dict) -> dict:
     }
 
 
-OFFLINE_LEVELS = (0.5, 0.05, 0.01)
+OFFLINE_LEVELS = (0.5, 0.2, 0.1, 0.05, 0.01)
 """Levels of the widening test re-scored from the records (0.5: every fitted rate applied)."""
 
 

@@ -7,6 +7,7 @@ import pkgutil
 import pytest
 
 import twinbayes as tb
+from twinbayes.spec.qoi import __all__ as qoi_names
 
 EXPECTED_KIND = {
     "fit": "function",
@@ -27,21 +28,7 @@ EXPECTED_KIND = {
     "Dose": "class",
     "SeriesChange": "class",
     "Target": "class",
-    **{
-        q: "class"
-        for q in (
-            "ValueAt",
-            "Cmax",
-            "Tmax",
-            "AUC",
-            "TimeInRange",
-            "TimeAbove",
-            "TimeBelow",
-            "StaysInRange",
-            "Exceeds",
-            "Custom",
-        )
-    },
+    **{q: "class" for q in qoi_names},  # Target and the kinds of QoI
     "Disagreement": "class",
     "Patient": "class",
     "ModelSpec": "class",

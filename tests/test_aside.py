@@ -71,3 +71,56 @@ def test_work_aside_is_done_by_the_child_or_else_here(tmp_path):
         "threads False parent",  # another thread alive: no fork
     ]
     assert proc.stderr == ""  # the child's error is not reported from the child
+
+
+NATIVE_THREADS = r"""
+import os, sys
+from pathlib import Path
+import numpy as np
+import twinbayes as tb
+from twinbayes.run.aside import Aside
+
+out, parent = Path(sys.argv[1]), os.getpid()
+patient = tb.Patient.from_csv("bundled:theophylline.csv", subject=1)
+tb.fit(tb.load_spec("pk_1cmt_oral"), patient, seed=1, draws=200, tune=200, progress=False)
+a = np.random.default_rng(0).standard_normal((600, 600))
+
+def work(i):
+    def fn():
+        b = a @ a  # BLAS in the child, after the parent's BLAS threads ran
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        fig, ax = plt.subplots()
+        ax.plot(b[0, :50])
+        fig.savefig(out / f"{i}.png")
+        plt.close(fig)
+        (out / f"{i}.txt").write_text("child" if os.getpid() != parent else "parent")
+    return fn
+
+native = []
+for i in range(12):
+    a @ a  # wake the BLAS pool right before the fork
+    native.append(len(os.listdir("/proc/self/task")))
+    with Aside(work(i), timeout=30.0) as aside:
+        forked = aside.forked
+        aside.wait()
+    print(i, forked, (out / f"{i}.txt").read_text())
+print("native threads at fork", min(native))
+"""
+
+
+def test_a_fork_with_nutpie_and_blas_threads_alive_finishes_in_the_child(tmp_path):
+    """Aside's children are made while native threads live (nutpie's sampler after a fit, the BLAS
+    pool just used): twelve forks in a row each finish their work in the child (a child stuck on
+    a lock a native thread held at the fork would run out its timeout and the work be done here)."""
+    proc = subprocess.run(
+        [sys.executable, "-c", NATIVE_THREADS, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[:12] == [f"{i} True child" for i in range(12)]
+    assert int(lines[12].rsplit(" ", 1)[1]) > 1  # the process had native threads at each fork

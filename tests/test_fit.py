@@ -207,7 +207,15 @@ def recovery(spec_name: str, seed: int, level: float = 0.95, **settings) -> dict
     return out | {"gate": bool(twin.converged)}
 
 
-@pytest.mark.parametrize("spec_name", ["pk_1cmt_oral", "glucose_minimal", "windkessel3"])
+@pytest.mark.parametrize(
+    "spec_name",
+    [
+        "pk_1cmt_oral",
+        # fitted in the default run by test_disagreement and test_forced_scenarios on real data
+        pytest.param("glucose_minimal", marks=pytest.mark.slow),
+        "windkessel3",  # the default run's only Windkessel fit
+    ],
+)
 def test_recovery_one_seed(spec_name):
     """Smoke test of recovery (one seed, 99 % intervals); the calibrated 10-seed studies are marked slow."""
     covered = recovery(spec_name, seed=0, level=0.99, draws=1000)

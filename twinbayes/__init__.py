@@ -12,6 +12,7 @@ from importlib import import_module
 from .inputs.patient import Patient, PatientDataError
 from .inputs.units import UnitError
 from .spec import ModelSpec, SpecError, load_spec
+from .spec.qoi import __all__ as _QOI_NAMES
 
 __version__ = "0.1.0"
 
@@ -26,22 +27,7 @@ _LAZY = {
     "Scenario": "spec.scenarios",
     "Dose": "spec.scenarios",
     "SeriesChange": "spec.scenarios",
-    **{
-        name: "spec.qoi"
-        for name in (
-            "Target",
-            "ValueAt",
-            "Cmax",
-            "Tmax",
-            "AUC",
-            "TimeInRange",
-            "TimeAbove",
-            "TimeBelow",
-            "StaysInRange",
-            "Exceeds",
-            "Custom",
-        )
-    },
+    **{name: "spec.qoi" for name in _QOI_NAMES},  # Target and every kind of QoI
     "disagreement": "decisions.twin_disagreement",
     "Disagreement": "decisions.twin_disagreement",
     "load_study": "run.study",

@@ -211,8 +211,8 @@ class Disagreement:
         unit = self.data.attrs.get("time_unit", "")
         lines = [
             f"forward widening: {name}'s forecasts of this patient's later levels missed by more "
-            f"than it expected; its predictions after t = {r['since']:g} {unit} are widened by "
-            f"log SD sqrt({r['rate']:.3g} x time past it)"
+            f"than it expected (likelihood ratio {r.get('lr') or 0:.3g}); its predictions after "
+            f"t = {r['since']:g} {unit} are widened by log SD sqrt({r['rate']:.3g} x time past it)"
             for name, r in found.items()
             if r["rate"]
         ]
@@ -223,8 +223,13 @@ class Disagreement:
             return "forward widening: too few levels to check any twin's forecasts; not widened"
         return (
             "forward widening: no twin's forecasts of this patient's later levels (up to "
-            f"{max(checked):.3g} {unit} ahead) missed by more than it expected; not widened"
+            f"{max(checked):.3g} {unit} ahead) missed clearly more than it expected (the "
+            f"likelihood-ratio test at {self._forward_level():g}); not widened"
         )
+
+    def _forward_level(self) -> float:
+        """The level of the widening test as recorded (0.05 for records before it was)."""
+        return float(json.loads(self.data.attrs.get("forward") or "{}").get("level", 0.05))
 
     def exclusion_note(self) -> str:
         """What the ensemble leaves out, to print next to every share (empty when nothing is)."""

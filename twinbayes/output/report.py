@@ -166,7 +166,7 @@ def _extrapolation(
             f"more than they expected: {', '.join(widened)}."
         )
     elif found:
-        line += " No twin's forecasts of later levels missed by more than it expected."
+        line += " No twin's forecasts of later levels missed clearly more than it expected."
     return [line]
 
 
