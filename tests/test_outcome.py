@@ -172,14 +172,15 @@ def test_scenarios_are_not_simulated_for_twins_that_cannot_get_weight(tmp_path, 
     simulated = []
     monkeypatch.setattr(pipeline, "simulate", lambda twins, *a, **k: simulated.append(twins))
     failed = [SimpleNamespace(converged=False, name=n) for n in ("a", "b")]
-    assert pipeline._simulate(failed, study, quiet=True) is None and not simulated
-    skipped = []
-    assert pipeline._scenarios(failed, None, None, study, skipped, True, None) is None
+    run = pipeline.Run(study, quiet=True)
+    assert pipeline._simulate(run, failed) is None and not simulated
+    assert pipeline._scenarios(run, failed, None, None, None) is None
+    skipped = run.skipped
     assert skipped == [
         "scenarios skipped: no twin has ensemble weight (none passed its convergence gate)"
     ]
     passed = [SimpleNamespace(converged=True, name="c"), *failed]
-    pipeline._simulate(passed, study, quiet=True)
+    pipeline._simulate(run, passed)
     opted_in = replace(study, comparison={**study.comparison, "include_unconverged": True})
-    pipeline._simulate(failed, opted_in, quiet=True)
+    pipeline._simulate(pipeline.Run(opted_in, quiet=True), failed)
     assert simulated == [passed, failed]

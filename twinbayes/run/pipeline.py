@@ -9,6 +9,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from enum import IntEnum
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -113,6 +114,53 @@ def _say(message: str, quiet: bool) -> None:
         print(message, flush=True)
 
 
+@dataclass
+class Run:
+    """One run of a study: what it was asked, where it writes, what it skipped; each stage takes it.
+
+    Attributes
+    ----------
+    study : Study
+    folder : ResultsFolder or None
+        Where the run writes (``None``: nothing is written).
+    progress, figures, quiet : bool
+        Progress bars, figures, console output.
+    command : list of str or None
+        The command line recorded in ``provenance.json`` (default ``sys.argv``).
+    watch : Stopwatch
+        Seconds per stage.
+    skipped : list of str
+        What the run could not do, and why (the outcome's reasons).
+    """
+
+    study: Study
+    folder: ResultsFolder | None = None
+    progress: bool = True
+    figures: bool = True
+    quiet: bool = False
+    command: list[str] | None = None
+    watch: Stopwatch = field(default_factory=Stopwatch)
+    skipped: list[str] = field(default_factory=list)
+
+    def say(self, message: str) -> None:
+        _say(message, self.quiet)
+
+
+class Found(NamedTuple):
+    """What a run found, as it is written: twins (fitted or failed), comparison, scenarios,
+    weights and how the run ended."""
+
+    twins: list
+    comparison: Comparison | None
+    result: Disagreement | None
+    weights: dict[str, float] | None
+    outcome: Outcome
+
+    @property
+    def fitted(self) -> list[Twin]:
+        return [t for t in self.twins if isinstance(t, Twin)]  # a FailedFit has no posterior
+
+
 def run_study(
     study: Study,
     out: str | Path | None = None,
@@ -136,70 +184,24 @@ def run_study(
     (earlier runs) in the folder's ``history.json``.
     """
     folder = ResultsFolder.create(Path(out), force=force) if out is not None else None
-    watch = Stopwatch()
+    run = Run(study, folder, progress, figures, quiet, command)
     try:
-        patient, specs = _prepare(study, quiet, patient)
-        skipped: list[str] = []
-        with (
-            ScoreAhead(_scoring(study, len(specs))) as ahead,
-            Ahead(_simulation(study), name="twinbayes-simulate") as simulating,
-        ):
-            with watch("fits"):
-                twins = _fit_all(
-                    specs, patient, study, folder, progress, quiet, (ahead, simulating)
-                )
-            fitted = [t for t in twins if isinstance(t, Twin)]  # a FailedFit has no posterior
-            watch.add_fit_parts(fitted)
-            _say("\n" + summary_table(fitted) + "\n", quiet)
-            if folder and figures:  # while the last twin's scenarios and refits run
-                with watch("figures"), folder.writing():
-                    _twin_figures(folder, fitted)
-            with watch("scenarios"):
-                simulated = _simulate(fitted, study, quiet, simulating)
-            with watch("compare"):
-                comparison = _compare(fitted, study, skipped, quiet, ahead)
-        weights = _weights(fitted, comparison, study)
-        with watch("scenarios"):
-            result = _scenarios(fitted, weights, comparison, study, skipped, quiet, simulated)
-        if _no_twin_fits(twins, weights):
-            _say(
-                "warning: no twin fits this patient's data (every twin with weight failed a "
-                "misfit check): no twin supports the answer",
-                quiet,
-            )
-        outcome = Outcome.of(twins, skipped)
-        if outcome is not Outcome.OK:
-            _say(
-                f"outcome: {outcome.name} (exit code {outcome.value}); "
-                + "; ".join(skipped or _gate_failures(twins)),
-                quiet,
-            )
+        patient, specs = _prepare(run, patient)
+        found = _answer(run, patient, specs)
         if folder:
             with folder.writing():
-                _write_history(folder, patient, fitted, comparison, result, history, figures)
-                _write(
-                    folder,
-                    twins,
-                    comparison,
-                    result,
-                    weights,
-                    study,
-                    figures,
-                    command,
-                    skipped,
-                    outcome,
-                    watch,
-                )
-            _say(f"results written to {folder.path} (open {folder.path / 'report.html'})", quiet)
-        _say(f"time: {watch}", quiet)
+                _write_history(run, patient, found, history)
+                _write(run, found)
+            run.say(f"results written to {folder.path} (open {folder.path / 'report.html'})")
+        run.say(f"time: {run.watch}")
         return StudyResult(
             study,
-            twins,
-            comparison,
-            result,
+            found.twins,
+            found.comparison,
+            found.result,
             folder.path if folder else None,
-            skipped,
-            watch.seconds,
+            run.skipped,
+            run.watch.seconds,
         )
     except BaseException:
         if folder:
@@ -207,8 +209,45 @@ def run_study(
         raise
 
 
-def _prepare(study: Study, quiet: bool, patient: Patient | None) -> tuple[Patient, list]:
+def _answer(run: Run, patient: Patient, specs: list) -> Found:
+    """Fit every twin (scoring and simulating each while the next fits), compare, weigh, decide."""
+    watch, study = run.watch, run.study
+    with (
+        ScoreAhead(_scoring(study, len(specs))) as ahead,
+        Ahead(_simulation(study), name="twinbayes-simulate") as simulating,
+    ):
+        with watch("fits"):
+            twins = _fit_all(run, specs, patient, (ahead, simulating))
+        fitted = [t for t in twins if isinstance(t, Twin)]
+        watch.add_fit_parts(fitted)
+        run.say("\n" + summary_table(fitted) + "\n")
+        if run.folder and run.figures:  # while the last twin's scenarios and refits run
+            with watch("figures"), run.folder.writing():
+                _twin_figures(run.folder, fitted)
+        with watch("scenarios"):
+            simulated = _simulate(run, fitted, simulating)
+        with watch("compare"):
+            comparison = _compare(run, fitted, ahead)
+    weights = _weights(fitted, comparison, study)
+    with watch("scenarios"):
+        result = _scenarios(run, fitted, weights, comparison, simulated)
+    if _no_twin_fits(twins, weights):
+        run.say(
+            "warning: no twin fits this patient's data (every twin with weight failed a "
+            "misfit check): no twin supports the answer"
+        )
+    outcome = Outcome.of(twins, run.skipped)
+    if outcome is not Outcome.OK:
+        run.say(
+            f"outcome: {outcome.name} (exit code {outcome.value}); "
+            + "; ".join(run.skipped or _gate_failures(twins))
+        )
+    return Found(twins, comparison, result, weights, outcome)
+
+
+def _prepare(run: Run, patient: Patient | None) -> tuple[Patient, list]:
     """The patient and the specs, with everything checked that can be checked before any fit."""
+    study = run.study
     if patient is None:
         patient = study.load_patient()
     if study.keep_identifiers:
@@ -220,9 +259,8 @@ def _prepare(study: Study, quiet: bool, patient: Patient | None) -> tuple[Patien
     for spec in specs:
         design = design_for(spec, patient)  # observables, routes and covariates every twin needs
         _check_scenario_forcing(study, spec, design)
-    _say(
-        f"study {study.name}: {len(specs)} twin(s) of patient {patient.label!r} ({study.data.name})",
-        quiet,
+    run.say(
+        f"study {study.name}: {len(specs)} twin(s) of patient {patient.label!r} ({study.data.name})"
     )
     return patient, specs
 
@@ -311,15 +349,15 @@ def _check_scenario_forcing(study: Study, spec, design) -> None:
             ) from None
 
 
-def _fit_all(specs, patient, study, folder, progress, quiet, aheads) -> list[Twin | FailedFit]:
+def _fit_all(run: Run, specs: list, patient: Patient, aheads) -> list[Twin | FailedFit]:
     """Every twin in turn, the later ones compiled ahead in a second process (nutpie only),
     each fitted twin handed to each of ``aheads`` (:class:`Ahead`: its score, its scenarios)."""
-    nutpie = (study.sampler.get("sampler") or default_sampler()) == "nutpie"
+    nutpie = (run.study.sampler.get("sampler") or default_sampler()) == "nutpie"
     twins = []
-    with CompileAhead(list(study.specs), patient, enabled=nutpie) as compiling:
+    with CompileAhead(list(run.study.specs), patient, enabled=nutpie) as compiling:
         for i, spec in enumerate(specs, 1):
             compiling.wait(i)
-            twins.append(_fit_one(i, len(specs), spec, patient, study, folder, progress, quiet))
+            twins.append(_fit_one(run, i, len(specs), spec, patient))
             if isinstance(twins[-1], Twin):
                 for ahead in aheads:
                     ahead.submit(twins[-1])
@@ -340,34 +378,33 @@ def fit_for_study(study: Study, i: int, spec, patient: Patient, progress: bool =
     )
 
 
-def _fit_one(i, n, spec, patient, study, folder, progress, quiet) -> Twin | FailedFit:
+def _fit_one(run: Run, i: int, n: int, spec, patient: Patient) -> Twin | FailedFit:
     """Fit twin ``i`` of ``n`` (seed ``study.seed + i``), say how it went, write it.
 
     A fit that cannot run at all (no finite initial point, a failing solver or
     sampler) is a :class:`FailedFit` with its cause: reported, given no weight,
     and the other twins go on.
     """
-    _say(f"[{i}/{n}] fitting {spec.name} ({spec.title}) ...", quiet)
+    run.say(f"[{i}/{n}] fitting {spec.name} ({spec.title}) ...")
     t0 = time.perf_counter()
     try:
-        twin = fit_for_study(study, i, spec, patient, progress)
+        twin = fit_for_study(run.study, i, spec, patient, run.progress)
     except (FitError, OdeError) as exc:
-        _say(
-            f"      FAILED after {time.perf_counter() - t0:.1f} s: {exc}; this twin gets no weight",
-            quiet,
+        run.say(
+            f"      FAILED after {time.perf_counter() - t0:.1f} s: {exc}; this twin gets no weight"
         )
         return FailedFit(spec, patient, str(exc))
-    _say(f"      {time.perf_counter() - t0:.1f} s; {twin.diagnostics}", quiet)
+    run.say(f"      {time.perf_counter() - t0:.1f} s; {twin.diagnostics}")
     if twin.sensitivity is not None:
-        _say(f"      {twin.sensitivity}", quiet)
+        run.say(f"      {twin.sensitivity}")
     for line in twin.warnings:
-        _say(f"      warning: {line}", quiet)
-    _say_ladder(twin, quiet)
+        run.say(f"      warning: {line}")
+    _say_ladder(twin, run.quiet)
     if twin.excluded:
-        _say(f"      {describe_excluded(twin.spec, twin.excluded)}", quiet)
-    if folder:
-        with folder.writing():
-            folder.write_twin(twin, background=True)
+        run.say(f"      {describe_excluded(twin.spec, twin.excluded)}")
+    if run.folder:
+        with run.folder.writing():
+            run.folder.write_twin(twin, background=True)
     return twin
 
 
@@ -398,15 +435,13 @@ def _scoring(study: Study, n_twins: int) -> Scoring | None:
     return Scoring.of(_comparison_settings(study)) if n_twins >= 2 else None
 
 
-def _compare(
-    twins: list[Twin], study: Study, skipped: list[str], quiet: bool, ahead: ScoreAhead
-) -> Comparison | None:
+def _compare(run: Run, twins: list[Twin], ahead: ScoreAhead) -> Comparison | None:
     """The comparison of two or more twins (``None``, with the reason in ``skipped``, when it cannot run),
     with the scores ``ahead`` computed while the twins were fitting."""
     if len(twins) < 2:
         return None
-    c = study.comparison
-    _say(
+    study, c = run.study, run.study.comparison
+    run.say(
         "comparing the twins out of sample "
         + (
             "(PSIS-LOO; exact refits where Pareto k is high) ..."
@@ -414,16 +449,15 @@ def _compare(
             else "(PSIS-LOO, no refits: high Pareto k is flagged) ..."
             if c["cv"] == "loo"
             else f"(leave-future-out, {c['lfo_horizon']}-step forecasts from {c['lfo_min_points']} time points) ..."
-        ),
-        quiet,
+        )
     )
     try:
         comparison = compare(twins, **_comparison_settings(study), scores=ahead.scores(twins))
     except ValueError as exc:  # e.g. no twin passed its gate
-        skipped.append(f"comparison skipped: {exc}")
-        _say(skipped[-1], quiet)
+        run.skipped.append(f"comparison skipped: {exc}")
+        run.say(run.skipped[-1])
         return None
-    _say(str(comparison), quiet)
+    run.say(str(comparison))
     return comparison
 
 
@@ -432,15 +466,14 @@ def _simulation(study: Study) -> Callable[[Twin], TwinScenarios] | None:
     return twin_simulation(**_scenario_study(study)) if study.scenarios else None
 
 
-def _simulate(
-    twins: list[Twin], study: Study, quiet: bool, ahead: Ahead | None = None
-) -> Simulated | None:
+def _simulate(run: Run, twins: list[Twin], ahead: Ahead | None = None) -> Simulated | None:
     """The scenarios under every twin (``None`` when there are none, or no twin can get weight),
     from each twin's simulated ``ahead`` while the next ones were fitted (default: here)."""
+    study = run.study
     may_weigh = study.comparison["include_unconverged"] or any(t.converged for t in twins)
     if not study.scenarios or not may_weigh:
         return None
-    _say(f"simulating {len(study.scenarios)} scenario(s) under every twin ...", quiet)
+    run.say(f"simulating {len(study.scenarios)} scenario(s) under every twin ...")
     per_twin = ahead.results(twins) if ahead is not None else None
     return simulate(twins, **_scenario_study(study), per_twin=per_twin)
 
@@ -459,18 +492,17 @@ def _scenario_study(study: Study) -> dict:
     )
 
 
-def _scenarios(
-    twins, weights, comparison, study: Study, skipped: list[str], quiet: bool, simulated
-) -> Disagreement | None:
+def _scenarios(run: Run, twins, weights, comparison, simulated) -> Disagreement | None:
     """The scenario study under every twin and the ensemble (``None`` when none was asked for or
     possible), from the twins' ``simulated`` scenarios (``None``: simulated here)."""
+    study = run.study
     if not study.scenarios:
         return None
     if not weights:
-        skipped.append(
+        run.skipped.append(
             "scenarios skipped: no twin has ensemble weight (none passed its convergence gate)"
         )
-        _say(skipped[-1], quiet)
+        run.say(run.skipped[-1])
         return None
     result = disagreement(
         twins,
@@ -482,7 +514,7 @@ def _scenarios(
         else comparison.weight_draws_of(study.comparison["weights"]),
         simulated=simulated,
     )
-    _say(str(result), quiet)
+    run.say(str(result))
     return result
 
 
@@ -502,9 +534,7 @@ def _unreliable(comparison) -> list[str]:
     return [str(n) for n, ok in zip(t.twin.values, t.elpd_reliable.values) if not bool(ok)]
 
 
-def _write(
-    folder, twins, comparison, result, weights, study, figures, command, skipped, outcome, watch
-) -> None:
+def _write(run: Run, found: Found) -> None:
     """Everything after the fits into the staging folder, then the atomic commit.
 
     The weighted figures are drawn in two forked children (:class:`~twinbayes.run.aside.Aside`,
@@ -512,28 +542,20 @@ def _write(
     """
     from ..output.report import write_report
 
+    folder, watch = run.folder, run.watch
     with watch("files"):
         folder.finish_writes()  # the twins' files, written while later twins fitted
-    batches = _figures(folder, twins, comparison, result, weights, study) if figures else []
+    batches = _figures(run, found) if run.figures else []
     with ExitStack() as stack:
         drawing = [stack.enter_context(Aside(batch)) for batch in batches]
         with watch("files"):
-            if comparison is not None:
-                folder.write_comparison(comparison)
-            if result is not None:
-                folder.write_disagreement(result)
-        folder.write_study(study)
+            if found.comparison is not None:
+                folder.write_comparison(found.comparison)
+            if found.result is not None:
+                folder.write_disagreement(found.result)
+        folder.write_study(run.study)
         folder.write_metadata(
-            twins,
-            command=command or sys.argv,
-            outcome={
-                "code": int(outcome),
-                "name": outcome.name,
-                "skipped": skipped,
-                "unreliable_weights": _unreliable(comparison),
-                "no_twin_fits": _no_twin_fits(twins, weights),
-                "forward_widening": _forward_summary(result),
-            },
+            found.twins, command=run.command or sys.argv, outcome=_outcome(run, found)
         )
         if drawing:
             with watch("figures"):
@@ -542,6 +564,18 @@ def _write(
     with watch("report"):
         write_report(folder.staging, folder.written)
     folder.commit()
+
+
+def _outcome(run: Run, found: Found) -> dict:
+    """How the run ended, as ``summary.json`` records it."""
+    return {
+        "code": int(found.outcome),
+        "name": found.outcome.name,
+        "skipped": run.skipped,
+        "unreliable_weights": _unreliable(found.comparison),
+        "no_twin_fits": _no_twin_fits(found.twins, found.weights),
+        "forward_widening": _forward_summary(found.result),
+    }
 
 
 def _forward_summary(result: Disagreement | None) -> dict | None:
@@ -554,12 +588,16 @@ def _forward_summary(result: Disagreement | None) -> dict | None:
     return {name: {k: r[k] for k in keep} for name, r in found.items()}
 
 
-def _write_history(folder, patient, twins, comparison, result, history, figures) -> None:
+def _write_history(run: Run, patient: Patient, found: Found, history: list[dict] | None) -> None:
     """The patient's data so far and the history with this run appended (and its figure from two runs on)."""
+    folder = run.folder
     folder.write_patient(patient)
-    entries = [*(history or []), history_entry(patient, twins, comparison, result)]
+    entries = [
+        *(history or []),
+        history_entry(patient, found.fitted, found.comparison, found.result),
+    ]
     folder.write_history(entries)
-    if figures and len(entries) > 1:
+    if run.figures and len(entries) > 1:
         from ..output.plots import plot_history
 
         plot_history(entries, folder.figure_path("history"))
@@ -596,8 +634,10 @@ def _weights(twins, comparison, study) -> dict[str, float] | None:
     }
 
 
-def _figures(folder, twins, comparison, result, weights, study) -> list[Callable[[], None]]:
+def _figures(run: Run, found: Found) -> list[Callable[[], None]]:
     """The weighted figures, in two batches of about equal work (drawn side by side)."""
+    folder, study = run.folder, run.study
+    comparison, result, weights = found.comparison, found.result, found.weights
     from ..output.plots import (
         plot_average,
         plot_decision_table,
@@ -608,8 +648,7 @@ def _figures(folder, twins, comparison, result, weights, study) -> list[Callable
 
     def average_and_decisions() -> None:
         if comparison is not None and weights:
-            fitted = [t for t in twins if isinstance(t, Twin)]
-            plot_average(fitted, weights, folder.figure_path("average"))
+            plot_average(found.fitted, weights, folder.figure_path("average"))
         for i, target in enumerate(result.data.target.values if result is not None else ()):
             name = decision_figure_name(i).removesuffix(".png")
             plot_decision_table(result, str(target), path=folder.figure_path(name))
