@@ -46,7 +46,7 @@ import numpy as np
 from twinbayes import Patient, load_spec
 from twinbayes.fitting.compile.compiled_model import compile_model
 from twinbayes.dynamics.design import design_for
-from twinbayes.model.twin_model import TwinModel
+from twinbayes.model.twin_model import TwinModel, ieee_numerics
 spec = load_spec("pk_1cmt_oral")
 design = design_for(spec, Patient.from_csv("bundled:theophylline.csv", subject="1"))
 model = TwinModel.of(spec).pymc_model(design, weighted=True)
@@ -54,7 +54,9 @@ weights = np.ones(design.n_obs)
 weights[2] = 0.0
 ours = compile_model(model)
 draws = {}
-for label, compiled in (("ours", ours), ("nutpie", nutpie.compile_pymc_model(model, default_initialization_strategy="prior", jitter_rvs=set()))):
+with ieee_numerics():  # nutpie's own compilation under the numerics twinbayes compiles with
+    theirs = nutpie.compile_pymc_model(model, default_initialization_strategy="prior", jitter_rvs=set())
+for label, compiled in (("ours", ours), ("nutpie", theirs)):
     idata = nutpie.sample(compiled.with_data(obs_weight=weights), draws=100, tune=100, chains=2,
                           seed=5, progress_bar=False)
     draws[label] = {v: idata.posterior[v].values.ravel().tolist() for v in idata.posterior.data_vars}

@@ -98,14 +98,15 @@ from twinbayes import Patient, load_spec
 from twinbayes.fitting.compile import graph_cache
 from twinbayes.fitting.compile.compiled_model import _compile_model, compile_model
 from twinbayes.dynamics.design import design_for
-from twinbayes.model.twin_model import TwinModel
+from twinbayes.model.twin_model import TwinModel, ieee_numerics
 spec = load_spec("pk_1cmt_oral")
 design = design_for(spec, Patient.from_csv("bundled:theophylline.csv", subject="1"))
 model = TwinModel.of(spec).pymc_model(design, weighted=True)
 if sys.argv[1] == "cached":  # the rewritten graphs from disk (no model records: see test_model_records)
     compiled = compile_model(model, from_records=False)
 else:
-    compiled, _ = _compile_model(model)
+    with ieee_numerics():  # as compile_model compiles
+        compiled, _ = _compile_model(model)
 idata = nutpie.sample(compiled, draws=100, tune=100, chains=2, seed=5, progress_bar=False)
 draws = {v: idata.posterior[v].values.ravel().tolist() for v in idata.posterior.data_vars}
 print(json.dumps({"stats": graph_cache.STATS, "draws": draws}))

@@ -98,3 +98,22 @@ def test_importing_twinbayes_leaves_lazy_loader_alone():
         "print(lazy_loader.load is original)\n"
     )
     assert _run(code).split() == ["True", "lazy_loader", "False"]
+
+
+def test_a_fit_leaves_the_process_fast_math_setting_as_it_was():
+    """Issue 37: IEEE numerics (no fast-math) hold inside twinbayes' compilations only
+    (:func:`~twinbayes.model.twin_model.ieee_numerics`); a fit leaves PyTensor's process-wide
+    setting as the user had it, whichever it was, and that setting changes no draw."""
+    code = (
+        "import hashlib, pytensor, twinbayes as tb\n"
+        "patient = tb.Patient.from_csv('bundled:theophylline.csv', subject=1)\n"
+        "for setting in (True, False):\n"
+        "    pytensor.config.numba__fastmath = setting\n"
+        "    twin = tb.fit(tb.load_spec('pk_1cmt_oral'), patient, seed=1, draws=100, tune=100,\n"
+        "                  progress=False)\n"
+        "    draws = twin.idata['posterior']['CL'].values.tobytes()\n"
+        "    print(pytensor.config.numba__fastmath is setting, hashlib.sha256(draws).hexdigest())\n"
+    )
+    (a, digest_a), (b, digest_b) = (line.split() for line in _run(code).splitlines())
+    assert a == b == "True"
+    assert digest_a == digest_b

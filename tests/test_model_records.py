@@ -27,7 +27,7 @@ from twinbayes.fitting.compile import graph_cache
 from twinbayes.fitting.compile import model_records
 from twinbayes.fitting.compile.compiled_model import compile_model
 from twinbayes.dynamics.design import design_for
-from twinbayes.model.twin_model import TwinModel
+from twinbayes.model.twin_model import TwinModel, ieee_numerics
 if sys.argv[1] == "tiny":  # compiles in seconds on an empty cache
     import numpy as np
     import pymc as pm
@@ -53,7 +53,8 @@ else:
     n_obs = design.n_obs
 compiled = compile_model(model)
 draws = {}
-against = [("nutpie", nutpie.compile_pymc_model(model, default_initialization_strategy="prior", jitter_rvs=set()))] if sys.argv[2] == "nutpie" else []
+with ieee_numerics():  # nutpie's own compilation under the numerics twinbayes compiles with
+    against = [("nutpie", nutpie.compile_pymc_model(model, default_initialization_strategy="prior", jitter_rvs=set()))] if sys.argv[2] == "nutpie" else []
 for label, c in [("ours", compiled), *against]:
     weighted = c.with_data(obs_weight=[1.0] * n_obs)
     idata = nutpie.sample(weighted, draws=100, tune=100, chains=2, seed=5, progress_bar=False)

@@ -145,7 +145,9 @@ def log_marginal_likelihood(
     """
     import pymc as pm
 
-    with model:
+    from ..model.twin_model import ieee_numerics
+
+    with model, ieee_numerics():
         tr = pm.sample_smc(draws=draws, chains=chains, random_seed=seed, progressbar=False, cores=1)
     stages = tr["sample_stats"]["log_marginal_likelihood"].values.reshape(chains, -1)
     per_chain = np.array([_final_stage(row) for row in stages])

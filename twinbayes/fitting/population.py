@@ -32,7 +32,7 @@ import numpy as np
 
 from ..dynamics.design import Design, design_for
 from ..inputs.patient import Patient
-from ..model.twin_model import TwinModel, ieee_numerics
+from ..model.twin_model import TwinModel
 from ..spec.expr import PYTENSOR
 from ..spec.model_spec import ModelSpec, SpecError, load_spec
 from .diagnostics import Diagnostics, Gate
@@ -246,7 +246,6 @@ def population_model(spec: ModelSpec, designs: list[Design], subjects: list[str]
     import pymc as pm
     import pytensor.tensor as pt
 
-    ieee_numerics()
     pop = spec.population
     cohort = _cohort_spec(spec)
     twin = TwinModel.of(cohort)

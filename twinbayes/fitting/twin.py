@@ -23,7 +23,7 @@ import xarray as xr
 
 from ..dynamics.design import Design, describe_excluded, design_for
 from ..inputs.patient import Patient
-from ..model.twin_model import TwinModel, obs_dim, patient_data
+from ..model.twin_model import TwinModel, ieee_numerics, obs_dim, patient_data
 from ..spec.model_spec import ModelSpec
 from .compile import graph_cache
 from .compile.compiled_model import compile_model, guard_starts, sample_nuts
@@ -571,7 +571,7 @@ class _Nuts:
                 coords={obs_dim(n): np.arange(len(y)) for n, y in values.items()},
             )
             return idata
-        with self.model:
+        with self.model, ieee_numerics():
             t0 = time.perf_counter()
             step = pm.NUTS(  # compiles the logp and gradient
                 target_accept=s["target_accept"],

@@ -22,7 +22,8 @@ and return arrays with the draws axis first, ``(S, n_times)``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,8 +42,9 @@ Moments = dict[str, tuple[ErrorModel, np.ndarray, np.ndarray]]
 """Observable -> (error model, mean, residual SD), each ``(S, n_times)``."""
 
 
-def ieee_numerics() -> None:
-    """Compile log densities with IEEE floating point: no fast-math.
+@contextmanager
+def ieee_numerics() -> Iterator[None]:
+    """Compile log densities with IEEE floating point inside this block: no fast-math.
 
     PyTensor's Numba backend compiles with LLVM fast-math flags by default
     (reassociation, contraction into fused multiply-adds).  Then the code
@@ -53,10 +55,16 @@ def ieee_numerics() -> None:
     operations, so the cache cannot change a number.  PyTensor keys its cache
     on this flag, so no fast-math kernel is ever loaded.  Cost: see
     ``docs/benchmarks.md`` (ESS/s before and after).
+
+    The flag is changed only inside the block (``pytensor.config.change_flags``), around
+    every compilation twinbayes makes (nutpie's and the initial point's in
+    :func:`~twinbayes.fitting.compile.compiled_model.compile_model`, PyMC's NUTS, SMC): the
+    process's own setting is left as it was.
     """
     import pytensor
 
-    pytensor.config.numba__fastmath = False
+    with pytensor.config.change_flags(numba__fastmath=False):
+        yield
 
 
 def obs_dim(name: str) -> str:
@@ -202,7 +210,6 @@ class TwinModel:
         import pymc as pm
         import pytensor.tensor as pt
 
-        ieee_numerics()
         self.check_data(design)
         coords = (
             {} if weighted else {obs_dim(n): np.arange(len(t)) for n, t in design.times.items()}

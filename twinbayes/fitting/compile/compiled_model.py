@@ -33,6 +33,7 @@ from numba.core import types
 from numba.core.ccallback import CFunc
 from numba.extending import intrinsic
 
+from ...model.twin_model import ieee_numerics
 from . import model_records
 from .graph_cache import rewrites_cached
 from .model_records import ModelRecord
@@ -218,6 +219,12 @@ def compile_model(model, *, from_records: bool = True) -> Any:
         ``None``: nutpie samples through the callbacks).  With the private speed-ups off
         (:mod:`twinbayes.fitting.compile.speed`), ``nutpie.compile_pymc_model``'s own, the same draws.
     """
+    with ieee_numerics():  # scoped: the process's own fast-math setting is left as it was
+        return _compiled(model, from_records)
+
+
+def _compiled(model, from_records: bool) -> Any:
+    """:func:`compile_model` under IEEE numerics."""
     if (
         not private_speedups()
     ):  # the public path (twinbayes.fitting.compile.speed): nutpie's own compilation
