@@ -242,6 +242,11 @@ def likelihood_ratio(
 
     ``\\ell`` the log likelihood of :func:`fit_rate`.  NaN where no forecast is usable."""
     blocks, _ = _usable_blocks(errors, cov, horizons, origins)
+    return _ratio(blocks, rate)
+
+
+def _ratio(blocks, rate: float) -> float:
+    """:func:`likelihood_ratio` of the usable forecasts' ``blocks`` (None: NaN)."""
     if blocks is None or not np.isfinite(rate):
         return np.nan
     return max(2.0 * (_minus_loglik(0.0, blocks) - _minus_loglik(rate, blocks)), 0.0)
@@ -266,9 +271,9 @@ def discrepancy_of(
     horizons = forecasts["forecast_ahead"].values
     errors = forecasts["forecast_error"].values
     origins = forecasts["forecast_origin_index"].values
-    cov = forecasts["forecast_cov"].values
-    fitted = fit_rate(errors, cov, horizons, origins)
-    lr = likelihood_ratio(errors, cov, horizons, origins, fitted)
+    blocks, upper = _usable_blocks(errors, forecasts["forecast_cov"].values, horizons, origins)
+    fitted = np.nan if blocks is None else _maximise(blocks, upper)  # fit_rate, blocks made once
+    lr = _ratio(blocks, fitted)
     rate = fitted if not np.isfinite(lr) or lr > widening_threshold(level) else 0.0
     return Discrepancy(name, rate, float(since), horizons, errors, origins, fitted, lr)
 

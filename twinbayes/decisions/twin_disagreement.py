@@ -197,17 +197,23 @@ class Disagreement:
 
     data: xr.Dataset
 
+    def _forward(self) -> dict | None:
+        """The ``forward`` attribute as written by :func:`disagreement` (``None``: widening off)."""
+        raw = self.data.attrs.get("forward", "")
+        return json.loads(raw) if raw else None
+
     def forward_record(self) -> dict[str, dict] | None:
         """Each twin's forward discrepancy as recorded (:meth:`~twinbayes.decisions.forward.Discrepancy.as_attrs`);
         ``None`` when widening was off."""
-        raw = self.data.attrs.get("forward", "")
-        return json.loads(raw)["twins"] if raw else None
+        record = self._forward()
+        return None if record is None else record["twins"]
 
     def forward_note(self) -> str:
         """One line per widened twin, or why nothing was widened (empty when widening is off)."""
-        found = self.forward_record()
-        if found is None:
+        record = self._forward()
+        if record is None:
             return ""
+        found, level = record["twins"], record.get("level", WIDEN_LEVEL)
         unit = self.data.attrs.get("time_unit", "")
         lines = [
             f"forward widening: {name}'s forecasts of this patient's later levels missed by more "
@@ -224,12 +230,8 @@ class Disagreement:
         return (
             "forward widening: no twin's forecasts of this patient's later levels (up to "
             f"{max(checked):.3g} {unit} ahead) missed clearly more than it expected (the "
-            f"likelihood-ratio test at {self._forward_level():g}); not widened"
+            f"likelihood-ratio test at {level:g}); not widened"
         )
-
-    def _forward_level(self) -> float:
-        """The level of the widening test as recorded (0.05 for records before it was)."""
-        return float(json.loads(self.data.attrs.get("forward") or "{}").get("level", 0.05))
 
     def exclusion_note(self) -> str:
         """What the ensemble leaves out, to print next to every share (empty when nothing is)."""
