@@ -226,8 +226,21 @@ def test_killed_run_leaves_nothing_that_looks_complete_and_rerun_finishes(tmp_pa
         "--no-figures",
         "--no-ladder",
     ]
+    # the killed run holds before its final writes, so the kill lands midway however the two
+    # processes are scheduled (a busy machine once let a run reach summary.json before the kill)
+    holding = (
+        "import sys, time\n"
+        "import twinbayes.run.pipeline as pipeline\n"
+        "write = pipeline._write\n"
+        "pipeline._write = lambda *args: (time.sleep(120), write(*args))[1]\n"
+        "from twinbayes.run.cli import console\n"
+        "console()\n"
+    )
     proc = subprocess.Popen(
-        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        [sys.executable, "-c", holding, *cmd[3:]],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     deadline = time.time() + 120
     while time.time() < deadline and not list(tmp_path.glob(".res.partial-*/twins/*.nc")):
